@@ -1,0 +1,62 @@
+// Domain values to protobuf messages.
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { WorkspaceSchema, type Workspace } from "../../gen/foreman/v1/workspace_pb.js";
+import {
+  RepositoryGroupSchema,
+  RepositorySchema,
+  VcsProviderType,
+  type Repository,
+  type RepositoryGroup,
+} from "../../gen/foreman/v1/repository_pb.js";
+import type * as core from "../core/workspaces.js";
+import type * as repos from "../core/repositories.js";
+
+export function workspaceToProto(w: core.Workspace): Workspace {
+  return create(WorkspaceSchema, {
+    id: w.id,
+    name: w.name,
+    description: w.description,
+    createTime: timestampFromDate(w.createdAt),
+    updateTime: timestampFromDate(w.updatedAt),
+  });
+}
+
+const PROVIDERS: Record<repos.ProviderName, VcsProviderType> = {
+  github: VcsProviderType.GITHUB,
+  gitlab: VcsProviderType.GITLAB,
+  bitbucket: VcsProviderType.BITBUCKET,
+  generic: VcsProviderType.GENERIC,
+};
+
+/** undefined for UNSPECIFIED (derive it), null for a number the enum does not have. */
+export function providerFromProto(value: VcsProviderType): repos.ProviderName | undefined | null {
+  if (value === VcsProviderType.UNSPECIFIED) return undefined;
+  const found = (Object.keys(PROVIDERS) as repos.ProviderName[]).find((name) => PROVIDERS[name] === value);
+  return found ?? null;
+}
+
+export function repositoryToProto(r: repos.Repository): Repository {
+  return create(RepositorySchema, {
+    id: r.id,
+    workspaceId: r.workspaceId,
+    name: r.name,
+    remoteUrl: r.remoteUrl,
+    defaultBranch: r.defaultBranch,
+    vcsProviderType: PROVIDERS[r.vcsProviderType as repos.ProviderName] ?? VcsProviderType.GENERIC,
+    hasWebhookSecret: r.hasWebhookSecret,
+    createTime: timestampFromDate(r.createdAt),
+    updateTime: timestampFromDate(r.updatedAt),
+  });
+}
+
+export function repositoryGroupToProto(g: repos.RepositoryGroup): RepositoryGroup {
+  return create(RepositoryGroupSchema, {
+    id: g.id,
+    workspaceId: g.workspaceId,
+    name: g.name ?? "",
+    repositoryIds: g.repositoryIds,
+    createTime: timestampFromDate(g.createdAt),
+    updateTime: timestampFromDate(g.updatedAt),
+  });
+}

@@ -1,0 +1,58 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { RepositoryService } from "../../gen/foreman/v1/repository_pb.js";
+import { requireUser } from "../auth/principal.js";
+import type { Core } from "../core/context.js";
+import { invalidArgument } from "../core/errors.js";
+import * as repositories from "../core/repositories.js";
+import { providerFromProto, repositoryGroupToProto, repositoryToProto } from "./convert.js";
+
+export function repositoryService(core: Core): ServiceImpl<typeof RepositoryService> {
+  return {
+    async addRepository(req, ctx) {
+      const provider = providerFromProto(req.vcsProviderType);
+      if (provider === null) {
+        throw invalidArgument([{ field: "vcs_provider_type", description: `${req.vcsProviderType} is not a known provider` }]);
+      }
+      const repository = await repositories.addRepository(core, requireUser(ctx), {
+        workspaceId: req.workspaceId,
+        remoteUrl: req.remoteUrl,
+        name: req.name,
+        defaultBranch: req.defaultBranch,
+        provider,
+        webhookSecret: req.webhookSecret,
+      });
+      return { repository: repositoryToProto(repository) };
+    },
+    async listRepositories(req, ctx) {
+      const page = await repositories.listRepositories(core, requireUser(ctx), req);
+      return { repositories: page.items.map(repositoryToProto), nextPageToken: page.nextPageToken };
+    },
+    async getRepository(req, ctx) {
+      return { repository: repositoryToProto(await repositories.getRepository(core, requireUser(ctx), req.id)) };
+    },
+    async removeRepository(req, ctx) {
+      await repositories.removeRepository(core, requireUser(ctx), req.id);
+      return {};
+    },
+    async createRepositoryGroup(req, ctx) {
+      const group = await repositories.createRepositoryGroup(core, requireUser(ctx), req);
+      return { repositoryGroup: repositoryGroupToProto(group) };
+    },
+    async listRepositoryGroups(req, ctx) {
+      const page = await repositories.listRepositoryGroups(core, requireUser(ctx), req);
+      return { repositoryGroups: page.items.map(repositoryGroupToProto), nextPageToken: page.nextPageToken };
+    },
+    async updateRepositoryGroup(req, ctx) {
+      const group = await repositories.updateRepositoryGroup(core, requireUser(ctx), {
+        id: req.id,
+        name: req.name,
+        repositoryIds: req.repositoryIds?.ids,
+      });
+      return { repositoryGroup: repositoryGroupToProto(group) };
+    },
+    async deleteRepositoryGroup(req, ctx) {
+      await repositories.deleteRepositoryGroup(core, requireUser(ctx), req.id);
+      return {};
+    },
+  };
+}

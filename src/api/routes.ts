@@ -1,0 +1,44 @@
+// Every service the server answers, in one place. Services that a later issue implements are
+// registered as Unimplemented so the whole contract is reachable (and reflectable) today.
+import type { DescFile } from "@bufbuild/protobuf";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { AuthService, file_foreman_v1_auth } from "../../gen/foreman/v1/auth_pb.js";
+import { file_foreman_v1_common } from "../../gen/foreman/v1/common_pb.js";
+import { file_foreman_v1_repository, RepositoryService } from "../../gen/foreman/v1/repository_pb.js";
+import { file_foreman_v1_secrets, SecretsService } from "../../gen/foreman/v1/secrets_pb.js";
+import { file_foreman_v1_session, SessionService } from "../../gen/foreman/v1/session_pb.js";
+import { file_foreman_v1_task, TaskService } from "../../gen/foreman/v1/task_pb.js";
+import { file_foreman_v1_todo, TodoService } from "../../gen/foreman/v1/todo_pb.js";
+import { file_foreman_v1_worker, WorkerService } from "../../gen/foreman/v1/worker_pb.js";
+import { file_foreman_v1_workspace, WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
+import type { Core } from "../core/context.js";
+import { registerHealthService, type HealthStatus } from "./health-service.js";
+import { registerReflectionService } from "./reflection-service.js";
+import { repositoryService } from "./repository-service.js";
+import { registerUnimplemented } from "./unimplemented.js";
+import { workspaceService } from "./workspace-service.js";
+
+export const FOREMAN_FILES: DescFile[] = [
+  file_foreman_v1_common,
+  file_foreman_v1_workspace,
+  file_foreman_v1_repository,
+  file_foreman_v1_task,
+  file_foreman_v1_session,
+  file_foreman_v1_todo,
+  file_foreman_v1_secrets,
+  file_foreman_v1_worker,
+  file_foreman_v1_auth,
+];
+
+export function registerRoutes(router: ConnectRouter, core: Core, health: HealthStatus): void {
+  router.service(WorkspaceService, workspaceService(core));
+  router.service(RepositoryService, repositoryService(core));
+  registerUnimplemented(router, TaskService, "tasks", "issue 4");
+  registerUnimplemented(router, TodoService, "todo items", "issue 4");
+  registerUnimplemented(router, SessionService, "sessions and logs", "the log stream issue");
+  registerUnimplemented(router, SecretsService, "secret relay", "the dispatch issue");
+  registerUnimplemented(router, WorkerService, "the worker protocol", "the dispatch issue");
+  registerUnimplemented(router, AuthService, "login and users", "issue 3");
+  registerHealthService(router, health);
+  registerReflectionService(router, FOREMAN_FILES);
+}

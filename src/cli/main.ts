@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// The foreman command: `serve` runs the server, `migrate` brings the database up to date.
+import { ConfigError, loadConfig } from "../config.js";
+import { openDatabase } from "../db/database.js";
+import { migrateToLatest } from "../db/migrator.js";
+import { createLogger } from "../logger.js";
+import { sqlitePath, startServer } from "../server/server.js";
+
+const USAGE = `Usage: foreman <command>
+
+Commands:
+  serve     Run the server (configured by FOREMAN_* environment variables; see README)
+  migrate   Apply database migrations and exit
+  help      Show this help
+`;
+
+async function serve(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel);
+  const server = await startServer(config, logger);
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, "second signal: exiting at once");
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, "signal received");
+    server.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}
+
+async function migrate(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel);
+  const db = openDatabase({ databaseUrl: config.databaseUrl, sqlitePath: sqlitePath(config), poolSize: 2 });
+  try {
+    const ran = await migrateToLatest(db);
+    logger.info({ migrations: ran, database: db.dialect }, ran.length > 0 ? "database migrated" : "database already up to date");
+  } finally {
+    await db.close();
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const command = argv[0] ?? "help";
+  try {
+    switch (command) {
+      case "serve":
+        await serve();
+        return -1; // keeps running until a signal
+      case "migrate":
+        await migrate();
+        return 0;
+      case "help":
+      case "--help":
+      case "-h":
+        process.stdout.write(USAGE);
+        return 0;
+      default:
+        process.stderr.write(`foreman: unknown command "${command}"\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`foreman: configuration error: ${error.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`foreman: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    return 1;
+  }
+}
+
+const code = await main(process.argv.slice(2));
+if (code >= 0) process.exitCode = code;

@@ -1,0 +1,267 @@
+// Repository and repository group rules. A repository's remote URL is unique per workspace;
+// a group's repositories all belong to its workspace; an unnamed group holds exactly one
+// repository (the seed's single-repository group) and is removed with it.
+import type { Kysely } from "kysely";
+import type { Database } from "../db/schema.js";
+import { newId } from "../store/codec.js";
+import { isUniqueViolation } from "../store/errors.js";
+import * as store from "../store/repositories.js";
+import type { Repository, RepositoryGroup } from "../store/repositories.js";
+import type { Core } from "./context.js";
+import { alreadyExists, failedPrecondition, notFound } from "./errors.js";
+import { readPage, writePage } from "./pagination.js";
+import { branchNameProblem, parseRemoteUrl, providerForHost, type ProviderName } from "./remote-url.js";
+import { Violations, normalizeId } from "./validation.js";
+import { getWorkspace } from "./workspaces.js";
+
+export type { Repository, RepositoryGroup, ProviderName };
+
+const NAME_MAX = 100;
+const GROUP_MAX_REPOSITORIES = 100;
+const WEBHOOK_SECRET_MAX = 256;
+const REPOSITORY_NAME = /^[A-Za-z0-9._-]+$/;
+
+export interface AddRepositoryInput {
+  workspaceId: string;
+  remoteUrl: string;
+  name: string;
+  defaultBranch: string;
+  /** undefined: derive from the URL's host. */
+  provider: ProviderName | undefined;
+  webhookSecret: string;
+}
+
+export async function addRepository(core: Core, ownerId: string, input: AddRepositoryInput): Promise<Repository> {
+  const v = new Violations();
+  const workspaceId = normalizeId(input.workspaceId);
+  v.id("workspace_id", workspaceId);
+  const remote = parseRemoteUrl(input.remoteUrl);
+  if (typeof remote === "string") v.add("remote_url", remote);
+  const name = input.name.trim() || (typeof remote === "string" ? "" : remote.baseName);
+  if (typeof remote !== "string" || input.name.trim() !== "") {
+    v.text("name", name, { required: true, max: NAME_MAX });
+    if (name !== "" && !REPOSITORY_NAME.test(name)) v.add("name", "may hold only letters, digits, '.', '_' and '-'");
+  }
+  const defaultBranch = input.defaultBranch.trim() || "main";
+  const branchProblem = branchNameProblem(defaultBranch);
+  if (branchProblem !== undefined) v.add("default_branch", branchProblem);
+  if (input.webhookSecret.length > WEBHOOK_SECRET_MAX) {
+    v.add("webhook_secret", `must be at most ${WEBHOOK_SECRET_MAX} characters`);
+  }
+  v.throwIfAny();
+  const parsed = remote as Exclude<typeof remote, string>;
+  await getWorkspace(core, ownerId, workspaceId, "workspace_id");
+  try {
+    return await store.insertRepository(core.db, {
+      id: newId(),
+      ownerId,
+      workspaceId,
+      name,
+      remoteUrl: parsed.url,
+      defaultBranch,
+      vcsProviderType: input.provider ?? providerForHost(parsed.host),
+      webhookSecret: input.webhookSecret === "" ? null : input.webhookSecret,
+      createdAt: core.now(),
+    });
+  } catch (error) {
+    if (isUniqueViolation(error)) {
+      throw alreadyExists("repository", `workspace ${workspaceId} already has a repository for ${parsed.url}`, {
+        remote_url: parsed.url,
+      });
+    }
+    throw error;
+  }
+}
+
+export async function getRepository(core: Core, ownerId: string, rawId: string): Promise<Repository> {
+  const id = normalizeId(rawId);
+  const v = new Violations();
+  v.id("id", id);
+  v.throwIfAny();
+  const repository = await store.getRepository(core.db, ownerId, id);
+  if (repository === undefined) throw notFound("repository", id);
+  return repository;
+}
+
+export async function listRepositories(
+  core: Core,
+  ownerId: string,
+  input: { workspaceId: string; pageSize: number; pageToken: string },
+): Promise<{ items: Repository[]; nextPageToken: string }> {
+  const workspaceId = normalizeId(input.workspaceId);
+  const v = new Violations();
+  v.id("workspace_id", workspaceId);
+  const page = readPage(v, input.pageSize, input.pageToken, `repositories:${workspaceId}`);
+  v.throwIfAny();
+  await getWorkspace(core, ownerId, workspaceId, "workspace_id");
+  return writePage(page, await store.listRepositories(core.db, ownerId, workspaceId, page.afterId, page.fetch));
+}
+
+/**
+ * Removes a repository. Its single-repository groups go with it; a named group that holds it
+ * must be changed first, and a group with tasks keeps the repository in place.
+ */
+export async function removeRepository(core: Core, ownerId: string, rawId: string): Promise<void> {
+  const id = normalizeId(rawId);
+  const v = new Violations();
+  v.id("id", id);
+  v.throwIfAny();
+  await core.db.transaction().execute(async (tx) => {
+    if ((await store.getRepository(tx, ownerId, id)) === undefined) throw notFound("repository", id);
+    const groups = await store.groupsContaining(tx, id);
+    const named = groups.filter((g) => g.name !== null);
+    if (named.length > 0) {
+      throw failedPrecondition(
+        `repository ${id} is in repository group ${named.map((g) => `"${g.name}" (${g.id})`).join(", ")}; ` +
+          "remove it from the group first",
+        { id },
+      );
+    }
+    for (const group of groups) {
+      if (await store.groupHasTasks(tx, group.id)) {
+        throw failedPrecondition(`repository ${id} is used by tasks of repository group ${group.id}`, { id });
+      }
+    }
+    await store.deleteGroups(
+      tx,
+      groups.map((g) => g.id),
+    );
+    await store.deleteRepository(tx, ownerId, id);
+  });
+}
+
+/** Validates a group's repository ids and checks they are the owner's, in the workspace. */
+async function checkMembers(
+  db: Kysely<Database>,
+  ownerId: string,
+  workspaceId: string,
+  name: string | null,
+  rawIds: string[],
+): Promise<string[]> {
+  const ids = rawIds.map(normalizeId);
+  const v = new Violations();
+  if (ids.length === 0) v.add("repository_ids", "must name at least one repository");
+  if (ids.length > GROUP_MAX_REPOSITORIES) v.add("repository_ids", `must name at most ${GROUP_MAX_REPOSITORIES} repositories`);
+  if (name === null && ids.length > 1) {
+    v.add("repository_ids", "a group without a name holds exactly one repository; give the group a name");
+  }
+  ids.forEach((id, i) => v.id(`repository_ids[${i}]`, id));
+  const seen = new Set<string>();
+  ids.forEach((id, i) => {
+    if (seen.has(id)) v.add(`repository_ids[${i}]`, `repeats ${id}`);
+    seen.add(id);
+  });
+  v.throwIfAny();
+  const found = await store.findRepositories(db, ownerId, ids);
+  const inWorkspace = new Set(found.filter((r) => r.workspaceId === workspaceId).map((r) => r.id));
+  const missing = ids.find((id) => !inWorkspace.has(id));
+  if (missing !== undefined) throw notFound("repository", missing);
+  return ids;
+}
+
+function groupNameTaken(name: string | null): Error {
+  return alreadyExists("repository_group", `a repository group named "${name}" already exists in this workspace`, {
+    name: name ?? "",
+  });
+}
+
+function readGroupName(v: Violations, raw: string): string | null {
+  const name = raw.trim();
+  v.text("name", name, { max: NAME_MAX });
+  return name === "" ? null : name;
+}
+
+export async function createRepositoryGroup(
+  core: Core,
+  ownerId: string,
+  input: { workspaceId: string; name: string; repositoryIds: string[] },
+): Promise<RepositoryGroup> {
+  const workspaceId = normalizeId(input.workspaceId);
+  const v = new Violations();
+  v.id("workspace_id", workspaceId);
+  const name = readGroupName(v, input.name);
+  v.throwIfAny();
+  await getWorkspace(core, ownerId, workspaceId, "workspace_id");
+  try {
+    return await core.db.transaction().execute(async (tx) => {
+      const repositoryIds = await checkMembers(tx, ownerId, workspaceId, name, input.repositoryIds);
+      return store.insertGroup(tx, { id: newId(), ownerId, workspaceId, name, repositoryIds, createdAt: core.now() });
+    });
+  } catch (error) {
+    if (isUniqueViolation(error)) throw groupNameTaken(name);
+    throw error;
+  }
+}
+
+export async function listRepositoryGroups(
+  core: Core,
+  ownerId: string,
+  input: { workspaceId: string; pageSize: number; pageToken: string },
+): Promise<{ items: RepositoryGroup[]; nextPageToken: string }> {
+  const workspaceId = normalizeId(input.workspaceId);
+  const v = new Violations();
+  v.id("workspace_id", workspaceId);
+  const page = readPage(v, input.pageSize, input.pageToken, `repository_groups:${workspaceId}`);
+  v.throwIfAny();
+  await getWorkspace(core, ownerId, workspaceId, "workspace_id");
+  return writePage(page, await store.listGroups(core.db, ownerId, workspaceId, page.afterId, page.fetch));
+}
+
+export async function getRepositoryGroup(core: Core, ownerId: string, rawId: string, field = "id"): Promise<RepositoryGroup> {
+  const id = normalizeId(rawId);
+  const v = new Violations();
+  v.id(field, id);
+  v.throwIfAny();
+  const group = await store.getGroup(core.db, ownerId, id);
+  if (group === undefined) throw notFound("repository group", id);
+  return group;
+}
+
+export async function updateRepositoryGroup(
+  core: Core,
+  ownerId: string,
+  input: { id: string; name?: string | undefined; repositoryIds?: string[] | undefined },
+): Promise<RepositoryGroup> {
+  const id = normalizeId(input.id);
+  const v = new Violations();
+  v.id("id", id);
+  const name = input.name === undefined ? undefined : readGroupName(v, input.name);
+  v.throwIfAny();
+  try {
+    return await core.db.transaction().execute(async (tx) => {
+      const current = await store.getGroup(tx, ownerId, id);
+      if (current === undefined) throw notFound("repository group", id);
+      const finalName = name === undefined ? current.name : name;
+      const repositoryIds = await checkMembers(
+        tx,
+        ownerId,
+        current.workspaceId,
+        finalName,
+        input.repositoryIds ?? current.repositoryIds,
+      );
+      const patch: { name?: string | null; repositoryIds?: string[] } = {};
+      if (name !== undefined) patch.name = name;
+      if (input.repositoryIds !== undefined) patch.repositoryIds = repositoryIds;
+      const updated = await store.updateGroup(tx, ownerId, id, patch, core.now());
+      if (updated === undefined) throw notFound("repository group", id);
+      return updated;
+    });
+  } catch (error) {
+    if (isUniqueViolation(error)) throw groupNameTaken(name ?? null);
+    throw error;
+  }
+}
+
+export async function deleteRepositoryGroup(core: Core, ownerId: string, rawId: string): Promise<void> {
+  const id = normalizeId(rawId);
+  const v = new Violations();
+  v.id("id", id);
+  v.throwIfAny();
+  await core.db.transaction().execute(async (tx) => {
+    if ((await store.getGroup(tx, ownerId, id)) === undefined) throw notFound("repository group", id);
+    if (await store.groupHasTasks(tx, id)) {
+      throw failedPrecondition(`repository group ${id} has tasks; delete them first`, { id });
+    }
+    await store.deleteGroup(tx, ownerId, id);
+  });
+}

@@ -1,0 +1,108 @@
+// Workspace rules: names unique per owner, bounded text, delete only when empty unless forced.
+import { isUniqueViolation } from "../store/errors.js";
+import { newId } from "../store/codec.js";
+import * as store from "../store/workspaces.js";
+import type { Workspace } from "../store/workspaces.js";
+import type { Core } from "./context.js";
+import { alreadyExists, failedPrecondition, notFound } from "./errors.js";
+import { readPage, writePage } from "./pagination.js";
+import { Violations, normalizeId } from "./validation.js";
+
+export type { Workspace };
+
+const NAME_MAX = 100;
+const DESCRIPTION_MAX = 2000;
+
+function checkName(v: Violations, name: string): void {
+  v.text("name", name, { required: true, max: NAME_MAX });
+}
+
+function nameTaken(name: string): Error {
+  return alreadyExists("workspace", `a workspace named "${name}" already exists`, { name });
+}
+
+export async function createWorkspace(core: Core, ownerId: string, input: { name: string; description: string }): Promise<Workspace> {
+  const name = input.name.trim();
+  const description = input.description.trim();
+  const v = new Violations();
+  checkName(v, name);
+  v.text("description", description, { max: DESCRIPTION_MAX });
+  v.throwIfAny();
+  try {
+    return await store.insertWorkspace(core.db, { id: newId(), ownerId, name, description, createdAt: core.now() });
+  } catch (error) {
+    if (isUniqueViolation(error)) throw nameTaken(name);
+    throw error;
+  }
+}
+
+/** The owner's workspace; NotFound for a missing one or another owner's. */
+export async function getWorkspace(core: Core, ownerId: string, rawId: string, field = "id"): Promise<Workspace> {
+  const id = normalizeId(rawId);
+  const v = new Violations();
+  v.id(field, id);
+  v.throwIfAny();
+  const workspace = await store.getWorkspace(core.db, ownerId, id);
+  if (workspace === undefined) throw notFound("workspace", id);
+  return workspace;
+}
+
+export async function listWorkspaces(
+  core: Core,
+  ownerId: string,
+  input: { pageSize: number; pageToken: string },
+): Promise<{ items: Workspace[]; nextPageToken: string }> {
+  const v = new Violations();
+  const page = readPage(v, input.pageSize, input.pageToken, "workspaces");
+  v.throwIfAny();
+  return writePage(page, await store.listWorkspaces(core.db, ownerId, page.afterId, page.fetch));
+}
+
+export async function updateWorkspace(
+  core: Core,
+  ownerId: string,
+  input: { id: string; name?: string | undefined; description?: string | undefined },
+): Promise<Workspace> {
+  const id = normalizeId(input.id);
+  const patch: { name?: string; description?: string } = {};
+  const v = new Violations();
+  v.id("id", id);
+  if (input.name !== undefined) {
+    patch.name = input.name.trim();
+    checkName(v, patch.name);
+  }
+  if (input.description !== undefined) {
+    patch.description = input.description.trim();
+    v.text("description", patch.description, { max: DESCRIPTION_MAX });
+  }
+  v.throwIfAny();
+  try {
+    const updated = await store.updateWorkspace(core.db, ownerId, id, patch, core.now());
+    if (updated === undefined) throw notFound("workspace", id);
+    return updated;
+  } catch (error) {
+    if (isUniqueViolation(error)) throw nameTaken(patch.name ?? "");
+    throw error;
+  }
+}
+
+export async function deleteWorkspace(core: Core, ownerId: string, input: { id: string; force: boolean }): Promise<void> {
+  const id = normalizeId(input.id);
+  const v = new Violations();
+  v.id("id", id);
+  v.throwIfAny();
+  await core.db.transaction().execute(async (tx) => {
+    if ((await store.getWorkspace(tx, ownerId, id)) === undefined) throw notFound("workspace", id);
+    if (!input.force) {
+      const held = await store.countWorkspaceContents(tx, id);
+      if (held.repositories + held.repositoryGroups + held.tasks > 0) {
+        throw failedPrecondition(
+          `workspace ${id} holds ${held.repositories} repositories, ${held.repositoryGroups} repository groups ` +
+            `and ${held.tasks} tasks; delete them first or pass force to delete everything in it`,
+          { id },
+        );
+      }
+    }
+    await store.deleteWorkspace(tx, ownerId, id);
+  });
+}

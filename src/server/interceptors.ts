@@ -1,0 +1,69 @@
+// Request ids and structured call logs. Every call gets an id (the caller's X-Request-Id when
+// it sends a sane one), echoed in the response headers or trailers and in every log line. An
+// error that is not a ConnectError is logged with its cause and reaches the client as Internal
+// with the request id, never with the cause's text.
+import { randomUUID } from "node:crypto";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { foremanError } from "../core/errors.js";
+import type { Logger } from "../logger.js";
+import { loggerKey, requestIdKey } from "../api/context-keys.js";
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+function toConnectError(error: unknown, requestId: string, log: Logger): ConnectError {
+  if (error instanceof ConnectError) {
+    if (error.code === Code.Internal || error.code === Code.Unknown || error.code === Code.DataLoss) {
+      log.error({ err: error, cause: error.cause }, "call failed");
+    }
+    return error;
+  }
+  log.error({ err: error }, "call failed with an unexpected error");
+  return foremanError(Code.Internal, "INTERNAL", `internal error (request id ${requestId})`, { request_id: requestId }, {
+    cause: error,
+  });
+}
+
+export function loggingInterceptor(root: Logger): Interceptor {
+  return (next) => async (req) => {
+    const sent = req.header.get("x-request-id");
+    const requestId = sent !== null && REQUEST_ID.test(sent) ? sent : randomUUID();
+    const log = root.child({ request_id: requestId, procedure: req.url.slice(req.url.indexOf("/", 8)) });
+    req.contextValues.set(requestIdKey, requestId);
+    req.contextValues.set(loggerKey, log);
+    const started = performance.now();
+    try {
+      const res = await next(req);
+      res.header.set("x-request-id", requestId);
+      if (!res.stream) {
+        log.info({ code: "ok", duration_ms: Math.round(performance.now() - started) }, "call");
+        return res;
+      }
+      // A server stream is logged when it ends.
+      const messages = res.message;
+      return {
+        ...res,
+        message: (async function* () {
+          let code = "ok";
+          try {
+            yield* messages;
+          } catch (error) {
+            const connectError = toConnectError(error, requestId, log);
+            code = Code[connectError.code];
+            connectError.metadata.set("x-request-id", requestId);
+            throw connectError;
+          } finally {
+            log.info({ code, duration_ms: Math.round(performance.now() - started), stream: true }, "call");
+          }
+        })(),
+      };
+    } catch (error) {
+      const connectError = toConnectError(error, requestId, log);
+      connectError.metadata.set("x-request-id", requestId);
+      log.info(
+        { code: Code[connectError.code], duration_ms: Math.round(performance.now() - started), message: connectError.rawMessage },
+        "call",
+      );
+      throw connectError;
+    }
+  };
+}

@@ -1,0 +1,120 @@
+// Composes the server: database (migrated), services, interceptors, the one-port listener,
+// /healthz, CORS, and a graceful shutdown that stops accepting, ends streams, finishes
+// in-flight calls and closes the database.
+import path from "node:path";
+import type http from "node:http";
+import type http2 from "node:http2";
+import { sql } from "kysely";
+import { createContextValues } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { HealthStatus, ServingStatus } from "../api/health-service.js";
+import { shutdownSignalKey } from "../api/context-keys.js";
+import { registerRoutes } from "../api/routes.js";
+import { authInterceptor } from "../auth/interceptor.js";
+import type { Config } from "../config.js";
+import type { Core } from "../core/context.js";
+import { openDatabase, type Db } from "../db/database.js";
+import { migrateToLatest } from "../db/migrator.js";
+import type { Logger } from "../logger.js";
+import { ensureLocalUser } from "../store/users.js";
+import { applyCors } from "./cors.js";
+import { loggingInterceptor } from "./interceptors.js";
+import { createDualServer } from "./listener.js";
+
+export interface RunningServer {
+  /** http://host:port, with the port actually bound (config.port may be 0). */
+  url: string;
+  port: number;
+  db: Db;
+  /** Graceful shutdown; safe to call more than once. */
+  close(): Promise<void>;
+}
+
+export function sqlitePath(config: Config): string {
+  return path.join(config.dataDir, "foreman.db");
+}
+
+export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  const db = openDatabase({ databaseUrl: config.databaseUrl, sqlitePath: sqlitePath(config), poolSize: config.dbPoolSize });
+  try {
+    const ran = await migrateToLatest(db);
+    if (ran.length > 0) logger.info({ migrations: ran }, "database migrated");
+    if (config.singleUserMode) await ensureLocalUser(db.kysely, new Date());
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
+
+  const core: Core = { db: db.kysely, dialect: db.dialect, now: () => new Date() };
+  const health = new HealthStatus();
+  const shutdown = new AbortController();
+  const connect = connectNodeAdapter({
+    routes: (router) => registerRoutes(router, core, health),
+    interceptors: [loggingInterceptor(logger), authInterceptor({ singleUserMode: config.singleUserMode })],
+    readMaxBytes: config.maxMessageBytes,
+    writeMaxBytes: config.maxMessageBytes,
+    contextValues: () => createContextValues().set(shutdownSignalKey, shutdown.signal),
+  });
+
+  const handler = (
+    req: http.IncomingMessage | http2.Http2ServerRequest,
+    res: http.ServerResponse | http2.Http2ServerResponse,
+  ): void => {
+    if (applyCors(config.corsOrigins, req, res)) return;
+    if (req.url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
+      void healthz(res);
+      return;
+    }
+    connect(req as http.IncomingMessage, res as http.ServerResponse);
+  };
+
+  async function healthz(res: http.ServerResponse | http2.Http2ServerResponse): Promise<void> {
+    let status = 200;
+    let body: Record<string, string> = { status: "ok" };
+    if (listener.closing) {
+      status = 503;
+      body = { status: "shutting down" };
+    } else {
+      try {
+        await sql`select 1`.execute(db.kysely);
+      } catch (error) {
+        logger.error({ err: error }, "health check: database unreachable");
+        status = 503;
+        body = { status: "database unreachable" };
+      }
+    }
+    res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" });
+    res.end(JSON.stringify(body));
+  }
+
+  const listener = createDualServer(handler);
+  let port: number;
+  try {
+    port = await listener.listen(config.port, config.host);
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
+  health.set("", ServingStatus.SERVING);
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  const url = `http://${host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host}:${port}`;
+  logger.info({ url, database: db.dialect, single_user_mode: config.singleUserMode, data_dir: config.dataDir }, "foreman serving");
+
+  let closed: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    db,
+    close() {
+      closed ??= (async () => {
+        logger.info("shutting down: no new connections, ending streams, finishing calls");
+        health.shutdown();
+        shutdown.abort();
+        await listener.close(config.shutdownTimeoutMs);
+        await db.close();
+        logger.info("shut down");
+      })();
+      return closed;
+    },
+  };
+}

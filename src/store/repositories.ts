@@ -1,0 +1,276 @@
+// Repositories and repository groups (with their ordered members), scoped to their owner.
+import type { Kysely, Selectable } from "kysely";
+import type { Database, RepositoriesTable, RepositoryGroupsTable } from "../db/schema.js";
+import { fromDbTime, toDbTime } from "./codec.js";
+
+export interface Repository {
+  id: string;
+  ownerId: string;
+  workspaceId: string;
+  name: string;
+  remoteUrl: string;
+  defaultBranch: string;
+  vcsProviderType: string;
+  hasWebhookSecret: boolean;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface RepositoryGroup {
+  id: string;
+  ownerId: string;
+  workspaceId: string;
+  /** null for a single-repository group. */
+  name: string | null;
+  repositoryIds: string[];
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+function toRepository(row: Selectable<RepositoriesTable>): Repository {
+  return {
+    id: row.id,
+    ownerId: row.owner_id,
+    workspaceId: row.workspace_id,
+    name: row.name,
+    remoteUrl: row.remote_url,
+    defaultBranch: row.default_branch,
+    vcsProviderType: row.vcs_provider_type,
+    hasWebhookSecret: row.webhook_secret !== null,
+    createdAt: fromDbTime(row.created_at),
+    updatedAt: fromDbTime(row.updated_at),
+  };
+}
+
+export interface NewRepository {
+  id: string;
+  ownerId: string;
+  workspaceId: string;
+  name: string;
+  remoteUrl: string;
+  defaultBranch: string;
+  vcsProviderType: string;
+  webhookSecret: string | null;
+  createdAt: Date;
+}
+
+export async function insertRepository(db: Kysely<Database>, r: NewRepository): Promise<Repository> {
+  const row = await db
+    .insertInto("repositories")
+    .values({
+      id: r.id,
+      owner_id: r.ownerId,
+      workspace_id: r.workspaceId,
+      name: r.name,
+      remote_url: r.remoteUrl,
+      default_branch: r.defaultBranch,
+      vcs_provider_type: r.vcsProviderType,
+      webhook_secret: r.webhookSecret,
+      created_at: toDbTime(r.createdAt),
+      updated_at: toDbTime(r.createdAt),
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return toRepository(row);
+}
+
+export async function getRepository(db: Kysely<Database>, ownerId: string, id: string): Promise<Repository | undefined> {
+  const row = await db
+    .selectFrom("repositories")
+    .selectAll()
+    .where("owner_id", "=", ownerId)
+    .where("id", "=", id)
+    .executeTakeFirst();
+  return row && toRepository(row);
+}
+
+/** The owner's repositories among ids, in any order; missing ones are left out. */
+export async function findRepositories(db: Kysely<Database>, ownerId: string, ids: string[]): Promise<Repository[]> {
+  if (ids.length === 0) return [];
+  const rows = await db.selectFrom("repositories").selectAll().where("owner_id", "=", ownerId).where("id", "in", ids).execute();
+  return rows.map(toRepository);
+}
+
+export async function listRepositories(
+  db: Kysely<Database>,
+  ownerId: string,
+  workspaceId: string,
+  afterId: string | undefined,
+  limit: number,
+): Promise<Repository[]> {
+  let query = db
+    .selectFrom("repositories")
+    .selectAll()
+    .where("owner_id", "=", ownerId)
+    .where("workspace_id", "=", workspaceId);
+  if (afterId !== undefined) query = query.where("id", ">", afterId);
+  const rows = await query.orderBy("id").limit(limit).execute();
+  return rows.map(toRepository);
+}
+
+export async function deleteRepository(db: Kysely<Database>, ownerId: string, id: string): Promise<boolean> {
+  const result = await db.deleteFrom("repositories").where("owner_id", "=", ownerId).where("id", "=", id).executeTakeFirst();
+  return result.numDeletedRows > 0n;
+}
+
+/** The groups that hold the repository, with their sizes. */
+export async function groupsContaining(
+  db: Kysely<Database>,
+  repositoryId: string,
+): Promise<{ id: string; name: string | null; memberCount: number }[]> {
+  const rows = await db
+    .selectFrom("repository_groups as g")
+    .innerJoin("repository_group_members as m", "m.group_id", "g.id")
+    .where("m.repository_id", "=", repositoryId)
+    .select((eb) => [
+      "g.id",
+      "g.name",
+      eb
+        .selectFrom("repository_group_members as all_members")
+        .whereRef("all_members.group_id", "=", "g.id")
+        .select((inner) => inner.fn.countAll<number | string>().as("n"))
+        .as("member_count"),
+    ])
+    .orderBy("g.id")
+    .execute();
+  return rows.map((r) => ({ id: r.id, name: r.name, memberCount: Number(r.member_count) }));
+}
+
+export async function deleteGroups(db: Kysely<Database>, ids: string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await db.deleteFrom("repository_groups").where("id", "in", ids).execute();
+}
+
+async function membersOf(db: Kysely<Database>, groupIds: string[]): Promise<Map<string, string[]>> {
+  const members = new Map<string, string[]>(groupIds.map((id) => [id, []]));
+  if (groupIds.length === 0) return members;
+  const rows = await db
+    .selectFrom("repository_group_members")
+    .select(["group_id", "repository_id"])
+    .where("group_id", "in", groupIds)
+    .orderBy("group_id")
+    .orderBy("position")
+    .execute();
+  for (const row of rows) members.get(row.group_id)?.push(row.repository_id);
+  return members;
+}
+
+function toGroup(row: Selectable<RepositoryGroupsTable>, repositoryIds: string[]): RepositoryGroup {
+  return {
+    id: row.id,
+    ownerId: row.owner_id,
+    workspaceId: row.workspace_id,
+    name: row.name,
+    repositoryIds,
+    createdAt: fromDbTime(row.created_at),
+    updatedAt: fromDbTime(row.updated_at),
+  };
+}
+
+async function replaceMembers(db: Kysely<Database>, groupId: string, repositoryIds: string[]): Promise<void> {
+  await db.deleteFrom("repository_group_members").where("group_id", "=", groupId).execute();
+  if (repositoryIds.length === 0) return;
+  await db
+    .insertInto("repository_group_members")
+    .values(repositoryIds.map((repositoryId, position) => ({ group_id: groupId, repository_id: repositoryId, position })))
+    .execute();
+}
+
+/** Inserts the group and its members; run it in a transaction. */
+export async function insertGroup(
+  db: Kysely<Database>,
+  g: Omit<RepositoryGroup, "updatedAt">,
+): Promise<RepositoryGroup> {
+  const row = await db
+    .insertInto("repository_groups")
+    .values({
+      id: g.id,
+      owner_id: g.ownerId,
+      workspace_id: g.workspaceId,
+      name: g.name,
+      created_at: toDbTime(g.createdAt),
+      updated_at: toDbTime(g.createdAt),
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  await replaceMembers(db, g.id, g.repositoryIds);
+  return toGroup(row, g.repositoryIds);
+}
+
+export async function getGroup(db: Kysely<Database>, ownerId: string, id: string): Promise<RepositoryGroup | undefined> {
+  const row = await db
+    .selectFrom("repository_groups")
+    .selectAll()
+    .where("owner_id", "=", ownerId)
+    .where("id", "=", id)
+    .executeTakeFirst();
+  if (row === undefined) return undefined;
+  const members = await membersOf(db, [row.id]);
+  return toGroup(row, members.get(row.id) ?? []);
+}
+
+export async function listGroups(
+  db: Kysely<Database>,
+  ownerId: string,
+  workspaceId: string,
+  afterId: string | undefined,
+  limit: number,
+): Promise<RepositoryGroup[]> {
+  let query = db
+    .selectFrom("repository_groups")
+    .selectAll()
+    .where("owner_id", "=", ownerId)
+    .where("workspace_id", "=", workspaceId);
+  if (afterId !== undefined) query = query.where("id", ">", afterId);
+  const rows = await query.orderBy("id").limit(limit).execute();
+  const members = await membersOf(
+    db,
+    rows.map((r) => r.id),
+  );
+  return rows.map((row) => toGroup(row, members.get(row.id) ?? []));
+}
+
+/** Updates the name and/or replaces the members; run it in a transaction. */
+export async function updateGroup(
+  db: Kysely<Database>,
+  ownerId: string,
+  id: string,
+  patch: { name?: string | null; repositoryIds?: string[] },
+  now: Date,
+): Promise<RepositoryGroup | undefined> {
+  const set: { updated_at: string; name?: string | null } = { updated_at: toDbTime(now) };
+  if (patch.name !== undefined) set.name = patch.name;
+  const row = await db
+    .updateTable("repository_groups")
+    .set(set)
+    .where("owner_id", "=", ownerId)
+    .where("id", "=", id)
+    .returningAll()
+    .executeTakeFirst();
+  if (row === undefined) return undefined;
+  if (patch.repositoryIds !== undefined) await replaceMembers(db, id, patch.repositoryIds);
+  const members = await membersOf(db, [id]);
+  return toGroup(row, members.get(id) ?? []);
+}
+
+export async function deleteGroup(db: Kysely<Database>, ownerId: string, id: string): Promise<boolean> {
+  const result = await db
+    .deleteFrom("repository_groups")
+    .where("owner_id", "=", ownerId)
+    .where("id", "=", id)
+    .executeTakeFirst();
+  return result.numDeletedRows > 0n;
+}
+
+/** Whether any task runs against the group; such a group cannot be deleted. */
+export async function groupHasTasks(db: Kysely<Database>, groupId: string): Promise<boolean> {
+  const unit = await db.selectFrom("unit_tasks").select("id").where("repository_group_id", "=", groupId).limit(1).executeTakeFirst();
+  if (unit !== undefined) return true;
+  const composite = await db
+    .selectFrom("composite_tasks")
+    .select("id")
+    .where("repository_group_id", "=", groupId)
+    .limit(1)
+    .executeTakeFirst();
+  return composite !== undefined;
+}
