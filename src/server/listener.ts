@@ -36,6 +36,9 @@ export function createDualServer(handler: RequestHandler, options: { maxHeaderBy
   http1.requestTimeout = 0;
   http1.headersTimeout = 30_000;
   http1.keepAliveTimeout = 65_000;
+  // http.Server tracks its connections (for closeIdleConnections and the headers timeout)
+  // from its 'listening' event; this one never listens itself, so announce it.
+  http1.emit("listening");
 
   const h2 = http2.createServer({ maxSessionMemory: 64 }, handler);
   h2.on("session", (session) => {
@@ -92,6 +95,7 @@ export function createDualServer(handler: RequestHandler, options: { maxHeaderBy
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
       for (const socket of sockets) socket.destroy();
+      http1.close(() => {}); // stops its connection-checking timer; it never listened, so no error matters
       await stopped;
     },
   };

@@ -1,0 +1,54 @@
+// Real databases for tests: a fresh SQLite file, or a fresh PostgreSQL database created for
+// the test and dropped after it.
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import pg from "pg";
+import type { DialectName } from "../../src/db/dialect.js";
+
+export const DIALECTS: DialectName[] = ["sqlite", "postgres"];
+
+/** A PostgreSQL URL with rights to create databases. */
+export function adminUrl(): string {
+  return process.env.FOREMAN_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+}
+
+export interface TestDatabase {
+  dialect: DialectName;
+  /** Set for PostgreSQL. */
+  databaseUrl: string | undefined;
+  /** A fresh folder; holds the SQLite file. */
+  dataDir: string;
+  drop(): Promise<void>;
+}
+
+async function admin<T>(run: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: adminUrl() });
+  await client.connect();
+  try {
+    return await run(client);
+  } finally {
+    await client.end();
+  }
+}
+
+export async function createTestDatabase(dialect: DialectName): Promise<TestDatabase> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), "foreman-test-"));
+  if (dialect === "sqlite") {
+    return { dialect, databaseUrl: undefined, dataDir, drop: () => rm(dataDir, { recursive: true, force: true }) };
+  }
+  const name = `foreman_test_${randomBytes(6).toString("hex")}`;
+  await admin((c) => c.query(`create database ${name}`));
+  const url = new URL(adminUrl());
+  url.pathname = `/${name}`;
+  return {
+    dialect,
+    databaseUrl: url.toString(),
+    dataDir,
+    async drop() {
+      await admin((c) => c.query(`drop database if exists ${name} with (force)`));
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
