@@ -69,6 +69,7 @@ export function branchNameProblem(name: string): string | undefined {
   if (name.includes("..") || name.includes("//") || name.includes("@{") || name === "@") {
     return 'must not contain "..", "//" or "@{"';
   }
+  // eslint-disable-next-line no-control-regex -- control characters are what this rejects
   if (/[\u0000-\u0020\u007f~^:?*[\\]/.test(name)) return "must not contain spaces, control characters or any of ~^:?*[\\";
   if (name.split("/").some((part) => part.startsWith("."))) return 'no part may start with "."';
   return undefined;

@@ -25,6 +25,7 @@ export class Violations {
     }
     const length = [...value].length;
     if (length > opts.max) this.add(field, `must be at most ${opts.max} characters, got ${length}`);
+    // eslint-disable-next-line no-control-regex -- control characters are what this rejects
     if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(value)) this.add(field, "must not contain control characters");
   }
 
