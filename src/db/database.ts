@@ -1,10 +1,26 @@
 // Opens the database the configuration names: PostgreSQL when DATABASE_URL is set, else a
 // SQLite file in the data folder (WAL, foreign keys on, a busy timeout). SQLite has one
-// connection, so writes are serialised in process as SQLite requires.
+// connection, so writes are serialised in process as SQLite requires. Across processes (two
+// servers, or `foreman migrate` beside `foreman serve`, on one data folder) SQLite transactions
+// begin IMMEDIATE, taking the write lock before they read, and the migrator runs in one: kysely
+// would otherwise migrate SQLite outside any transaction and without a lock, so a second process
+// re-ran a migration another had just applied ("table users already exists"), and a migration
+// that failed halfway left a half-made schema that every later start refused.
 import fs from "node:fs";
 import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
-import { Kysely, PostgresDialect, SqliteDialect } from "kysely";
+import {
+  CompiledQuery,
+  Kysely,
+  PostgresDialect,
+  SqliteAdapter,
+  SqliteDialect,
+  SqliteDriver,
+  type DatabaseConnection,
+  type DialectAdapter,
+  type Driver,
+  type SqliteDialectConfig,
+} from "kysely";
 import pg from "pg";
 import type { DialectName } from "./dialect.js";
 import type { Database } from "./schema.js";
@@ -15,12 +31,42 @@ export interface DatabaseOptions {
   /** A file path or ":memory:". */
   sqlitePath?: string;
   poolSize?: number;
+  /** Told when PostgreSQL drops an idle pooled connection (a restart, pg_terminate_backend). */
+  onIdleConnectionError?: (error: Error) => void;
 }
 
 export interface Db {
   kysely: Kysely<Database>;
   dialect: DialectName;
   close(): Promise<void>;
+}
+
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw("begin immediate"));
+  }
+}
+
+/** SQLite's DDL is transactional; saying so makes the migrator run in a transaction, whose
+ * BEGIN IMMEDIATE is the migration lock between processes. */
+class TransactionalDdlSqliteAdapter extends SqliteAdapter {
+  override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+}
+
+class ForemanSqliteDialect extends SqliteDialect {
+  constructor(private readonly sqliteConfig: SqliteDialectConfig) {
+    super(sqliteConfig);
+  }
+
+  override createDriver(): Driver {
+    return new ImmediateSqliteDriver(this.sqliteConfig);
+  }
+
+  override createAdapter(): DialectAdapter {
+    return new TransactionalDdlSqliteAdapter();
+  }
 }
 
 export function openDatabase(options: DatabaseOptions): Db {
@@ -32,6 +78,9 @@ export function openDatabase(options: DatabaseOptions): Db {
       query_timeout: 30_000,
       connectionTimeoutMillis: 10_000,
     });
+    // The pool already discards such a connection and opens a new one when needed; without a
+    // listener, pg re-throws the error as an uncaught exception that ends the process.
+    pool.on("error", (error) => options.onIdleConnectionError?.(error));
     const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return { kysely, dialect: "postgres", close: () => kysely.destroy() };
   }
@@ -42,6 +91,6 @@ export function openDatabase(options: DatabaseOptions): Db {
   sqlite.pragma("synchronous = NORMAL");
   sqlite.pragma("foreign_keys = ON");
   sqlite.pragma("busy_timeout = 5000");
-  const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const kysely = new Kysely<Database>({ dialect: new ForemanSqliteDialect({ database: sqlite }) });
   return { kysely, dialect: "sqlite", close: () => kysely.destroy() };
 }

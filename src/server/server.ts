@@ -35,7 +35,12 @@ export function sqlitePath(config: Config): string {
 }
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
-  const db = openDatabase({ databaseUrl: config.databaseUrl, sqlitePath: sqlitePath(config), poolSize: config.dbPoolSize });
+  const db = openDatabase({
+    databaseUrl: config.databaseUrl,
+    sqlitePath: sqlitePath(config),
+    poolSize: config.dbPoolSize,
+    onIdleConnectionError: (error) => logger.warn({ err: error }, "database connection lost while idle; it will be replaced"),
+  });
   try {
     const ran = await migrateToLatest(db);
     if (ran.length > 0) logger.info({ migrations: ran }, "database migrated");
