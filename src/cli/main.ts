@@ -74,6 +74,12 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`foreman: configuration error: ${error.message}\n`);
       return 2;
     }
+    const code = (error as NodeJS.ErrnoException | null)?.code;
+    if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") {
+      // A listen failure is the operator's to fix; a stack trace would only hide the message.
+      process.stderr.write(`foreman: cannot listen: ${(error as Error).message} (set FOREMAN_PORT or FOREMAN_HOST)\n`);
+      return 1;
+    }
     process.stderr.write(`foreman: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
     return 1;
   }

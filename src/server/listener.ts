@@ -44,7 +44,7 @@ export function createDualServer(handler: RequestHandler, options: { maxHeaderBy
   h2.on("session", (session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
-    if (closing) session.close();
+    if (closing) drain(session);
   });
 
   const server = net.createServer((socket) => {
@@ -72,6 +72,25 @@ export function createDualServer(handler: RequestHandler, options: { maxHeaderBy
     socket.on("data", onData);
   });
 
+  /**
+   * Ends an HTTP/2 session gracefully. session.close() sends GOAWAY naming the last stream the
+   * server has read, so a call the client had already sent but the server had not yet read was
+   * refused (REFUSED_STREAM, which connect-node's client reports as Internal). A PING first:
+   * its answer comes after every stream the client sent before it, so the GOAWAY sent then
+   * admits them all, and they finish. (Not the two-GOAWAY dance of RFC 9113 §6.8: Node's client
+   * closes on the first GOAWAY and leaves a request it had queued but not sent hanging.)
+   * A client that never answers the PING is cut off by close()'s deadline.
+   */
+  function drain(session: http2.ServerHttp2Session): void {
+    if (session.closed || session.destroyed) return;
+    try {
+      if (session.ping(() => session.close())) return;
+    } catch {
+      // Too many pings in flight, or the session is going away already: close at once.
+    }
+    session.close();
+  }
+
   return {
     get closing() {
       return closing;
@@ -88,7 +107,7 @@ export function createDualServer(handler: RequestHandler, options: { maxHeaderBy
     async close(timeoutMs) {
       closing = true;
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const session of sessions) session.close(); // GOAWAY: finish open streams, take no new ones
+      for (const session of sessions) drain(session);
       const deadline = Date.now() + timeoutMs;
       while (sockets.size > 0 && Date.now() < deadline) {
         http1.closeIdleConnections();

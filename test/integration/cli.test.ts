@@ -1,0 +1,323 @@
+// The foreman command as a real process: `serve` starts, answers, and shuts down cleanly on
+// SIGTERM and SIGINT; a bad configuration stops it with exit code 2 naming the variable;
+// `migrate` prepares SQLite and PostgreSQL; an unknown command prints the usage.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import SqliteDatabase from "better-sqlite3";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import pg from "pg";
+import { afterEach, describe, expect, it } from "vitest";
+import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
+import { createTestDatabase, type TestDatabase } from "../helpers/databases.js";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
+const CLI = ["--import", "tsx", "src/cli/main.ts"];
+/** Generous: tsx compiles on start, and the machine may be busy. */
+const PROCESS_TIMEOUT_MS = 60_000;
+
+interface LogLine {
+  msg?: string;
+  level?: number;
+  [key: string]: unknown;
+}
+
+interface Exited {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** stdout's JSON log lines. */
+  logs: LogLine[];
+}
+
+const children = new Set<ChildProcess>();
+const cleanups: (() => Promise<void>)[] = [];
+
+afterEach(async () => {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }
+  children.clear();
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** The environment without any foreman setting of the machine running the tests, plus env. */
+function cliEnv(env: Record<string, string>): NodeJS.ProcessEnv {
+  const base = Object.fromEntries(
+    Object.entries(process.env).filter(([key]) => !key.startsWith("FOREMAN_") && key !== "DATABASE_URL"),
+  );
+  return { ...base, ...env };
+}
+
+async function dataDir(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), "foreman-cli-"));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function testDatabase(dialect: "sqlite" | "postgres"): Promise<TestDatabase> {
+  const database = await createTestDatabase(dialect);
+  cleanups.push(() => database.drop());
+  return database;
+}
+
+function parseLogs(stdout: string): LogLine[] {
+  return stdout
+    .split("\n")
+    .filter((line) => line.startsWith("{"))
+    .map((line) => JSON.parse(line) as LogLine);
+}
+
+interface Running {
+  child: ChildProcess;
+  exited: Promise<Exited>;
+  stdout(): string;
+}
+
+function start(args: string[], env: Record<string, string>): Running {
+  const child = spawn(process.execPath, [...CLI, ...args], {
+    cwd: ROOT,
+    env: cliEnv(env),
+    stdio: ["ignore", "pipe", "pipe"],
+    timeout: PROCESS_TIMEOUT_MS,
+  });
+  children.add(child);
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  const exited = new Promise<Exited>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", (code, signal) => resolve({ code, signal, stdout, stderr, logs: parseLogs(stdout) }));
+  });
+  return { child, exited, stdout: () => stdout };
+}
+
+function run(args: string[], env: Record<string, string>): Promise<Exited> {
+  return start(args, env).exited;
+}
+
+interface Served extends Running {
+  url: string;
+}
+
+/** Starts `foreman serve` and waits for its "foreman serving" line. */
+async function serve(env: Record<string, string>): Promise<Served> {
+  const running = start(["serve"], { FOREMAN_PORT: "0", ...env });
+  const url = await new Promise<string>((resolve, reject) => {
+    const look = () => {
+      const out = running.stdout();
+      const complete = out.slice(0, out.lastIndexOf("\n") + 1);
+      const line = parseLogs(complete).find((l) => l.msg === "foreman serving");
+      if (line !== undefined) {
+        running.child.stdout!.off("data", look);
+        resolve(String(line.url));
+      }
+    };
+    running.child.stdout!.on("data", look);
+    void running.exited.then((e) =>
+      reject(new Error(`foreman serve exited (${e.code ?? e.signal}) before serving:\n${e.stdout}\n${e.stderr}`)),
+    );
+  });
+  return { ...running, url };
+}
+
+async function healthz(url: string): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(`${url}/healthz`);
+  return { status: res.status, body: await res.json() };
+}
+
+describe("foreman serve", () => {
+  it.each(["SIGTERM", "SIGINT"] as const)("serves, then on %s logs 'shut down' and exits 0", async (signal) => {
+    const dir = await dataDir();
+    const server = await serve({ FOREMAN_DATA_DIR: dir });
+    expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(await healthz(server.url)).toEqual({ status: 200, body: { status: "ok" } });
+
+    server.child.kill(signal);
+    const exited = await server.exited;
+    expect(exited.signal).toBeNull();
+    expect(exited.code).toBe(0);
+    const messages = exited.logs.map((l) => l.msg);
+    expect(messages).toContain("shut down");
+    expect(exited.logs.find((l) => l.msg === "signal received")?.signal).toBe(signal);
+    expect(messages.indexOf("shut down")).toBe(messages.length - 1);
+    expect(exited.stderr).toBe("");
+    // The listener is gone with the process.
+    await expect(fetch(`${server.url}/healthz`)).rejects.toThrow();
+  });
+
+  it("keeps what it stored across a restart on the same data folder", async () => {
+    const dir = await dataDir();
+    const first = await serve({ FOREMAN_DATA_DIR: dir });
+    const client = (url: string) => createClient(WorkspaceService, createConnectTransport({ baseUrl: url, httpVersion: "1.1" }));
+    const { workspace } = await client(first.url).createWorkspace({ name: "survives restarts" });
+    first.child.kill("SIGTERM");
+    expect((await first.exited).code).toBe(0);
+    expect(existsSync(path.join(dir, "foreman.db"))).toBe(true);
+
+    const second = await serve({ FOREMAN_DATA_DIR: dir });
+    const listed = await client(second.url).listWorkspaces({});
+    expect(listed.workspaces.map((w) => w.id)).toEqual([workspace!.id]);
+    // Already migrated: the second start has nothing to migrate.
+    second.child.kill("SIGTERM");
+    const exited = await second.exited;
+    expect(exited.code).toBe(0);
+    expect(exited.logs.some((l) => l.msg === "database migrated")).toBe(false);
+  });
+
+  it("serves PostgreSQL when DATABASE_URL is set", async () => {
+    const database = await testDatabase("postgres");
+    const server = await serve({
+      FOREMAN_DATA_DIR: database.dataDir,
+      DATABASE_URL: database.databaseUrl!,
+      FOREMAN_SINGLE_USER_MODE: "true",
+    });
+    const serving = parseLogs(server.stdout()).find((l) => l.msg === "foreman serving");
+    expect(serving?.database).toBe("postgres");
+    expect(await healthz(server.url)).toEqual({ status: 200, body: { status: "ok" } });
+    server.child.kill("SIGTERM");
+    expect((await server.exited).code).toBe(0);
+  });
+
+  it("exits 1 naming the address when the port is taken", async () => {
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise((resolve) => busy.close(() => resolve())));
+    const port = (busy.address() as net.AddressInfo).port;
+    const exited = await run(["serve"], { FOREMAN_DATA_DIR: await dataDir(), FOREMAN_PORT: String(port) });
+    expect(exited.code).toBe(1);
+    expect(exited.stderr).toContain("EADDRINUSE");
+    expect(exited.stderr).toContain(String(port));
+    expect(exited.stderr.trim().split("\n")).toHaveLength(1);
+  });
+});
+
+describe("configuration errors", () => {
+  const cases: [string, Record<string, string>, RegExp][] = [
+    ["FOREMAN_PORT", { FOREMAN_PORT: "abc" }, /whole number/],
+    ["FOREMAN_LOG_LEVEL", { FOREMAN_LOG_LEVEL: "loud" }, /must be one of/],
+    ["FOREMAN_HOST", { FOREMAN_HOST: "0.0.0.0" }, /single-user mode checks no login.*loopback.*FOREMAN_SINGLE_USER_ALLOW_REMOTE/s],
+    ["DATABASE_URL", { DATABASE_URL: "mysql://x" }, /postgres/],
+  ];
+
+  it.each(cases)("%s: serve exits 2 and says what is wrong", async (variable, env, why) => {
+    const exited = await run(["serve"], { FOREMAN_DATA_DIR: await dataDir(), ...env });
+    expect(exited.code).toBe(2);
+    expect(exited.stderr).toContain("configuration error");
+    expect(exited.stderr).toContain(variable);
+    expect(exited.stderr).toMatch(why);
+    // One line, not a stack trace.
+    expect(exited.stderr.trim().split("\n")).toHaveLength(1);
+    expect(exited.logs.map((l) => l.msg)).not.toContain("foreman serving");
+  });
+
+  it("stops migrate the same way", async () => {
+    const exited = await run(["migrate"], { FOREMAN_DATA_DIR: await dataDir(), FOREMAN_PORT: "abc" });
+    expect(exited.code).toBe(2);
+    expect(exited.stderr).toContain("FOREMAN_PORT");
+  });
+
+  it("lets single-user mode bind 0.0.0.0 when FOREMAN_SINGLE_USER_ALLOW_REMOTE says so", async () => {
+    const server = await serve({
+      FOREMAN_DATA_DIR: await dataDir(),
+      FOREMAN_HOST: "0.0.0.0",
+      FOREMAN_SINGLE_USER_ALLOW_REMOTE: "true",
+    });
+    expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect((await healthz(server.url)).status).toBe(200);
+    server.child.kill("SIGTERM");
+    expect((await server.exited).code).toBe(0);
+  });
+});
+
+describe("foreman migrate", () => {
+  it("creates the SQLite file with the tables in a fresh data folder, then has nothing to do", async () => {
+    const dir = path.join(await dataDir(), "not", "there", "yet");
+    const first = await run(["migrate"], { FOREMAN_DATA_DIR: dir });
+    expect(first.stderr).toBe("");
+    expect(first.code).toBe(0);
+    expect(first.logs.find((l) => l.msg === "database migrated")).toMatchObject({ migrations: ["0001_initial"], database: "sqlite" });
+
+    const file = path.join(dir, "foreman.db");
+    expect(existsSync(file)).toBe(true);
+    const sqlite = new SqliteDatabase(file, { readonly: true, fileMustExist: true });
+    try {
+      const tables = sqlite
+        .prepare("select name from sqlite_master where type = 'table'")
+        .all()
+        .map((r) => (r as { name: string }).name);
+      expect(tables).toEqual(expect.arrayContaining(["workspaces", "repositories", "agent_tasks", "users", "kysely_migration"]));
+    } finally {
+      sqlite.close();
+    }
+
+    const second = await run(["migrate"], { FOREMAN_DATA_DIR: dir });
+    expect(second.code).toBe(0);
+    expect(second.logs.find((l) => l.msg === "database already up to date")).toMatchObject({ migrations: [] });
+  });
+
+  it("migrates a fresh PostgreSQL database", async () => {
+    const database = await testDatabase("postgres");
+    const exited = await run(["migrate"], { FOREMAN_DATA_DIR: database.dataDir, DATABASE_URL: database.databaseUrl! });
+    expect(exited.stderr).toBe("");
+    expect(exited.code).toBe(0);
+    expect(exited.logs.find((l) => l.msg === "database migrated")).toMatchObject({
+      migrations: ["0001_initial"],
+      database: "postgres",
+    });
+    const client = new pg.Client({ connectionString: database.databaseUrl });
+    await client.connect();
+    try {
+      const { rows } = await client.query<{ table_name: string }>(
+        "select table_name from information_schema.tables where table_schema = 'public'",
+      );
+      expect(rows.map((r) => r.table_name)).toEqual(expect.arrayContaining(["workspaces", "repositories", "agent_tasks"]));
+    } finally {
+      await client.end();
+    }
+    // SQLite was not touched.
+    expect(existsSync(path.join(database.dataDir, "foreman.db"))).toBe(false);
+  });
+
+  it("exits 1 with the cause when PostgreSQL cannot be reached", async () => {
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const port = (closed.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const exited = await run(["migrate"], {
+      FOREMAN_DATA_DIR: await dataDir(),
+      DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nowhere`,
+    });
+    expect(exited.code).toBe(1);
+    expect(exited.stderr).toContain("ECONNREFUSED");
+  });
+});
+
+describe("commands", () => {
+  it("answers an unknown command with exit 2 and the usage", async () => {
+    const exited = await run(["frobnicate"], {});
+    expect(exited.code).toBe(2);
+    expect(exited.stderr).toContain('unknown command "frobnicate"');
+    expect(exited.stderr).toContain("Usage: foreman <command>");
+    expect(exited.stderr).toMatch(/serve\s/);
+    expect(exited.stderr).toMatch(/migrate\s/);
+    expect(exited.stdout).toBe("");
+  });
+
+  it.each([
+    ["help", ["help"]],
+    ["--help", ["--help"]],
+    ["no command", []],
+  ])("prints the usage for %s and exits 0", async (_label, args: string[]) => {
+    const exited = await run(args, {});
+    expect(exited.code).toBe(0);
+    expect(exited.stdout).toContain("Usage: foreman <command>");
+    expect(exited.stderr).toBe("");
+  });
+});
