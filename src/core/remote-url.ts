@@ -21,6 +21,8 @@ export function parseRemoteUrl(raw: string): ParsedRemote | string {
   if (input === "") return "is required";
   if (input.length > 2048) return "must be at most 2048 characters";
   if (/\s/.test(input)) return "must not contain whitespace";
+  // eslint-disable-next-line no-control-regex -- control characters are what this rejects
+  if (/[\u0000-\u001f\u007f]/.test(input)) return "must not contain control characters";
 
   let host: string;
   let path: string;
@@ -38,12 +40,21 @@ export function parseRemoteUrl(raw: string): ParsedRemote | string {
     if (!["http:", "https:", "ssh:", "git:"].includes(url.protocol)) {
       return `scheme ${url.protocol.replace(/:$/, "")} is not supported; use https, http, ssh or git`;
     }
+    if (!/^[a-z][a-z0-9+.-]*:\/\/[^/\\]/i.test(input)) return "must be an http(s)://, ssh:// or user@host:path git URL";
     if (url.password !== "" || (url.username !== "" && url.protocol !== "ssh:")) {
       return "must not contain credentials; push credentials are configured on the server";
     }
-    if (url.search !== "" || url.hash !== "") return "must not have a query or fragment";
+    if (url.search !== "" || url.hash !== "" || /[?#]/.test(input)) return "must not have a query or fragment";
     host = url.hostname;
-    path = decodeURIComponent(url.pathname);
+    // The path as written: URL parsing resolves "." and ".." segments (also %2e and "\\"
+    // forms) away, which would hide them from the check below while the stored URL keeps them.
+    const afterScheme = input.slice(input.indexOf("//") + 2);
+    const slash = afterScheme.search(/[/\\]/);
+    try {
+      path = decodeURIComponent(slash === -1 ? "" : afterScheme.slice(slash)).replace(/\\/g, "/");
+    } catch {
+      return "has malformed percent-encoding";
+    }
   }
   if (!HOST.test(host)) return `host "${host}" is not a valid host name`;
   const segments = path.split("/").filter((s) => s !== "");

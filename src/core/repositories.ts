@@ -39,15 +39,18 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   if (typeof remote === "string") v.add("remote_url", remote);
   const name = input.name.trim() || (typeof remote === "string" ? "" : remote.baseName);
   if (typeof remote !== "string" || input.name.trim() !== "") {
-    v.text("name", name, { required: true, max: NAME_MAX });
+    v.text("name", name, { required: true, max: NAME_MAX, singleLine: true });
     if (name !== "" && !REPOSITORY_NAME.test(name)) v.add("name", "may hold only letters, digits, '.', '_' and '-'");
   }
   const defaultBranch = input.defaultBranch.trim() || "main";
   const branchProblem = branchNameProblem(defaultBranch);
   if (branchProblem !== undefined) v.add("default_branch", branchProblem);
-  if (input.webhookSecret.length > WEBHOOK_SECRET_MAX) {
+  if ([...input.webhookSecret].length > WEBHOOK_SECRET_MAX) {
     v.add("webhook_secret", `must be at most ${WEBHOOK_SECRET_MAX} characters`);
   }
+  // PostgreSQL text cannot hold NUL, and no webhook secret needs a control character.
+  // eslint-disable-next-line no-control-regex -- control characters are what this rejects
+  if (/[\u0000-\u001f\u007f]/.test(input.webhookSecret)) v.add("webhook_secret", "must not contain control characters");
   v.throwIfAny();
   const parsed = remote as Exclude<typeof remote, string>;
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
@@ -167,7 +170,7 @@ function groupNameTaken(name: string | null): Error {
 
 function readGroupName(v: Violations, raw: string): string | null {
   const name = raw.trim();
-  v.text("name", name, { max: NAME_MAX });
+  v.text("name", name, { max: NAME_MAX, singleLine: true });
   return name === "" ? null : name;
 }
 

@@ -18,7 +18,7 @@ export class Violations {
   }
 
   /** Checks a text field's length in characters, after trimming by the caller. */
-  text(field: string, value: string, opts: { required?: boolean; max: number }): void {
+  text(field: string, value: string, opts: { required?: boolean; max: number; singleLine?: boolean }): void {
     if (value === "") {
       if (opts.required) this.add(field, "is required");
       return;
@@ -27,6 +27,8 @@ export class Violations {
     if (length > opts.max) this.add(field, `must be at most ${opts.max} characters, got ${length}`);
     // eslint-disable-next-line no-control-regex -- control characters are what this rejects
     if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(value)) this.add(field, "must not contain control characters");
+    // Names show up in lists and log lines, where a line break or tab would garble them.
+    else if (opts.singleLine && /[\t\n\r]/.test(value)) this.add(field, "must be a single line without tabs");
   }
 
   get empty(): boolean {

@@ -14,7 +14,7 @@ const NAME_MAX = 100;
 const DESCRIPTION_MAX = 2000;
 
 function checkName(v: Violations, name: string): void {
-  v.text("name", name, { required: true, max: NAME_MAX });
+  v.text("name", name, { required: true, max: NAME_MAX, singleLine: true });
 }
 
 function nameTaken(name: string): Error {

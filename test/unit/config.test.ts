@@ -1,0 +1,165 @@
+// loadConfig: the defaults a fresh checkout relies on, and a ConfigError naming the variable for
+// every value it refuses.
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError, isLoopback, loadConfig } from "../../src/config.js";
+
+const PG = "postgres://postgres@127.0.0.1:5432/foreman";
+
+/** The ConfigError loadConfig throws for env; fails the test when it throws nothing else. */
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
+describe("loadConfig defaults", () => {
+  it("runs single-user on SQLite, bound to loopback, with no configuration", () => {
+    const config = loadConfig({});
+    expect(config).toEqual({
+      port: 54871,
+      host: "127.0.0.1",
+      dataDir: path.resolve("data"),
+      databaseUrl: undefined,
+      singleUserMode: true,
+      singleUserAllowRemote: false,
+      logLevel: "info",
+      corsOrigins: [],
+      maxMessageBytes: 4 * 1024 * 1024,
+      shutdownTimeoutMs: 10_000,
+      dbPoolSize: 10,
+    });
+  });
+
+  it("does not read process.env when given an env", () => {
+    const saved = process.env.FOREMAN_PORT;
+    process.env.FOREMAN_PORT = "not-a-port";
+    try {
+      expect(loadConfig({}).port).toBe(54871);
+    } finally {
+      if (saved === undefined) delete process.env.FOREMAN_PORT;
+      else process.env.FOREMAN_PORT = saved;
+    }
+  });
+
+  it("treats empty and blank values as unset", () => {
+    const config = loadConfig({ FOREMAN_PORT: "", FOREMAN_HOST: "  ", DATABASE_URL: "", FOREMAN_LOG_LEVEL: " " });
+    expect(config.port).toBe(54871);
+    expect(config.host).toBe("127.0.0.1");
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.singleUserMode).toBe(true);
+    expect(config.logLevel).toBe("info");
+  });
+
+  it("turns multi-user and binds every address when DATABASE_URL is set", () => {
+    const config = loadConfig({ DATABASE_URL: PG });
+    expect(config.databaseUrl).toBe(PG);
+    expect(config.singleUserMode).toBe(false);
+    expect(config.host).toBe("0.0.0.0");
+  });
+
+  it("accepts postgresql:// as well as postgres://", () => {
+    expect(loadConfig({ DATABASE_URL: "postgresql://u@db/x" }).databaseUrl).toBe("postgresql://u@db/x");
+  });
+
+  it("binds 0.0.0.0 in multi-user mode on SQLite too", () => {
+    const config = loadConfig({ FOREMAN_SINGLE_USER_MODE: "false" });
+    expect(config.singleUserMode).toBe(false);
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.host).toBe("0.0.0.0");
+  });
+
+  it("keeps single-user mode on PostgreSQL when asked, still on loopback", () => {
+    const config = loadConfig({ DATABASE_URL: PG, FOREMAN_SINGLE_USER_MODE: "true" });
+    expect(config.singleUserMode).toBe(true);
+    expect(config.host).toBe("127.0.0.1");
+  });
+
+  it("reads every setting", () => {
+    const config = loadConfig({
+      FOREMAN_PORT: "8080",
+      FOREMAN_HOST: "::1",
+      FOREMAN_DATA_DIR: "/tmp/foreman-data",
+      FOREMAN_LOG_LEVEL: "DEBUG",
+      FOREMAN_CORS_ORIGINS: "http://app.example, https://other.example:8443 ,",
+      FOREMAN_MAX_MESSAGE_BYTES: "2048",
+      FOREMAN_SHUTDOWN_TIMEOUT_SECONDS: "3",
+      FOREMAN_DB_POOL_SIZE: "4",
+    });
+    expect(config.port).toBe(8080);
+    expect(config.host).toBe("::1");
+    expect(config.dataDir).toBe("/tmp/foreman-data");
+    expect(config.logLevel).toBe("debug");
+    expect(config.corsOrigins).toEqual(["http://app.example", "https://other.example:8443"]);
+    expect(config.maxMessageBytes).toBe(2048);
+    expect(config.shutdownTimeoutMs).toBe(3000);
+    expect(config.dbPoolSize).toBe(4);
+  });
+
+  it("accepts port 0 (any free port) and the * CORS origin", () => {
+    expect(loadConfig({ FOREMAN_PORT: "0" }).port).toBe(0);
+    expect(loadConfig({ FOREMAN_CORS_ORIGINS: "*" }).corsOrigins).toEqual(["*"]);
+  });
+
+  it("lets single-user mode bind a remote address only with FOREMAN_SINGLE_USER_ALLOW_REMOTE", () => {
+    const config = loadConfig({ FOREMAN_HOST: "0.0.0.0", FOREMAN_SINGLE_USER_ALLOW_REMOTE: "yes" });
+    expect(config.host).toBe("0.0.0.0");
+    expect(config.singleUserMode).toBe(true);
+    expect(config.singleUserAllowRemote).toBe(true);
+  });
+
+  it("accepts the spellings of true and false", () => {
+    for (const yes of ["true", "TRUE", "1", "yes", "on"]) {
+      expect(loadConfig({ FOREMAN_SINGLE_USER_MODE: yes }).singleUserMode).toBe(true);
+    }
+    for (const no of ["false", "False", "0", "no", "off"]) {
+      expect(loadConfig({ FOREMAN_SINGLE_USER_MODE: no }).singleUserMode).toBe(false);
+    }
+  });
+});
+
+describe("isLoopback", () => {
+  it("knows loopback addresses from the rest", () => {
+    for (const host of ["127.0.0.1", "127.1.2.3", "localhost", "::1"]) expect(isLoopback(host)).toBe(true);
+    for (const host of ["0.0.0.0", "::", "10.0.0.1", "192.168.1.10", "example.com", "128.0.0.1"]) {
+      expect(isLoopback(host)).toBe(false);
+    }
+  });
+});
+
+describe("loadConfig errors name their variable", () => {
+  const cases: [string, Record<string, string>, RegExp?][] = [
+    ["FOREMAN_PORT", { FOREMAN_PORT: "abc" }, /whole number.*"abc"/],
+    ["FOREMAN_PORT", { FOREMAN_PORT: "-1" }],
+    ["FOREMAN_PORT", { FOREMAN_PORT: "8080.5" }],
+    ["FOREMAN_PORT", { FOREMAN_PORT: "65536" }, /between 0 and 65535/],
+    ["FOREMAN_HOST", { FOREMAN_HOST: "0.0.0.0" }, /single-user.*loopback.*FOREMAN_SINGLE_USER_ALLOW_REMOTE/],
+    ["FOREMAN_HOST", { FOREMAN_HOST: "::" }],
+    ["FOREMAN_HOST", { FOREMAN_HOST: "192.168.1.10", FOREMAN_SINGLE_USER_ALLOW_REMOTE: "false" }],
+    ["FOREMAN_LOG_LEVEL", { FOREMAN_LOG_LEVEL: "loud" }, /must be one of .*info/],
+    ["DATABASE_URL", { DATABASE_URL: "mysql://x" }, /postgres/],
+    ["DATABASE_URL", { DATABASE_URL: "127.0.0.1:5432/foreman" }],
+    ["FOREMAN_SINGLE_USER_MODE", { FOREMAN_SINGLE_USER_MODE: "maybe" }, /true or false/],
+    ["FOREMAN_SINGLE_USER_ALLOW_REMOTE", { FOREMAN_SINGLE_USER_ALLOW_REMOTE: "2" }],
+    ["FOREMAN_CORS_ORIGINS", { FOREMAN_CORS_ORIGINS: "app.example" }, /app\.example/],
+    ["FOREMAN_CORS_ORIGINS", { FOREMAN_CORS_ORIGINS: "http://app.example/path" }],
+    ["FOREMAN_MAX_MESSAGE_BYTES", { FOREMAN_MAX_MESSAGE_BYTES: "10" }, /between 1024/],
+    ["FOREMAN_MAX_MESSAGE_BYTES", { FOREMAN_MAX_MESSAGE_BYTES: "4MB" }],
+    ["FOREMAN_SHUTDOWN_TIMEOUT_SECONDS", { FOREMAN_SHUTDOWN_TIMEOUT_SECONDS: "601" }],
+    ["FOREMAN_SHUTDOWN_TIMEOUT_SECONDS", { FOREMAN_SHUTDOWN_TIMEOUT_SECONDS: "ten" }],
+    ["FOREMAN_DB_POOL_SIZE", { FOREMAN_DB_POOL_SIZE: "0" }, /between 1/],
+    ["FOREMAN_DB_POOL_SIZE", { FOREMAN_DB_POOL_SIZE: "x" }],
+  ];
+
+  it.each(cases)("%s: %j", (variable, env, detail) => {
+    const error = configError(env);
+    expect(error.variable).toBe(variable);
+    expect(error.message.startsWith(`${variable}: `)).toBe(true);
+    expect(error.name).toBe("ConfigError");
+    if (detail !== undefined) expect(error.message).toMatch(detail);
+  });
+});
