@@ -1,0 +1,61 @@
+// `npm run bench`: runs every benchmark and prints a table plus a one-line JSON summary each.
+// Quick run: BENCH_DURATION_MS=500 BENCH_REPEATS=1 npm run bench. Exits 1 if any call failed.
+import { formatUnary, runUnary } from "./unary.js";
+
+function envInt(name: string, fallback: number, min: number, max: number): number {
+  const raw = process.env[name]?.trim();
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new Error(`${name} must be a whole number from ${min} to ${max}, got "${raw}"`);
+  }
+  return value;
+}
+
+const round = (n: number, digits = 0) => Number(n.toFixed(digits));
+
+async function main(): Promise<number> {
+  const options = {
+    durationMs: envInt("BENCH_DURATION_MS", 3000, 100, 600_000),
+    warmupMs: envInt("BENCH_WARMUP_MS", 1000, 0, 60_000),
+    repeats: envInt("BENCH_REPEATS", 5, 1, 100),
+    concurrency: envInt("BENCH_CONCURRENCY", 32, 1, 1000),
+  };
+  process.stderr.write(`unary: starting the server and measuring (progress on stderr)\n`);
+  const unary = await runUnary(options);
+  console.log(formatUnary(unary));
+  console.log(
+    JSON.stringify({
+      benchmark: "unary",
+      method: "foreman.v1.WorkspaceService/GetWorkspace",
+      ...options,
+      results: unary.results.map((r) => ({
+        protocol: r.protocol,
+        rps_median: round(r.rpsMedian),
+        rps_min: round(r.rpsMin),
+        rps_max: round(r.rpsMax),
+        p50_ms: round(r.p50Ms, 3),
+        p99_ms: round(r.p99Ms, 3),
+        server_cpu_us_per_call: round(r.serverCpuMicrosPerCall),
+        client_cpu_us_per_call: round(r.clientCpuMicrosPerCall),
+        server_core_share: round(r.serverCoreShare, 2),
+        client_core_share: round(r.clientCoreShare, 2),
+        other_core_share: round(r.otherCoreShare, 2),
+        calls: r.calls,
+        errors: r.errors,
+      })),
+    }),
+  );
+  if (unary.errors > 0) {
+    console.error(`unary: ${unary.errors} calls failed`);
+    return 1;
+  }
+  return 0;
+}
+
+try {
+  process.exitCode = await main();
+} catch (error) {
+  console.error(error instanceof Error ? (error.stack ?? error.message) : error);
+  process.exitCode = 1;
+}

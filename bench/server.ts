@@ -1,0 +1,142 @@
+// Runs the real server as a child process (SQLite in a temp dir) so the load generator and the
+// server never share a thread, and reads the child's CPU time from /proc for per-call cost.
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const START_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 10_000;
+
+export interface BenchServer {
+  url: string;
+  pid: number;
+  /** The child's user + system CPU time so far, in microseconds. */
+  cpuMicros(): number;
+  stop(): Promise<void>;
+}
+
+// utime and stime in /proc/<pid>/stat are in clock ticks (almost always 100 per second).
+let ticksPerSecond: number | undefined;
+function clockTicks(): number {
+  if (ticksPerSecond === undefined) {
+    try {
+      ticksPerSecond = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+    } catch {
+      ticksPerSecond = 100;
+    }
+  }
+  return ticksPerSecond;
+}
+
+export function processCpuMicros(pid: number): number {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch (error) {
+    throw new Error(`cannot read the CPU time of process ${pid}: has it exited?`, { cause: error });
+  }
+  // The command name (field 2) may contain spaces, so count fields after its closing ")".
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const utime = Number(fields[11]); // field 14
+  const stime = Number(fields[12]); // field 15
+  return ((utime + stime) * 1e6) / clockTicks();
+}
+
+/** CPU time all processes on the machine spent busy so far (not idle or waiting on I/O), in µs. */
+export function machineBusyMicros(): number {
+  // First line of /proc/stat: "cpu user nice system idle iowait irq softirq steal guest ...".
+  const fields = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields;
+  return ((user + nice + system + irq + softirq + steal) * 1e6) / clockTicks();
+}
+
+// At log level warn the server does not print its "foreman serving" line, so the port is
+// chosen here: ask the OS for a free loopback port and hand it to the child.
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const address = probe.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+function healthy(url: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get(`${url}/healthz`, { timeout: 1000, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on("timeout", () => req.destroy());
+    req.on("error", () => resolve(false));
+  });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once("exit", () => resolve()));
+}
+
+export async function startBenchServer(): Promise<BenchServer> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "foreman-bench-"));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  // Only this benchmark's settings: no inherited FOREMAN_* or DATABASE_URL (SQLite, single user).
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (!key.startsWith("FOREMAN_") && key !== "DATABASE_URL") env[key] = value;
+  }
+  Object.assign(env, {
+    FOREMAN_HOST: "127.0.0.1",
+    FOREMAN_PORT: String(port),
+    FOREMAN_DATA_DIR: dataDir,
+    FOREMAN_LOG_LEVEL: "warn",
+    FOREMAN_SINGLE_USER_MODE: "true",
+  });
+  // Spawn node itself (not npm or a shell) so child.pid is the server's process.
+  const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "serve"], {
+    cwd: REPO_ROOT,
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  // Warnings and errors from the server go to stderr, away from the printed figures.
+  child.stdout?.pipe(process.stderr);
+  child.stderr?.pipe(process.stderr);
+  // A crashed benchmark must not leave a server behind.
+  const killOnExit = () => child.kill("SIGKILL");
+  process.once("exit", killOnExit);
+
+  const cleanup = () => {
+    process.off("exit", killOnExit);
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
+      await exited(child);
+      clearTimeout(timer);
+    }
+    cleanup();
+  };
+
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (!(await healthy(url))) {
+    if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
+      await stop();
+      throw new Error(`bench server did not become healthy at ${url} (exit code ${child.exitCode}, signal ${child.signalCode})`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const pid = child.pid;
+  if (pid === undefined) throw new Error("bench server has no pid");
+  return { url, pid, cpuMicros: () => processCpuMicros(pid), stop };
+}
