@@ -21,6 +21,30 @@ export interface Config {
   /** How long a graceful shutdown waits for in-flight calls before closing them. */
   shutdownTimeoutMs: number;
   dbPoolSize: number;
+  auth: AuthConfig;
+}
+
+/** The OpenID provider that vouches for users in multi-user mode. */
+export interface OidcConfig {
+  issuer: string;
+  clientId: string;
+  /** Absent for a public client (PKCE alone authenticates the exchange). */
+  clientSecret: string | undefined;
+  scopes: string;
+  /** Where the provider may send the browser back; GetLoginUrl refuses any other. */
+  redirectUris: string[];
+}
+
+export interface AuthConfig {
+  /** Set in multi-user mode, absent in single-user mode. */
+  oidc: OidcConfig | undefined;
+  /** Signs access tokens (HS256); shared by every replica. Set in multi-user mode. */
+  jwtSecret: string | undefined;
+  accessTokenTtlSeconds: number;
+  refreshTokenTtlSeconds: number;
+  loginTtlSeconds: number;
+  /** A worker registration token configured on the server; its workers serve every user. */
+  workerRegistrationToken: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -63,11 +87,21 @@ export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
-export function loadConfig(env: Env = process.env): Config {
+/** What `foreman migrate` needs: where the database is, and how much to log. */
+export function loadDatabaseConfig(env: Env = process.env): Pick<Config, "dataDir" | "databaseUrl" | "logLevel"> {
   const databaseUrl = read(env, "DATABASE_URL");
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     throw new ConfigError("DATABASE_URL", "must be a postgres:// or postgresql:// URL");
   }
+  const logLevel = (read(env, "FOREMAN_LOG_LEVEL") ?? "info").toLowerCase() as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError("FOREMAN_LOG_LEVEL", `must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`);
+  }
+  return { dataDir: path.resolve(read(env, "FOREMAN_DATA_DIR") ?? "data"), databaseUrl, logLevel };
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const { dataDir, databaseUrl, logLevel } = loadDatabaseConfig(env);
   const singleUserMode = readBool(env, "FOREMAN_SINGLE_USER_MODE", databaseUrl === undefined);
   const singleUserAllowRemote = readBool(env, "FOREMAN_SINGLE_USER_ALLOW_REMOTE", false);
   const host = read(env, "FOREMAN_HOST") ?? (singleUserMode ? "127.0.0.1" : "0.0.0.0");
@@ -77,10 +111,6 @@ export function loadConfig(env: Env = process.env): Config {
       `single-user mode checks no login, so it binds only a loopback address; got "${host}". ` +
         "Set FOREMAN_SINGLE_USER_ALLOW_REMOTE=true to expose it anyway.",
     );
-  }
-  const logLevel = (read(env, "FOREMAN_LOG_LEVEL") ?? "info").toLowerCase() as LogLevel;
-  if (!LOG_LEVELS.includes(logLevel)) {
-    throw new ConfigError("FOREMAN_LOG_LEVEL", `must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`);
   }
   const corsOrigins = (read(env, "FOREMAN_CORS_ORIGINS") ?? "")
     .split(",")
@@ -94,7 +124,7 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     port: readInt(env, "FOREMAN_PORT", 54871, 0, 65535),
     host,
-    dataDir: path.resolve(read(env, "FOREMAN_DATA_DIR") ?? "data"),
+    dataDir,
     databaseUrl,
     singleUserMode,
     singleUserAllowRemote,
@@ -103,5 +133,73 @@ export function loadConfig(env: Env = process.env): Config {
     maxMessageBytes: readInt(env, "FOREMAN_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
     shutdownTimeoutMs: readInt(env, "FOREMAN_SHUTDOWN_TIMEOUT_SECONDS", 10, 0, 600) * 1000,
     dbPoolSize: readInt(env, "FOREMAN_DB_POOL_SIZE", 10, 1, 1000),
+    auth: loadAuthConfig(env, singleUserMode),
   };
+}
+
+const MIN_SECRET_LENGTH = 32;
+
+function loadAuthConfig(env: Env, singleUserMode: boolean): AuthConfig {
+  const workerRegistrationToken = read(env, "FOREMAN_WORKER_REGISTRATION_TOKEN");
+  if (workerRegistrationToken !== undefined && workerRegistrationToken.length < MIN_SECRET_LENGTH) {
+    throw new ConfigError("FOREMAN_WORKER_REGISTRATION_TOKEN", `must be at least ${MIN_SECRET_LENGTH} characters`);
+  }
+  const ttls = {
+    accessTokenTtlSeconds: readInt(env, "FOREMAN_ACCESS_TOKEN_TTL_SECONDS", 900, 30, 86_400),
+    refreshTokenTtlSeconds: readInt(env, "FOREMAN_REFRESH_TOKEN_TTL_SECONDS", 30 * 86_400, 60, 365 * 86_400),
+    loginTtlSeconds: readInt(env, "FOREMAN_LOGIN_TTL_SECONDS", 600, 10, 86_400),
+  };
+  if (singleUserMode) return { oidc: undefined, jwtSecret: undefined, workerRegistrationToken, ...ttls };
+
+  // Multi-user mode cannot work without a provider to log in with and a key to sign tokens.
+  const required = (name: string): string => {
+    const value = read(env, name);
+    if (value === undefined) {
+      throw new ConfigError(
+        name,
+        "is required in multi-user mode (FOREMAN_SINGLE_USER_MODE=false, the default with DATABASE_URL); " +
+          "set it, or set FOREMAN_SINGLE_USER_MODE=true for one local user with no login",
+      );
+    }
+    return value;
+  };
+  const issuer = required("FOREMAN_OIDC_ISSUER");
+  checkProviderUrl("FOREMAN_OIDC_ISSUER", issuer);
+  const clientId = required("FOREMAN_OIDC_CLIENT_ID");
+  const redirectUris = required("FOREMAN_OIDC_REDIRECT_URIS")
+    .split(",")
+    .map((uri) => uri.trim())
+    .filter((uri) => uri !== "");
+  for (const uri of redirectUris) {
+    checkProviderUrl("FOREMAN_OIDC_REDIRECT_URIS", uri);
+    if (uri.includes("?") || uri.includes("#")) {
+      throw new ConfigError("FOREMAN_OIDC_REDIRECT_URIS", `"${uri}" must not have a query or fragment`);
+    }
+  }
+  const jwtSecret = required("FOREMAN_JWT_SECRET");
+  if (jwtSecret.length < MIN_SECRET_LENGTH) {
+    throw new ConfigError("FOREMAN_JWT_SECRET", `must be at least ${MIN_SECRET_LENGTH} characters (random, shared by every replica)`);
+  }
+  const scopes = read(env, "FOREMAN_OIDC_SCOPES") ?? "openid email profile";
+  if (!scopes.split(/\s+/).includes("openid")) throw new ConfigError("FOREMAN_OIDC_SCOPES", `must include "openid", got "${scopes}"`);
+  return {
+    oidc: { issuer, clientId, clientSecret: read(env, "FOREMAN_OIDC_CLIENT_SECRET"), scopes, redirectUris },
+    jwtSecret,
+    workerRegistrationToken,
+    ...ttls,
+  };
+}
+
+/** An https URL, or plain http on a loopback host (a provider on the same machine, or tests). */
+function checkProviderUrl(name: string, value: string): void {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(name, `"${value}" is not a URL`);
+  }
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopback(host))) {
+    throw new ConfigError(name, `"${value}" must be https (plain http only on a loopback host)`);
+  }
 }

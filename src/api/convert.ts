@@ -9,6 +9,11 @@ import {
   type Repository,
   type RepositoryGroup,
 } from "../../gen/foreman/v1/repository_pb.js";
+import { TokenSetSchema, UserSchema, WorkerRegistrationTokenSchema, type TokenSet as TokenSetMessage, type User as UserMessage, type WorkerRegistrationToken } from "../../gen/foreman/v1/auth_pb.js";
+import { AgentType } from "../../gen/foreman/v1/common_pb.js";
+import type { TokenSet } from "../core/logins.js";
+import type { RegistrationToken } from "../core/workers.js";
+import type { User } from "../store/users.js";
 import type * as core from "../core/workspaces.js";
 import type * as repos from "../core/repositories.js";
 
@@ -59,4 +64,40 @@ export function repositoryGroupToProto(g: repos.RepositoryGroup): RepositoryGrou
     createTime: timestampFromDate(g.createdAt),
     updateTime: timestampFromDate(g.updatedAt),
   });
+}
+
+export function userToProto(u: User): UserMessage {
+  return create(UserSchema, {
+    id: u.id,
+    email: u.email ?? "",
+    name: u.name ?? "",
+    issuer: u.issuer,
+    createTime: timestampFromDate(u.createdAt),
+  });
+}
+
+export function tokenSetToProto(t: TokenSet): TokenSetMessage {
+  return create(TokenSetSchema, {
+    accessToken: t.accessToken,
+    accessTokenExpireTime: timestampFromDate(t.accessTokenExpiresAt),
+    refreshToken: t.refreshToken,
+    refreshTokenExpireTime: timestampFromDate(t.refreshTokenExpiresAt),
+  });
+}
+
+export function registrationTokenToProto(t: RegistrationToken): WorkerRegistrationToken {
+  return create(WorkerRegistrationTokenSchema, {
+    id: t.id,
+    name: t.name,
+    createTime: timestampFromDate(t.createdAt),
+    ...(t.expiresAt ? { expireTime: timestampFromDate(t.expiresAt) } : {}),
+    ...(t.revokedAt ? { revokeTime: timestampFromDate(t.revokedAt) } : {}),
+    ...(t.lastUsedAt ? { lastUseTime: timestampFromDate(t.lastUsedAt) } : {}),
+  });
+}
+
+/** AgentType values as the lower-case names core keeps; unknown values keep their number for the error. */
+export function agentTypeName(value: AgentType): string {
+  const name = AgentType[value] as string | undefined;
+  return name === undefined ? String(value) : name.toLowerCase();
 }

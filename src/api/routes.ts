@@ -12,10 +12,12 @@ import { file_foreman_v1_todo, TodoService } from "../../gen/foreman/v1/todo_pb.
 import { file_foreman_v1_worker, WorkerService } from "../../gen/foreman/v1/worker_pb.js";
 import { file_foreman_v1_workspace, WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import type { Core } from "../core/context.js";
+import { authService } from "./auth-service.js";
 import { registerHealthService, type HealthStatus } from "./health-service.js";
 import { registerReflectionService } from "./reflection-service.js";
 import { repositoryService } from "./repository-service.js";
 import { registerUnimplemented } from "./unimplemented.js";
+import { workerService } from "./worker-service.js";
 import { workspaceService } from "./workspace-service.js";
 
 export const FOREMAN_FILES: DescFile[] = [
@@ -37,8 +39,8 @@ export function registerRoutes(router: ConnectRouter, core: Core, health: Health
   registerUnimplemented(router, TodoService, "todo items", "issue 4");
   registerUnimplemented(router, SessionService, "sessions and logs", "the log stream issue");
   registerUnimplemented(router, SecretsService, "secret relay", "the dispatch issue");
-  registerUnimplemented(router, WorkerService, "the worker protocol", "the dispatch issue");
-  registerUnimplemented(router, AuthService, "login and users", "issue 3");
+  router.service(WorkerService, workerService(core));
+  router.service(AuthService, authService(core));
   registerHealthService(router, health);
   registerReflectionService(router, FOREMAN_FILES);
 }

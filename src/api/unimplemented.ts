@@ -1,15 +1,19 @@
-// Services whose methods a later issue implements: every method answers Unimplemented with a
-// message naming the capability, so clients can be written against the whole contract now.
+// Methods that a later issue implements: each answers Unimplemented with a message naming the
+// capability, so clients can be written against the whole contract now.
 import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { notImplemented } from "../core/errors.js";
 
-export function registerUnimplemented(router: ConnectRouter, service: DescService, capability: string, issue: string): void {
+export function unimplementedMethods(service: DescService, capability: string, issue: string): Record<string, () => never> {
   const impl: Record<string, () => never> = {};
   for (const method of service.methods) {
     impl[method.localName] = () => {
       throw notImplemented(`${service.name}.${method.name} (${capability})`, issue);
     };
   }
-  router.service(service, impl as never);
+  return impl;
+}
+
+export function registerUnimplemented(router: ConnectRouter, service: DescService, capability: string, issue: string): void {
+  router.service(service, unimplementedMethods(service, capability, issue) as never);
 }

@@ -1,12 +1,20 @@
-// Puts the caller's principal in the call's context. Single-user mode: every call is the local
-// user. Multi-user login (OIDC, JWT) and worker credentials come with the auth issue; until
-// then a multi-user server refuses every non-public call.
+// Authenticates every call but the public ones and puts the principal in the call's context.
+//  - WorkerService takes only a worker credential (RegisterWorker: the registration token in
+//    its body); a user's credential there is PermissionDenied.
+//  - Every other service takes a user: in single-user mode the local user, with nothing to
+//    check; in multi-user mode Foreman's access token. A worker credential there is
+//    PermissionDenied.
 import { Code, type Interceptor } from "@connectrpc/connect";
+import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
+import type { Core } from "../core/context.js";
 import { foremanError } from "../core/errors.js";
+import { authenticateAccessToken, unauthenticated } from "../core/logins.js";
+import { authenticateWorker } from "../core/workers.js";
 import { LOCAL_USER_ID } from "../store/users.js";
+import { WORKER_CREDENTIAL_PREFIX } from "./opaque-token.js";
 import { principalKey } from "./principal.js";
 
-/** Procedures anyone may call: health, reflection and the start of a login. */
+/** Procedures anyone may call: health, reflection and the steps of a login. */
 const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]);
 const PUBLIC_METHODS = new Set([
   "foreman.v1.AuthService/GetLoginUrl",
@@ -18,15 +26,56 @@ export function isPublic(serviceTypeName: string, methodName: string): boolean {
   return PUBLIC_SERVICES.has(serviceTypeName) || PUBLIC_METHODS.has(`${serviceTypeName}/${methodName}`);
 }
 
-export function authInterceptor(options: { singleUserMode: boolean }): Interceptor {
+const MAX_CREDENTIAL_LENGTH = 4096;
+
+/** The bearer token, undefined when there is no Authorization header; a malformed one is refused. */
+function readBearer(headers: Headers): string | undefined {
+  const value = headers.get("authorization");
+  if (value === null) return undefined;
+  const match = /^Bearer +(\S+)$/i.exec(value.trim());
+  if (match === null || match[1]!.length > MAX_CREDENTIAL_LENGTH) {
+    throw unauthenticated("the Authorization header must be \"Bearer <token>\"");
+  }
+  return match[1];
+}
+
+function permissionDenied(message: string): Error {
+  return foremanError(Code.PermissionDenied, "PERMISSION_DENIED", message);
+}
+
+export function authInterceptor(core: Core): Interceptor {
   return (next) => async (req) => {
-    if (isPublic(req.service.typeName, req.method.name)) return next(req);
-    if (options.singleUserMode) {
-      // Workers in single-user mode still authenticate with their credential (auth issue);
-      // everything else is the local user.
+    const service = req.service.typeName;
+    if (isPublic(service, req.method.name)) return next(req);
+    const bearer = readBearer(req.header);
+    const forWorkers = service === WorkerService.typeName;
+
+    if (bearer?.startsWith(WORKER_CREDENTIAL_PREFIX)) {
+      const worker = await authenticateWorker(core, bearer);
+      if (!forWorkers) throw permissionDenied(`a worker credential can call only ${WorkerService.typeName}, not ${service}`);
+      req.contextValues.set(principalKey, { kind: "worker", workerId: worker.id, ownerId: worker.ownerId });
+      return next(req);
+    }
+
+    if (forWorkers) {
+      // RegisterWorker is how a worker gets its credential: the token in the body is checked there.
+      if (bearer === undefined && req.method.name === "RegisterWorker") return next(req);
+      if (bearer === undefined) {
+        throw unauthenticated(`${service} needs the worker credential that RegisterWorker returned (Authorization: Bearer fwk_…)`);
+      }
+      // A user's token here: refuse a bad one as such, a good one as the wrong kind of caller.
+      if (core.auth.login !== undefined) await authenticateAccessToken(core, bearer);
+      throw permissionDenied(`${service} is for workers; a user credential cannot call it`);
+    }
+
+    if (core.auth.login === undefined) {
       req.contextValues.set(principalKey, { kind: "user", userId: LOCAL_USER_ID });
       return next(req);
     }
-    throw foremanError(Code.Unauthenticated, "UNAUTHENTICATED", "authentication required: multi-user login is not enabled on this server yet");
+    if (bearer === undefined) {
+      throw unauthenticated("authentication required: send \"Authorization: Bearer <access token>\" (AuthService logs in)");
+    }
+    req.contextValues.set(principalKey, { kind: "user", userId: await authenticateAccessToken(core, bearer) });
+    return next(req);
   };
 }

@@ -1,18 +1,29 @@
 // Who is calling. The auth interceptor puts a principal in each call's context values;
 // handlers read it from there and never parse headers themselves.
-import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { Code, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { foremanError } from "../core/errors.js";
-import { Code } from "@connectrpc/connect";
 
-export type Principal = { kind: "user"; userId: string } | { kind: "worker"; workerId: string };
+export type Principal =
+  | { kind: "user"; userId: string }
+  /** ownerId null: registered with the server's configured token, serves every user. */
+  | { kind: "worker"; workerId: string; ownerId: string | null };
 
 export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "the caller" });
 
-/** The calling user's id; Unauthenticated when the caller is not a user. */
+/** The calling user's id; the interceptor has already refused anyone else. */
 export function requireUser(ctx: HandlerContext): string {
   const principal = ctx.values.get(principalKey);
   if (principal?.kind !== "user") {
     throw foremanError(Code.Unauthenticated, "UNAUTHENTICATED", "this call needs a signed-in user");
   }
   return principal.userId;
+}
+
+/** The calling worker; the interceptor has already refused anyone else. */
+export function requireWorker(ctx: HandlerContext): { workerId: string; ownerId: string | null } {
+  const principal = ctx.values.get(principalKey);
+  if (principal?.kind !== "worker") {
+    throw foremanError(Code.Unauthenticated, "UNAUTHENTICATED", "this call needs a worker credential");
+  }
+  return principal;
 }

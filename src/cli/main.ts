@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The foreman command: `serve` runs the server, `migrate` brings the database up to date.
-import { ConfigError, loadConfig } from "../config.js";
+import { ConfigError, loadConfig, loadDatabaseConfig } from "../config.js";
 import { openDatabase } from "../db/database.js";
 import { migrateToLatest } from "../db/migrator.js";
 import { createLogger } from "../logger.js";
@@ -39,7 +39,7 @@ async function serve(): Promise<void> {
 }
 
 async function migrate(): Promise<void> {
-  const config = loadConfig();
+  const config = loadDatabaseConfig();
   const logger = createLogger(config.logLevel);
   const db = openDatabase({ databaseUrl: config.databaseUrl, sqlitePath: sqlitePath(config), poolSize: 2 });
   try {

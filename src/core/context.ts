@@ -1,10 +1,23 @@
-// What core operations run against: the database and a clock (tests may move time).
+// What core operations run against: the database, a clock (tests may move time), and the
+// server's login settings.
 import type { Kysely } from "kysely";
+import type { AccessTokens } from "../auth/access-token.js";
+import type { OidcProvider } from "../auth/oidc.js";
+import type { AuthConfig } from "../config.js";
 import type { Database } from "../db/schema.js";
 import type { DialectName } from "../db/dialect.js";
+import type { Logger } from "../logger.js";
 
 export interface Core {
   db: Kysely<Database>;
   dialect: DialectName;
   now(): Date;
+  logger: Logger;
+  auth: AuthSettings;
+}
+
+export interface AuthSettings {
+  config: AuthConfig;
+  /** Both absent in single-user mode, which has no login. */
+  login: { oidc: OidcProvider; accessTokens: AccessTokens } | undefined;
 }

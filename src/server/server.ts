@@ -10,7 +10,9 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { HealthStatus, ServingStatus } from "../api/health-service.js";
 import { shutdownSignalKey } from "../api/context-keys.js";
 import { registerRoutes } from "../api/routes.js";
+import { AccessTokens } from "../auth/access-token.js";
 import { authInterceptor } from "../auth/interceptor.js";
+import { OidcProvider } from "../auth/oidc.js";
 import type { Config } from "../config.js";
 import type { Core } from "../core/context.js";
 import { openDatabase, type Db } from "../db/database.js";
@@ -30,7 +32,7 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export function sqlitePath(config: Config): string {
+export function sqlitePath(config: Pick<Config, "dataDir">): string {
   return path.join(config.dataDir, "foreman.db");
 }
 
@@ -50,12 +52,25 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     throw error;
   }
 
-  const core: Core = { db: db.kysely, dialect: db.dialect, now: () => new Date() };
+  const auth = config.auth;
+  const core: Core = {
+    db: db.kysely,
+    dialect: db.dialect,
+    now: () => new Date(),
+    logger,
+    auth: {
+      config: auth,
+      login:
+        auth.oidc === undefined
+          ? undefined
+          : { oidc: new OidcProvider(auth.oidc), accessTokens: new AccessTokens(auth.jwtSecret!, auth.accessTokenTtlSeconds) },
+    },
+  };
   const health = new HealthStatus();
   const shutdown = new AbortController();
   const connect = connectNodeAdapter({
     routes: (router) => registerRoutes(router, core, health),
-    interceptors: [loggingInterceptor(logger), authInterceptor({ singleUserMode: config.singleUserMode })],
+    interceptors: [loggingInterceptor(logger), authInterceptor(core)],
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     contextValues: () => createContextValues().set(shutdownSignalKey, shutdown.signal),

@@ -1,6 +1,8 @@
-import type { Kysely } from "kysely";
-import type { Database } from "../db/schema.js";
-import { toDbTime } from "./codec.js";
+// Users: the single-user mode's local user, and users vouched for by an OpenID provider,
+// known by (issuer, subject).
+import type { Kysely, Selectable } from "kysely";
+import type { Database, UsersTable } from "../db/schema.js";
+import { fromDbTime, toDbTime } from "./codec.js";
 
 /** The single-user mode's one user: a fixed id, so data survives restarts and mode switches. */
 export const LOCAL_USER_ID = "00000000-0000-7000-8000-000000000001";
@@ -11,4 +13,46 @@ export async function ensureLocalUser(db: Kysely<Database>, now: Date): Promise<
     .values({ id: LOCAL_USER_ID, issuer: "", subject: "local", name: "Local user", created_at: toDbTime(now), updated_at: toDbTime(now) })
     .onConflict((oc) => oc.column("id").doNothing())
     .execute();
+}
+
+export interface User {
+  id: string;
+  issuer: string;
+  subject: string;
+  email: string | null;
+  name: string | null;
+  createdAt: Date;
+}
+
+function toUser(row: Selectable<UsersTable>): User {
+  return {
+    id: row.id,
+    issuer: row.issuer,
+    subject: row.subject,
+    email: row.email,
+    name: row.name,
+    createdAt: fromDbTime(row.created_at),
+  };
+}
+
+/** Creates the user an OpenID provider vouches for, or refreshes their email and name. */
+export async function upsertUserByIdentity(
+  db: Kysely<Database>,
+  user: { id: string; issuer: string; subject: string; email: string | null; name: string | null },
+  now: Date,
+): Promise<User> {
+  const row = await db
+    .insertInto("users")
+    .values({ ...user, created_at: toDbTime(now), updated_at: toDbTime(now) })
+    .onConflict((oc) =>
+      oc.columns(["issuer", "subject"]).doUpdateSet({ email: user.email, name: user.name, updated_at: toDbTime(now) }),
+    )
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return toUser(row);
+}
+
+export async function getUser(db: Kysely<Database>, id: string): Promise<User | undefined> {
+  const row = await db.selectFrom("users").selectAll().where("id", "=", id).executeTakeFirst();
+  return row && toUser(row);
 }

@@ -1,0 +1,31 @@
+// The worker protocol. Registration and unregistration are here; claiming, heartbeats, logs and
+// commands come with the dispatch issue and answer Unimplemented until then.
+import type { ServiceImpl } from "@connectrpc/connect";
+import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
+import { requireWorker } from "../auth/principal.js";
+import type { Core } from "../core/context.js";
+import * as workers from "../core/workers.js";
+import { agentTypeName } from "./convert.js";
+import { unimplementedMethods } from "./unimplemented.js";
+
+export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
+  return {
+    ...(unimplementedMethods(WorkerService, "the worker protocol", "the dispatch issue") as unknown as ServiceImpl<typeof WorkerService>),
+    async registerWorker(req) {
+      const { worker, credential } = await workers.registerWorker(core, {
+        ...req,
+        agentTypes: req.agentTypes.map(agentTypeName),
+      });
+      return {
+        workerId: worker.id,
+        workerToken: credential,
+        heartbeatIntervalSeconds: workers.HEARTBEAT_INTERVAL_SECONDS,
+        maxPollSeconds: workers.MAX_POLL_SECONDS,
+      };
+    },
+    async unregisterWorker(_req, ctx) {
+      await workers.unregisterWorker(core, requireWorker(ctx).workerId);
+      return {};
+    },
+  };
+}

@@ -1,0 +1,60 @@
+// Foreman's own access tokens: short-lived HS256 JWTs naming the user and the login (family)
+// they belong to. Verification pins the algorithm, issuer and audience, so "alg": "none", a
+// token from another issuer or for another audience, and a tampered signature are refused.
+import { randomUUID } from "node:crypto";
+import { errors, jwtVerify, SignJWT } from "jose";
+
+export const ACCESS_TOKEN_ISSUER = "foreman";
+export const ACCESS_TOKEN_AUDIENCE = "foreman-api";
+const ALGORITHM = "HS256";
+
+export interface AccessClaims {
+  userId: string;
+  /** The refresh-token family (one login); revoking it ends the login's access tokens too. */
+  familyId: string;
+}
+
+export class AccessTokens {
+  private readonly key: Uint8Array;
+
+  constructor(
+    secret: string,
+    private readonly ttlSeconds: number,
+  ) {
+    this.key = new TextEncoder().encode(secret);
+  }
+
+  async issue(claims: AccessClaims, now: Date): Promise<{ token: string; expiresAt: Date }> {
+    const issuedAt = Math.floor(now.getTime() / 1000);
+    const expiresAt = new Date((issuedAt + this.ttlSeconds) * 1000);
+    const token = await new SignJWT({ fam: claims.familyId })
+      .setProtectedHeader({ alg: ALGORITHM, typ: "JWT" })
+      .setIssuer(ACCESS_TOKEN_ISSUER)
+      .setAudience(ACCESS_TOKEN_AUDIENCE)
+      .setSubject(claims.userId)
+      .setJti(randomUUID())
+      .setIssuedAt(issuedAt)
+      .setExpirationTime(Math.floor(expiresAt.getTime() / 1000))
+      .sign(this.key);
+    return { token, expiresAt };
+  }
+
+  /** The token's claims, or a reason it is refused (never the token itself). */
+  async verify(token: string, now: Date): Promise<AccessClaims | { refused: string }> {
+    try {
+      const { payload } = await jwtVerify(token, this.key, {
+        algorithms: [ALGORITHM],
+        issuer: ACCESS_TOKEN_ISSUER,
+        audience: ACCESS_TOKEN_AUDIENCE,
+        requiredClaims: ["sub", "exp", "iat", "fam"],
+        currentDate: now,
+      });
+      if (typeof payload.sub !== "string" || typeof payload.fam !== "string") return { refused: "malformed claims" };
+      return { userId: payload.sub, familyId: payload.fam };
+    } catch (error) {
+      if (error instanceof errors.JWTExpired) return { refused: "access token expired" };
+      if (error instanceof errors.JOSEError) return { refused: `invalid access token (${error.code})` };
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,163 @@
+// Login rules for multi-user mode: the OIDC authorization-code flow with PKCE, Foreman's access
+// and refresh tokens, rotation with reuse detection (reusing a rotated refresh token revokes the
+// whole login), logout, and checking an access token on each call.
+import { Code } from "@connectrpc/connect";
+import { hashToken, newOpaqueToken, REFRESH_TOKEN_PREFIX } from "../auth/opaque-token.js";
+import { OidcError } from "../auth/oidc.js";
+import { newId } from "../store/codec.js";
+import * as store from "../store/logins.js";
+import { getUser, upsertUserByIdentity, type User } from "../store/users.js";
+import type { Core } from "./context.js";
+import { failedPrecondition, foremanError, notFound } from "./errors.js";
+import { Violations } from "./validation.js";
+
+export interface TokenSet {
+  accessToken: string;
+  accessTokenExpiresAt: Date;
+  refreshToken: string;
+  refreshTokenExpiresAt: Date;
+}
+
+export function unauthenticated(message: string): Error {
+  return foremanError(Code.Unauthenticated, "UNAUTHENTICATED", message);
+}
+
+function requireLogin(core: Core): NonNullable<Core["auth"]["login"]> {
+  if (core.auth.login === undefined) {
+    throw failedPrecondition("this server runs in single-user mode, which has no login: every call acts as the local user");
+  }
+  return core.auth.login;
+}
+
+function providerError(error: unknown): Error {
+  if (!(error instanceof OidcError)) return error as Error;
+  return error.unavailable
+    ? foremanError(Code.Unavailable, "PROVIDER_UNAVAILABLE", error.message, {}, { cause: error })
+    : foremanError(Code.Unauthenticated, "UNAUTHENTICATED", error.message, {}, { cause: error });
+}
+
+/** Starts a login: the provider URL to send the browser to, and the state it will come back with. */
+export async function startLogin(core: Core, redirectUri: string): Promise<{ url: string; state: string; expiresAt: Date }> {
+  const login = requireLogin(core);
+  const v = new Violations();
+  if (redirectUri === "") v.add("redirect_uri", "is required");
+  else if (!core.auth.config.oidc!.redirectUris.includes(redirectUri)) {
+    v.add("redirect_uri", "is not one of the server's allowed redirect URIs (FOREMAN_OIDC_REDIRECT_URIS)");
+  }
+  v.throwIfAny();
+  let request;
+  try {
+    request = await login.oidc.startLogin(redirectUri);
+  } catch (error) {
+    throw providerError(error);
+  }
+  const now = core.now();
+  const expiresAt = new Date(now.getTime() + core.auth.config.loginTtlSeconds * 1000);
+  await store.insertAuthState(core.db, { ...request, redirectUri, expiresAt }, now);
+  // Abandoned logins would pile up; a day's grace keeps "already used" answers meaningful.
+  await store.deleteAuthStatesExpiredBefore(core.db, new Date(now.getTime() - 86_400_000));
+  return { url: request.url, state: request.state, expiresAt };
+}
+
+/** Finishes a login: one use per state, the code exchanged with the PKCE verifier, the ID token checked. */
+export async function finishLogin(
+  core: Core,
+  input: { code: string; state: string; redirectUri: string },
+): Promise<{ tokens: TokenSet; user: User }> {
+  const login = requireLogin(core);
+  const v = new Violations();
+  v.text("code", input.code, { required: true, max: 4096 });
+  v.text("state", input.state, { required: true, max: 512 });
+  v.text("redirect_uri", input.redirectUri, { required: true, max: 2048 });
+  v.throwIfAny();
+  const now = core.now();
+  const pending = await store.consumeAuthState(core.db, input.state, now);
+  if (pending === undefined) throw unauthenticated("unknown or already used login state; start the login again");
+  if (pending.expiresAt <= now) throw unauthenticated("the login took too long and its state expired; start the login again");
+  if (pending.redirectUri !== input.redirectUri) {
+    throw unauthenticated("redirect_uri differs from the one the login started with; start the login again");
+  }
+  let identity;
+  try {
+    identity = await login.oidc.finishLogin({ ...input, codeVerifier: pending.codeVerifier, nonce: pending.nonce });
+  } catch (error) {
+    throw providerError(error);
+  }
+  const user = await upsertUserByIdentity(
+    core.db,
+    { id: newId(), issuer: identity.issuer, subject: identity.subject, email: identity.email, name: identity.name },
+    now,
+  );
+  core.logger.info({ user_id: user.id, issuer: user.issuer }, "user logged in");
+  return { tokens: await issueTokens(core, user.id, newId(), now), user };
+}
+
+async function issueTokens(core: Core, userId: string, familyId: string, now: Date, db = core.db): Promise<TokenSet> {
+  const refreshToken = newOpaqueToken(REFRESH_TOKEN_PREFIX);
+  const refreshTokenExpiresAt = new Date(now.getTime() + core.auth.config.refreshTokenTtlSeconds * 1000);
+  await store.insertRefreshToken(db, { id: newId(), userId, familyId, tokenHash: hashToken(refreshToken), expiresAt: refreshTokenExpiresAt }, now);
+  const access = await requireLogin(core).accessTokens.issue({ userId, familyId }, now);
+  return { accessToken: access.token, accessTokenExpiresAt: access.expiresAt, refreshToken, refreshTokenExpiresAt };
+}
+
+/** Rotates a refresh token. A token used before means it leaked: the whole login is revoked. */
+export async function refresh(core: Core, refreshToken: string): Promise<TokenSet> {
+  requireLogin(core);
+  const v = new Violations();
+  v.text("refresh_token", refreshToken, { required: true, max: 512 });
+  v.throwIfAny();
+  if (!refreshToken.startsWith(REFRESH_TOKEN_PREFIX)) throw unauthenticated("not a Foreman refresh token");
+  const tokenHash = hashToken(refreshToken);
+  const now = core.now();
+  const rotated = await core.db.transaction().execute(async (trx) => {
+    const used = await store.useRefreshToken(trx, tokenHash, now);
+    return used && (await issueTokens(core, used.userId, used.familyId, now, trx));
+  });
+  if (rotated !== undefined) return rotated;
+
+  const known = await store.findRefreshToken(core.db, tokenHash);
+  if (known === undefined) throw unauthenticated("unknown refresh token");
+  if (known.revokedAt !== null) throw unauthenticated("this refresh token was revoked; log in again");
+  if (known.usedAt !== null) {
+    const revoked = await store.revokeRefreshFamily(core.db, known.familyId, now);
+    core.logger.warn({ user_id: known.userId, family_id: known.familyId, revoked }, "refresh token reused: login revoked");
+    throw unauthenticated("this refresh token was already used, so it may have leaked: every token of this login is revoked; log in again");
+  }
+  throw unauthenticated("this refresh token expired; log in again");
+}
+
+/** Ends the login the refresh token belongs to, or every login of the user when it is empty. */
+export async function logout(core: Core, userId: string, refreshToken: string): Promise<void> {
+  requireLogin(core);
+  const now = core.now();
+  if (refreshToken === "") {
+    await store.revokeRefreshFamiliesOfUser(core.db, userId, now);
+    return;
+  }
+  const known = await store.findRefreshToken(core.db, hashToken(refreshToken));
+  // Another user's token is as unknown as a made-up one.
+  if (known === undefined || known.userId !== userId) {
+    throw foremanError(Code.InvalidArgument, "INVALID_ARGUMENT", "refresh_token: is not a refresh token of yours", {}, {
+      violations: [{ field: "refresh_token", description: "is not a refresh token of yours" }],
+    });
+  }
+  await store.revokeRefreshFamily(core.db, known.familyId, now);
+}
+
+/** The user an access token names, while its login lives. */
+export async function authenticateAccessToken(core: Core, token: string): Promise<string> {
+  const login = requireLogin(core);
+  const now = core.now();
+  const claims = await login.accessTokens.verify(token, now);
+  if ("refused" in claims) throw unauthenticated(claims.refused);
+  if (!(await store.isRefreshFamilyLive(core.db, claims.familyId, now))) {
+    throw unauthenticated("this login has ended (logged out or revoked); log in again");
+  }
+  return claims.userId;
+}
+
+export async function currentUser(core: Core, userId: string): Promise<User> {
+  const user = await getUser(core.db, userId);
+  if (user === undefined) throw notFound("user", userId);
+  return user;
+}

@@ -1,0 +1,150 @@
+// Worker identity: registration tokens (made by a user, or configured on the server), the
+// exchange of one for a worker credential at RegisterWorker, and checking that credential on
+// each worker call. A worker registered with a user's token serves only that user; one
+// registered with the configured token serves every user.
+import { WORKER_CREDENTIAL_PREFIX, WORKER_REGISTRATION_TOKEN_PREFIX, hashToken, newOpaqueToken, sameSecret } from "../auth/opaque-token.js";
+import { newId } from "../store/codec.js";
+import * as store from "../store/workers.js";
+import type { Core } from "./context.js";
+import { notFound } from "./errors.js";
+import { unauthenticated } from "./logins.js";
+import { readPage, writePage } from "./pagination.js";
+import { Violations, normalizeId } from "./validation.js";
+
+export type { RegistrationToken, Worker } from "../store/workers.js";
+
+/** How often a worker heartbeats; three missed intervals make it unhealthy (dispatch issue). */
+export const HEARTBEAT_INTERVAL_SECONDS = 10;
+/** The longest a GetTask long poll waits before returning with no work. */
+export const MAX_POLL_SECONDS = 30;
+
+/** The agents a worker can say it runs, as AgentType names in lower case. */
+export const AGENT_TYPES = ["claude_code", "codex", "gemini_cli", "opencode", "aider", "amp", "command"] as const;
+
+const NAME_MAX = 100;
+const MAX_TTL_SECONDS = 365 * 86_400;
+const MAX_LABELS = 64;
+const MAX_CONCURRENT_SESSIONS = 64;
+
+export async function createRegistrationToken(
+  core: Core,
+  ownerId: string,
+  input: { name: string; ttlSeconds: number },
+): Promise<{ token: store.RegistrationToken; secret: string }> {
+  const name = input.name.trim();
+  const v = new Violations();
+  v.text("name", name, { required: true, max: NAME_MAX, singleLine: true });
+  if (input.ttlSeconds < 0 || input.ttlSeconds > MAX_TTL_SECONDS) {
+    v.add("ttl_seconds", `must be between 0 (no expiry) and ${MAX_TTL_SECONDS}`);
+  }
+  v.throwIfAny();
+  const now = core.now();
+  const secret = newOpaqueToken(WORKER_REGISTRATION_TOKEN_PREFIX);
+  const token = await store.insertRegistrationToken(core.db, {
+    id: newId(),
+    ownerId,
+    name,
+    tokenHash: hashToken(secret),
+    createdAt: now,
+    expiresAt: input.ttlSeconds === 0 ? null : new Date(now.getTime() + input.ttlSeconds * 1000),
+  });
+  return { token, secret };
+}
+
+export async function listRegistrationTokens(
+  core: Core,
+  ownerId: string,
+  input: { pageSize: number; pageToken: string },
+): Promise<{ items: store.RegistrationToken[]; nextPageToken: string }> {
+  const v = new Violations();
+  const page = readPage(v, input.pageSize, input.pageToken, "worker_registration_tokens");
+  v.throwIfAny();
+  return writePage(page, await store.listRegistrationTokens(core.db, ownerId, page.afterId, page.fetch));
+}
+
+/** Stops the token registering new workers; workers it registered keep their credentials. */
+export async function revokeRegistrationToken(core: Core, ownerId: string, rawId: string): Promise<void> {
+  const id = normalizeId(rawId);
+  const v = new Violations();
+  v.id("id", id);
+  v.throwIfAny();
+  const token = await store.revokeRegistrationToken(core.db, ownerId, id, core.now());
+  if (token === undefined) throw notFound("worker registration token", id);
+}
+
+export interface RegisterWorkerInput {
+  registrationToken: string;
+  name: string;
+  hostname: string;
+  version: string;
+  agentTypes: string[];
+  labels: Record<string, string>;
+  maxConcurrentSessions: number;
+}
+
+export async function registerWorker(core: Core, input: RegisterWorkerInput): Promise<{ worker: store.Worker; credential: string }> {
+  const name = input.name.trim();
+  const hostname = input.hostname.trim();
+  const version = input.version.trim();
+  const v = new Violations();
+  v.text("name", name, { required: true, max: NAME_MAX, singleLine: true });
+  v.text("hostname", hostname, { max: 255, singleLine: true });
+  v.text("version", version, { max: 100, singleLine: true });
+  const labels = Object.entries(input.labels);
+  if (labels.length > MAX_LABELS) v.add("labels", `must have at most ${MAX_LABELS} entries`);
+  for (const [key, value] of labels) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/.test(key)) v.add("labels", `key "${key.slice(0, 70)}" must be 1-63 letters, digits, '.', '_', '/' or '-'`);
+    v.text("labels", value, { max: 255, singleLine: true });
+  }
+  for (const agent of input.agentTypes) {
+    if (!(AGENT_TYPES as readonly string[]).includes(agent)) v.add("agent_types", `holds an unknown agent type (${agent})`);
+  }
+  if (input.maxConcurrentSessions < 0 || input.maxConcurrentSessions > MAX_CONCURRENT_SESSIONS) {
+    v.add("max_concurrent_sessions", `must be between 0 (meaning 1) and ${MAX_CONCURRENT_SESSIONS}`);
+  }
+  v.throwIfAny();
+
+  const now = core.now();
+  const ownerAndToken = await checkRegistrationToken(core, input.registrationToken, now);
+  const credential = newOpaqueToken(WORKER_CREDENTIAL_PREFIX);
+  const worker = await store.insertWorker(core.db, {
+    id: newId(),
+    ...ownerAndToken,
+    name,
+    hostname,
+    version,
+    agentTypes: [...new Set(input.agentTypes)],
+    labels: input.labels,
+    maxConcurrentSessions: input.maxConcurrentSessions === 0 ? 1 : input.maxConcurrentSessions,
+    registeredAt: now,
+    credentialHash: hashToken(credential),
+  });
+  core.logger.info({ worker_id: worker.id, owner_id: worker.ownerId, name, hostname }, "worker registered");
+  return { worker, credential };
+}
+
+async function checkRegistrationToken(
+  core: Core,
+  token: string,
+  now: Date,
+): Promise<{ ownerId: string | null; registrationTokenId: string | null }> {
+  if (token === "") throw unauthenticated("registration_token is required: a worker registers with a worker registration token");
+  const configured = core.auth.config.workerRegistrationToken;
+  if (configured !== undefined && sameSecret(token, configured)) return { ownerId: null, registrationTokenId: null };
+  const found = token.startsWith(WORKER_REGISTRATION_TOKEN_PREFIX) ? await store.useRegistrationToken(core.db, hashToken(token), now) : undefined;
+  if (found === undefined) throw unauthenticated("unknown, revoked or expired worker registration token");
+  return { ownerId: found.ownerId, registrationTokenId: found.id };
+}
+
+/** The worker a credential belongs to, while it is registered. */
+export async function authenticateWorker(core: Core, credential: string): Promise<store.Worker> {
+  const worker = await store.findWorkerByCredential(core.db, hashToken(credential));
+  if (worker === undefined) throw unauthenticated("unknown worker credential; register the worker again");
+  if (worker.status === "unregistered") throw unauthenticated("this worker was unregistered; register it again");
+  return worker;
+}
+
+export async function unregisterWorker(core: Core, workerId: string): Promise<void> {
+  await store.unregisterWorker(core.db, workerId, core.now());
+  core.logger.info({ worker_id: workerId }, "worker unregistered");
+}

@@ -1,0 +1,170 @@
+// Worker registration tokens and registered workers. A token or worker with no owner was made
+// from the server's configured registration token and serves every user.
+import type { Kysely, Selectable } from "kysely";
+import type { Database, WorkerRegistrationTokensTable, WorkersTable } from "../db/schema.js";
+import { fromDbJson, fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
+
+export interface RegistrationToken {
+  id: string;
+  ownerId: string | null;
+  name: string;
+  createdAt: Date;
+  expiresAt: Date | null;
+  revokedAt: Date | null;
+  lastUsedAt: Date | null;
+}
+
+function toRegistrationToken(row: Selectable<WorkerRegistrationTokensTable>): RegistrationToken {
+  return {
+    id: row.id,
+    ownerId: row.owner_id,
+    name: row.name,
+    createdAt: fromDbTime(row.created_at),
+    expiresAt: fromDbTimeOrNull(row.expires_at),
+    revokedAt: fromDbTimeOrNull(row.revoked_at),
+    lastUsedAt: fromDbTimeOrNull(row.last_used_at),
+  };
+}
+
+export async function insertRegistrationToken(
+  db: Kysely<Database>,
+  t: { id: string; ownerId: string; name: string; tokenHash: string; createdAt: Date; expiresAt: Date | null },
+): Promise<RegistrationToken> {
+  const row = await db
+    .insertInto("worker_registration_tokens")
+    .values({
+      id: t.id,
+      owner_id: t.ownerId,
+      name: t.name,
+      token_hash: t.tokenHash,
+      created_at: toDbTime(t.createdAt),
+      expires_at: t.expiresAt === null ? null : toDbTime(t.expiresAt),
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return toRegistrationToken(row);
+}
+
+/** The owner's tokens, oldest first, after the given id. */
+export async function listRegistrationTokens(
+  db: Kysely<Database>,
+  ownerId: string,
+  afterId: string | undefined,
+  limit: number,
+): Promise<RegistrationToken[]> {
+  let query = db.selectFrom("worker_registration_tokens").selectAll().where("owner_id", "=", ownerId);
+  if (afterId !== undefined) query = query.where("id", ">", afterId);
+  const rows = await query.orderBy("id").limit(limit).execute();
+  return rows.map(toRegistrationToken);
+}
+
+/** Revokes the owner's token; undefined when the owner has no such token. Revoking twice keeps the first time. */
+export async function revokeRegistrationToken(
+  db: Kysely<Database>,
+  ownerId: string,
+  id: string,
+  now: Date,
+): Promise<RegistrationToken | undefined> {
+  await db
+    .updateTable("worker_registration_tokens")
+    .set({ revoked_at: toDbTime(now) })
+    .where("owner_id", "=", ownerId)
+    .where("id", "=", id)
+    .where("revoked_at", "is", null)
+    .execute();
+  const row = await db
+    .selectFrom("worker_registration_tokens")
+    .selectAll()
+    .where("owner_id", "=", ownerId)
+    .where("id", "=", id)
+    .executeTakeFirst();
+  return row && toRegistrationToken(row);
+}
+
+/** Records a use of a live token and returns it; undefined when unknown, revoked or expired. */
+export async function useRegistrationToken(db: Kysely<Database>, tokenHash: string, now: Date): Promise<RegistrationToken | undefined> {
+  const row = await db
+    .updateTable("worker_registration_tokens")
+    .set({ last_used_at: toDbTime(now) })
+    .where("token_hash", "=", tokenHash)
+    .where("revoked_at", "is", null)
+    .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", toDbTime(now))]))
+    .returningAll()
+    .executeTakeFirst();
+  return row && toRegistrationToken(row);
+}
+
+export type WorkerStatus = "active" | "unhealthy" | "unregistered";
+
+export interface Worker {
+  id: string;
+  ownerId: string | null;
+  registrationTokenId: string | null;
+  name: string;
+  hostname: string;
+  version: string;
+  status: WorkerStatus;
+  agentTypes: string[];
+  labels: Record<string, string>;
+  maxConcurrentSessions: number;
+  lastHeartbeatAt: Date;
+  registeredAt: Date;
+}
+
+function toWorker(row: Selectable<WorkersTable>): Worker {
+  return {
+    id: row.id,
+    ownerId: row.owner_id,
+    registrationTokenId: row.registration_token_id,
+    name: row.name,
+    hostname: row.hostname,
+    version: row.version,
+    status: row.status as WorkerStatus,
+    agentTypes: fromDbJson<string[]>(row.agent_types),
+    labels: fromDbJson<Record<string, string>>(row.labels),
+    maxConcurrentSessions: row.max_concurrent_sessions,
+    lastHeartbeatAt: fromDbTime(row.last_heartbeat_at),
+    registeredAt: fromDbTime(row.registered_at),
+  };
+}
+
+export async function insertWorker(
+  db: Kysely<Database>,
+  w: Omit<Worker, "status" | "lastHeartbeatAt"> & { credentialHash: string },
+): Promise<Worker> {
+  const row = await db
+    .insertInto("workers")
+    .values({
+      id: w.id,
+      owner_id: w.ownerId,
+      registration_token_id: w.registrationTokenId,
+      name: w.name,
+      hostname: w.hostname,
+      version: w.version,
+      credential_hash: w.credentialHash,
+      status: "active",
+      agent_types: JSON.stringify(w.agentTypes),
+      labels: JSON.stringify(w.labels),
+      max_concurrent_sessions: w.maxConcurrentSessions,
+      last_heartbeat_at: toDbTime(w.registeredAt),
+      registered_at: toDbTime(w.registeredAt),
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return toWorker(row);
+}
+
+export async function findWorkerByCredential(db: Kysely<Database>, credentialHash: string): Promise<Worker | undefined> {
+  const row = await db.selectFrom("workers").selectAll().where("credential_hash", "=", credentialHash).executeTakeFirst();
+  return row && toWorker(row);
+}
+
+/** Unregisters the worker; its credential stops working at once. Idempotent. */
+export async function unregisterWorker(db: Kysely<Database>, id: string, now: Date): Promise<void> {
+  await db
+    .updateTable("workers")
+    .set({ status: "unregistered", unregistered_at: toDbTime(now) })
+    .where("id", "=", id)
+    .where("status", "!=", "unregistered")
+    .execute();
+}
