@@ -170,6 +170,7 @@ function loadAuthConfig(env: Env, singleUserMode: boolean): AuthConfig {
     .split(",")
     .map((uri) => uri.trim())
     .filter((uri) => uri !== "");
+  if (redirectUris.length === 0) throw new ConfigError("FOREMAN_OIDC_REDIRECT_URIS", "is required in multi-user mode: a comma-separated list of URLs");
   for (const uri of redirectUris) {
     checkProviderUrl("FOREMAN_OIDC_REDIRECT_URIS", uri);
     if (uri.includes("?") || uri.includes("#")) {

@@ -1,16 +1,20 @@
 #!/usr/bin/env node
-// The foreman command: `serve` runs the server, `migrate` brings the database up to date.
+// The foreman command: `serve` runs the server, `migrate` brings the database up to date,
+// `worker-token` manages worker registration tokens through the API.
 import { ConfigError, loadConfig, loadDatabaseConfig } from "../config.js";
 import { openDatabase } from "../db/database.js";
 import { migrateToLatest } from "../db/migrator.js";
 import { createLogger } from "../logger.js";
 import { sqlitePath, startServer } from "../server/server.js";
+import { ServerRefused, UsageError, WORKER_TOKEN_USAGE, workerToken } from "./worker-token.js";
 
 const USAGE = `Usage: foreman <command>
 
 Commands:
   serve     Run the server (configured by FOREMAN_* environment variables; see README)
   migrate   Apply database migrations and exit
+  worker-token create|list|revoke
+            Manage worker registration tokens (foreman worker-token help)
   help      Show this help
 `;
 
@@ -60,6 +64,13 @@ async function main(argv: string[]): Promise<number> {
       case "migrate":
         await migrate();
         return 0;
+      case "worker-token":
+        if (["help", "--help", "-h"].includes(argv[1] ?? "")) {
+          process.stdout.write(WORKER_TOKEN_USAGE);
+          return 0;
+        }
+        await workerToken(argv.slice(1), process.env, (line) => process.stdout.write(`${line}\n`));
+        return 0;
       case "help":
       case "--help":
       case "-h":
@@ -70,6 +81,14 @@ async function main(argv: string[]): Promise<number> {
         return 2;
     }
   } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`foreman ${command}: ${error.message}\n\n${WORKER_TOKEN_USAGE}`);
+      return 2;
+    }
+    if (error instanceof ServerRefused) {
+      process.stderr.write(`foreman ${command}: ${error.message}\n`);
+      return 1;
+    }
     if (error instanceof ConfigError) {
       process.stderr.write(`foreman: configuration error: ${error.message}\n`);
       return 2;

@@ -198,12 +198,58 @@ describe("foreman serve", () => {
   });
 });
 
+describe("foreman worker-token", () => {
+  it("creates, lists and revokes a token on a running single-user server", async () => {
+    const server = await serve({ FOREMAN_DATA_DIR: await dataDir() });
+    const env = { FOREMAN_URL: server.url };
+    const created = await run(["worker-token", "create", "--name", "build box", "--ttl", "3600"], env);
+    expect(created.stderr).toBe("");
+    expect(created.code).toBe(0);
+    const id = /^id\s+(\S+)$/m.exec(created.stdout)?.[1];
+    expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(created.stdout).toMatch(/^secret\s+fwr_\S{43}$/m);
+
+    const listed = await run(["worker-token", "list"], env);
+    expect(listed.code).toBe(0);
+    const row = listed.stdout.split("\n").find((line) => line.startsWith(id!));
+    expect(row?.split("\t")[1]).toBe("build box");
+    expect(listed.stdout).not.toContain("fwr_");
+
+    expect((await run(["worker-token", "revoke", id!], env)).code).toBe(0);
+    const again = await run(["worker-token", "list"], env);
+    const revokedAt = again.stdout.split("\n").find((line) => line.startsWith(id!))?.split("\t")[4];
+    expect(revokedAt).toMatch(/^\d{4}-\d\d-\d\dT/);
+
+    const unknown = await run(["worker-token", "revoke", "01a21f1e-3439-776e-b248-5c047d7266bf"], env);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr.trim()).toBe("foreman worker-token: NotFound: worker registration token 01a21f1e-3439-776e-b248-5c047d7266bf not found");
+    server.child.kill("SIGTERM");
+    await server.exited;
+  });
+
+  it("says what is wrong with its arguments and exits 2", async () => {
+    for (const args of [["create"], ["create", "--name", "x", "--ttl", "soon"], ["revoke"], ["frobnicate"], ["create", "--bogus"]]) {
+      const exited = await run(["worker-token", ...args], { FOREMAN_URL: "http://127.0.0.1:9" });
+      expect(exited.code).toBe(2);
+      expect(exited.stderr).toContain("Usage: foreman worker-token");
+    }
+  });
+
+  it("exits 1 with one line when the server cannot be reached", async () => {
+    const exited = await run(["worker-token", "list"], { FOREMAN_URL: "http://127.0.0.1:9" });
+    expect(exited.code).toBe(1);
+    expect(exited.stderr.trim().split("\n")).toHaveLength(1);
+    expect(exited.stderr).toContain("Unavailable");
+  });
+});
+
 describe("configuration errors", () => {
   const cases: [string, Record<string, string>, RegExp][] = [
     ["FOREMAN_PORT", { FOREMAN_PORT: "abc" }, /whole number/],
     ["FOREMAN_LOG_LEVEL", { FOREMAN_LOG_LEVEL: "loud" }, /must be one of/],
     ["FOREMAN_HOST", { FOREMAN_HOST: "0.0.0.0" }, /single-user mode checks no login.*loopback.*FOREMAN_SINGLE_USER_ALLOW_REMOTE/s],
     ["DATABASE_URL", { DATABASE_URL: "mysql://x" }, /postgres/],
+    ["FOREMAN_OIDC_ISSUER", { DATABASE_URL: "postgres://postgres@127.0.0.1/x" }, /multi-user mode/],
   ];
 
   it.each(cases)("%s: serve exits 2 and says what is wrong", async (variable, env, why) => {
@@ -217,10 +263,10 @@ describe("configuration errors", () => {
     expect(exited.logs.map((l) => l.msg)).not.toContain("foreman serving");
   });
 
-  it("stops migrate the same way", async () => {
-    const exited = await run(["migrate"], { FOREMAN_DATA_DIR: await dataDir(), FOREMAN_PORT: "abc" });
+  it("stops migrate the same way, on the settings migrate reads", async () => {
+    const exited = await run(["migrate"], { FOREMAN_DATA_DIR: await dataDir(), FOREMAN_LOG_LEVEL: "loud" });
     expect(exited.code).toBe(2);
-    expect(exited.stderr).toContain("FOREMAN_PORT");
+    expect(exited.stderr).toContain("FOREMAN_LOG_LEVEL");
   });
 
   it("lets single-user mode bind 0.0.0.0 when FOREMAN_SINGLE_USER_ALLOW_REMOTE says so", async () => {

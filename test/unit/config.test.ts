@@ -5,6 +5,13 @@ import { describe, expect, it } from "vitest";
 import { ConfigError, isLoopback, loadConfig } from "../../src/config.js";
 
 const PG = "postgres://postgres@127.0.0.1:5432/foreman";
+/** What multi-user mode cannot start without. */
+const LOGIN = {
+  FOREMAN_OIDC_ISSUER: "https://login.example.com",
+  FOREMAN_OIDC_CLIENT_ID: "foreman",
+  FOREMAN_OIDC_REDIRECT_URIS: "https://foreman.example.com/auth/callback",
+  FOREMAN_JWT_SECRET: "s".repeat(32),
+};
 
 /** The ConfigError loadConfig throws for env; fails the test when it throws nothing else. */
 function configError(env: Record<string, string>): ConfigError {
@@ -32,6 +39,14 @@ describe("loadConfig defaults", () => {
       maxMessageBytes: 4 * 1024 * 1024,
       shutdownTimeoutMs: 10_000,
       dbPoolSize: 10,
+      auth: {
+        oidc: undefined,
+        jwtSecret: undefined,
+        workerRegistrationToken: undefined,
+        accessTokenTtlSeconds: 900,
+        refreshTokenTtlSeconds: 30 * 86_400,
+        loginTtlSeconds: 600,
+      },
     });
   });
 
@@ -56,18 +71,18 @@ describe("loadConfig defaults", () => {
   });
 
   it("turns multi-user and binds every address when DATABASE_URL is set", () => {
-    const config = loadConfig({ DATABASE_URL: PG });
+    const config = loadConfig({ DATABASE_URL: PG, ...LOGIN });
     expect(config.databaseUrl).toBe(PG);
     expect(config.singleUserMode).toBe(false);
     expect(config.host).toBe("0.0.0.0");
   });
 
   it("accepts postgresql:// as well as postgres://", () => {
-    expect(loadConfig({ DATABASE_URL: "postgresql://u@db/x" }).databaseUrl).toBe("postgresql://u@db/x");
+    expect(loadConfig({ DATABASE_URL: "postgresql://u@db/x", ...LOGIN }).databaseUrl).toBe("postgresql://u@db/x");
   });
 
   it("binds 0.0.0.0 in multi-user mode on SQLite too", () => {
-    const config = loadConfig({ FOREMAN_SINGLE_USER_MODE: "false" });
+    const config = loadConfig({ FOREMAN_SINGLE_USER_MODE: "false", ...LOGIN });
     expect(config.singleUserMode).toBe(false);
     expect(config.databaseUrl).toBeUndefined();
     expect(config.host).toBe("0.0.0.0");
@@ -117,8 +132,53 @@ describe("loadConfig defaults", () => {
       expect(loadConfig({ FOREMAN_SINGLE_USER_MODE: yes }).singleUserMode).toBe(true);
     }
     for (const no of ["false", "False", "0", "no", "off"]) {
-      expect(loadConfig({ FOREMAN_SINGLE_USER_MODE: no }).singleUserMode).toBe(false);
+      expect(loadConfig({ FOREMAN_SINGLE_USER_MODE: no, ...LOGIN }).singleUserMode).toBe(false);
     }
+  });
+});
+
+describe("login settings", () => {
+  it("reads the provider, the signing secret and the token lifetimes in multi-user mode", () => {
+    const config = loadConfig({
+      ...LOGIN,
+      DATABASE_URL: PG,
+      FOREMAN_OIDC_CLIENT_SECRET: "client-secret",
+      FOREMAN_OIDC_SCOPES: "openid email",
+      FOREMAN_OIDC_REDIRECT_URIS: "https://foreman.example.com/auth/callback, http://localhost:5173/cb",
+      FOREMAN_ACCESS_TOKEN_TTL_SECONDS: "60",
+      FOREMAN_REFRESH_TOKEN_TTL_SECONDS: "3600",
+      FOREMAN_LOGIN_TTL_SECONDS: "120",
+      FOREMAN_WORKER_REGISTRATION_TOKEN: "w".repeat(40),
+    });
+    expect(config.auth).toEqual({
+      oidc: {
+        issuer: "https://login.example.com",
+        clientId: "foreman",
+        clientSecret: "client-secret",
+        scopes: "openid email",
+        redirectUris: ["https://foreman.example.com/auth/callback", "http://localhost:5173/cb"],
+      },
+      jwtSecret: "s".repeat(32),
+      workerRegistrationToken: "w".repeat(40),
+      accessTokenTtlSeconds: 60,
+      refreshTokenTtlSeconds: 3600,
+      loginTtlSeconds: 120,
+    });
+  });
+
+  it("needs no login settings in single-user mode, and ignores them there", () => {
+    const config = loadConfig({ ...LOGIN, FOREMAN_SINGLE_USER_MODE: "true" });
+    expect(config.auth.oidc).toBeUndefined();
+    expect(config.auth.jwtSecret).toBeUndefined();
+  });
+
+  it("lets a plain-http provider through only on a loopback host", () => {
+    expect(loadConfig({ ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_OIDC_ISSUER: "http://127.0.0.1:9000" }).auth.oidc?.issuer).toBe(
+      "http://127.0.0.1:9000",
+    );
+    expect(configError({ ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_OIDC_ISSUER: "http://login.example.com" }).variable).toBe(
+      "FOREMAN_OIDC_ISSUER",
+    );
   });
 });
 
@@ -153,6 +213,17 @@ describe("loadConfig errors name their variable", () => {
     ["FOREMAN_SHUTDOWN_TIMEOUT_SECONDS", { FOREMAN_SHUTDOWN_TIMEOUT_SECONDS: "ten" }],
     ["FOREMAN_DB_POOL_SIZE", { FOREMAN_DB_POOL_SIZE: "0" }, /between 1/],
     ["FOREMAN_DB_POOL_SIZE", { FOREMAN_DB_POOL_SIZE: "x" }],
+    ["FOREMAN_OIDC_ISSUER", { DATABASE_URL: PG }, /required in multi-user mode.*FOREMAN_SINGLE_USER_MODE=true/],
+    ["FOREMAN_OIDC_ISSUER", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_OIDC_ISSUER: "not a url" }, /not a URL/],
+    ["FOREMAN_OIDC_CLIENT_ID", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_OIDC_CLIENT_ID: "" }, /required/],
+    ["FOREMAN_OIDC_REDIRECT_URIS", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_OIDC_REDIRECT_URIS: " , " }, /required/],
+    ["FOREMAN_OIDC_REDIRECT_URIS", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_OIDC_REDIRECT_URIS: "https://a.example/cb?x=1" }, /query/],
+    ["FOREMAN_OIDC_REDIRECT_URIS", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_OIDC_REDIRECT_URIS: "ftp://a.example/cb" }, /https/],
+    ["FOREMAN_OIDC_SCOPES", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_OIDC_SCOPES: "email profile" }, /openid/],
+    ["FOREMAN_JWT_SECRET", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_JWT_SECRET: "" }, /required/],
+    ["FOREMAN_JWT_SECRET", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_JWT_SECRET: "short" }, /at least 32/],
+    ["FOREMAN_ACCESS_TOKEN_TTL_SECONDS", { FOREMAN_ACCESS_TOKEN_TTL_SECONDS: "5" }, /between 30/],
+    ["FOREMAN_WORKER_REGISTRATION_TOKEN", { FOREMAN_WORKER_REGISTRATION_TOKEN: "short" }, /at least 32/],
   ];
 
   it.each(cases)("%s: %j", (variable, env, detail) => {
