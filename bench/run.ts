@@ -1,6 +1,8 @@
 // `npm run bench`: runs every benchmark and prints a table plus a one-line JSON summary each.
-// Quick run: BENCH_DURATION_MS=500 BENCH_REPEATS=1 npm run bench. Exits 1 if any call failed.
-import { formatUnary, runUnary } from "./unary.js";
+// Quick run: BENCH_DURATION_MS=500 BENCH_REPEATS=1 npm run bench; one benchmark: BENCH_ONLY=unary
+// or BENCH_ONLY=auth. Exits 1 if any call failed.
+import { runAuth } from "./auth.js";
+import { formatUnary, runUnary, type UnaryResult } from "./unary.js";
 
 function envInt(name: string, fallback: number, min: number, max: number): number {
   const raw = process.env[name]?.trim();
@@ -21,35 +23,51 @@ async function main(): Promise<number> {
     repeats: envInt("BENCH_REPEATS", 5, 1, 100),
     concurrency: envInt("BENCH_CONCURRENCY", 32, 1, 1000),
   };
-  process.stderr.write(`unary: starting the server and measuring (progress on stderr)\n`);
-  const unary = await runUnary(options);
-  console.log(formatUnary(unary));
-  console.log(
-    JSON.stringify({
-      benchmark: "unary",
-      method: "foreman.v1.WorkspaceService/GetWorkspace",
-      ...options,
-      results: unary.results.map((r) => ({
-        protocol: r.protocol,
-        rps_median: round(r.rpsMedian),
-        rps_min: round(r.rpsMin),
-        rps_max: round(r.rpsMax),
-        p50_ms: round(r.p50Ms, 3),
-        p99_ms: round(r.p99Ms, 3),
-        server_cpu_us_per_call: round(r.serverCpuMicrosPerCall),
-        client_cpu_us_per_call: round(r.clientCpuMicrosPerCall),
-        server_core_share: round(r.serverCoreShare, 2),
-        client_core_share: round(r.clientCoreShare, 2),
-        other_core_share: round(r.otherCoreShare, 2),
-        calls: r.calls,
-        errors: r.errors,
-      })),
-    }),
-  );
-  if (unary.errors > 0) {
-    console.error(`unary: ${unary.errors} calls failed`);
-    return 1;
+  const only = process.env.BENCH_ONLY?.trim();
+  let errors = 0;
+  const report = (benchmark: string, method: string, result: UnaryResult, table: string) => {
+    console.log(table);
+    console.log(
+      JSON.stringify({
+        benchmark,
+        method,
+        ...options,
+        results: result.results.map((r) => ({
+          target: r.protocol,
+          rps_median: round(r.rpsMedian),
+          rps_min: round(r.rpsMin),
+          rps_max: round(r.rpsMax),
+          p50_ms: round(r.p50Ms, 3),
+          p99_ms: round(r.p99Ms, 3),
+          server_cpu_us_per_call: round(r.serverCpuMicrosPerCall),
+          client_cpu_us_per_call: round(r.clientCpuMicrosPerCall),
+          server_core_share: round(r.serverCoreShare, 2),
+          client_core_share: round(r.clientCoreShare, 2),
+          other_core_share: round(r.otherCoreShare, 2),
+          calls: r.calls,
+          errors: r.errors,
+        })),
+      }),
+    );
+    if (result.errors > 0) console.error(`${benchmark}: ${result.errors} calls failed`);
+    errors += result.errors;
+  };
+  if (only === undefined || only === "" || only === "unary") {
+    process.stderr.write(`unary: starting the server and measuring (progress on stderr)\n`);
+    const unary = await runUnary(options);
+    report("unary", "foreman.v1.WorkspaceService/GetWorkspace", unary, formatUnary(unary));
   }
+  if (only === undefined || only === "" || only === "auth") {
+    process.stderr.write(`auth: starting single-user and multi-user servers and measuring (progress on stderr)\n`);
+    const auth = await runAuth(options);
+    report(
+      "auth",
+      "foreman.v1.WorkspaceService/GetWorkspace over connect-h2c",
+      auth,
+      formatUnary(auth, "auth cost: GetWorkspace over connect-h2c, no check (single-user) vs access JWT + login check", "server"),
+    );
+  }
+  if (errors > 0) return 1;
   return 0;
 }
 

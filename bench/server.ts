@@ -85,11 +85,12 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once("exit", () => resolve()));
 }
 
-export async function startBenchServer(): Promise<BenchServer> {
+/** Starts `foreman serve`: SQLite, single-user, unless `settings` says otherwise. */
+export async function startBenchServer(settings: Record<string, string> = {}): Promise<BenchServer> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "foreman-bench-"));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  // Only this benchmark's settings: no inherited FOREMAN_* or DATABASE_URL (SQLite, single user).
+  // Only this benchmark's settings: no inherited FOREMAN_* or DATABASE_URL.
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) {
     if (!key.startsWith("FOREMAN_") && key !== "DATABASE_URL") env[key] = value;
@@ -100,6 +101,7 @@ export async function startBenchServer(): Promise<BenchServer> {
     FOREMAN_DATA_DIR: dataDir,
     FOREMAN_LOG_LEVEL: "warn",
     FOREMAN_SINGLE_USER_MODE: "true",
+    ...settings,
   });
   // Spawn node itself (not npm or a shell) so child.pid is the server's process.
   const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "serve"], {

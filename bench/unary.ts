@@ -16,6 +16,15 @@ export interface UnaryOptions {
   concurrency: number;
 }
 
+/** One thing measured: a client calling GetWorkspace on a server it alone measures against. */
+export interface Target {
+  name: string;
+  client: Client<typeof WorkspaceService>;
+  server: BenchServer;
+  /** The workspace GetWorkspace reads. */
+  workspaceId: string;
+}
+
 interface Protocol {
   name: string;
   client: Client<typeof WorkspaceService>;
@@ -112,20 +121,15 @@ async function closedLoop(
   return stats;
 }
 
-async function measure(
-  server: BenchServer,
-  protocol: Protocol,
-  id: string,
-  options: UnaryOptions,
-  latencies: number[],
-): Promise<Window> {
+async function measure(target: Target, options: UnaryOptions, latencies: number[]): Promise<Window> {
+  const { server, client: rpc, workspaceId: id } = target;
   // Warm up each window: JIT, connections, and the server's caches settle before counting.
-  const warm = await closedLoop(protocol.client, id, options.concurrency, options.warmupMs, undefined);
+  const warm = await closedLoop(rpc, id, options.concurrency, options.warmupMs, undefined);
   const serverBefore = server.cpuMicros();
   const clientBefore = process.cpuUsage();
   const machineBefore = machineBusyMicros();
   const started = performance.now();
-  const load = await closedLoop(protocol.client, id, options.concurrency, options.durationMs, latencies);
+  const load = await closedLoop(rpc, id, options.concurrency, options.durationMs, latencies);
   const elapsedMs = performance.now() - started;
   const client = process.cpuUsage(clientBefore);
   const serverCpuMicros = server.cpuMicros() - serverBefore;
@@ -156,62 +160,68 @@ export async function runUnary(options: UnaryOptions): Promise<UnaryResult> {
   const server = await startBenchServer();
   const list = protocols(server.url, options.concurrency);
   try {
-    const setup = list[0]!.client;
-    const created = await setup.createWorkspace({ name: "bench", description: "unary benchmark" }, { timeoutMs: CALL_TIMEOUT_MS });
-    const id = created.workspace?.id;
-    if (id === undefined) throw new Error("CreateWorkspace returned no workspace");
-
-    const windows = new Map<string, Window[]>(list.map((p) => [p.name, []]));
-    const latencies = new Map<string, number[]>(list.map((p) => [p.name, []]));
-    const warmupFailures = new Map<string, { errors: number; firstError?: string }>();
-    // Round 0 is thrown away: the first seconds of load run cold code on both sides (about half
-    // speed here), which a per-window warm-up of a second or so does not cover.
-    for (let round = 0; round <= options.repeats; round++) {
-      for (const protocol of list) {
-        const window = await measure(server, protocol, id, options, round === 0 ? [] : latencies.get(protocol.name)!);
-        if (round > 0) windows.get(protocol.name)!.push(window);
-        else warmupFailures.set(protocol.name, { errors: window.errors, firstError: window.firstError });
-        const share = (micros: number) => `${Math.round(micros / (window.elapsedMs * 10))}%`;
-        process.stderr.write(
-          `  ${round === 0 ? "warm-up round" : `repeat ${round}/${options.repeats}`} ${protocol.name}: ` +
-            `${Math.round((window.calls * 1000) / window.elapsedMs)} req/s, ` +
-            `server ${share(window.serverCpuMicros)}, client ${share(window.clientCpuMicros)}, other ${share(window.otherCpuMicros)}` +
-            (window.errors > 0 ? `, ${window.errors} errors` : "") +
-            "\n",
-        );
-      }
-    }
-
-    const results = list.map((protocol): ProtocolResult => {
-      const ws = windows.get(protocol.name)!;
-      const rps = ws.map((w) => (w.calls * 1000) / w.elapsedMs);
-      const sorted = Float64Array.from(latencies.get(protocol.name)!).sort();
-      const calls = ws.reduce((sum, w) => sum + w.calls, 0);
-      const warmup = warmupFailures.get(protocol.name);
-      const errors = ws.reduce((sum, w) => sum + w.errors, warmup?.errors ?? 0);
-      const firstError = warmup?.firstError ?? ws.find((w) => w.firstError !== undefined)?.firstError;
-      return {
-        protocol: protocol.name,
-        rpsMedian: median(rps),
-        rpsMin: Math.min(...rps),
-        rpsMax: Math.max(...rps),
-        p50Ms: percentile(sorted, 50),
-        p99Ms: percentile(sorted, 99),
-        serverCpuMicrosPerCall: median(ws.map((w) => w.serverCpuMicros / Math.max(1, w.calls))),
-        clientCpuMicrosPerCall: median(ws.map((w) => w.clientCpuMicros / Math.max(1, w.calls))),
-        serverCoreShare: median(ws.map((w) => w.serverCpuMicros / (w.elapsedMs * 1000))),
-        clientCoreShare: median(ws.map((w) => w.clientCpuMicros / (w.elapsedMs * 1000))),
-        otherCoreShare: median(ws.map((w) => w.otherCpuMicros / (w.elapsedMs * 1000))),
-        calls,
-        errors,
-        ...(firstError !== undefined ? { firstError } : {}),
-      };
-    });
-    return { options, results, errors: results.reduce((sum, r) => sum + r.errors, 0) };
+    const created = await list[0]!.client.createWorkspace({ name: "bench", description: "unary benchmark" }, { timeoutMs: CALL_TIMEOUT_MS });
+    const workspaceId = created.workspace?.id;
+    if (workspaceId === undefined) throw new Error("CreateWorkspace returned no workspace");
+    return await compare(
+      list.map((p) => ({ name: p.name, client: p.client, server, workspaceId })),
+      options,
+    );
   } finally {
     for (const protocol of list) protocol.close();
     await server.stop();
   }
+}
+
+/** Measures the targets round-robin, so machine noise lands on each alike. */
+export async function compare(targets: Target[], options: UnaryOptions): Promise<UnaryResult> {
+  const windows = new Map<string, Window[]>(targets.map((t) => [t.name, []]));
+  const latencies = new Map<string, number[]>(targets.map((t) => [t.name, []]));
+  const warmupFailures = new Map<string, { errors: number; firstError?: string }>();
+  // Round 0 is thrown away: the first seconds of load run cold code on both sides (about half
+  // speed here), which a per-window warm-up of a second or so does not cover.
+  for (let round = 0; round <= options.repeats; round++) {
+    for (const target of targets) {
+      const window = await measure(target, options, round === 0 ? [] : latencies.get(target.name)!);
+      if (round > 0) windows.get(target.name)!.push(window);
+      else warmupFailures.set(target.name, { errors: window.errors, firstError: window.firstError });
+      const share = (micros: number) => `${Math.round(micros / (window.elapsedMs * 10))}%`;
+      process.stderr.write(
+        `  ${round === 0 ? "warm-up round" : `repeat ${round}/${options.repeats}`} ${target.name}: ` +
+          `${Math.round((window.calls * 1000) / window.elapsedMs)} req/s, ` +
+          `server ${share(window.serverCpuMicros)}, client ${share(window.clientCpuMicros)}, other ${share(window.otherCpuMicros)}` +
+          (window.errors > 0 ? `, ${window.errors} errors` : "") +
+          "\n",
+      );
+    }
+  }
+
+  const results = targets.map((target): ProtocolResult => {
+    const ws = windows.get(target.name)!;
+    const rps = ws.map((w) => (w.calls * 1000) / w.elapsedMs);
+    const sorted = Float64Array.from(latencies.get(target.name)!).sort();
+    const calls = ws.reduce((sum, w) => sum + w.calls, 0);
+    const warmup = warmupFailures.get(target.name);
+    const errors = ws.reduce((sum, w) => sum + w.errors, warmup?.errors ?? 0);
+    const firstError = warmup?.firstError ?? ws.find((w) => w.firstError !== undefined)?.firstError;
+    return {
+      protocol: target.name,
+      rpsMedian: median(rps),
+      rpsMin: Math.min(...rps),
+      rpsMax: Math.max(...rps),
+      p50Ms: percentile(sorted, 50),
+      p99Ms: percentile(sorted, 99),
+      serverCpuMicrosPerCall: median(ws.map((w) => w.serverCpuMicros / Math.max(1, w.calls))),
+      clientCpuMicrosPerCall: median(ws.map((w) => w.clientCpuMicros / Math.max(1, w.calls))),
+      serverCoreShare: median(ws.map((w) => w.serverCpuMicros / (w.elapsedMs * 1000))),
+      clientCoreShare: median(ws.map((w) => w.clientCpuMicros / (w.elapsedMs * 1000))),
+      otherCoreShare: median(ws.map((w) => w.otherCpuMicros / (w.elapsedMs * 1000))),
+      calls,
+      errors,
+      ...(firstError !== undefined ? { firstError } : {}),
+    };
+  });
+  return { options, results, errors: results.reduce((sum, r) => sum + r.errors, 0) };
 }
 
 function pad(cells: string[][]): string {
@@ -219,10 +229,10 @@ function pad(cells: string[][]): string {
   return cells.map((row) => row.map((cell, col) => (col === 0 ? cell.padEnd(widths[col]!) : cell.padStart(widths[col]!))).join("  ")).join("\n");
 }
 
-export function formatUnary(result: UnaryResult): string {
+export function formatUnary(result: UnaryResult, title = "unary GetWorkspace", column = "protocol"): string {
   const { durationMs, warmupMs, repeats, concurrency } = result.options;
   const round = (n: number) => String(Math.round(n));
-  const header = ["protocol", "req/s", "range", "p50 ms", "p99 ms", "server µs/call", "client µs/call", "server core", "client core", "other load", "errors"];
+  const header = [column, "req/s", "range", "p50 ms", "p99 ms", "server µs/call", "client µs/call", "server core", "client core", "other load", "errors"];
   const rows = result.results.map((r) => [
     r.protocol,
     round(r.rpsMedian),
@@ -237,7 +247,7 @@ export function formatUnary(result: UnaryResult): string {
     String(r.errors),
   ]);
   const lines = [
-    `unary GetWorkspace: ${concurrency} in flight, ${repeats} × ${durationMs} ms per protocol, each after a ${warmupMs} ms warm-up, after one discarded round; req/s median and min–max`,
+    `${title}: ${concurrency} in flight, ${repeats} × ${durationMs} ms per ${column}, each after a ${warmupMs} ms warm-up, after one discarded round; req/s median and min–max`,
     pad([header, ...rows]),
     `core = share of one CPU core busy (median); other load = CPU used by other processes meanwhile (${os.cpus().length} cores here)`,
   ];
