@@ -1,0 +1,706 @@
+// Multi-user login through a real OpenID provider (oauth2-mock-server) and the real server over
+// HTTP with the generated client, once per database dialect: the authorization-code flow with
+// PKCE, Foreman's access and refresh tokens, rotation with reuse detection, logout, refused
+// tokens and logins, what is stored and logged, an unreachable provider, and single-user mode.
+import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { decodeJwt, decodeProtectedHeader, SignJWT } from "jose";
+import { OAuth2Server } from "oauth2-mock-server";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { AuthService, type TokenSet, type User } from "../../gen/foreman/v1/auth_pb.js";
+import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { loadConfig } from "../../src/config.js";
+import type { DialectName } from "../../src/db/dialect.js";
+import { createLogger } from "../../src/logger.js";
+import { startServer } from "../../src/server/server.js";
+import { createTestDatabase, DIALECTS } from "../helpers/databases.js";
+import {
+  authorize,
+  clientWith,
+  login,
+  multiUserEnv,
+  REDIRECT_URI,
+  startMultiUserServer,
+  startOidcProvider,
+  TEST_JWT_SECRET,
+  type Identity,
+  type TestProvider,
+} from "../helpers/oidc.js";
+import { expectCode, expectInvalid, rpcError } from "../helpers/rpc-errors.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/** Expects the call to fail with this code, ErrorInfo reason and a message containing `fragment`. */
+async function expectFailure(call: Promise<unknown>, code: Code, reason: string, fragment: string): Promise<ConnectError> {
+  const error = await rpcError(call);
+  expect(Code[error.code], error.rawMessage).toBe(Code[code]);
+  expect(error.findDetails(ErrorInfoSchema).map((info) => info.reason)).toEqual([reason]);
+  expect(error.rawMessage).toContain(fragment);
+  return error;
+}
+
+function expectUnauthenticated(call: Promise<unknown>, fragment: string): Promise<ConnectError> {
+  return expectFailure(call, Code.Unauthenticated, "UNAUTHENTICATED", fragment);
+}
+
+/** A fresh identity at the provider: a `sub` no other test uses. */
+let people = 0;
+function person(label: string): Identity {
+  people += 1;
+  return { sub: `${label}-${people}-${randomUUID()}`, email: `${label}.${people}@example.com`, name: `${label} ${people}` };
+}
+
+function sha256(text: string): string {
+  return createHash("sha256").update(text, "utf8").digest("hex");
+}
+
+function ms(timestamp: Timestamp | undefined): number {
+  expect(timestamp).toBeDefined();
+  return timestampDate(timestamp!).getTime();
+}
+
+/** An access token signed like the server's, with the claims changed as asked. */
+async function forgeAccessToken(
+  claims: { sub: string; fam: string },
+  change: { iss?: string; aud?: string; iat?: number; exp?: number; secret?: string } = {},
+): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ fam: claims.fam })
+    .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+    .setIssuer(change.iss ?? "foreman")
+    .setAudience(change.aud ?? "foreman-api")
+    .setSubject(claims.sub)
+    .setJti(randomUUID())
+    .setIssuedAt(change.iat ?? now)
+    .setExpirationTime(change.exp ?? now + 600)
+    .sign(new TextEncoder().encode(change.secret ?? TEST_JWT_SECRET));
+}
+
+/**
+ * A multi-user server like startMultiUserServer's, logging at trace level into memory. Only
+ * `url` and `server` of the TestServer are real: enough for clientWith, login and the database.
+ */
+async function startServerWithLogs(
+  dialect: DialectName,
+  provider: TestProvider,
+): Promise<{ server: TestServer; text(): string; close(): Promise<void> }> {
+  const lines: string[] = [];
+  const database = await createTestDatabase(dialect);
+  try {
+    const config = loadConfig({
+      FOREMAN_PORT: "0",
+      FOREMAN_DATA_DIR: database.dataDir,
+      ...(database.databaseUrl !== undefined ? { DATABASE_URL: database.databaseUrl } : {}),
+      ...multiUserEnv(provider),
+    });
+    const running = await startServer(config, createLogger("trace", { write: (line: string) => void lines.push(line) }));
+    return {
+      server: { url: running.url, server: running } as TestServer,
+      text: () => lines.join(""),
+      async close() {
+        await running.close();
+        await database.drop();
+      },
+    };
+  } catch (error) {
+    await database.drop();
+    throw error;
+  }
+}
+
+describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => {
+  let provider: TestProvider;
+  let t: TestServer;
+
+  beforeAll(async () => {
+    provider = await startOidcProvider();
+    t = await startMultiUserServer(dialect, provider);
+  });
+
+  afterAll(async () => {
+    await t?.close();
+    await provider?.close();
+  });
+
+  afterEach(() => {
+    provider.tamperIdToken = undefined;
+  });
+
+  const auth = (token?: string) => clientWith(t, AuthService, token);
+  const workspaces = (token?: string) => clientWith(t, WorkspaceService, token);
+
+  /** Logs in as `identity`; a new login (refresh-token family) each time. */
+  async function signIn(identity: Identity): Promise<{ user: User; tokens: TokenSet }> {
+    const res = await login(t, provider, identity);
+    expect(res.user).toBeDefined();
+    expect(res.tokens).toBeDefined();
+    return { user: res.user!, tokens: res.tokens! };
+  }
+
+  /** GetLoginUrl and the provider's redirect, stopping before HandleCallback. */
+  async function beginLogin(identity: Identity): Promise<{ code: string; state: string }> {
+    provider.identity = identity;
+    const { url, state } = await auth().getLoginUrl({ redirectUri: REDIRECT_URI });
+    const back = await authorize(url);
+    expect(back.state).toBe(state);
+    expect(back.code).not.toBe("");
+    return { code: back.code, state };
+  }
+
+  async function rotate(refreshToken: string): Promise<TokenSet> {
+    const { tokens } = await auth().refreshToken({ refreshToken });
+    expect(tokens).toBeDefined();
+    return tokens!;
+  }
+
+  /** Resolves when the access token is accepted. */
+  async function accepted(accessToken: string): Promise<void> {
+    await workspaces(accessToken).listWorkspaces({});
+  }
+
+  const usersWithSubject = async (sub: string) =>
+    (await t.server.db.kysely.selectFrom("users").select("id").where("subject", "=", sub).execute()).length;
+
+  const refreshTokenRows = async () =>
+    Number((await t.server.db.kysely.selectFrom("refresh_tokens").select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+
+  describe("the whole login", () => {
+    it("sends the browser to the provider with PKCE (S256), state, nonce, redirect_uri and scopes", async () => {
+      const before = Date.now();
+      const res = await auth().getLoginUrl({ redirectUri: REDIRECT_URI });
+      const after = Date.now();
+
+      const url = new URL(res.url);
+      expect(`${url.origin}${url.pathname}`).toBe(`${provider.issuer}/authorize`);
+      const q = url.searchParams;
+      expect(q.get("response_type")).toBe("code");
+      expect(q.get("client_id")).toBe("foreman-web");
+      expect(q.get("redirect_uri")).toBe(REDIRECT_URI);
+      expect(q.get("scope")?.split(" ").sort()).toEqual(["email", "openid", "profile"]);
+      expect(q.get("state")).toBe(res.state);
+      expect(res.state.length).toBeGreaterThanOrEqual(22);
+      expect(q.get("nonce")).toMatch(/^[A-Za-z0-9_-]{22,}$/);
+      expect(q.get("code_challenge_method")).toBe("S256");
+      expect(q.get("code_challenge")).toMatch(/^[A-Za-z0-9_-]{43}$/);
+
+      const ttl = t.config.auth.loginTtlSeconds * 1000;
+      expect(ms(res.expireTime)).toBeGreaterThanOrEqual(before + ttl);
+      expect(ms(res.expireTime)).toBeLessThanOrEqual(after + ttl);
+
+      // The challenge is S256 of the verifier the server kept, which never leaves it.
+      const pending = await t.server.db.kysely.selectFrom("auth_states").selectAll().where("state", "=", res.state).executeTakeFirstOrThrow();
+      expect(q.get("code_challenge")).toBe(createHash("sha256").update(pending.code_verifier).digest("base64url"));
+      expect(q.get("nonce")).toBe(pending.nonce);
+      expect(pending.redirect_uri).toBe(REDIRECT_URI);
+      expect(res.url).not.toContain(pending.code_verifier);
+    });
+
+    it("returns the user and tokens that work on the API, and GetCurrentUser names the same user", async () => {
+      const alice = person("alice");
+      const { code, state } = await beginLogin(alice);
+      const before = Date.now();
+      const res = await auth().handleCallback({ code, state, redirectUri: REDIRECT_URI });
+      const after = Date.now();
+
+      const user = res.user!;
+      expect(user.id).toMatch(UUID);
+      expect(user.email).toBe(alice.email);
+      expect(user.name).toBe(alice.name);
+      expect(user.issuer).toBe(provider.issuer);
+      expect(ms(user.createTime)).toBeGreaterThanOrEqual(before);
+      expect(ms(user.createTime)).toBeLessThanOrEqual(after);
+
+      const tokens = res.tokens!;
+      expect(tokens.refreshToken).toMatch(/^frt_[A-Za-z0-9_-]{43}$/);
+      const accessTtl = t.config.auth.accessTokenTtlSeconds * 1000;
+      // Access token times are whole seconds.
+      expect(ms(tokens.accessTokenExpireTime)).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000 + accessTtl);
+      expect(ms(tokens.accessTokenExpireTime)).toBeLessThanOrEqual(after + accessTtl);
+      const refreshTtl = t.config.auth.refreshTokenTtlSeconds * 1000;
+      expect(ms(tokens.refreshTokenExpireTime)).toBeGreaterThanOrEqual(before + refreshTtl);
+      expect(ms(tokens.refreshTokenExpireTime)).toBeLessThanOrEqual(after + refreshTtl);
+
+      expect(decodeProtectedHeader(tokens.accessToken).alg).toBe("HS256");
+      const claims = decodeJwt(tokens.accessToken);
+      expect(claims).toMatchObject({ iss: "foreman", aud: "foreman-api", sub: user.id });
+      expect(claims.fam).toMatch(UUID);
+      expect(claims.exp! * 1000).toBe(ms(tokens.accessTokenExpireTime));
+
+      const { workspace } = await workspaces(tokens.accessToken).createWorkspace({ name: "Alice's" });
+      const { workspaces: listed } = await workspaces(tokens.accessToken).listWorkspaces({});
+      expect(listed).toEqual([workspace]);
+
+      const { user: current } = await auth(tokens.accessToken).getCurrentUser({});
+      expect(current).toEqual(user);
+    });
+
+    it("gives the same user for the same sub on the next login, with a changed email and name updated", async () => {
+      const bob = person("bob");
+      const first = await signIn(bob);
+      const renamed = { sub: bob.sub, email: `renamed.${bob.email}`, name: `${bob.name} Renamed` };
+      const second = await signIn(renamed);
+
+      expect(second.user.id).toBe(first.user.id);
+      expect(second.user.email).toBe(renamed.email);
+      expect(second.user.name).toBe(renamed.name);
+      expect(second.user.createTime).toEqual(first.user.createTime);
+      expect(await usersWithSubject(bob.sub)).toBe(1);
+      // Two logins, two families; the first login sees the update too.
+      expect(decodeJwt(second.tokens.accessToken).fam).not.toBe(decodeJwt(first.tokens.accessToken).fam);
+      const { user } = await auth(first.tokens.accessToken).getCurrentUser({});
+      expect(user).toEqual(second.user);
+    });
+  });
+
+  it("keeps one user's workspaces from another (NotFound, and absent from the list)", async () => {
+    const alice = await signIn(person("alice"));
+    const bob = await signIn(person("bob"));
+    const { workspace } = await workspaces(alice.tokens.accessToken).createWorkspace({ name: "Private" });
+    const id = workspace!.id;
+
+    const asBob = workspaces(bob.tokens.accessToken);
+    await expectCode(asBob.getWorkspace({ id }), Code.NotFound);
+    await expectCode(asBob.updateWorkspace({ id, name: "Taken" }), Code.NotFound);
+    await expectCode(asBob.deleteWorkspace({ id, force: true }), Code.NotFound);
+    const { workspace: bobs } = await asBob.createWorkspace({ name: "Private" });
+    expect((await asBob.listWorkspaces({})).workspaces).toEqual([bobs]);
+
+    const { workspace: still } = await workspaces(alice.tokens.accessToken).getWorkspace({ id });
+    expect(still).toEqual(workspace);
+  });
+
+  describe("RefreshToken", () => {
+    it("rotates; reusing a rotated token revokes the whole login but not the user's other logins", async () => {
+      const carol = person("carol");
+      const first = await signIn(carol);
+      const other = await signIn(carol);
+
+      const second = await rotate(first.tokens.refreshToken);
+      expect(second.accessToken).not.toBe(first.tokens.accessToken);
+      expect(second.refreshToken).not.toBe(first.tokens.refreshToken);
+      expect(decodeJwt(second.accessToken)).toMatchObject({ sub: first.user.id, fam: decodeJwt(first.tokens.accessToken).fam });
+      await accepted(second.accessToken);
+      const third = await rotate(second.refreshToken);
+      await accepted(third.accessToken);
+      // Rotation alone does not end the login's earlier access tokens.
+      await accepted(first.tokens.accessToken);
+
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: first.tokens.refreshToken }), "already used");
+
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: third.refreshToken }), "revoked");
+      for (const accessToken of [first.tokens.accessToken, second.accessToken, third.accessToken]) {
+        await expectUnauthenticated(workspaces(accessToken).listWorkspaces({}), "this login has ended");
+      }
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: first.tokens.refreshToken }), "revoked");
+
+      await accepted(other.tokens.accessToken);
+      const otherRotated = await rotate(other.tokens.refreshToken);
+      await accepted(otherRotated.accessToken);
+    });
+
+    it("lets one of two concurrent rotations of a token win; the other is reuse and revokes the login", async () => {
+      const dave = person("dave");
+      const { tokens } = await signIn(dave);
+      const other = await signIn(dave);
+
+      const results = await Promise.allSettled([
+        auth().refreshToken({ refreshToken: tokens.refreshToken }),
+        auth().refreshToken({ refreshToken: tokens.refreshToken }),
+      ]);
+      const won = results.filter((r) => r.status === "fulfilled");
+      const lost = results.filter((r) => r.status === "rejected");
+      expect(won).toHaveLength(1);
+      expect(lost).toHaveLength(1);
+      await expectUnauthenticated(Promise.reject(lost[0]!.reason), "already used");
+
+      // The loser's refusal is reuse detection, which revokes the family after the winner's
+      // rotation committed: the winner's new tokens end with it.
+      const winner = won[0]!.value.tokens!;
+      await expectUnauthenticated(workspaces(winner.accessToken).listWorkspaces({}), "this login has ended");
+      await expectUnauthenticated(workspaces(tokens.accessToken).listWorkspaces({}), "this login has ended");
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: winner.refreshToken }), "revoked");
+      await accepted(other.tokens.accessToken);
+    });
+
+    it("refuses an unknown, foreign or empty refresh token", async () => {
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: `frt_${randomBytes(32).toString("base64url")}` }), "unknown refresh token");
+      const { tokens } = await signIn(person("erin"));
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: tokens.accessToken }), "not a Foreman refresh token");
+      await expectInvalid(auth().refreshToken({ refreshToken: "" }), "refresh_token");
+      // None of that touched the real login.
+      await accepted((await rotate(tokens.refreshToken)).accessToken);
+    });
+  });
+
+  describe("Logout", () => {
+    it("with a refresh token ends that login only", async () => {
+      const frank = person("frank");
+      const ending = await signIn(frank);
+      const staying = await signIn(frank);
+
+      await auth(ending.tokens.accessToken).logout({ refreshToken: ending.tokens.refreshToken });
+
+      await expectUnauthenticated(workspaces(ending.tokens.accessToken).listWorkspaces({}), "this login has ended");
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: ending.tokens.refreshToken }), "revoked");
+      await accepted(staying.tokens.accessToken);
+      await accepted((await rotate(staying.tokens.refreshToken)).accessToken);
+    });
+
+    it("may end another login of the caller's, named by its refresh token", async () => {
+      const gina = person("gina");
+      const caller = await signIn(gina);
+      const elsewhere = await signIn(gina);
+      await auth(caller.tokens.accessToken).logout({ refreshToken: elsewhere.tokens.refreshToken });
+      await expectUnauthenticated(workspaces(elsewhere.tokens.accessToken).listWorkspaces({}), "this login has ended");
+      await accepted(caller.tokens.accessToken);
+    });
+
+    it("with an empty refresh token ends every login of the caller and no one else's", async () => {
+      const hank = person("hank");
+      const logins = [await signIn(hank), await signIn(hank), await signIn(hank)];
+      const rotated = await rotate(logins[1]!.tokens.refreshToken);
+      const bystander = await signIn(person("ivy"));
+
+      await auth(logins[0]!.tokens.accessToken).logout({ refreshToken: "" });
+
+      for (const { tokens } of logins) {
+        await expectUnauthenticated(workspaces(tokens.accessToken).listWorkspaces({}), "this login has ended");
+      }
+      await expectUnauthenticated(workspaces(rotated.accessToken).listWorkspaces({}), "this login has ended");
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: rotated.refreshToken }), "revoked");
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: logins[2]!.tokens.refreshToken }), "revoked");
+      await accepted(bystander.tokens.accessToken);
+      // The user can log in again.
+      await accepted((await signIn(hank)).tokens.accessToken);
+    });
+
+    it("refuses another user's refresh token as InvalidArgument and revokes nothing", async () => {
+      const jack = await signIn(person("jack"));
+      const kate = await signIn(person("kate"));
+
+      const error = await expectInvalid(auth(jack.tokens.accessToken).logout({ refreshToken: kate.tokens.refreshToken }), "refresh_token");
+      expect(error.rawMessage).toContain("not a refresh token of yours");
+      await expectInvalid(auth(jack.tokens.accessToken).logout({ refreshToken: `frt_${randomBytes(32).toString("base64url")}` }), "refresh_token");
+
+      await accepted(kate.tokens.accessToken);
+      await accepted(jack.tokens.accessToken);
+      await accepted((await rotate(kate.tokens.refreshToken)).accessToken);
+      await accepted((await rotate(jack.tokens.refreshToken)).accessToken);
+    });
+
+    it("needs an access token", async () => {
+      const { tokens } = await signIn(person("liam"));
+      await expectUnauthenticated(auth().logout({ refreshToken: tokens.refreshToken }), "authentication required");
+      await accepted(tokens.accessToken);
+    });
+  });
+
+  describe("refused access tokens", () => {
+    /** A WorkspaceService client that sends this Authorization header as is. */
+    function withAuthorization(value: string) {
+      const transport = createConnectTransport({
+        baseUrl: t.url,
+        httpVersion: "2",
+        interceptors: [
+          (next) => (req) => {
+            req.header.set("authorization", value);
+            return next(req);
+          },
+        ],
+      });
+      return createClient(WorkspaceService, transport);
+    }
+
+    let real: { token: string; sub: string; fam: string };
+
+    beforeAll(async () => {
+      const { tokens } = await signIn(person("mallory"));
+      const claims = decodeJwt(tokens.accessToken);
+      real = { token: tokens.accessToken, sub: claims.sub!, fam: claims.fam as string };
+    });
+
+    it("accepts the real token and one forged with the server's secret and live claims (the control)", async () => {
+      await accepted(real.token);
+      await accepted(await forgeAccessToken(real));
+      await withAuthorization(`bearer   ${real.token}`).listWorkspaces({});
+    });
+
+    it("refuses a call with no Authorization header", async () => {
+      await expectUnauthenticated(workspaces().listWorkspaces({}), "authentication required");
+    });
+
+    it.each(["Basic x", "Bearer", "Bearer a b", "Token abc"])("refuses the malformed header %j", async (value) => {
+      await expectUnauthenticated(withAuthorization(value).listWorkspaces({}), 'must be "Bearer <token>"');
+    });
+
+    it("refuses the real token without the Bearer scheme", async () => {
+      await expectUnauthenticated(withAuthorization(real.token).listWorkspaces({}), 'must be "Bearer <token>"');
+    });
+
+    it("refuses a token longer than 4096 characters", async () => {
+      await expectUnauthenticated(workspaces("x".repeat(5000)).listWorkspaces({}), 'must be "Bearer <token>"');
+    });
+
+    it("refuses a token whose signature was tampered with", async () => {
+      const [header, payload, signature] = real.token.split(".") as [string, string, string];
+      // A character in the middle: the last one may only carry padding bits.
+      const i = 10;
+      const flipped = signature.slice(0, i) + (signature[i] === "A" ? "B" : "A") + signature.slice(i + 1);
+      await expectUnauthenticated(workspaces(`${header}.${payload}.${flipped}`).listWorkspaces({}), "invalid access token");
+    });
+
+    it('refuses "alg": "none" with the same claims', async () => {
+      const payload = real.token.split(".")[1]!;
+      const none = Buffer.from(JSON.stringify({ alg: "none", typ: "JWT" })).toString("base64url");
+      await expectUnauthenticated(workspaces(`${none}.${payload}.`).listWorkspaces({}), "invalid access token");
+    });
+
+    it("refuses an expired token of a live login", async () => {
+      const now = Math.floor(Date.now() / 1000);
+      const expired = await forgeAccessToken(real, { iat: now - 7200, exp: now - 3600 });
+      await expectUnauthenticated(workspaces(expired).listWorkspaces({}), "access token expired");
+    });
+
+    it.each([
+      ["another issuer", { iss: "https://evil.example.com" }],
+      ["another audience", { aud: "someone-else" }],
+      ["another secret", { secret: "another-secret-that-is-long-enough-0123456789" }],
+    ])("refuses a token with %s", async (_label, change) => {
+      await expectUnauthenticated(workspaces(await forgeAccessToken(real, change)).listWorkspaces({}), "invalid access token");
+    });
+
+    it("refuses a token of an unknown login and one without a login", async () => {
+      await expectUnauthenticated(workspaces(await forgeAccessToken({ sub: real.sub, fam: randomUUID() })).listWorkspaces({}), "this login has ended");
+      const noFamily = await new SignJWT({})
+        .setProtectedHeader({ alg: "HS256" })
+        .setIssuer("foreman")
+        .setAudience("foreman-api")
+        .setSubject(real.sub)
+        .setIssuedAt()
+        .setExpirationTime("10m")
+        .sign(new TextEncoder().encode(TEST_JWT_SECRET));
+      await expectUnauthenticated(workspaces(noFamily).listWorkspaces({}), "invalid access token");
+    });
+
+    it("refuses garbage and a refresh token", async () => {
+      await expectUnauthenticated(workspaces("not-a-jwt").listWorkspaces({}), "invalid access token");
+      await expectUnauthenticated(workspaces("a.b.c").listWorkspaces({}), "invalid access token");
+      const { tokens } = await signIn(person("nina"));
+      await expectUnauthenticated(workspaces(tokens.refreshToken).listWorkspaces({}), "invalid access token");
+    });
+  });
+
+  describe("refused logins", () => {
+    it("refuses a replayed state", async () => {
+      const { code, state } = await beginLogin(person("oscar"));
+      await auth().handleCallback({ code, state, redirectUri: REDIRECT_URI });
+      await expectUnauthenticated(auth().handleCallback({ code, state, redirectUri: REDIRECT_URI }), "unknown or already used login state");
+    });
+
+    it("refuses an unknown state without using up the real one", async () => {
+      const pat = person("pat");
+      const { code, state } = await beginLogin(pat);
+      await expectUnauthenticated(
+        auth().handleCallback({ code, state: randomBytes(32).toString("base64url"), redirectUri: REDIRECT_URI }),
+        "unknown or already used login state",
+      );
+      const { user } = await auth().handleCallback({ code, state, redirectUri: REDIRECT_URI });
+      expect(user?.email).toBe(pat.email);
+    });
+
+    it("refuses an expired state", async () => {
+      const quinn = person("quinn");
+      const { code, state } = await beginLogin(quinn);
+      await t.server.db.kysely
+        .updateTable("auth_states")
+        .set({ expires_at: new Date(Date.now() - 60_000).toISOString() })
+        .where("state", "=", state)
+        .execute();
+      await expectUnauthenticated(auth().handleCallback({ code, state, redirectUri: REDIRECT_URI }), "state expired");
+      expect(await usersWithSubject(quinn.sub)).toBe(0);
+    });
+
+    it("refuses a code exchanged with the wrong PKCE verifier, creating no user", async () => {
+      const rosa = person("rosa");
+      const { code, state } = await beginLogin(rosa);
+      const rows = await refreshTokenRows();
+      await t.server.db.kysely
+        .updateTable("auth_states")
+        .set({ code_verifier: randomBytes(48).toString("base64url") })
+        .where("state", "=", state)
+        .execute();
+      const error = await expectUnauthenticated(
+        auth().handleCallback({ code, state, redirectUri: REDIRECT_URI }),
+        "the OpenID provider refused the login",
+      );
+      expect(error.rawMessage).toContain("code_verifier"); // the provider's reason
+      expect(await usersWithSubject(rosa.sub)).toBe(0);
+      expect(await refreshTokenRows()).toBe(rows);
+    });
+
+    it.each([
+      ["audience", (p: Record<string, unknown>) => void (p.aud = "someone-else")],
+      ["issuer", (p: Record<string, unknown>) => void (p.iss = "https://evil.example.com")],
+      ["nonce", (p: Record<string, unknown>) => void (p.nonce = "not-the-nonce-of-this-login")],
+      [
+        "expiry (in the past)",
+        (p: Record<string, unknown>) => {
+          const now = Math.floor(Date.now() / 1000);
+          Object.assign(p, { iat: now - 7200, nbf: now - 7200, exp: now - 3600 });
+        },
+      ],
+    ])("refuses an ID token with the wrong %s, issuing no tokens", async (_label, tamper) => {
+      const sam = person("sam");
+      const rows = await refreshTokenRows();
+      const { code, state } = await beginLogin(sam);
+      provider.tamperIdToken = tamper;
+      await expectUnauthenticated(auth().handleCallback({ code, state, redirectUri: REDIRECT_URI }), "the OpenID provider refused the login");
+      expect(provider.tamperIdToken).toBeUndefined(); // the provider did sign a tampered ID token
+      expect(await usersWithSubject(sam.sub)).toBe(0);
+      expect(await refreshTokenRows()).toBe(rows);
+    });
+
+    it("refuses a redirect_uri that is not on the allow-list, or none", async () => {
+      const error = await expectInvalid(auth().getLoginUrl({ redirectUri: "http://127.0.0.1:5173/elsewhere" }), "redirect_uri");
+      expect(error.rawMessage).toContain("redirect_uri");
+      expect(error.rawMessage).toContain("FOREMAN_OIDC_REDIRECT_URIS");
+      await expectInvalid(auth().getLoginUrl({ redirectUri: `${REDIRECT_URI}?next=/admin` }), "redirect_uri");
+      await expectInvalid(auth().getLoginUrl({ redirectUri: "" }), "redirect_uri");
+    });
+
+    it("refuses a callback whose redirect_uri differs from the login's, which uses up the state", async () => {
+      const { code, state } = await beginLogin(person("tess"));
+      await expectUnauthenticated(
+        auth().handleCallback({ code, state, redirectUri: "http://127.0.0.1:5173/other/callback" }),
+        "redirect_uri differs",
+      );
+      await expectUnauthenticated(auth().handleCallback({ code, state, redirectUri: REDIRECT_URI }), "unknown or already used login state");
+    });
+
+    it("refuses an empty code, state or redirect_uri as InvalidArgument", async () => {
+      const { code, state } = await beginLogin(person("uma"));
+      await expectInvalid(auth().handleCallback({ code: "", state, redirectUri: REDIRECT_URI }), "code");
+      await expectInvalid(auth().handleCallback({ code, state: "", redirectUri: REDIRECT_URI }), "state");
+      await expectInvalid(auth().handleCallback({ code: "", state: "", redirectUri: "" }), "code", "redirect_uri", "state");
+      // Refused before the state was looked at: the login can still finish.
+      await auth().handleCallback({ code, state, redirectUri: REDIRECT_URI });
+    });
+  });
+
+  it("stores refresh tokens only as SHA-256 hashes", async () => {
+    const { user, tokens } = await signIn(person("vera"));
+    const rotated = await rotate(tokens.refreshToken);
+    const rows = await t.server.db.kysely.selectFrom("refresh_tokens").selectAll().where("user_id", "=", user.id).execute();
+    expect(rows).toHaveLength(2);
+    for (const row of rows) expect(row.token_hash).toMatch(SHA256_HEX);
+    expect(rows.map((r) => r.token_hash).sort()).toEqual([sha256(tokens.refreshToken), sha256(rotated.refreshToken)].sort());
+    const stored = JSON.stringify(rows);
+    for (const secret of [tokens.refreshToken, rotated.refreshToken, tokens.accessToken, rotated.accessToken]) {
+      expect(stored).not.toContain(secret);
+      expect(stored).not.toContain(secret.replace(/^frt_/, ""));
+    }
+  });
+
+  it("logs logins and reuse but never a token, code or verifier", async () => {
+    const logged = await startServerWithLogs(dialect, provider);
+    try {
+      const client = (token?: string) => clientWith(logged.server, AuthService, token);
+      const walt = person("walt");
+      provider.identity = walt;
+      const { url, state } = await client().getLoginUrl({ redirectUri: REDIRECT_URI });
+      const { code } = await authorize(url);
+      const { code_verifier: verifier } = await logged.server.server.db.kysely
+        .selectFrom("auth_states")
+        .select("code_verifier")
+        .where("state", "=", state)
+        .executeTakeFirstOrThrow();
+      const { tokens } = await client().handleCallback({ code, state, redirectUri: REDIRECT_URI });
+      const rotated = (await client().refreshToken({ refreshToken: tokens!.refreshToken })).tokens!;
+      await expectUnauthenticated(client().refreshToken({ refreshToken: tokens!.refreshToken }), "already used");
+      await expectUnauthenticated(client(rotated.accessToken).getCurrentUser({}), "this login has ended");
+      const again = (await login(logged.server, provider, walt)).tokens!;
+      await client(again.accessToken).logout({ refreshToken: again.refreshToken });
+
+      const text = logged.text();
+      expect(text).toContain("user logged in");
+      expect(text).toContain("refresh token reused");
+      const secrets = [code, verifier, tokens!.accessToken, tokens!.refreshToken, rotated.accessToken, rotated.refreshToken, again.refreshToken];
+      for (const secret of secrets) expect(text).not.toContain(secret);
+    } finally {
+      await logged.close();
+    }
+  });
+});
+
+describe.each(DIALECTS)("an unreachable OpenID provider on %s", (dialect) => {
+  it("makes GetLoginUrl and HandleCallback Unavailable, and discovery is retried once it is back", async () => {
+    const gone = await startOidcProvider();
+    await gone.close();
+    const t = await startMultiUserServer(dialect, gone);
+    try {
+      const auth = clientWith(t, AuthService, undefined);
+      await expectFailure(auth.getLoginUrl({ redirectUri: REDIRECT_URI }), Code.Unavailable, "PROVIDER_UNAVAILABLE", "cannot reach the OpenID provider");
+
+      // The provider comes back on the same address: the next login discovers it.
+      const back = new OAuth2Server();
+      await back.issuer.keys.generate("RS256");
+      await back.start(Number(new URL(gone.issuer).port), "127.0.0.1");
+      let pending: { code: string; state: string };
+      try {
+        expect(back.issuer.url).toBe(gone.issuer);
+        const { url } = await auth.getLoginUrl({ redirectUri: REDIRECT_URI });
+        expect(url.startsWith(`${gone.issuer}/authorize?`)).toBe(true);
+        pending = await authorize(url);
+      } finally {
+        await back.stop();
+      }
+
+      // Gone again between the redirect and the callback: the code cannot be exchanged.
+      await expectFailure(
+        auth.handleCallback({ ...pending, redirectUri: REDIRECT_URI }),
+        Code.Unavailable,
+        "PROVIDER_UNAVAILABLE",
+        "OpenID provider",
+      );
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe.each(DIALECTS)("single-user mode on %s", (dialect: DialectName) => {
+  let t: TestServer;
+
+  beforeAll(async () => {
+    t = await startTestServer(dialect);
+  });
+
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it("has no login: every login method is FailedPrecondition naming single-user mode", async () => {
+    const auth = clientWith(t, AuthService, undefined);
+    const calls = [
+      () => auth.getLoginUrl({ redirectUri: REDIRECT_URI }),
+      () => auth.handleCallback({ code: "code", state: "state", redirectUri: REDIRECT_URI }),
+      () => auth.refreshToken({ refreshToken: `frt_${randomBytes(32).toString("base64url")}` }),
+      () => auth.logout({ refreshToken: "" }),
+    ];
+    for (const call of calls) {
+      const error = await expectCode(call(), Code.FailedPrecondition);
+      expect(error.rawMessage).toContain("single-user mode");
+    }
+  });
+
+  it("answers GetCurrentUser with the local user, with no credential", async () => {
+    const { user } = await clientWith(t, AuthService, undefined).getCurrentUser({});
+    expect(user).toMatchObject({ id: "00000000-0000-7000-8000-000000000001", issuer: "", email: "", name: "Local user" });
+    expect(user?.createTime).toBeDefined();
+  });
+});
