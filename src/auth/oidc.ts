@@ -99,7 +99,8 @@ export class OidcProvider {
       claims = tokens.claims();
     } catch (error) {
       const unavailable = error instanceof TypeError || (error instanceof Error && error.name === "TimeoutError");
-      throw new OidcError(`the OpenID provider refused the login: ${describe(error)}`, unavailable, { cause: error });
+      const what = unavailable ? "could not reach the OpenID provider to finish the login" : "the OpenID provider refused the login";
+      throw new OidcError(`${what}: ${describe(error)}`, unavailable, { cause: error });
     }
     if (claims === undefined) throw new OidcError("the OpenID provider returned no ID token", false);
     return {

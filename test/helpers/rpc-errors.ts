@@ -9,6 +9,10 @@ const REASONS: Partial<Record<Code, string>> = {
   [Code.NotFound]: "NOT_FOUND",
   [Code.AlreadyExists]: "ALREADY_EXISTS",
   [Code.FailedPrecondition]: "FAILED_PRECONDITION",
+  [Code.Unauthenticated]: "UNAUTHENTICATED",
+  [Code.PermissionDenied]: "PERMISSION_DENIED",
+  [Code.Unimplemented]: "NOT_IMPLEMENTED",
+  [Code.Unavailable]: "PROVIDER_UNAVAILABLE",
 };
 
 /** The ConnectError the call fails with; fails the test if the call succeeds. */

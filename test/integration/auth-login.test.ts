@@ -665,7 +665,7 @@ describe.each(DIALECTS)("an unreachable OpenID provider on %s", (dialect) => {
         auth.handleCallback({ ...pending, redirectUri: REDIRECT_URI }),
         Code.Unavailable,
         "PROVIDER_UNAVAILABLE",
-        "OpenID provider",
+        "could not reach the OpenID provider to finish the login",
       );
     } finally {
       await t.close();
