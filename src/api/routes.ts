@@ -16,6 +16,7 @@ import { authService } from "./auth-service.js";
 import { registerHealthService, type HealthStatus } from "./health-service.js";
 import { registerReflectionService } from "./reflection-service.js";
 import { repositoryService } from "./repository-service.js";
+import { todoService } from "./todo-service.js";
 import { registerUnimplemented } from "./unimplemented.js";
 import { workerService } from "./worker-service.js";
 import { workspaceService } from "./workspace-service.js";
@@ -36,7 +37,7 @@ export function registerRoutes(router: ConnectRouter, core: Core, health: Health
   router.service(WorkspaceService, workspaceService(core));
   router.service(RepositoryService, repositoryService(core));
   registerUnimplemented(router, TaskService, "tasks", "issue 4");
-  registerUnimplemented(router, TodoService, "todo items", "issue 4");
+  router.service(TodoService, todoService(core));
   registerUnimplemented(router, SessionService, "sessions and logs", "the log stream issue");
   registerUnimplemented(router, SecretsService, "secret relay", "the dispatch issue");
   router.service(WorkerService, workerService(core));

@@ -1,6 +1,6 @@
 // Composes the server: database (migrated), services, interceptors, the one-port listener,
-// /healthz, CORS, and a graceful shutdown that stops accepting, ends streams, finishes
-// in-flight calls and closes the database.
+// /healthz, POST /webhooks/github, CORS, and a graceful shutdown that stops accepting, ends
+// streams, finishes in-flight calls and closes the database.
 import path from "node:path";
 import type http from "node:http";
 import type http2 from "node:http2";
@@ -21,6 +21,7 @@ import type { Logger } from "../logger.js";
 import { ensureLocalUser } from "../store/users.js";
 import { applyCors } from "./cors.js";
 import { loggingInterceptor } from "./interceptors.js";
+import { GITHUB_WEBHOOK_PATH, handleGithubWebhook } from "./github-webhook.js";
 import { createDualServer } from "./listener.js";
 
 export interface RunningServer {
@@ -83,6 +84,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     if (applyCors(config.corsOrigins, req, res)) return;
     if (req.url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
       void healthz(res);
+      return;
+    }
+    if (req.url !== undefined && req.url.split("?")[0] === GITHUB_WEBHOOK_PATH) {
+      void handleGithubWebhook(core, config.maxMessageBytes, req, res);
       return;
     }
     connect(req as http.IncomingMessage, res as http.ServerResponse);
