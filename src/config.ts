@@ -21,6 +21,8 @@ export interface Config {
   /** How long a graceful shutdown waits for in-flight calls before closing them. */
   shutdownTimeoutMs: number;
   dbPoolSize: number;
+  /** Keep-alive interval of long-lived streams (WatchTasks, later StreamLog). */
+  streamKeepAliveMs: number;
   auth: AuthConfig;
 }
 
@@ -133,6 +135,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxMessageBytes: readInt(env, "FOREMAN_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
     shutdownTimeoutMs: readInt(env, "FOREMAN_SHUTDOWN_TIMEOUT_SECONDS", 10, 0, 600) * 1000,
     dbPoolSize: readInt(env, "FOREMAN_DB_POOL_SIZE", 10, 1, 1000),
+    streamKeepAliveMs: readInt(env, "FOREMAN_STREAM_KEEPALIVE_SECONDS", 15, 1, 300) * 1000,
     auth: loadAuthConfig(env, singleUserMode),
   };
 }

@@ -18,6 +18,7 @@ import { registerReflectionService } from "./reflection-service.js";
 import { repositoryService } from "./repository-service.js";
 import { todoService } from "./todo-service.js";
 import { registerUnimplemented } from "./unimplemented.js";
+import { taskService } from "./task-service.js";
 import { workerService } from "./worker-service.js";
 import { workspaceService } from "./workspace-service.js";
 
@@ -36,7 +37,7 @@ export const FOREMAN_FILES: DescFile[] = [
 export function registerRoutes(router: ConnectRouter, core: Core, health: HealthStatus): void {
   router.service(WorkspaceService, workspaceService(core));
   router.service(RepositoryService, repositoryService(core));
-  registerUnimplemented(router, TaskService, "tasks", "issue 4");
+  router.service(TaskService, taskService(core));
   router.service(TodoService, todoService(core));
   registerUnimplemented(router, SessionService, "sessions and logs", "the log stream issue");
   registerUnimplemented(router, SecretsService, "secret relay", "the dispatch issue");

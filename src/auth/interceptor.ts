@@ -50,6 +50,12 @@ export function authInterceptor(core: Core): Interceptor {
     const bearer = readBearer(req.header);
     const forWorkers = service === WorkerService.typeName;
 
+    // RegisterWorker is how a worker gets its credential: the registration token in the body is
+    // checked there, and an old credential the worker still sends is beside the point.
+    if (forWorkers && req.method.name === "RegisterWorker" && (bearer === undefined || bearer.startsWith(WORKER_CREDENTIAL_PREFIX))) {
+      return next(req);
+    }
+
     if (bearer?.startsWith(WORKER_CREDENTIAL_PREFIX)) {
       const worker = await authenticateWorker(core, bearer);
       if (!forWorkers) throw permissionDenied(`a worker credential can call only ${WorkerService.typeName}, not ${service}`);
@@ -58,8 +64,6 @@ export function authInterceptor(core: Core): Interceptor {
     }
 
     if (forWorkers) {
-      // RegisterWorker is how a worker gets its credential: the token in the body is checked there.
-      if (bearer === undefined && req.method.name === "RegisterWorker") return next(req);
       if (bearer === undefined) {
         throw unauthenticated(`${service} needs the worker credential that RegisterWorker returned (Authorization: Bearer fwk_…)`);
       }

@@ -7,6 +7,7 @@ import type { AuthConfig } from "../config.js";
 import type { Database } from "../db/schema.js";
 import type { DialectName } from "../db/dialect.js";
 import type { Logger } from "../logger.js";
+import type { Notifier } from "./notifier.js";
 
 export interface Core {
   db: Kysely<Database>;
@@ -14,6 +15,16 @@ export interface Core {
   now(): Date;
   logger: Logger;
   auth: AuthSettings;
+  /** Wakes WatchTasks streams of a workspace (key: workspace id) when its tasks change. */
+  taskChanges: Notifier;
+  streams: StreamTiming;
+}
+
+export interface StreamTiming {
+  /** A long-lived stream sends a keep-alive after this long without a message. */
+  keepAliveMs: number;
+  /** How often a stream looks for changes made by other replicas. */
+  pollMs: number;
 }
 
 export interface AuthSettings {

@@ -5,6 +5,7 @@
 import { WORKER_CREDENTIAL_PREFIX, WORKER_REGISTRATION_TOKEN_PREFIX, hashToken, newOpaqueToken, sameSecret } from "../auth/opaque-token.js";
 import { newId } from "../store/codec.js";
 import * as store from "../store/workers.js";
+import { isAgentType } from "./agents.js";
 import type { Core } from "./context.js";
 import { notFound } from "./errors.js";
 import { unauthenticated } from "./logins.js";
@@ -17,9 +18,6 @@ export type { RegistrationToken, Worker } from "../store/workers.js";
 export const HEARTBEAT_INTERVAL_SECONDS = 10;
 /** The longest a GetTask long poll waits before returning with no work. */
 export const MAX_POLL_SECONDS = 30;
-
-/** The agents a worker can say it runs, as AgentType names in lower case. */
-export const AGENT_TYPES = ["claude_code", "codex", "gemini_cli", "opencode", "aider", "amp", "command"] as const;
 
 const NAME_MAX = 100;
 const MAX_TTL_SECONDS = 365 * 86_400;
@@ -97,7 +95,7 @@ export async function registerWorker(core: Core, input: RegisterWorkerInput): Pr
     v.text("labels", value, { max: 255, singleLine: true });
   }
   for (const agent of input.agentTypes) {
-    if (!(AGENT_TYPES as readonly string[]).includes(agent)) v.add("agent_types", `holds an unknown agent type (${agent})`);
+    if (!isAgentType(agent)) v.add("agent_types", `holds an unknown agent type (${agent})`);
   }
   if (input.maxConcurrentSessions < 0 || input.maxConcurrentSessions > MAX_CONCURRENT_SESSIONS) {
     v.add("max_concurrent_sessions", `must be between 0 (meaning 1) and ${MAX_CONCURRENT_SESSIONS}`);

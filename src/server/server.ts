@@ -15,6 +15,7 @@ import { authInterceptor } from "../auth/interceptor.js";
 import { OidcProvider } from "../auth/oidc.js";
 import type { Config } from "../config.js";
 import type { Core } from "../core/context.js";
+import { Notifier } from "../core/notifier.js";
 import { openDatabase, type Db } from "../db/database.js";
 import { migrateToLatest } from "../db/migrator.js";
 import type { Logger } from "../logger.js";
@@ -66,6 +67,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           ? undefined
           : { oidc: new OidcProvider(auth.oidc), accessTokens: new AccessTokens(auth.jwtSecret!, auth.accessTokenTtlSeconds) },
     },
+    taskChanges: new Notifier(),
+    // One second bounds how late a change made on another replica shows up.
+    streams: { keepAliveMs: config.streamKeepAliveMs, pollMs: 1000 },
   };
   const health = new HealthStatus();
   const shutdown = new AbortController();

@@ -75,6 +75,8 @@ interface Fixtures {
   repository: Repository;
   group: RepositoryGroup;
   registration: { token: WorkerRegistrationToken; secret: string };
+  /** Alice's unit task in the fixture group, left in_progress. */
+  taskId: string;
   /** Every workspace and registration token alice has, so lists can be checked for them. */
   aliceWorkspaceIds: Set<string>;
   aliceTokenIds: Set<string>;
@@ -86,6 +88,8 @@ interface Fixtures {
   scratchRepository(): Promise<Repository>;
   scratchGroup(): Promise<RepositoryGroup>;
   scratchRegistrationToken(): Promise<WorkerRegistrationToken>;
+  /** A fresh unit task of alice's, moved through these statuses; returns its id. */
+  scratchTask(path: TaskStatus[]): Promise<string>;
   freshWorker(): Promise<string>;
   freshAliceLogin(): Promise<Account>;
 }
@@ -321,11 +325,12 @@ rows(WorkerService, {
 
 rows(TaskService, {
   createUnitTask: {
-    expect: UNBUILT,
+    expect: users(OK, NotFound),
     call: (fx) => ({ request: { repositoryGroupId: fx.group.id, prompt: "Fix the build", agentType: AgentType.CLAUDE_CODE } }),
+    check: (res, fx) => expect(res.unitTask?.repositoryGroupId).toBe(fx.group.id),
   },
   createCompositeTask: {
-    expect: UNBUILT,
+    expect: users(OK, NotFound),
     call: (fx) => ({
       request: {
         repositoryGroupId: fx.group.id,
@@ -334,17 +339,61 @@ rows(TaskService, {
         executionAgentType: AgentType.CODEX,
       },
     }),
+    check: (res) => expect(res.compositeTask?.status).toBe(TaskStatus.PLANNING),
   },
-  getTask: { expect: UNBUILT, call: () => ({ request: { id: UNKNOWN_ID } }) },
-  listTasks: { expect: UNBUILT, call: (fx) => ({ request: { workspaceId: fx.workspace.id } }) },
-  updateTaskStatus: { expect: UNBUILT, call: () => ({ request: { id: UNKNOWN_ID, status: TaskStatus.CANCELLED } }) },
-  deleteTask: { expect: UNBUILT, call: () => ({ request: { id: UNKNOWN_ID } }) },
-  retryTask: { expect: UNBUILT, call: () => ({ request: { id: UNKNOWN_ID } }) },
-  approveTask: { expect: UNBUILT, call: () => ({ request: { id: UNKNOWN_ID } }) },
-  rejectTask: { expect: UNBUILT, call: () => ({ request: { id: UNKNOWN_ID, reason: "not needed" } }) },
-  requestChanges: { expect: UNBUILT, call: () => ({ request: { id: UNKNOWN_ID, feedback: "add tests" } }) },
-  watchTasks: { expect: UNBUILT, call: (fx) => ({ request: { workspaceId: fx.workspace.id } }) },
-  getTaskDiff: { expect: UNBUILT, call: () => ({ request: { id: UNKNOWN_ID } }) },
+  getTask: {
+    expect: users(OK, NotFound),
+    call: (fx) => ({ request: { id: fx.taskId } }),
+    check: (res, fx) => expect(res.task?.task.value?.id).toBe(fx.taskId),
+  },
+  listTasks: {
+    // Another user's workspace is as unknown as a missing one.
+    expect: users(OK, NotFound),
+    call: (fx) => ({ request: { workspaceId: fx.workspace.id, pageSize: 1000 } }),
+    check: (res, fx) => expect(res.tasks.map((task) => task.task.value?.id)).toContain(fx.taskId),
+  },
+  updateTaskStatus: {
+    expect: users(OK, NotFound),
+    call: async (fx, caller) => ({
+      request: { id: caller === "owner" ? await fx.scratchTask([]) : fx.taskId, status: TaskStatus.IN_REVIEW },
+    }),
+    check: (res) => expect(res.task?.task.value?.status).toBe(TaskStatus.IN_REVIEW),
+  },
+  deleteTask: {
+    expect: users(OK, NotFound),
+    call: async (fx, caller) => ({ request: { id: caller === "owner" ? await fx.scratchTask([]) : fx.taskId } }),
+  },
+  retryTask: {
+    expect: users(OK, NotFound),
+    call: async (fx, caller) => ({ request: { id: caller === "owner" ? await fx.scratchTask([TaskStatus.FAILED]) : fx.taskId } }),
+    check: (res) => expect(res.task?.task.value?.status).toBe(TaskStatus.IN_PROGRESS),
+  },
+  approveTask: {
+    expect: users(OK, NotFound),
+    call: async (fx, caller) => ({ request: { id: caller === "owner" ? await fx.scratchTask([TaskStatus.IN_REVIEW]) : fx.taskId } }),
+    check: (res) => expect(res.task?.task.value?.status).toBe(TaskStatus.APPROVED),
+  },
+  rejectTask: {
+    expect: users(OK, NotFound),
+    call: async (fx, caller) => ({
+      request: { id: caller === "owner" ? await fx.scratchTask([TaskStatus.IN_REVIEW]) : fx.taskId, reason: "not needed" },
+    }),
+    check: (res) => expect(res.task?.task.value?.status).toBe(TaskStatus.REJECTED),
+  },
+  requestChanges: {
+    expect: users(OK, NotFound),
+    call: async (fx, caller) => ({
+      request: { id: caller === "owner" ? await fx.scratchTask([TaskStatus.IN_REVIEW]) : fx.taskId, feedback: "add tests" },
+    }),
+    check: (res) => expect(res.task?.task.value?.status).toBe(TaskStatus.IN_PROGRESS),
+  },
+  watchTasks: {
+    expect: users(OK, NotFound),
+    // Cursor 0 replays the workspace's changes, so the first message is a change, not a keep-alive.
+    call: (fx) => ({ request: { workspaceId: fx.workspace.id, cursor: "0" } }),
+    check: (res) => expect(res.event.case).toBe("change"),
+  },
+  getTaskDiff: { expect: UNBUILT, call: (fx) => ({ request: { id: fx.taskId } }) },
 });
 
 rows(SessionService, {
@@ -468,6 +517,9 @@ describe.each(DIALECTS)("access matrix on %s", (dialect) => {
       return (await client(WorkerService, undefined).registerWorker(request)).workerToken;
     };
     const workerCredential = await freshWorker();
+    const createTask = async (prompt: string): Promise<string> =>
+      (await asAlice(TaskService).createUnitTask({ repositoryGroupId: group.id, prompt })).unitTask!.id;
+    const taskId = await createTask("Alice's task");
     const scratchRepository = async (): Promise<Repository> => {
       const ws = await createWorkspace(`scratch ${unique()}`);
       return addRepository(ws.id, `https://github.com/alice/scratch-${unique()}.git`);
@@ -482,6 +534,7 @@ describe.each(DIALECTS)("access matrix on %s", (dialect) => {
       repository,
       group,
       registration,
+      taskId,
       aliceWorkspaceIds,
       aliceTokenIds,
       credentialOf: (caller) =>
@@ -491,6 +544,11 @@ describe.each(DIALECTS)("access matrix on %s", (dialect) => {
       scratchRepository,
       scratchGroup: async () => createGroup(await scratchRepository(), `scratch ${unique()}`),
       scratchRegistrationToken: async () => (await createRegistrationToken(`scratch ${unique()}`)).token,
+      scratchTask: async (path) => {
+        const id = await createTask(`scratch ${unique()}`);
+        for (const status of path) await asAlice(TaskService).updateTaskStatus({ id, status });
+        return id;
+      },
       freshWorker,
       freshAliceLogin: () => account("alice"),
     };
@@ -538,6 +596,9 @@ describe.each(DIALECTS)("access matrix on %s", (dialect) => {
     const again = await fx.client(WorkerService, undefined).registerWorker({ registrationToken: fx.registration.secret, name: "after" });
     expect(again.workerToken).toMatch(/^fwk_/);
     await expectRefused(fx.client(WorkerService, fx.workerCredential).heartbeat({}), Code.Unimplemented);
+    const { task } = await asAlice(TaskService).getTask({ id: fx.taskId });
+    expect(task?.task.value?.status).toBe(TaskStatus.IN_PROGRESS);
+    expect(task?.task.value?.title).toBe("Alice's task");
     // Bob's Logout with alice's refresh token ended nothing of hers.
     expect((await asAlice(AuthService).getCurrentUser({})).user?.id).toBe(fx.alice.userId);
   });

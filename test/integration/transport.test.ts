@@ -12,7 +12,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TaskService } from "../../gen/foreman/v1/task_pb.js";
+import { SessionService } from "../../gen/foreman/v1/session_pb.js";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/health/v1/health_pb.js";
@@ -175,7 +175,7 @@ describe.each(DIALECTS)("on %s", (dialect) => {
     });
 
     it("shows a failed call's code and ErrorInfo and exits non-zero", async () => {
-      const failure = (await bufCurl(`${ts.url}/foreman.v1.TaskService/GetTask`).then(
+      const failure = (await bufCurl(`${ts.url}/foreman.v1.SessionService/GetLog`).then(
         () => {
           throw new Error("buf curl succeeded");
         },
@@ -335,19 +335,19 @@ describe("raw HTTP", () => {
   });
 
   it("answers an unimplemented method with unimplemented and ErrorInfo NOT_IMPLEMENTED", async () => {
-    const res = await postJson(`${ts.url}/foreman.v1.TaskService/GetTask`, JSON.stringify({ id: "x" }));
+    const res = await postJson(`${ts.url}/foreman.v1.SessionService/GetLog`, JSON.stringify({ sessionId: "x" }));
     expect(res.status).toBe(501);
     const body = res.json();
     expect(body.code).toBe("unimplemented");
-    expect(body.message).toContain("GetTask");
+    expect(body.message).toContain("GetLog");
     const [info] = errorInfos(body);
     expect(info?.reason).toBe("NOT_IMPLEMENTED");
     expect(info?.domain).toBe("foreman.dev");
-    expect(info?.metadata.capability).toContain("TaskService.GetTask");
+    expect(info?.metadata.capability).toContain("SessionService.GetLog");
   });
 
   it.each(PROTOCOLS)("carries ErrorInfo NOT_IMPLEMENTED over %s", async (protocol) => {
-    const error = await rejection(ts.client(TaskService, protocol).getTask({ id: "x" }));
+    const error = await rejection(ts.client(SessionService, protocol).getLog({ sessionId: "x" }));
     expect(error.code).toBe(Code.Unimplemented);
     expect(error.findDetails(ErrorInfoSchema).map((d) => d.reason)).toEqual(["NOT_IMPLEMENTED"]);
   });

@@ -39,6 +39,7 @@ describe("loadConfig defaults", () => {
       maxMessageBytes: 4 * 1024 * 1024,
       shutdownTimeoutMs: 10_000,
       dbPoolSize: 10,
+      streamKeepAliveMs: 15_000,
       auth: {
         oidc: undefined,
         jwtSecret: undefined,

@@ -1,0 +1,83 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { AgentType, TaskKind, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
+import { TaskChangeSchema, TaskChangeType, TaskService, type WatchTasksResponse } from "../../gen/foreman/v1/task_pb.js";
+import { requireUser } from "../auth/principal.js";
+import type { Core } from "../core/context.js";
+import * as tasks from "../core/tasks.js";
+import { compositeTaskToProto, enumName, enumValue, taskToProto, unitTaskToProto } from "./task-convert.js";
+import { unimplementedMethods } from "./unimplemented.js";
+
+export function taskService(core: Core): ServiceImpl<typeof TaskService> {
+  return {
+    ...(unimplementedMethods(TaskService, "task diffs", "the git issue") as unknown as ServiceImpl<typeof TaskService>),
+    async createUnitTask(req, ctx) {
+      const task = await tasks.createUnitTask(core, requireUser(ctx), {
+        ...req,
+        agentType: enumName(AgentType, req.agentType),
+      });
+      return { unitTask: unitTaskToProto(task) };
+    },
+    async createCompositeTask(req, ctx) {
+      const task = await tasks.createCompositeTask(core, requireUser(ctx), {
+        ...req,
+        planningAgentType: enumName(AgentType, req.planningAgentType),
+        executionAgentType: enumName(AgentType, req.executionAgentType),
+      });
+      return { compositeTask: compositeTaskToProto(task) };
+    },
+    async getTask(req, ctx) {
+      return { task: taskToProto(await tasks.getTask(core, requireUser(ctx), req.id)) };
+    },
+    async listTasks(req, ctx) {
+      const page = await tasks.listTasks(core, requireUser(ctx), {
+        ...req,
+        statuses: req.statuses.map((s) => enumName(TaskStatus, s)),
+        kind: enumName(TaskKind, req.kind),
+      });
+      return { tasks: page.items.map(taskToProto), nextPageToken: page.nextPageToken };
+    },
+    async updateTaskStatus(req, ctx) {
+      const task = await tasks.updateTaskStatus(core, requireUser(ctx), { id: req.id, status: enumName(TaskStatus, req.status) });
+      return { task: taskToProto(task) };
+    },
+    async deleteTask(req, ctx) {
+      await tasks.deleteTask(core, requireUser(ctx), req.id);
+      return {};
+    },
+    async retryTask(req, ctx) {
+      return { task: taskToProto(await tasks.retryTask(core, requireUser(ctx), req.id)) };
+    },
+    async approveTask(req, ctx) {
+      return { task: taskToProto(await tasks.approveTask(core, requireUser(ctx), req.id)) };
+    },
+    async rejectTask(req, ctx) {
+      return { task: taskToProto(await tasks.rejectTask(core, requireUser(ctx), req)) };
+    },
+    async requestChanges(req, ctx) {
+      return { task: taskToProto(await tasks.requestChanges(core, requireUser(ctx), req)) };
+    },
+    async *watchTasks(req, ctx): AsyncGenerator<WatchTasksResponse> {
+      for await (const item of tasks.watchTasks(core, requireUser(ctx), req, ctx.signal)) {
+        if ("keepAlive" in item) {
+          yield { event: { case: "keepAlive", value: {} } } as WatchTasksResponse;
+          continue;
+        }
+        const c = item.change;
+        yield {
+          event: {
+            case: "change",
+            value: create(TaskChangeSchema, {
+              type: enumValue(TaskChangeType, c.type),
+              taskId: c.taskId,
+              ...(c.task ? { task: taskToProto(c.task) } : {}),
+              cursor: c.cursor,
+              changeTime: timestampFromDate(c.at),
+            }),
+          },
+        } as WatchTasksResponse;
+      }
+    },
+  };
+}

@@ -1,0 +1,562 @@
+// The task list's rules: creating unit and composite tasks (each with its first queued agent
+// run), one state machine for both kinds, review (approve, reject, request changes), retry,
+// delete, and the change log WatchTasks follows.
+import { newId } from "../store/codec.js";
+import * as repos from "../store/repositories.js";
+import * as store from "../store/tasks.js";
+import type { ExecutionState, Task, TaskKind, TaskStatus } from "../store/tasks.js";
+import { DEFAULT_AGENT_TYPE, isAgentType } from "./agents.js";
+import type { Core } from "./context.js";
+import { failedPrecondition, notFound } from "./errors.js";
+import { readPage, writePage } from "./pagination.js";
+import { Violations, normalizeId } from "./validation.js";
+import { getWorkspace } from "./workspaces.js";
+
+export type { Task, TaskKind, TaskStatus, ExecutionState } from "../store/tasks.js";
+
+export const UNIT_STATUSES: TaskStatus[] = ["in_progress", "in_review", "approved", "pr_open", "done", "rejected", "failed", "cancelled"];
+export const COMPOSITE_STATUSES: TaskStatus[] = ["planning", "pending_approval", "in_progress", "done", "rejected", "failed", "cancelled"];
+
+/**
+ * The one state machine: for each kind, the statuses a task may move to from each status.
+ * Moves into in_progress or planning queue agent work, so only RetryTask, RequestChanges and
+ * (for a composite plan) ApproveTask make them; UpdateTaskStatus makes the rest.
+ */
+export const TRANSITIONS: Record<TaskKind, Partial<Record<TaskStatus, TaskStatus[]>>> = {
+  unit: {
+    in_progress: ["in_review", "failed", "cancelled"],
+    in_review: ["approved", "rejected", "pr_open", "in_progress", "cancelled"],
+    approved: ["pr_open", "done", "cancelled"],
+    pr_open: ["done", "rejected"],
+    failed: ["in_progress"],
+    cancelled: ["in_progress"],
+    done: [],
+    rejected: [],
+  },
+  composite: {
+    planning: ["pending_approval", "failed", "cancelled"],
+    pending_approval: ["in_progress", "rejected", "planning", "cancelled"],
+    in_progress: ["done", "failed", "cancelled"],
+    failed: ["planning", "in_progress"],
+    cancelled: ["planning", "in_progress"],
+    done: [],
+    rejected: [],
+  },
+};
+
+export function canMove(kind: TaskKind, from: TaskStatus, to: TaskStatus): boolean {
+  return TRANSITIONS[kind][from]?.includes(to) ?? false;
+}
+
+const TITLE_MAX = 200;
+const PROMPT_MAX = 100_000;
+const FEEDBACK_MAX = 20_000;
+const REASON_MAX = 2_000;
+const MODEL_MAX = 100;
+const QUERY_MAX = 200;
+
+/** A git branch name as `git check-ref-format --branch` would take it, plus a length bound. */
+export function branchNameProblem(name: string): string | undefined {
+  if (name.length > 255) return "must be at most 255 characters";
+  // eslint-disable-next-line no-control-regex -- control characters are what this rejects
+  if (/[\u0000-\u0020\u007f~^:?*[\\]/.test(name)) return "must not contain spaces, control characters or any of ~ ^ : ? * [ \\";
+  if (name.startsWith("-") || name.startsWith("/") || name.endsWith("/") || name.endsWith(".") || name.endsWith(".lock")) {
+    return "must not start with '-' or '/', nor end with '/', '.' or '.lock'";
+  }
+  if (name.includes("..") || name.includes("//") || name.includes("@{") || name === "@" || /(^|\/)\./.test(name)) {
+    return "is not a valid git branch name";
+  }
+  return undefined;
+}
+
+function defaultTitle(prompt: string): string {
+  const firstLine = prompt.split("\n", 1)[0]!.trim();
+  const chars = [...firstLine];
+  return chars.length <= 80 ? firstLine : `${chars.slice(0, 79).join("").trimEnd()}…`;
+}
+
+interface AgentChoice {
+  agentType: string;
+  agentModel: string;
+}
+
+function readAgent(v: Violations, typeField: string, modelField: string, agentType: string, agentModel: string): AgentChoice {
+  const type = agentType === "unspecified" ? DEFAULT_AGENT_TYPE : agentType;
+  if (!isAgentType(type)) v.add(typeField, `is not a known agent type (${agentType})`);
+  const model = agentModel.trim();
+  v.text(modelField, model, { max: MODEL_MAX, singleLine: true });
+  return { agentType: type, agentModel: model };
+}
+
+/** The caller's repository group with its repositories, for a new task. */
+async function taskGroup(core: Core, ownerId: string, rawId: string, v: Violations): Promise<{ group: repos.RepositoryGroup; repositories: repos.Repository[] }> {
+  const id = normalizeId(rawId);
+  v.id("repository_group_id", id);
+  v.throwIfAny();
+  const group = await repos.getGroup(core.db, ownerId, id);
+  if (group === undefined) throw notFound("repository group", id);
+  const found = await repos.findRepositories(core.db, ownerId, group.repositoryIds);
+  const byId = new Map(found.map((r) => [r.id, r]));
+  const repositories = group.repositoryIds.map((rid) => byId.get(rid)).filter((r) => r !== undefined);
+  if (repositories.length === 0) throw failedPrecondition(`repository group ${id} has no repositories`, { repository_group_id: id });
+  return { group, repositories };
+}
+
+function readPrompt(v: Violations, field: string, raw: string, max: number): string {
+  const prompt = raw.trim();
+  if (prompt === "") v.add(field, "is required");
+  else if ([...prompt].length > max) v.add(field, `must be at most ${max} characters`);
+  // eslint-disable-next-line no-control-regex -- control characters are what this rejects
+  else if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(prompt)) v.add(field, "must not contain control characters");
+  return prompt;
+}
+
+function readTitle(v: Violations, raw: string, prompt: string): string {
+  const title = raw.trim() === "" ? defaultTitle(prompt) : raw.trim();
+  v.text("title", title, { max: TITLE_MAX, singleLine: true });
+  return title;
+}
+
+function readBranch(v: Violations, field: string, raw: string): string {
+  const name = raw.trim();
+  if (name !== "") {
+    const problem = branchNameProblem(name);
+    if (problem !== undefined) v.add(field, problem);
+  }
+  return name;
+}
+
+async function recordChange(core: Core, db: Core["db"], task: { ownerId: string; workspaceId: string; id: string }, type: store.TaskChangeType, now: Date): Promise<void> {
+  await store.insertTaskEvent(db, core.dialect, { ownerId: task.ownerId, workspaceId: task.workspaceId, taskId: task.id, type }, now);
+}
+
+export interface CreateUnitTaskInput {
+  repositoryGroupId: string;
+  prompt: string;
+  title: string;
+  agentType: string;
+  agentModel: string;
+  baseBranch: string;
+  branchName: string;
+}
+
+export async function createUnitTask(core: Core, ownerId: string, input: CreateUnitTaskInput): Promise<store.UnitTask> {
+  const v = new Violations();
+  const prompt = readPrompt(v, "prompt", input.prompt, PROMPT_MAX);
+  const title = readTitle(v, input.title, prompt);
+  const agent = readAgent(v, "agent_type", "agent_model", input.agentType, input.agentModel);
+  const baseBranch = readBranch(v, "base_branch", input.baseBranch);
+  const branchName = readBranch(v, "branch_name", input.branchName);
+  const { group, repositories } = await taskGroup(core, ownerId, input.repositoryGroupId, v);
+
+  const id = newId();
+  const branch = branchName === "" ? `foreman/${id.slice(-12)}` : branchName;
+  const now = core.now();
+  await core.db.transaction().execute(async (trx) => {
+    await store.insertUnitTask(
+      trx,
+      {
+        id,
+        ownerId,
+        workspaceId: group.workspaceId,
+        repositoryGroupId: group.id,
+        compositeTaskId: null,
+        title,
+        prompt,
+        ...agent,
+        // Empty: each repository's own default branch.
+        baseBranch,
+        branchName: branch,
+      },
+      now,
+    );
+    await store.insertAgentTask(
+      trx,
+      {
+        id: newId(),
+        ownerId,
+        unitTaskId: id,
+        compositeTaskId: null,
+        kind: "initial",
+        prompt,
+        ...agent,
+        baseRemotes: repositories.map((r) => ({ repositoryId: r.id, baseBranch: baseBranch || r.defaultBranch, branchName: branch })),
+      },
+      newId(),
+      now,
+    );
+    await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
+  });
+  core.taskChanges.notify(group.workspaceId);
+  core.logger.info({ task_id: id, kind: "unit", workspace_id: group.workspaceId, agent_type: agent.agentType }, "task created");
+  return (await loadTask(core, ownerId, id)) as store.UnitTask;
+}
+
+export interface CreateCompositeTaskInput {
+  repositoryGroupId: string;
+  prompt: string;
+  title: string;
+  planningAgentType: string;
+  planningAgentModel: string;
+  executionAgentType: string;
+  executionAgentModel: string;
+  baseBranch: string;
+}
+
+export async function createCompositeTask(core: Core, ownerId: string, input: CreateCompositeTaskInput): Promise<store.CompositeTask> {
+  const v = new Violations();
+  const prompt = readPrompt(v, "prompt", input.prompt, PROMPT_MAX);
+  const title = readTitle(v, input.title, prompt);
+  const planner = readAgent(v, "planning_agent_type", "planning_agent_model", input.planningAgentType, input.planningAgentModel);
+  // The nodes run with the planner's agent unless told otherwise.
+  const executor =
+    input.executionAgentType === "unspecified"
+      ? { agentType: planner.agentType, agentModel: input.executionAgentModel.trim() || planner.agentModel }
+      : readAgent(v, "execution_agent_type", "execution_agent_model", input.executionAgentType, input.executionAgentModel);
+  v.text("execution_agent_model", executor.agentModel, { max: MODEL_MAX, singleLine: true });
+  const baseBranch = readBranch(v, "base_branch", input.baseBranch);
+  const { group } = await taskGroup(core, ownerId, input.repositoryGroupId, v);
+
+  const id = newId();
+  const now = core.now();
+  await core.db.transaction().execute(async (trx) => {
+    await store.insertCompositeTask(
+      trx,
+      {
+        id,
+        ownerId,
+        workspaceId: group.workspaceId,
+        repositoryGroupId: group.id,
+        title,
+        prompt,
+        executionAgentType: executor.agentType,
+        executionAgentModel: executor.agentModel,
+        baseBranch,
+      },
+      now,
+    );
+    await store.insertAgentTask(
+      trx,
+      { id: newId(), ownerId, unitTaskId: null, compositeTaskId: id, kind: "planning", prompt, ...planner, baseRemotes: [] },
+      newId(),
+      now,
+    );
+    await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
+  });
+  core.taskChanges.notify(group.workspaceId);
+  core.logger.info({ task_id: id, kind: "composite", workspace_id: group.workspaceId, agent_type: planner.agentType }, "task created");
+  return (await loadTask(core, ownerId, id)) as store.CompositeTask;
+}
+
+async function loadTask(core: Core, ownerId: string, id: string): Promise<Task> {
+  const task = await store.getTask(core.db, ownerId, id);
+  if (task === undefined) throw notFound("task", id);
+  return task;
+}
+
+function readTaskId(rawId: string): string {
+  const id = normalizeId(rawId);
+  const v = new Violations();
+  v.id("id", id);
+  v.throwIfAny();
+  return id;
+}
+
+export async function getTask(core: Core, ownerId: string, rawId: string): Promise<Task> {
+  return loadTask(core, ownerId, readTaskId(rawId));
+}
+
+export interface ListTasksInput {
+  workspaceId: string;
+  statuses: string[];
+  kind: string;
+  repositoryGroupId: string;
+  query: string;
+  pageSize: number;
+  pageToken: string;
+}
+
+export async function listTasks(core: Core, ownerId: string, input: ListTasksInput): Promise<{ items: Task[]; nextPageToken: string }> {
+  const v = new Violations();
+  const workspaceId = normalizeId(input.workspaceId);
+  v.id("workspace_id", workspaceId);
+  const statuses = [...new Set(input.statuses)];
+  for (const status of statuses) {
+    if (!UNIT_STATUSES.includes(status as TaskStatus) && !COMPOSITE_STATUSES.includes(status as TaskStatus)) {
+      v.add("statuses", `holds an unknown status (${status})`);
+    }
+  }
+  let kind: TaskKind | undefined;
+  if (input.kind === "unit" || input.kind === "composite") kind = input.kind;
+  else if (input.kind !== "unspecified") v.add("kind", `is not a known task kind (${input.kind})`);
+  const groupId = normalizeId(input.repositoryGroupId);
+  if (groupId !== "") v.id("repository_group_id", groupId);
+  const query = input.query.trim();
+  v.text("query", query, { max: QUERY_MAX, singleLine: true });
+  const scope = JSON.stringify(["tasks", workspaceId, [...statuses].sort(), kind ?? "", groupId, query.toLowerCase()]);
+  const page = readPage(v, input.pageSize, input.pageToken, scope);
+  v.throwIfAny();
+  await getWorkspace(core, ownerId, workspaceId, "workspace_id");
+  const tasks = await store.listTasks(
+    core.db,
+    {
+      ownerId,
+      workspaceId,
+      statuses: statuses as TaskStatus[],
+      kind,
+      repositoryGroupId: groupId === "" ? undefined : groupId,
+      query: query === "" ? undefined : query,
+    },
+    page.afterId,
+    page.fetch,
+  );
+  return writePage(page, tasks);
+}
+
+/** What a status change does besides changing the status. */
+interface Plan {
+  to: TaskStatus;
+  executionState: ExecutionState;
+  /** End the runs that are queued or running (every move out of agent work does). */
+  cancelRuns: boolean;
+  /** Queue agent work in the same transaction. */
+  queue?: (trx: Core["db"], task: Task, now: Date) => Promise<void>;
+}
+
+function illegal(task: Task, operation: string, allowed: string): Error {
+  return failedPrecondition(`task ${task.id} is ${task.status}; ${operation} needs a task that is ${allowed}`, {
+    current_status: task.status,
+  });
+}
+
+/**
+ * Applies a plan to a task atomically: the status moves only if it is still what the plan was
+ * made from, so of two concurrent calls exactly one wins and the other is told the new status.
+ */
+async function transition(core: Core, ownerId: string, rawId: string, operation: string, plan: (task: Task) => Plan): Promise<Task> {
+  const id = readTaskId(rawId);
+  const task = await loadTask(core, ownerId, id);
+  const p = plan(task);
+  const now = core.now();
+  const moved = await core.db.transaction().execute(async (trx) => {
+    if (!(await store.moveTask(trx, task, task.status, p.to, p.executionState, now))) return false;
+    if (p.cancelRuns) await store.cancelActiveSessions(trx, task.agentTasks.map((a) => a.id), `task ${p.to}`, now);
+    await p.queue?.(trx, task, now);
+    await recordChange(core, trx, task, "updated", now);
+    return true;
+  });
+  if (!moved) {
+    // Someone else moved it first; answer as if this call had come second.
+    const current = await loadTask(core, ownerId, id);
+    throw failedPrecondition(`task ${id} is ${current.status} now (it changed during ${operation}); reload it and try again`, {
+      current_status: current.status,
+    });
+  }
+  core.taskChanges.notify(task.workspaceId);
+  core.logger.info({ task_id: id, operation, from: task.status, to: p.to }, "task status changed");
+  return loadTask(core, ownerId, id);
+}
+
+/** A new session of the task's latest agent task: the next attempt. */
+function queueRetry(): Plan["queue"] {
+  return async (trx, task, now) => {
+    const latest = task.agentTasks[task.agentTasks.length - 1]!;
+    const attempt = Math.max(0, ...latest.sessions.map((s) => s.attempt)) + 1;
+    await store.insertSession(
+      trx,
+      { id: newId(), ownerId: task.ownerId, agentTaskId: latest.id, attempt, agentType: latest.agentType, agentModel: latest.agentModel },
+      now,
+    );
+  };
+}
+
+/** A new agent task (the next run) whose prompt is the last run's plus the feedback. */
+function queueFeedback(feedback: string): Plan["queue"] {
+  return async (trx, task, now) => {
+    const latest = task.agentTasks[task.agentTasks.length - 1]!;
+    const unit = task.kind === "unit";
+    await store.insertAgentTask(
+      trx,
+      {
+        id: newId(),
+        ownerId: task.ownerId,
+        unitTaskId: unit ? task.id : null,
+        compositeTaskId: unit ? null : task.id,
+        kind: unit ? "request_changes" : "planning",
+        prompt: `${latest.prompt}\n\n---\nReviewer feedback:\n${feedback}`,
+        agentType: latest.agentType,
+        agentModel: latest.agentModel,
+        // The same branches: the next run continues the last one's work.
+        baseRemotes: unit ? await store.baseRemotesOf(trx, latest.id) : [],
+      },
+      newId(),
+      now,
+    );
+  };
+}
+
+export async function updateTaskStatus(core: Core, ownerId: string, input: { id: string; status: string }): Promise<Task> {
+  const to = input.status as TaskStatus;
+  if (!UNIT_STATUSES.includes(to) && !COMPOSITE_STATUSES.includes(to)) {
+    const v = new Violations();
+    v.add("status", input.status === "unspecified" ? "is required" : `is not a known status (${input.status})`);
+    v.throwIfAny();
+  }
+  return transition(core, ownerId, input.id, "UpdateTaskStatus", (task) => {
+    if (task.status === to) throw failedPrecondition(`task ${task.id} is already ${to}`, { current_status: task.status });
+    if (!canMove(task.kind, task.status, to)) {
+      const next = TRANSITIONS[task.kind][task.status] ?? [];
+      throw failedPrecondition(
+        `task ${task.id} is ${task.status}; a ${task.kind} task cannot move from ${task.status} to ${to}` +
+          (next.length > 0 ? ` (it can move to ${next.join(", ")})` : " (it is final)"),
+        { current_status: task.status },
+      );
+    }
+    if (to === "in_progress" || to === "planning") {
+      const rpc = task.status === "failed" || task.status === "cancelled" ? "RetryTask" : task.status === "pending_approval" && to === "in_progress" ? "ApproveTask" : "RequestChanges";
+      throw failedPrecondition(`moving task ${task.id} from ${task.status} to ${to} starts agent work: use ${rpc}`, { current_status: task.status });
+    }
+    return { to, executionState: "idle", cancelRuns: true };
+  });
+}
+
+export async function approveTask(core: Core, ownerId: string, rawId: string): Promise<Task> {
+  return transition(core, ownerId, rawId, "ApproveTask", (task) => {
+    if (task.kind === "unit") {
+      if (task.status !== "in_review") throw illegal(task, "ApproveTask", "in_review");
+      return { to: "approved", executionState: "idle", cancelRuns: true };
+    }
+    if (task.status !== "pending_approval") throw illegal(task, "ApproveTask", "pending_approval");
+    // The plan's nodes start as unit tasks when plan execution comes (a later issue).
+    return { to: "in_progress", executionState: "idle", cancelRuns: true };
+  });
+}
+
+export async function rejectTask(core: Core, ownerId: string, input: { id: string; reason: string }): Promise<Task> {
+  const reason = input.reason.trim();
+  const v = new Violations();
+  v.text("reason", reason, { max: REASON_MAX });
+  v.throwIfAny();
+  const task = await transition(core, ownerId, input.id, "RejectTask", (t) => {
+    const from = t.kind === "unit" ? "in_review" : "pending_approval";
+    if (t.status !== from) throw illegal(t, "RejectTask", from);
+    return { to: "rejected", executionState: "idle", cancelRuns: true };
+  });
+  if (reason !== "") core.logger.info({ task_id: task.id, reason }, "task rejected");
+  return task;
+}
+
+export async function requestChanges(core: Core, ownerId: string, input: { id: string; feedback: string }): Promise<Task> {
+  const v = new Violations();
+  const feedback = readPrompt(v, "feedback", input.feedback, FEEDBACK_MAX);
+  v.throwIfAny();
+  return transition(core, ownerId, input.id, "RequestChanges", (task) => {
+    if (task.kind === "unit") {
+      if (task.status !== "in_review") throw illegal(task, "RequestChanges", "in_review");
+      return { to: "in_progress", executionState: "queued", cancelRuns: true, queue: queueFeedback(feedback) };
+    }
+    if (task.status !== "pending_approval") throw illegal(task, "RequestChanges", "pending_approval");
+    return { to: "planning", executionState: "queued", cancelRuns: true, queue: queueFeedback(feedback) };
+  });
+}
+
+export async function retryTask(core: Core, ownerId: string, rawId: string): Promise<Task> {
+  return transition(core, ownerId, rawId, "RetryTask", (task) => {
+    if (task.status !== "failed" && task.status !== "cancelled") throw illegal(task, "RetryTask", "failed or cancelled");
+    if (task.kind === "unit") return { to: "in_progress", executionState: "queued", cancelRuns: true, queue: queueRetry() };
+    // A composite task whose plan was never approved plans again; one that was executing goes
+    // back to execution, whose scheduler (a later issue) restarts the failed nodes.
+    const planned = task.agentTasks.some((a) => a.sessions.some((s) => s.state === "succeeded"));
+    return planned
+      ? { to: "in_progress", executionState: "idle", cancelRuns: true }
+      : { to: "planning", executionState: "queued", cancelRuns: true, queue: queueRetry() };
+  });
+}
+
+/** Cancels what runs for the task, then deletes it with its runs. */
+export async function deleteTask(core: Core, ownerId: string, rawId: string): Promise<void> {
+  const id = readTaskId(rawId);
+  const task = await loadTask(core, ownerId, id);
+  const now = core.now();
+  const deleted = await core.db.transaction().execute(async (trx) => {
+    const cancelled = await store.cancelActiveSessions(trx, task.agentTasks.map((a) => a.id), "task deleted", now);
+    if (!(await store.deleteTask(trx, task))) return undefined;
+    await recordChange(core, trx, task, "deleted", now);
+    return cancelled;
+  });
+  if (deleted === undefined) throw notFound("task", id);
+  core.taskChanges.notify(task.workspaceId);
+  core.logger.info({ task_id: id, cancelled_sessions: deleted }, "task deleted");
+}
+
+export function watchCursorProblem(cursor: string): string | undefined {
+  return /^\d{1,15}$/.test(cursor) ? undefined : "is not a cursor this server issued";
+}
+
+export type WatchItem = { change: { type: store.TaskChangeType; taskId: string; task: Task | undefined; cursor: string; at: Date } } | { keepAlive: true };
+
+/**
+ * Follows a workspace's task changes from the cursor (or from now), then live. Subscribes
+ * before reading, so a change committed between a read and the wait still wakes it; a poll
+ * backstop catches changes made by other replicas.
+ */
+export async function* watchTasks(
+  core: Core,
+  ownerId: string,
+  input: { workspaceId: string; cursor: string },
+  signal: AbortSignal,
+): AsyncGenerator<WatchItem> {
+  const timing = core.streams;
+  const workspaceId = normalizeId(input.workspaceId);
+  const v = new Violations();
+  v.id("workspace_id", workspaceId);
+  const cursor = input.cursor.trim();
+  if (cursor !== "") {
+    const problem = watchCursorProblem(cursor);
+    if (problem !== undefined) v.add("cursor", problem);
+  }
+  v.throwIfAny();
+  await getWorkspace(core, ownerId, workspaceId, "workspace_id");
+
+  let wake: (() => void) | undefined;
+  let pending = false;
+  const unsubscribe = core.taskChanges.subscribe(workspaceId, () => {
+    pending = true;
+    wake?.();
+  });
+  try {
+    let after = cursor === "" ? await store.latestTaskEventId(core.db) : Number(cursor);
+    let lastSent = Date.now();
+    const BATCH = 200;
+    while (!signal.aborted) {
+      pending = false;
+      const events = await store.listTaskEvents(core.db, ownerId, workspaceId, after, BATCH);
+      for (const event of events) {
+        const task = event.type === "deleted" ? undefined : await store.getTask(core.db, ownerId, event.taskId);
+        yield { change: { type: event.type, taskId: event.taskId, task, cursor: String(event.id), at: event.createdAt } };
+        after = event.id;
+        lastSent = Date.now();
+      }
+      if (events.length === BATCH || pending) continue;
+      const keepAliveIn = timing.keepAliveMs - (Date.now() - lastSent);
+      if (keepAliveIn <= 0) {
+        yield { keepAlive: true };
+        lastSent = Date.now();
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, Math.min(timing.pollMs, keepAliveIn));
+        function done() {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", done);
+          wake = undefined;
+          resolve();
+        }
+        wake = done;
+        signal.addEventListener("abort", done);
+      });
+    }
+  } finally {
+    unsubscribe();
+  }
+}

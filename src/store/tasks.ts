@@ -1,0 +1,501 @@
+// Unit and composite tasks, their agent tasks and sessions, and the task change log that
+// WatchTasks reads. Every query is scoped to the owner. Status changes are conditional on the
+// status the caller saw, so of two concurrent moves from one status exactly one applies.
+import { sql, type Kysely, type Selectable } from "kysely";
+import type { DialectName } from "../db/dialect.js";
+import type { AgentSessionsTable, AgentTasksTable, CompositeTasksTable, Database, UnitTasksTable } from "../db/schema.js";
+import { fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
+
+export type TaskKind = "unit" | "composite";
+export type TaskStatus =
+  | "in_progress"
+  | "in_review"
+  | "approved"
+  | "pr_open"
+  | "done"
+  | "rejected"
+  | "failed"
+  | "cancelled"
+  | "planning"
+  | "pending_approval";
+export type ExecutionState = "idle" | "queued" | "assigned" | "running";
+export type AgentTaskKind = "initial" | "request_changes" | "auto_fix" | "planning";
+export type SessionState = "queued" | "assigned" | "running" | "succeeded" | "failed" | "cancelled" | "lost";
+export type TaskChangeType = "created" | "updated" | "deleted";
+
+/** Sessions in these states hold or wait for a worker; cancelling a task ends them. */
+export const ACTIVE_SESSION_STATES: SessionState[] = ["queued", "assigned", "running"];
+
+export interface AgentSession {
+  id: string;
+  agentTaskId: string;
+  attempt: number;
+  state: SessionState;
+  workerId: string | null;
+  agentType: string;
+  agentModel: string;
+  createdAt: Date;
+  startedAt: Date | null;
+  endedAt: Date | null;
+  exitCode: number | null;
+  errorMessage: string | null;
+  lastLogSequence: number;
+}
+
+export interface AgentTask {
+  id: string;
+  kind: AgentTaskKind;
+  prompt: string;
+  agentType: string;
+  agentModel: string;
+  createdAt: Date;
+  sessions: AgentSession[];
+}
+
+interface TaskCommon {
+  id: string;
+  ownerId: string;
+  workspaceId: string;
+  repositoryGroupId: string;
+  title: string;
+  prompt: string;
+  status: TaskStatus;
+  executionState: ExecutionState;
+  baseBranch: string;
+  createdAt: Date;
+  updatedAt: Date;
+  /** Oldest first: the unit task's runs, or the composite task's planning runs. */
+  agentTasks: AgentTask[];
+}
+
+export interface UnitTask extends TaskCommon {
+  kind: "unit";
+  agentType: string;
+  agentModel: string;
+  branchName: string;
+  baseCommit: string | null;
+  endCommit: string | null;
+  linkedPrUrl: string | null;
+  compositeTaskId: string | null;
+}
+
+export interface CompositeTask extends TaskCommon {
+  kind: "composite";
+  executionAgentType: string;
+  executionAgentModel: string;
+}
+
+export type Task = UnitTask | CompositeTask;
+
+function toSession(row: Selectable<AgentSessionsTable>): AgentSession {
+  return {
+    id: row.id,
+    agentTaskId: row.agent_task_id,
+    attempt: row.attempt,
+    state: row.state as SessionState,
+    workerId: row.worker_id,
+    agentType: row.agent_type,
+    agentModel: row.agent_model,
+    createdAt: fromDbTime(row.created_at),
+    startedAt: fromDbTimeOrNull(row.started_at),
+    endedAt: fromDbTimeOrNull(row.ended_at),
+    exitCode: row.exit_code,
+    errorMessage: row.error_message,
+    lastLogSequence: Number(row.last_log_sequence),
+  };
+}
+
+function toUnit(row: Selectable<UnitTasksTable>, agentTasks: AgentTask[]): UnitTask {
+  return {
+    kind: "unit",
+    id: row.id,
+    ownerId: row.owner_id,
+    workspaceId: row.workspace_id,
+    repositoryGroupId: row.repository_group_id,
+    title: row.title,
+    prompt: row.prompt,
+    status: row.status as TaskStatus,
+    executionState: row.execution_state as ExecutionState,
+    baseBranch: row.base_branch,
+    createdAt: fromDbTime(row.created_at),
+    updatedAt: fromDbTime(row.updated_at),
+    agentTasks,
+    agentType: row.agent_type,
+    agentModel: row.agent_model,
+    branchName: row.branch_name,
+    baseCommit: row.base_commit,
+    endCommit: row.end_commit,
+    linkedPrUrl: row.linked_pr_url,
+    compositeTaskId: row.composite_task_id,
+  };
+}
+
+function toComposite(row: Selectable<CompositeTasksTable>, agentTasks: AgentTask[]): CompositeTask {
+  return {
+    kind: "composite",
+    id: row.id,
+    ownerId: row.owner_id,
+    workspaceId: row.workspace_id,
+    repositoryGroupId: row.repository_group_id,
+    title: row.title,
+    prompt: row.prompt,
+    status: row.status as TaskStatus,
+    executionState: row.execution_state as ExecutionState,
+    baseBranch: row.base_branch,
+    createdAt: fromDbTime(row.created_at),
+    updatedAt: fromDbTime(row.updated_at),
+    agentTasks,
+    executionAgentType: row.execution_agent_type,
+    executionAgentModel: row.execution_agent_model,
+  };
+}
+
+/** The agent tasks (with sessions, oldest first) of each task, by task id. */
+async function agentTasksOf(db: Kysely<Database>, kind: TaskKind, taskIds: string[]): Promise<Map<string, AgentTask[]>> {
+  const byTask = new Map<string, AgentTask[]>(taskIds.map((id) => [id, []]));
+  if (taskIds.length === 0) return byTask;
+  const column = kind === "unit" ? "unit_task_id" : "composite_task_id";
+  const rows: Selectable<AgentTasksTable>[] = await db.selectFrom("agent_tasks").selectAll().where(column, "in", taskIds).orderBy("id").execute();
+  const sessions = new Map<string, AgentSession[]>(rows.map((r) => [r.id, []]));
+  if (rows.length > 0) {
+    const sessionRows = await db
+      .selectFrom("agent_sessions")
+      .selectAll()
+      .where(
+        "agent_task_id",
+        "in",
+        rows.map((r) => r.id),
+      )
+      .orderBy("id")
+      .execute();
+    for (const s of sessionRows) sessions.get(s.agent_task_id)?.push(toSession(s));
+  }
+  for (const row of rows) {
+    byTask.get((kind === "unit" ? row.unit_task_id : row.composite_task_id)!)?.push({
+      id: row.id,
+      kind: row.kind as AgentTaskKind,
+      prompt: row.prompt,
+      agentType: row.agent_type,
+      agentModel: row.agent_model,
+      createdAt: fromDbTime(row.created_at),
+      sessions: sessions.get(row.id) ?? [],
+    });
+  }
+  return byTask;
+}
+
+export interface NewAgentTask {
+  id: string;
+  ownerId: string;
+  unitTaskId: string | null;
+  compositeTaskId: string | null;
+  kind: AgentTaskKind;
+  prompt: string;
+  agentType: string;
+  agentModel: string;
+  /** For a unit task's run: the repositories it works on, each with its branches. */
+  baseRemotes: { repositoryId: string; baseBranch: string; branchName: string }[];
+}
+
+/** Inserts an agent task and its first queued session; run it in a transaction. */
+export async function insertAgentTask(db: Kysely<Database>, a: NewAgentTask, sessionId: string, now: Date): Promise<void> {
+  const at = toDbTime(now);
+  await db
+    .insertInto("agent_tasks")
+    .values({
+      id: a.id,
+      owner_id: a.ownerId,
+      unit_task_id: a.unitTaskId,
+      composite_task_id: a.compositeTaskId,
+      kind: a.kind,
+      prompt: a.prompt,
+      agent_type: a.agentType,
+      agent_model: a.agentModel,
+      created_at: at,
+    })
+    .execute();
+  if (a.baseRemotes.length > 0) {
+    await db
+      .insertInto("agent_task_base_remotes")
+      .values(
+        a.baseRemotes.map((r) => ({ agent_task_id: a.id, repository_id: r.repositoryId, base_branch: r.baseBranch, branch_name: r.branchName })),
+      )
+      .execute();
+  }
+  await insertSession(db, { id: sessionId, ownerId: a.ownerId, agentTaskId: a.id, attempt: 1, agentType: a.agentType, agentModel: a.agentModel }, now);
+}
+
+export async function insertSession(
+  db: Kysely<Database>,
+  s: { id: string; ownerId: string; agentTaskId: string; attempt: number; agentType: string; agentModel: string },
+  now: Date,
+): Promise<void> {
+  await db
+    .insertInto("agent_sessions")
+    .values({
+      id: s.id,
+      owner_id: s.ownerId,
+      agent_task_id: s.agentTaskId,
+      attempt: s.attempt,
+      state: "queued",
+      agent_type: s.agentType,
+      agent_model: s.agentModel,
+      created_at: toDbTime(now),
+      updated_at: toDbTime(now),
+    })
+    .execute();
+}
+
+/** The base remotes of an agent task, to copy onto the next run of the same unit task. */
+export async function baseRemotesOf(db: Kysely<Database>, agentTaskId: string): Promise<NewAgentTask["baseRemotes"]> {
+  const rows = await db
+    .selectFrom("agent_task_base_remotes")
+    .select(["repository_id", "base_branch", "branch_name"])
+    .where("agent_task_id", "=", agentTaskId)
+    .orderBy("repository_id")
+    .execute();
+  return rows.map((r) => ({ repositoryId: r.repository_id, baseBranch: r.base_branch, branchName: r.branch_name }));
+}
+
+export interface NewUnitTask {
+  id: string;
+  ownerId: string;
+  workspaceId: string;
+  repositoryGroupId: string;
+  compositeTaskId: string | null;
+  title: string;
+  prompt: string;
+  agentType: string;
+  agentModel: string;
+  baseBranch: string;
+  branchName: string;
+}
+
+export async function insertUnitTask(db: Kysely<Database>, t: NewUnitTask, now: Date): Promise<void> {
+  await db
+    .insertInto("unit_tasks")
+    .values({
+      id: t.id,
+      owner_id: t.ownerId,
+      workspace_id: t.workspaceId,
+      repository_group_id: t.repositoryGroupId,
+      composite_task_id: t.compositeTaskId,
+      title: t.title,
+      prompt: t.prompt,
+      status: "in_progress",
+      execution_state: "queued",
+      agent_type: t.agentType,
+      agent_model: t.agentModel,
+      base_branch: t.baseBranch,
+      branch_name: t.branchName,
+      created_at: toDbTime(now),
+      updated_at: toDbTime(now),
+    })
+    .execute();
+}
+
+export interface NewCompositeTask {
+  id: string;
+  ownerId: string;
+  workspaceId: string;
+  repositoryGroupId: string;
+  title: string;
+  prompt: string;
+  executionAgentType: string;
+  executionAgentModel: string;
+  baseBranch: string;
+}
+
+export async function insertCompositeTask(db: Kysely<Database>, t: NewCompositeTask, now: Date): Promise<void> {
+  await db
+    .insertInto("composite_tasks")
+    .values({
+      id: t.id,
+      owner_id: t.ownerId,
+      workspace_id: t.workspaceId,
+      repository_group_id: t.repositoryGroupId,
+      title: t.title,
+      prompt: t.prompt,
+      status: "planning",
+      execution_state: "queued",
+      execution_agent_type: t.executionAgentType,
+      execution_agent_model: t.executionAgentModel,
+      base_branch: t.baseBranch,
+      created_at: toDbTime(now),
+      updated_at: toDbTime(now),
+    })
+    .execute();
+}
+
+export async function getTask(db: Kysely<Database>, ownerId: string, id: string): Promise<Task | undefined> {
+  const unit = await db.selectFrom("unit_tasks").selectAll().where("owner_id", "=", ownerId).where("id", "=", id).executeTakeFirst();
+  if (unit !== undefined) return toUnit(unit, (await agentTasksOf(db, "unit", [id])).get(id) ?? []);
+  const composite = await db
+    .selectFrom("composite_tasks")
+    .selectAll()
+    .where("owner_id", "=", ownerId)
+    .where("id", "=", id)
+    .executeTakeFirst();
+  if (composite !== undefined) return toComposite(composite, (await agentTasksOf(db, "composite", [id])).get(id) ?? []);
+  return undefined;
+}
+
+export interface TaskFilter {
+  ownerId: string;
+  workspaceId: string;
+  statuses: TaskStatus[];
+  kind: TaskKind | undefined;
+  repositoryGroupId: string | undefined;
+  /** Case-insensitive text in the title or prompt. */
+  query: string | undefined;
+}
+
+/** Escapes LIKE's wildcards so the text is matched literally (with ESCAPE '\'). */
+function likePattern(text: string): string {
+  return `%${text.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+}
+
+/** Newest first across both kinds, before the given id; at most limit tasks. */
+export async function listTasks(db: Kysely<Database>, f: TaskFilter, beforeId: string | undefined, limit: number): Promise<Task[]> {
+  const kinds: TaskKind[] = f.kind === undefined ? ["unit", "composite"] : [f.kind];
+  const found: { kind: TaskKind; row: Selectable<UnitTasksTable> | Selectable<CompositeTasksTable> }[] = [];
+  for (const kind of kinds) {
+    const table = kind === "unit" ? "unit_tasks" : "composite_tasks";
+    let query = db
+      .selectFrom(table)
+      .selectAll()
+      .where("owner_id", "=", f.ownerId)
+      .where("workspace_id", "=", f.workspaceId);
+    if (f.statuses.length > 0) query = query.where("status", "in", f.statuses);
+    if (f.repositoryGroupId !== undefined) query = query.where("repository_group_id", "=", f.repositoryGroupId);
+    if (f.query !== undefined) {
+      const pattern = likePattern(f.query);
+      query = query.where((eb) =>
+        eb.or([
+          eb(eb.fn("lower", ["title"]), "like", sql<string>`${pattern} escape '\\'`),
+          eb(eb.fn("lower", ["prompt"]), "like", sql<string>`${pattern} escape '\\'`),
+        ]),
+      );
+    }
+    if (beforeId !== undefined) query = query.where("id", "<", beforeId);
+    const rows = await query.orderBy("id", "desc").limit(limit).execute();
+    for (const row of rows) found.push({ kind, row });
+  }
+  // UUIDv7 ids sort by creation time, so ordering by id is newest first across both tables.
+  found.sort((a, b) => (a.row.id < b.row.id ? 1 : a.row.id > b.row.id ? -1 : 0));
+  const page = found.slice(0, limit);
+  const unitIds = page.filter((p) => p.kind === "unit").map((p) => p.row.id);
+  const compositeIds = page.filter((p) => p.kind === "composite").map((p) => p.row.id);
+  const unitAgents = await agentTasksOf(db, "unit", unitIds);
+  const compositeAgents = await agentTasksOf(db, "composite", compositeIds);
+  return page.map((p) =>
+    p.kind === "unit"
+      ? toUnit(p.row as Selectable<UnitTasksTable>, unitAgents.get(p.row.id) ?? [])
+      : toComposite(p.row as Selectable<CompositeTasksTable>, compositeAgents.get(p.row.id) ?? []),
+  );
+}
+
+/**
+ * Moves a task from `from` to `to` status (and sets its execution state), only if it is still
+ * in `from`. Returns false when it was not: another call moved it first, or it is gone.
+ */
+export async function moveTask(
+  db: Kysely<Database>,
+  task: { kind: TaskKind; id: string; ownerId: string },
+  from: TaskStatus,
+  to: TaskStatus,
+  executionState: ExecutionState,
+  now: Date,
+): Promise<boolean> {
+  const table = task.kind === "unit" ? "unit_tasks" : "composite_tasks";
+  const result = await db
+    .updateTable(table)
+    .set((eb) => ({ status: to, execution_state: executionState, updated_at: toDbTime(now), version: eb("version", "+", 1) }))
+    .where("id", "=", task.id)
+    .where("owner_id", "=", task.ownerId)
+    .where("status", "=", from)
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}
+
+/** Ends the task's queued, assigned and running sessions as cancelled; returns how many. */
+export async function cancelActiveSessions(db: Kysely<Database>, agentTaskIds: string[], reason: string, now: Date): Promise<number> {
+  if (agentTaskIds.length === 0) return 0;
+  const result = await db
+    .updateTable("agent_sessions")
+    .set({
+      state: "cancelled",
+      ended_at: toDbTime(now),
+      updated_at: toDbTime(now),
+      stop_requested_at: toDbTime(now),
+      stop_reason: reason,
+      lease_token_hash: null,
+      lease_expires_at: null,
+    })
+    .where("agent_task_id", "in", agentTaskIds)
+    .where("state", "in", ACTIVE_SESSION_STATES)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}
+
+export async function deleteTask(db: Kysely<Database>, task: { kind: TaskKind; id: string; ownerId: string }): Promise<boolean> {
+  const table = task.kind === "unit" ? "unit_tasks" : "composite_tasks";
+  const result = await db.deleteFrom(table).where("id", "=", task.id).where("owner_id", "=", task.ownerId).executeTakeFirst();
+  return result.numDeletedRows > 0n;
+}
+
+export interface TaskEvent {
+  /** Increasing; the WatchTasks cursor. */
+  id: number;
+  taskId: string;
+  type: TaskChangeType;
+  createdAt: Date;
+}
+
+/**
+ * Records a change; call it last in the transaction that made the change. On PostgreSQL a
+ * transaction-scoped advisory lock per workspace makes the workspace's changes commit in the
+ * order of their ids, so a watcher that has read up to id N can never later find an N-1
+ * that committed late. (SQLite has one writer at a time, which gives the same.)
+ */
+export async function insertTaskEvent(
+  db: Kysely<Database>,
+  dialect: DialectName,
+  e: { ownerId: string; workspaceId: string; taskId: string; type: TaskChangeType },
+  now: Date,
+): Promise<void> {
+  if (dialect === "postgres") await sql`SELECT pg_advisory_xact_lock(hashtext(${`task_events:${e.workspaceId}`}))`.execute(db);
+  await db
+    .insertInto("task_events")
+    .values({ owner_id: e.ownerId, workspace_id: e.workspaceId, task_id: e.taskId, type: e.type, created_at: toDbTime(now) })
+    .execute();
+}
+
+/** The workspace's changes after the cursor, oldest first. */
+export async function listTaskEvents(
+  db: Kysely<Database>,
+  ownerId: string,
+  workspaceId: string,
+  afterId: number,
+  limit: number,
+): Promise<TaskEvent[]> {
+  const rows = await db
+    .selectFrom("task_events")
+    .select(["id", "task_id", "type", "created_at"])
+    .where("owner_id", "=", ownerId)
+    .where("workspace_id", "=", workspaceId)
+    .where("id", ">", afterId as never)
+    .orderBy("id")
+    .limit(limit)
+    .execute();
+  return rows.map((r) => ({ id: Number(r.id), taskId: r.task_id, type: r.type as TaskChangeType, createdAt: fromDbTime(r.created_at) }));
+}
+
+/** The newest change id of all (0 when none): where a watch that starts "now" begins. */
+export async function latestTaskEventId(db: Kysely<Database>): Promise<number> {
+  const row = await db
+    .selectFrom("task_events")
+    .select((eb) => eb.fn.max("id").as("id"))
+    .executeTakeFirst();
+  return row?.id === null || row?.id === undefined ? 0 : Number(row.id);
+}
