@@ -419,6 +419,13 @@ describe.each(DIALECTS)("worker identity on %s", (dialect) => {
       await expectRefused(clientWith(t, WorkspaceService, res.workerToken).listWorkspaces({}), Code.Unauthenticated);
       // Only that worker: another one from the same token keeps working.
       await expectAuthenticated(clientWith(t, WorkerService, sibling.workerToken));
+
+      // A worker that registers again while still sending its old credential is let through:
+      // RegisterWorker looks only at the registration token in its body.
+      const again = await worker.registerWorker({ registrationToken: secret, name: "short-lived" });
+      secrets.add(again.workerToken);
+      expect(again.workerId).not.toBe(res.workerId);
+      await expectAuthenticated(clientWith(t, WorkerService, again.workerToken));
     });
 
     it("refuses an unknown or malformed credential, and a missing one", async () => {
