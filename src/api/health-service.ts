@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { waitForWake } from "../core/wait.js";
 import {
   Health,
   HealthCheckResponseSchema,
@@ -127,15 +128,7 @@ async function* watch(health: HealthStatus, req: HealthCheckRequest, ctx: Handle
       if (closed || signal.aborted) {
         return;
       }
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          signal.removeEventListener("abort", done);
-          wake = undefined;
-          resolve();
-        };
-        wake = done;
-        signal.addEventListener("abort", done);
-      });
+      await waitForWake(signal, undefined, (w) => (wake = w));
     }
   } finally {
     unsubscribe();

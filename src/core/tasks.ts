@@ -10,6 +10,7 @@ import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, normalizeId } from "./validation.js";
+import { waitForWake } from "./wait.js";
 import { getWorkspace } from "./workspaces.js";
 
 export type { Task, TaskKind, TaskStatus, ExecutionState } from "../store/tasks.js";
@@ -544,17 +545,7 @@ export async function* watchTasks(
         lastSent = Date.now();
         continue;
       }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, Math.min(timing.pollMs, keepAliveIn));
-        function done() {
-          clearTimeout(timer);
-          signal.removeEventListener("abort", done);
-          wake = undefined;
-          resolve();
-        }
-        wake = done;
-        signal.addEventListener("abort", done);
-      });
+      await waitForWake(signal, Math.min(timing.pollMs, keepAliveIn), (w) => (wake = w));
     }
   } finally {
     unsubscribe();

@@ -105,9 +105,9 @@ function toSession(row: Selectable<AgentSessionsTable>): AgentSession {
   };
 }
 
-function toUnit(row: Selectable<UnitTasksTable>, agentTasks: AgentTask[]): UnitTask {
+/** What both task tables hold alike. */
+function commonFields(row: Selectable<UnitTasksTable> | Selectable<CompositeTasksTable>, agentTasks: AgentTask[]): TaskCommon {
   return {
-    kind: "unit",
     id: row.id,
     ownerId: row.owner_id,
     workspaceId: row.workspace_id,
@@ -120,6 +120,13 @@ function toUnit(row: Selectable<UnitTasksTable>, agentTasks: AgentTask[]): UnitT
     createdAt: fromDbTime(row.created_at),
     updatedAt: fromDbTime(row.updated_at),
     agentTasks,
+  };
+}
+
+function toUnit(row: Selectable<UnitTasksTable>, agentTasks: AgentTask[]): UnitTask {
+  return {
+    kind: "unit",
+    ...commonFields(row, agentTasks),
     agentType: row.agent_type,
     agentModel: row.agent_model,
     branchName: row.branch_name,
@@ -133,18 +140,7 @@ function toUnit(row: Selectable<UnitTasksTable>, agentTasks: AgentTask[]): UnitT
 function toComposite(row: Selectable<CompositeTasksTable>, agentTasks: AgentTask[]): CompositeTask {
   return {
     kind: "composite",
-    id: row.id,
-    ownerId: row.owner_id,
-    workspaceId: row.workspace_id,
-    repositoryGroupId: row.repository_group_id,
-    title: row.title,
-    prompt: row.prompt,
-    status: row.status as TaskStatus,
-    executionState: row.execution_state as ExecutionState,
-    baseBranch: row.base_branch,
-    createdAt: fromDbTime(row.created_at),
-    updatedAt: fromDbTime(row.updated_at),
-    agentTasks,
+    ...commonFields(row, agentTasks),
     executionAgentType: row.execution_agent_type,
     executionAgentModel: row.execution_agent_model,
   };
