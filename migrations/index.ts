@@ -3,9 +3,11 @@
 import type { Migration } from "kysely";
 import type { DialectName } from "../src/db/dialect.js";
 import { initial } from "./0001_initial.js";
+import { taskReviewAndSearch } from "./0002_task_review_and_search.js";
 
 export function migrations(dialect: DialectName): Record<string, Migration> {
   return {
     "0001_initial": initial(dialect),
+    "0002_task_review_and_search": taskReviewAndSearch(dialect),
   };
 }

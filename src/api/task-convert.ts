@@ -71,6 +71,7 @@ function common(t: core.Task) {
     status: enumValue(TaskStatus, t.status),
     executionState: enumValue(ExecutionState, t.executionState),
     baseBranch: t.baseBranch,
+    statusReason: t.statusReason ?? "",
     createTime: timestampFromDate(t.createdAt),
     updateTime: timestampFromDate(t.updatedAt),
   };
@@ -98,6 +99,7 @@ export function compositeTaskToProto(t: core.CompositeTask): CompositeTask {
     ...(planning ? { planningAgentTask: agentTaskToProto(planning) } : {}),
     executionAgentType: enumValue(AgentType, t.executionAgentType),
     executionAgentModel: t.executionAgentModel,
+    ...(t.planApprovedAt ? { planApproveTime: timestampFromDate(t.planApprovedAt) } : {}),
   });
 }
 

@@ -71,7 +71,7 @@ export function branchNameProblem(name: string): string | undefined {
 }
 
 function defaultTitle(prompt: string): string {
-  const firstLine = prompt.split("\n", 1)[0]!.trim();
+  const firstLine = prompt.split("\n", 1)[0]!.replace(/\s+/g, " ").trim();
   const chars = [...firstLine];
   return chars.length <= 80 ? firstLine : `${chars.slice(0, 79).join("").trimEnd()}…`;
 }
@@ -113,7 +113,9 @@ function readPrompt(v: Violations, field: string, raw: string, max: number): str
 }
 
 function readTitle(v: Violations, raw: string, prompt: string): string {
-  const title = raw.trim() === "" ? defaultTitle(prompt) : raw.trim();
+  // A title made from the prompt is checked as the prompt; only a given one is checked as such.
+  if (raw.trim() === "") return defaultTitle(prompt);
+  const title = raw.trim();
   v.text("title", title, { max: TITLE_MAX, singleLine: true });
   return title;
 }
@@ -322,6 +324,10 @@ interface Plan {
   cancelRuns: boolean;
   /** Queue agent work in the same transaction. */
   queue?: (trx: Core["db"], task: Task, now: Date) => Promise<void>;
+  /** Why, kept with the status (a reviewer's reason to reject). */
+  reason?: string;
+  /** A composite task's plan is approved by this move. */
+  planApproved?: boolean;
 }
 
 function illegal(task: Task, operation: string, allowed: string): Error {
@@ -340,7 +346,8 @@ async function transition(core: Core, ownerId: string, rawId: string, operation:
   const p = plan(task);
   const now = core.now();
   const moved = await core.db.transaction().execute(async (trx) => {
-    if (!(await store.moveTask(trx, task, task.status, p.to, p.executionState, now))) return false;
+    const to = { status: p.to, executionState: p.executionState, reason: p.reason || null, planApproved: p.planApproved };
+    if (!(await store.moveTask(trx, task, task.status, to, now))) return false;
     if (p.cancelRuns) await store.cancelActiveSessions(trx, task.agentTasks.map((a) => a.id), `task ${p.to}`, now);
     await p.queue?.(trx, task, now);
     await recordChange(core, trx, task, "updated", now);
@@ -429,7 +436,7 @@ export async function approveTask(core: Core, ownerId: string, rawId: string): P
     }
     if (task.status !== "pending_approval") throw illegal(task, "ApproveTask", "pending_approval");
     // The plan's nodes start as unit tasks when plan execution comes (a later issue).
-    return { to: "in_progress", executionState: "idle", cancelRuns: true };
+    return { to: "in_progress", executionState: "idle", cancelRuns: true, planApproved: true };
   });
 }
 
@@ -438,13 +445,11 @@ export async function rejectTask(core: Core, ownerId: string, input: { id: strin
   const v = new Violations();
   v.text("reason", reason, { max: REASON_MAX });
   v.throwIfAny();
-  const task = await transition(core, ownerId, input.id, "RejectTask", (t) => {
+  return transition(core, ownerId, input.id, "RejectTask", (t) => {
     const from = t.kind === "unit" ? "in_review" : "pending_approval";
     if (t.status !== from) throw illegal(t, "RejectTask", from);
-    return { to: "rejected", executionState: "idle", cancelRuns: true };
+    return { to: "rejected", executionState: "idle", cancelRuns: true, reason };
   });
-  if (reason !== "") core.logger.info({ task_id: task.id, reason }, "task rejected");
-  return task;
 }
 
 export async function requestChanges(core: Core, ownerId: string, input: { id: string; feedback: string }): Promise<Task> {
@@ -467,8 +472,7 @@ export async function retryTask(core: Core, ownerId: string, rawId: string): Pro
     if (task.kind === "unit") return { to: "in_progress", executionState: "queued", cancelRuns: true, queue: queueRetry() };
     // A composite task whose plan was never approved plans again; one that was executing goes
     // back to execution, whose scheduler (a later issue) restarts the failed nodes.
-    const planned = task.agentTasks.some((a) => a.sessions.some((s) => s.state === "succeeded"));
-    return planned
+    return task.planApprovedAt !== null
       ? { to: "in_progress", executionState: "idle", cancelRuns: true }
       : { to: "planning", executionState: "queued", cancelRuns: true, queue: queueRetry() };
   });

@@ -71,6 +71,9 @@ export interface CompositeTasksTable {
   execution_agent_model: string;
   base_branch: string;
   plan: ColumnType<unknown, string | null | undefined, string | null>;
+  plan_approved_at: NullableTime;
+  status_reason: string | null;
+  search_text: string;
   version: ColumnType<number, number | undefined, number>;
   created_at: Time;
   updated_at: Time;
@@ -93,6 +96,9 @@ export interface UnitTasksTable {
   base_commit: string | null;
   end_commit: string | null;
   linked_pr_url: string | null;
+  status_reason: string | null;
+  /** Title and prompt, lower-cased by the server, for ListTasks' query. */
+  search_text: string;
   version: ColumnType<number, number | undefined, number>;
   created_at: Time;
   updated_at: Time;

@@ -62,6 +62,8 @@ interface TaskCommon {
   status: TaskStatus;
   executionState: ExecutionState;
   baseBranch: string;
+  /** Why the task reached its status, e.g. a reviewer's reason to reject it. */
+  statusReason: string | null;
   createdAt: Date;
   updatedAt: Date;
   /** Oldest first: the unit task's runs, or the composite task's planning runs. */
@@ -83,6 +85,8 @@ export interface CompositeTask extends TaskCommon {
   kind: "composite";
   executionAgentType: string;
   executionAgentModel: string;
+  /** Set once the plan was approved: a retry then resumes execution instead of planning. */
+  planApprovedAt: Date | null;
 }
 
 export type Task = UnitTask | CompositeTask;
@@ -117,6 +121,7 @@ function commonFields(row: Selectable<UnitTasksTable> | Selectable<CompositeTask
     status: row.status as TaskStatus,
     executionState: row.execution_state as ExecutionState,
     baseBranch: row.base_branch,
+    statusReason: row.status_reason,
     createdAt: fromDbTime(row.created_at),
     updatedAt: fromDbTime(row.updated_at),
     agentTasks,
@@ -143,6 +148,7 @@ function toComposite(row: Selectable<CompositeTasksTable>, agentTasks: AgentTask
     ...commonFields(row, agentTasks),
     executionAgentType: row.execution_agent_type,
     executionAgentModel: row.execution_agent_model,
+    planApprovedAt: fromDbTimeOrNull(row.plan_approved_at),
   };
 }
 
@@ -284,6 +290,7 @@ export async function insertUnitTask(db: Kysely<Database>, t: NewUnitTask, now: 
       agent_model: t.agentModel,
       base_branch: t.baseBranch,
       branch_name: t.branchName,
+      search_text: searchText(t.title, t.prompt),
       created_at: toDbTime(now),
       updated_at: toDbTime(now),
     })
@@ -317,10 +324,16 @@ export async function insertCompositeTask(db: Kysely<Database>, t: NewCompositeT
       execution_agent_type: t.executionAgentType,
       execution_agent_model: t.executionAgentModel,
       base_branch: t.baseBranch,
+      search_text: searchText(t.title, t.prompt),
       created_at: toDbTime(now),
       updated_at: toDbTime(now),
     })
     .execute();
+}
+
+/** Lower-cased here rather than by the database, so SQLite folds non-ASCII letters as PostgreSQL does. */
+function searchText(title: string, prompt: string): string {
+  return `${title}\n${prompt}`.toLowerCase();
 }
 
 export async function getTask(db: Kysely<Database>, ownerId: string, id: string): Promise<Task | undefined> {
@@ -364,15 +377,7 @@ export async function listTasks(db: Kysely<Database>, f: TaskFilter, beforeId: s
       .where("workspace_id", "=", f.workspaceId);
     if (f.statuses.length > 0) query = query.where("status", "in", f.statuses);
     if (f.repositoryGroupId !== undefined) query = query.where("repository_group_id", "=", f.repositoryGroupId);
-    if (f.query !== undefined) {
-      const pattern = likePattern(f.query);
-      query = query.where((eb) =>
-        eb.or([
-          eb(eb.fn("lower", ["title"]), "like", sql<string>`${pattern} escape '\\'`),
-          eb(eb.fn("lower", ["prompt"]), "like", sql<string>`${pattern} escape '\\'`),
-        ]),
-      );
-    }
+    if (f.query !== undefined) query = query.where("search_text", "like", sql<string>`${likePattern(f.query)} escape '\\'`);
     if (beforeId !== undefined) query = query.where("id", "<", beforeId);
     const rows = await query.orderBy("id", "desc").limit(limit).execute();
     for (const row of rows) found.push({ kind, row });
@@ -399,18 +404,27 @@ export async function moveTask(
   db: Kysely<Database>,
   task: { kind: TaskKind; id: string; ownerId: string },
   from: TaskStatus,
-  to: TaskStatus,
-  executionState: ExecutionState,
+  to: { status: TaskStatus; executionState: ExecutionState; reason: string | null; planApproved?: boolean },
   now: Date,
 ): Promise<boolean> {
-  const table = task.kind === "unit" ? "unit_tasks" : "composite_tasks";
-  const result = await db
-    .updateTable(table)
-    .set((eb) => ({ status: to, execution_state: executionState, updated_at: toDbTime(now), version: eb("version", "+", 1) }))
-    .where("id", "=", task.id)
-    .where("owner_id", "=", task.ownerId)
-    .where("status", "=", from)
-    .executeTakeFirst();
+  const at = toDbTime(now);
+  const set = { status: to.status, execution_state: to.executionState, status_reason: to.reason, updated_at: at };
+  const result =
+    task.kind === "unit"
+      ? await db
+          .updateTable("unit_tasks")
+          .set((eb) => ({ ...set, version: eb("version", "+", 1) }))
+          .where("id", "=", task.id)
+          .where("owner_id", "=", task.ownerId)
+          .where("status", "=", from)
+          .executeTakeFirst()
+      : await db
+          .updateTable("composite_tasks")
+          .set((eb) => ({ ...set, version: eb("version", "+", 1), ...(to.planApproved ? { plan_approved_at: at } : {}) }))
+          .where("id", "=", task.id)
+          .where("owner_id", "=", task.ownerId)
+          .where("status", "=", from)
+          .executeTakeFirst();
   return result.numUpdatedRows > 0n;
 }
 

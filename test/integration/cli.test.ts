@@ -13,7 +13,10 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
+import { migrations } from "../../migrations/index.js";
 import { createTestDatabase, type TestDatabase } from "../helpers/databases.js";
+
+const ALL_MIGRATIONS = Object.keys(migrations("sqlite"));
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const CLI = ["--import", "tsx", "src/cli/main.ts"];
@@ -288,7 +291,7 @@ describe("foreman migrate", () => {
     const first = await run(["migrate"], { FOREMAN_DATA_DIR: dir });
     expect(first.stderr).toBe("");
     expect(first.code).toBe(0);
-    expect(first.logs.find((l) => l.msg === "database migrated")).toMatchObject({ migrations: ["0001_initial"], database: "sqlite" });
+    expect(first.logs.find((l) => l.msg === "database migrated")).toMatchObject({ migrations: ALL_MIGRATIONS, database: "sqlite" });
 
     const file = path.join(dir, "foreman.db");
     expect(existsSync(file)).toBe(true);
@@ -314,7 +317,7 @@ describe("foreman migrate", () => {
     expect(exited.stderr).toBe("");
     expect(exited.code).toBe(0);
     expect(exited.logs.find((l) => l.msg === "database migrated")).toMatchObject({
-      migrations: ["0001_initial"],
+      migrations: ALL_MIGRATIONS,
       database: "postgres",
     });
     const client = new pg.Client({ connectionString: database.databaseUrl });

@@ -133,7 +133,7 @@ function agentRpc(kind: KindName, from: StatusName, to: StatusName): Rpc {
 /**
  * How the tests make a legal move through the API; undefined when it cannot be made here. A
  * failed or cancelled composite task goes back to in_progress (not planning) on RetryTask only
- * once a planning session has succeeded, which needs a worker.
+ * once its plan was approved, which a shortest path from a new task never does.
  */
 function moveFor(kind: KindName, from: StatusName, to: StatusName): Rpc | undefined {
   if (!AGENT_WORK.includes(to)) return "UpdateTaskStatus";
@@ -417,12 +417,16 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       ["DEL", "\u007f"],
     ])("refuses a %s control character in the prompt, title and model", async (_label, c) => {
       await expectInvalid(tasks.createUnitTask({ repositoryGroupId: fx.group.id, prompt: `First line\nbad${c}text` }), "prompt");
+      // In the first line too, it is the prompt's fault, not the title made from it.
+      await expectInvalid(tasks.createUnitTask({ repositoryGroupId: fx.group.id, prompt: `bad${c}first line` }), "prompt");
       await expectInvalid(tasks.createUnitTask({ repositoryGroupId: fx.group.id, prompt: "ok", title: `bad${c}title` }), "title");
       await expectInvalid(tasks.createUnitTask({ repositoryGroupId: fx.group.id, prompt: "ok", agentModel: `m${c}` }), "agent_model");
     });
 
     it("keeps tabs and line breaks in a prompt but refuses them in a title", async () => {
       expect((await createUnit(fx, "Line one\n\tindented\r\nthree")).unit!.prompt).toBe("Line one\n\tindented\r\nthree");
+      // A title made from the prompt turns its tabs and runs of spaces into one space.
+      expect((await createUnit(fx, "Fix\tthe   parser\nfor real")).unit!.title).toBe("Fix the parser");
       for (const title of ["two\nlines", "carriage\rreturn", "tab\there"]) {
         await expectInvalid(tasks.createUnitTask({ repositoryGroupId: fx.group.id, prompt: "ok", title }), "title");
       }
@@ -662,6 +666,18 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       await expectInvalid(tasks.listTasks({ workspaceId: lf.workspaceId, query: "q".repeat(201) }), "query");
     });
 
+    it("folds the case of letters beyond ASCII alike on both databases", async () => {
+      const uf = await fixture("unicode");
+      const a = await createUnit(uf, "Édition Über alles");
+      const b = await createUnit(uf, "Plain ascii", { title: "ΣΊΣΥΦΟΣ release notes" });
+      const find = async (query: string) =>
+        (await tasks.listTasks({ workspaceId: uf.workspaceId, query })).tasks.map((x) => view(x).id);
+      expect(await find("édition über")).toEqual([a.id]);
+      expect(await find("ÉDITION")).toEqual([a.id]);
+      expect(await find("σίσυφος")).toEqual([b.id]);
+      expect(await find("ascii")).toEqual([b.id]);
+    });
+
     it("requires a known workspace", async () => {
       await expectInvalid(tasks.listTasks({ workspaceId: "" }), "workspace_id");
       await expectInvalid(tasks.listTasks({ workspaceId: "not-a-uuid" }), "workspace_id");
@@ -825,6 +841,19 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       }
     });
 
+    it("keeps a reject reason with the task, and clears it on the next move", async () => {
+      for (const kind of KINDS) {
+        const v = await drive(kind, reviewStatus(kind));
+        const rejected = view((await tasks.rejectTask({ id: v.id, reason: "  Out of scope for this quarter.  " })).task);
+        expect((rejected.unit ?? rejected.composite)!.statusReason).toBe("Out of scope for this quarter.");
+        const again = await get(v.id);
+        expect((again.unit ?? again.composite)!.statusReason).toBe("Out of scope for this quarter.");
+        const moved = await drive(kind, reviewStatus(kind));
+        const cancelled = view((await tasks.updateTaskStatus({ id: moved.id, status: TaskStatus.CANCELLED })).task);
+        expect((cancelled.unit ?? cancelled.composite)!.statusReason).toBe("");
+      }
+    });
+
     it("RequestChanges queues a request_changes agent task on the same branch, with the feedback in its prompt", async () => {
       const prompt = "Add pagination to the audit log endpoint";
       let v = await createUnit(fx, prompt);
@@ -938,6 +967,30 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
         [1, SessionState.CANCELLED],
         [2, SessionState.QUEUED],
       ]);
+    });
+
+    it.each(["failed", "cancelled"] as StatusName[])("resumes execution of a %s composite task whose plan was approved", async (from) => {
+      const v = await drive("composite", "pending_approval");
+      const approved = view((await tasks.approveTask({ id: v.id })).task);
+      expect(approved.status).toBe("in_progress");
+      expect(approved.composite!.planApproveTime).toBeDefined();
+      await tasks.updateTaskStatus({ id: v.id, status: from === "failed" ? TaskStatus.FAILED : TaskStatus.CANCELLED });
+      const after = view((await tasks.retryTask({ id: v.id })).task);
+      expect(after.status).toBe("in_progress");
+      expect(after.execution).toBe(ExecutionState.IDLE);
+      // No new planning run: the approved plan stands.
+      expect(after.agentTasks[0]!.sessions).toHaveLength(1);
+      expect(activeSessions(after)).toEqual([]);
+    });
+
+    it("plans again when a composite task's plan was never approved, even after a re-plan", async () => {
+      const v = await drive("composite", "pending_approval");
+      await tasks.requestChanges({ id: v.id, feedback: "Fewer nodes." });
+      await tasks.updateTaskStatus({ id: v.id, status: TaskStatus.FAILED });
+      const after = view((await tasks.retryTask({ id: v.id })).task);
+      expect(after.status).toBe("planning");
+      expect(after.composite!.planApproveTime).toBeUndefined();
+      expect(activeSessions(after)).toHaveLength(1);
     });
 
     describe.each(KINDS)("of a %s task", (kind) => {
@@ -1058,6 +1111,8 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       status: StatusName;
       agentTasks: number;
       sessions: number;
+      /** A composite task's plan was approved once: RetryTask then resumes execution. */
+      planApproved: boolean;
     }
 
     type Call = { rpc: Rpc; to?: StatusName } | { rpc: "DeleteTask" };
@@ -1075,8 +1130,9 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
         case "RequestChanges":
           return review ? workStatus(m.kind) : undefined;
         case "RetryTask":
-          // A composite task plans again: no planning session has succeeded without a worker.
-          return m.status === "failed" || m.status === "cancelled" ? workStatus(m.kind) : undefined;
+          // A composite task whose plan was approved resumes execution; otherwise it plans again.
+          if (m.status !== "failed" && m.status !== "cancelled") return undefined;
+          return m.kind === "composite" && m.planApproved ? "in_progress" : workStatus(m.kind);
         case "DeleteTask":
           return undefined;
       }
@@ -1117,7 +1173,7 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       const gone: string[] = [];
       const add = async (kind: KindName) => {
         const v = await create(kind, sf);
-        live.push({ id: v.id, kind, status: v.status, agentTasks: 1, sessions: 1 });
+        live.push({ id: v.id, kind, status: v.status, agentTasks: 1, sessions: 1, planApproved: false });
       };
       for (const kind of ["unit", "unit", "composite", "composite"] as KindName[]) await add(kind);
 
@@ -1168,7 +1224,8 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
                 m.agentTasks++;
                 m.sessions++;
               }
-              if (call.rpc === "RetryTask") m.sessions++;
+              if (call.rpc === "RetryTask" && to === workStatus(m.kind)) m.sessions++;
+              if (call.rpc === "ApproveTask" && m.kind === "composite") m.planApproved = true;
               m.status = to;
               tally.ok++;
             }
