@@ -7,6 +7,7 @@ import type { AuthConfig } from "../config.js";
 import type { Database } from "../db/schema.js";
 import type { DialectName } from "../db/dialect.js";
 import type { Logger } from "../logger.js";
+import type { LiveLogins } from "./live-logins.js";
 import type { Notifier } from "./notifier.js";
 
 export interface Core {
@@ -29,6 +30,6 @@ export interface StreamTiming {
 
 export interface AuthSettings {
   config: AuthConfig;
-  /** Both absent in single-user mode, which has no login. */
-  login: { oidc: OidcProvider; accessTokens: AccessTokens } | undefined;
+  /** Absent in single-user mode, which has no login. */
+  login: { oidc: OidcProvider; accessTokens: AccessTokens; liveLogins: LiveLogins } | undefined;
 }

@@ -120,6 +120,7 @@ export async function refresh(core: Core, refreshToken: string): Promise<TokenSe
   if (known.revokedAt !== null) throw unauthenticated("this refresh token was revoked; log in again");
   if (known.usedAt !== null) {
     const revoked = await store.revokeRefreshFamily(core.db, known.familyId, now);
+    core.auth.login!.liveLogins.forget(known.familyId);
     core.logger.warn({ user_id: known.userId, family_id: known.familyId, revoked }, "refresh token reused: login revoked");
     throw unauthenticated("this refresh token was already used, so it may have leaked: every token of this login is revoked; log in again");
   }
@@ -132,6 +133,7 @@ export async function logout(core: Core, userId: string, refreshToken: string): 
   const now = core.now();
   if (refreshToken === "") {
     await store.revokeRefreshFamiliesOfUser(core.db, userId, now);
+    core.auth.login!.liveLogins.forgetAll();
     return;
   }
   const known = await store.findRefreshToken(core.db, hashToken(refreshToken));
@@ -142,6 +144,7 @@ export async function logout(core: Core, userId: string, refreshToken: string): 
     });
   }
   await store.revokeRefreshFamily(core.db, known.familyId, now);
+  core.auth.login!.liveLogins.forget(known.familyId);
 }
 
 /** The user an access token names, while its login lives. */
@@ -150,8 +153,11 @@ export async function authenticateAccessToken(core: Core, token: string): Promis
   const now = core.now();
   const claims = await login.accessTokens.verify(token, now);
   if ("refused" in claims) throw unauthenticated(claims.refused);
-  if (!(await store.isRefreshFamilyLive(core.db, claims.familyId, now))) {
-    throw unauthenticated("this login has ended (logged out or revoked); log in again");
+  if (!login.liveLogins.isLive(claims.familyId, Date.now())) {
+    if (!(await store.isRefreshFamilyLive(core.db, claims.familyId, now))) {
+      throw unauthenticated("this login has ended (logged out or revoked); log in again");
+    }
+    login.liveLogins.remember(claims.familyId, Date.now());
   }
   return claims.userId;
 }

@@ -15,6 +15,7 @@ import { authInterceptor } from "../auth/interceptor.js";
 import { OidcProvider } from "../auth/oidc.js";
 import type { Config } from "../config.js";
 import type { Core } from "../core/context.js";
+import { LiveLogins } from "../core/live-logins.js";
 import { Notifier } from "../core/notifier.js";
 import { openDatabase, type Db } from "../db/database.js";
 import { migrateToLatest } from "../db/migrator.js";
@@ -65,7 +66,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       login:
         auth.oidc === undefined
           ? undefined
-          : { oidc: new OidcProvider(auth.oidc), accessTokens: new AccessTokens(auth.jwtSecret!, auth.accessTokenTtlSeconds) },
+          : {
+              oidc: new OidcProvider(auth.oidc),
+              accessTokens: new AccessTokens(auth.jwtSecret!, auth.accessTokenTtlSeconds),
+              liveLogins: new LiveLogins(),
+            },
     },
     taskChanges: new Notifier(),
     // One second bounds how late a change made on another replica shows up.

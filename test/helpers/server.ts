@@ -26,8 +26,17 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export async function startTestServer(dialect: DialectName, env: Record<string, string> = {}): Promise<TestServer> {
-  const database = await createTestDatabase(dialect);
+/**
+ * Starts a server on a fresh database, or on `shared` (another replica's database, which this
+ * server then neither creates nor drops).
+ */
+export async function startTestServer(
+  dialect: DialectName,
+  env: Record<string, string> = {},
+  shared?: TestDatabase,
+): Promise<TestServer> {
+  const database = shared ?? (await createTestDatabase(dialect));
+  const drop = () => (shared === undefined ? database.drop() : Promise.resolve());
   const config = loadConfig({
     FOREMAN_PORT: "0",
     FOREMAN_DATA_DIR: database.dataDir,
@@ -41,7 +50,7 @@ export async function startTestServer(dialect: DialectName, env: Record<string, 
   try {
     server = await startServer(config, logger);
   } catch (error) {
-    await database.drop();
+    await drop();
     throw error;
   }
   const transports = new Map<Protocol, Transport>();
@@ -73,7 +82,7 @@ export async function startTestServer(dialect: DialectName, env: Record<string, 
     repositories: client(RepositoryService),
     async close() {
       await server.close();
-      await database.drop();
+      await drop();
     },
   };
 }

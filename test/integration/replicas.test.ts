@@ -1,0 +1,131 @@
+// Two servers on one PostgreSQL database, as replicas behind a load balancer: no replica holds
+// state another needs. A change made through one reaches a WatchTasks stream on the other (by
+// the poll backstop), and a race between replicas still has exactly one winner.
+import { Code } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TaskStatus } from "../../gen/foreman/v1/common_pb.js";
+import { TaskChangeType, TaskService, type TaskChange } from "../../gen/foreman/v1/task_pb.js";
+import { createTestDatabase, type TestDatabase } from "../helpers/databases.js";
+import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
+import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
+import { clientWith, login, multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
+import { expectCode } from "../helpers/rpc-errors.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+const WAIT_MS = 20_000;
+
+describe("two replicas on one PostgreSQL database", () => {
+  let database: TestDatabase;
+  let a: TestServer;
+  let b: TestServer;
+
+  beforeAll(async () => {
+    database = await createTestDatabase("postgres");
+    // Both start at once: migrations are locked, so they run once.
+    [a, b] = await Promise.all([startTestServer("postgres", {}, database), startTestServer("postgres", {}, database)]);
+  });
+
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await database?.drop();
+  });
+
+  async function group(): Promise<{ workspaceId: string; groupId: string }> {
+    const ws = (await a.workspaces.createWorkspace({ name: `replicas ${Date.now()} ${Math.random()}` })).workspace!;
+    const repo = (await a.repositories.addRepository({ workspaceId: ws.id, remoteUrl: "https://github.com/acme/app.git" })).repository!;
+    const g = (await a.repositories.createRepositoryGroup({ workspaceId: ws.id, repositoryIds: [repo.id] })).repositoryGroup!;
+    return { workspaceId: ws.id, groupId: g.id };
+  }
+
+  it("shows a workspace created on one replica on the other", async () => {
+    const { workspaceId } = await group();
+    expect((await b.workspaces.getWorkspace({ id: workspaceId })).workspace?.id).toBe(workspaceId);
+  });
+
+  it("streams a change made through one replica to a watcher on the other", async () => {
+    const { workspaceId, groupId } = await group();
+    const controller = new AbortController();
+    const changes: TaskChange[] = [];
+    let resolveFirst!: () => void;
+    const first = new Promise<void>((resolve) => (resolveFirst = resolve));
+    // Cursor "0" replays from the start: nothing is missed however late the stream starts.
+    const reading = (async () => {
+      try {
+        for await (const res of b.client(TaskService).watchTasks({ workspaceId, cursor: "0" }, { signal: controller.signal })) {
+          if (res.event.case === "change") {
+            changes.push(res.event.value);
+            resolveFirst();
+          }
+        }
+      } catch (error) {
+        if (!controller.signal.aborted) throw error;
+      }
+    })();
+    try {
+      const created = (await a.client(TaskService).createUnitTask({ repositoryGroupId: groupId, prompt: "Made on replica A" })).unitTask!;
+      await Promise.race([first, new Promise((_, reject) => setTimeout(() => reject(new Error("no change within 20 s")), WAIT_MS))]);
+      expect(changes[0]?.type).toBe(TaskChangeType.CREATED);
+      expect(changes[0]?.taskId).toBe(created.id);
+    } finally {
+      controller.abort();
+      await reading;
+    }
+  });
+
+  it("lets exactly one of two replicas approve a task", async () => {
+    const { groupId } = await group();
+    const task = (await a.client(TaskService).createUnitTask({ repositoryGroupId: groupId, prompt: "Race" })).unitTask!;
+    await a.client(TaskService).updateTaskStatus({ id: task.id, status: TaskStatus.IN_REVIEW });
+    const results = await Promise.allSettled([
+      a.client(TaskService).approveTask({ id: task.id }),
+      b.client(TaskService).approveTask({ id: task.id }),
+      a.client(TaskService).approveTask({ id: task.id }),
+      b.client(TaskService).approveTask({ id: task.id }),
+    ]);
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+    for (const r of results) if (r.status === "rejected") await expectCode(Promise.reject(r.reason), Code.FailedPrecondition);
+  });
+});
+
+describe("two multi-user replicas on one PostgreSQL database", () => {
+  let database: TestDatabase;
+  let provider: TestProvider;
+  let a: TestServer;
+  let b: TestServer;
+
+  beforeAll(async () => {
+    database = await createTestDatabase("postgres");
+    provider = await startOidcProvider();
+    const env = multiUserEnv(provider);
+    [a, b] = await Promise.all([startTestServer("postgres", env, database), startTestServer("postgres", env, database)]);
+  });
+
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await database?.drop();
+    await provider?.close();
+  });
+
+  it("accepts a login made on one replica on the other, and ends it there soon after a logout on the first", async () => {
+    const { tokens } = await login(a, provider, { sub: "replica-user" });
+    const onB = clientWith(b, WorkspaceService, tokens!.accessToken);
+    // B has now seen the login live (and remembers that for a moment).
+    await onB.listWorkspaces({});
+    await clientWith(a, AuthService, tokens!.accessToken).logout({ refreshToken: tokens!.refreshToken });
+    await expectCode(clientWith(a, WorkspaceService, tokens!.accessToken).listWorkspaces({}), Code.Unauthenticated);
+    // B learns of it from the database once its memory of the login runs out (about a second).
+    const deadline = Date.now() + WAIT_MS;
+    for (;;) {
+      const refused = await onB.listWorkspaces({}).then(
+        () => false,
+        () => true,
+      );
+      if (refused) break;
+      if (Date.now() > deadline) throw new Error("replica B still accepts the token 20 s after the logout");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await expectCode(onB.listWorkspaces({}), Code.Unauthenticated);
+  });
+});
