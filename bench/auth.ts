@@ -1,7 +1,8 @@
 // What authentication costs per call: GetWorkspace over Connect/h2c on a single-user server (no
-// check) beside a multi-user server (HS256 access JWT verified, and the login's refresh family
-// looked up so a logout or a detected reuse ends its access tokens at once), on SQLite and on
-// PostgreSQL. The login is real: an OpenID provider (oauth2-mock-server) runs in this process.
+// check) beside a multi-user server (the HS256 access JWT verified, once per token, and its
+// login checked live, at most once a second), on SQLite and on PostgreSQL. The login is real:
+// an OpenID provider (oauth2-mock-server) runs in this process. Before those two caches the
+// check cost about 155 µs (SQLite) and 210 µs (PostgreSQL) of server CPU per call.
 import { randomBytes } from "node:crypto";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
