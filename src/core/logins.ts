@@ -102,7 +102,7 @@ async function issueTokens(core: Core, userId: string, familyId: string, now: Da
 
 /** Rotates a refresh token. A token used before means it leaked: the whole login is revoked. */
 export async function refresh(core: Core, refreshToken: string): Promise<TokenSet> {
-  requireLogin(core);
+  const login = requireLogin(core);
   const v = new Violations();
   v.text("refresh_token", refreshToken, { required: true, max: 512 });
   v.throwIfAny();
@@ -120,7 +120,7 @@ export async function refresh(core: Core, refreshToken: string): Promise<TokenSe
   if (known.revokedAt !== null) throw unauthenticated("this refresh token was revoked; log in again");
   if (known.usedAt !== null) {
     const revoked = await store.revokeRefreshFamily(core.db, known.familyId, now);
-    core.auth.login!.liveLogins.forget(known.familyId);
+    login.liveLogins.forget(known.familyId);
     core.logger.warn({ user_id: known.userId, family_id: known.familyId, revoked }, "refresh token reused: login revoked");
     throw unauthenticated("this refresh token was already used, so it may have leaked: every token of this login is revoked; log in again");
   }
@@ -129,11 +129,11 @@ export async function refresh(core: Core, refreshToken: string): Promise<TokenSe
 
 /** Ends the login the refresh token belongs to, or every login of the user when it is empty. */
 export async function logout(core: Core, userId: string, refreshToken: string): Promise<void> {
-  requireLogin(core);
+  const login = requireLogin(core);
   const now = core.now();
   if (refreshToken === "") {
     await store.revokeRefreshFamiliesOfUser(core.db, userId, now);
-    core.auth.login!.liveLogins.forgetAll();
+    login.liveLogins.forgetAll();
     return;
   }
   const known = await store.findRefreshToken(core.db, hashToken(refreshToken));
@@ -144,7 +144,7 @@ export async function logout(core: Core, userId: string, refreshToken: string): 
     });
   }
   await store.revokeRefreshFamily(core.db, known.familyId, now);
-  core.auth.login!.liveLogins.forget(known.familyId);
+  login.liveLogins.forget(known.familyId);
 }
 
 /** The user an access token names, while its login lives. */
