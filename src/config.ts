@@ -23,6 +23,8 @@ export interface Config {
   dbPoolSize: number;
   /** Keep-alive interval of long-lived streams (WatchTasks, later StreamLog). */
   streamKeepAliveMs: number;
+  /** How often a stream looks for changes itself, in case a wake-up from another replica was lost. */
+  streamPollMs: number;
   auth: AuthConfig;
 }
 
@@ -136,6 +138,7 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownTimeoutMs: readInt(env, "FOREMAN_SHUTDOWN_TIMEOUT_SECONDS", 10, 0, 600) * 1000,
     dbPoolSize: readInt(env, "FOREMAN_DB_POOL_SIZE", 10, 1, 1000),
     streamKeepAliveMs: readInt(env, "FOREMAN_STREAM_KEEPALIVE_SECONDS", 15, 1, 300) * 1000,
+    streamPollMs: readInt(env, "FOREMAN_STREAM_POLL_SECONDS", 2, 1, 3600) * 1000,
     auth: loadAuthConfig(env, singleUserMode),
   };
 }

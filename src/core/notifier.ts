@@ -18,6 +18,11 @@ export class Notifier {
     for (const listener of this.listeners.get(key) ?? []) listener();
   }
 
+  /** Wakes everyone, e.g. after wake-ups from other replicas may have been lost. */
+  notifyAll(): void {
+    for (const set of this.listeners.values()) for (const listener of set) listener();
+  }
+
   /** How many listeners are subscribed in all (for tests and metrics). */
   get size(): number {
     let n = 0;

@@ -19,6 +19,8 @@ import { LiveLogins } from "../core/live-logins.js";
 import { Notifier } from "../core/notifier.js";
 import { openDatabase, type Db } from "../db/database.js";
 import { migrateToLatest } from "../db/migrator.js";
+import { PgListener } from "../db/notifications.js";
+import { TASK_CHANGES_CHANNEL } from "../store/tasks.js";
 import type { Logger } from "../logger.js";
 import { ensureLocalUser } from "../store/users.js";
 import { applyCors } from "./cors.js";
@@ -73,9 +75,25 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
             },
     },
     taskChanges: new Notifier(),
-    // One second bounds how late a change made on another replica shows up.
-    streams: { keepAliveMs: config.streamKeepAliveMs, pollMs: 1000 },
+    // NOTIFY wakes watchers on other replicas at once; the poll bounds how late a change shows
+    // up when a notification is lost.
+    streams: { keepAliveMs: config.streamKeepAliveMs, pollMs: config.streamPollMs },
   };
+  let notifications: PgListener | undefined;
+  if (config.databaseUrl !== undefined) {
+    notifications = new PgListener(
+      config.databaseUrl,
+      [TASK_CHANGES_CHANNEL],
+      { notify: (_channel, workspaceId) => core.taskChanges.notify(workspaceId), reconnected: () => core.taskChanges.notifyAll() },
+      logger,
+    );
+    try {
+      await notifications.start();
+    } catch (error) {
+      await db.close();
+      throw error;
+    }
+  }
   const health = new HealthStatus();
   const shutdown = new AbortController();
   const connect = connectNodeAdapter({
@@ -126,6 +144,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   try {
     port = await listener.listen(config.port, config.host);
   } catch (error) {
+    await notifications?.close();
     await db.close();
     throw error;
   }
@@ -145,6 +164,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         health.shutdown();
         shutdown.abort();
         await listener.close(config.shutdownTimeoutMs);
+        await notifications?.close();
         await db.close();
         logger.info("shut down");
       })();

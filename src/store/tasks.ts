@@ -462,6 +462,9 @@ export interface TaskEvent {
   createdAt: Date;
 }
 
+/** The NOTIFY channel that wakes other replicas' watchers of a workspace (payload: its id). */
+export const TASK_CHANGES_CHANNEL = "foreman_task_changes";
+
 /**
  * Records a change; call it last in the transaction that made the change. On PostgreSQL a
  * transaction-scoped advisory lock per workspace makes the workspace's changes commit in the
@@ -479,6 +482,8 @@ export async function insertTaskEvent(
     .insertInto("task_events")
     .values({ owner_id: e.ownerId, workspace_id: e.workspaceId, task_id: e.taskId, type: e.type, created_at: toDbTime(now) })
     .execute();
+  // Delivered when the transaction commits, to every replica (this one included).
+  if (dialect === "postgres") await sql`SELECT pg_notify(${TASK_CHANGES_CHANNEL}, ${e.workspaceId})`.execute(db);
 }
 
 /** The workspace's changes after the cursor, oldest first. */

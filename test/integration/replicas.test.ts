@@ -2,6 +2,7 @@
 // state another needs. A change made through one reaches a WatchTasks stream on the other (by
 // the poll backstop), and a race between replicas still has exactly one winner.
 import { Code } from "@connectrpc/connect";
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { TaskChangeType, TaskService, type TaskChange } from "../../gen/foreman/v1/task_pb.js";
@@ -22,7 +23,9 @@ describe("two replicas on one PostgreSQL database", () => {
   beforeAll(async () => {
     database = await createTestDatabase("postgres");
     // Both start at once: migrations are locked, so they run once.
-    [a, b] = await Promise.all([startTestServer("postgres", {}, database), startTestServer("postgres", {}, database)]);
+    // A poll far longer than the tests wait: a change reaching the other replica proves NOTIFY woke it.
+    const env = { FOREMAN_STREAM_POLL_SECONDS: "3600", FOREMAN_STREAM_KEEPALIVE_SECONDS: "300" };
+    [a, b] = await Promise.all([startTestServer("postgres", env, database), startTestServer("postgres", env, database)]);
   });
 
   afterAll(async () => {
@@ -43,19 +46,22 @@ describe("two replicas on one PostgreSQL database", () => {
     expect((await b.workspaces.getWorkspace({ id: workspaceId })).workspace?.id).toBe(workspaceId);
   });
 
-  it("streams a change made through one replica to a watcher on the other", async () => {
+  it("streams a change made through one replica to a watcher on the other, woken by NOTIFY", async () => {
     const { workspaceId, groupId } = await group();
     const controller = new AbortController();
     const changes: TaskChange[] = [];
-    let resolveFirst!: () => void;
-    const first = new Promise<void>((resolve) => (resolveFirst = resolve));
-    // Cursor "0" replays from the start: nothing is missed however late the stream starts.
+    let arrived: (() => void) | undefined;
+    const next = () => new Promise<void>((resolve, reject) => {
+      arrived = resolve;
+      setTimeout(() => reject(new Error("no change within 20 s")), WAIT_MS).unref();
+    });
+    let first = next();
     const reading = (async () => {
       try {
         for await (const res of b.client(TaskService).watchTasks({ workspaceId, cursor: "0" }, { signal: controller.signal })) {
           if (res.event.case === "change") {
             changes.push(res.event.value);
-            resolveFirst();
+            arrived?.();
           }
         }
       } catch (error) {
@@ -63,10 +69,60 @@ describe("two replicas on one PostgreSQL database", () => {
       }
     })();
     try {
-      const created = (await a.client(TaskService).createUnitTask({ repositoryGroupId: groupId, prompt: "Made on replica A" })).unitTask!;
-      await Promise.race([first, new Promise((_, reject) => setTimeout(() => reject(new Error("no change within 20 s")), WAIT_MS))]);
-      expect(changes[0]?.type).toBe(TaskChangeType.CREATED);
-      expect(changes[0]?.taskId).toBe(created.id);
+      // A change on B itself first: once it has arrived, the stream has caught up and waits.
+      const local = (await b.client(TaskService).createUnitTask({ repositoryGroupId: groupId, prompt: "Made on replica B" })).unitTask!;
+      await first;
+      first = next();
+      // Then one on A: with keep-alives and polls far off, only a NOTIFY can wake B's stream now.
+      const remote = (await a.client(TaskService).createUnitTask({ repositoryGroupId: groupId, prompt: "Made on replica A" })).unitTask!;
+      await first;
+      expect(changes.map((c) => [c.type, c.taskId])).toEqual([
+        [TaskChangeType.CREATED, local.id],
+        [TaskChangeType.CREATED, remote.id],
+      ]);
+    } finally {
+      controller.abort();
+      await reading;
+    }
+  });
+
+  it("reopens a LISTEN connection the database dropped, and the stream on it still hears of changes", async () => {
+    const { workspaceId, groupId } = await group();
+    const controller = new AbortController();
+    const seen: string[] = [];
+    let arrived: (() => void) | undefined;
+    const next = () =>
+      new Promise<void>((resolve, reject) => {
+        arrived = resolve;
+        setTimeout(() => reject(new Error("no change within 20 s")), WAIT_MS).unref();
+      });
+    let wait = next();
+    const reading = (async () => {
+      try {
+        for await (const res of b.client(TaskService).watchTasks({ workspaceId, cursor: "0" }, { signal: controller.signal })) {
+          if (res.event.case === "change") {
+            seen.push(res.event.value.taskId);
+            arrived?.();
+          }
+        }
+      } catch (error) {
+        if (!controller.signal.aborted) throw error;
+      }
+    })();
+    try {
+      await b.client(TaskService).createUnitTask({ repositoryGroupId: groupId, prompt: "Before the drop" });
+      await wait;
+      wait = next();
+      // Drop every LISTEN connection of this database (A's and B's), as a failover would.
+      const killed = await sql<{ pid: number }>`
+        SELECT pg_terminate_backend(pid) AS pid FROM pg_stat_activity
+        WHERE datname = current_database() AND query LIKE 'LISTEN%'`.execute(b.server.db.kysely);
+      expect(killed.rows.length).toBeGreaterThanOrEqual(2);
+      // Changes made until the connection is back are caught by the wake-up on reconnecting,
+      // those after it by NOTIFY again.
+      const remote = (await a.client(TaskService).createUnitTask({ repositoryGroupId: groupId, prompt: "After the drop" })).unitTask!;
+      await wait;
+      expect(seen.at(-1)).toBe(remote.id);
     } finally {
       controller.abort();
       await reading;

@@ -40,6 +40,7 @@ describe("loadConfig defaults", () => {
       shutdownTimeoutMs: 10_000,
       dbPoolSize: 10,
       streamKeepAliveMs: 15_000,
+      streamPollMs: 2_000,
       auth: {
         oidc: undefined,
         jwtSecret: undefined,

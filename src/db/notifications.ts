@@ -1,0 +1,83 @@
+// Wake-ups across replicas: PostgreSQL LISTEN/NOTIFY on one dedicated connection per server.
+// A notification carries a key (a workspace id), never data; whoever is woken reads the
+// database. NOTIFY sent inside a transaction is delivered when it commits, so nobody is woken
+// before the change is visible. A lost connection is reopened with back-off; since
+// notifications sent meanwhile are lost, onReconnect lets every waiter look again (and the
+// waiters' own poll backstop covers the gap too).
+import pg from "pg";
+
+export interface NotificationLogger {
+  warn(fields: object, message: string): void;
+  info(fields: object, message: string): void;
+}
+
+const MAX_BACKOFF_MS = 30_000;
+
+export class PgListener {
+  private client: pg.Client | undefined;
+  private closed = false;
+  private backoffMs = 500;
+  private retry: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly url: string,
+    private readonly channels: string[],
+    private readonly handlers: { notify(channel: string, payload: string): void; reconnected(): void },
+    private readonly logger: NotificationLogger,
+  ) {}
+
+  /** Connects and listens; throws if the first connection fails (the server is not up either). */
+  async start(): Promise<void> {
+    await this.connect();
+  }
+
+  private async connect(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: 10_000 });
+    client.on("notification", (message) => {
+      if (message.payload !== undefined) this.handlers.notify(message.channel, message.payload);
+    });
+    client.on("error", (error) => this.lost(client, error));
+    client.on("end", () => this.lost(client, new Error("connection ended")));
+    await client.connect();
+    for (const channel of this.channels) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+    if (this.closed) {
+      await client.end().catch(() => undefined);
+      return;
+    }
+    this.client = client;
+    this.backoffMs = 500;
+  }
+
+  private lost(client: pg.Client, error: Error): void {
+    if (this.closed || this.client !== client) return;
+    this.client = undefined;
+    client.end().catch(() => undefined);
+    this.logger.warn({ err: error, retry_in_ms: this.backoffMs }, "lost the LISTEN connection; reconnecting");
+    this.schedule();
+  }
+
+  private schedule(): void {
+    this.retry = setTimeout(() => {
+      this.connect().then(
+        () => {
+          this.logger.info({}, "LISTEN connection restored");
+          this.handlers.reconnected();
+        },
+        (error: unknown) => {
+          this.backoffMs = Math.min(this.backoffMs * 2, MAX_BACKOFF_MS);
+          this.logger.warn({ err: error, retry_in_ms: this.backoffMs }, "cannot reopen the LISTEN connection");
+          if (!this.closed) this.schedule();
+        },
+      );
+    }, this.backoffMs);
+    this.retry.unref();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retry);
+    const client = this.client;
+    this.client = undefined;
+    await client?.end().catch(() => undefined);
+  }
+}
