@@ -23,6 +23,7 @@ import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { TRANSITIONS, type TaskKind as KindName, type TaskStatus as StatusName } from "../../src/core/tasks.js";
 import type { Db } from "../../src/db/database.js";
+import { inBatches } from "../helpers/batches.js";
 import { DIALECTS } from "../helpers/databases.js";
 import { clientWith, login, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { UNKNOWN_ID, expectCode, expectInvalid } from "../helpers/rpc-errors.js";
@@ -98,16 +99,6 @@ async function expectRefused(call: Promise<unknown>, current: StatusName): Promi
   expect(err.rawMessage).toMatch(word(current));
   expect(errorMetadata(err).current_status).toBe(current);
   return err;
-}
-
-/** Runs make(i) for i in [0, count), at most `width` at a time. */
-async function inBatches<T>(count: number, width: number, make: (i: number) => Promise<T>): Promise<T[]> {
-  const out: T[] = [];
-  for (let start = 0; start < count; start += width) {
-    const batch = Array.from({ length: Math.min(width, count - start) }, (_, k) => make(start + k));
-    out.push(...(await Promise.all(batch)));
-  }
-  return out;
 }
 
 /** Reads a stream to its end; rejects with the stream's error. */

@@ -4,21 +4,12 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { Workspace } from "../../gen/foreman/v1/workspace_pb.js";
+import { inBatches } from "../helpers/batches.js";
 import { DIALECTS } from "../helpers/databases.js";
 import { UNKNOWN_ID, expectCode, expectInvalid } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-/** Runs make(i) for i in [0, count), at most `width` at a time, in order of i per batch. */
-async function inBatches<T>(count: number, width: number, make: (i: number) => Promise<T>): Promise<T[]> {
-  const out: T[] = [];
-  for (let start = 0; start < count; start += width) {
-    const batch = Array.from({ length: Math.min(width, count - start) }, (_, k) => make(start + k));
-    out.push(...(await Promise.all(batch)));
-  }
-  return out;
-}
 
 describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
   let t: TestServer;
