@@ -1,5 +1,5 @@
 // Values every handler can read from its call's context.
-import { createContextKey } from "@connectrpc/connect";
+import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 import type { Logger } from "../logger.js";
 
 /** Fires when the server begins a graceful shutdown: long-lived streams end cleanly on it. */
@@ -10,3 +10,23 @@ export const shutdownSignalKey = createContextKey<AbortSignal>(new AbortControll
 export const requestIdKey = createContextKey<string>("", { description: "request id" });
 
 export const loggerKey = createContextKey<Logger | undefined>(undefined, { description: "the call's logger" });
+
+/**
+ * Runs a long-lived stream with a signal that fires when the client goes away or the server
+ * shuts down, so the stream ends cleanly either way; the listeners are removed when it ends
+ * (AbortSignal.any would leak them on Node 20).
+ */
+export async function* untilClosed<T>(ctx: HandlerContext, stream: (signal: AbortSignal) => AsyncIterable<T>): AsyncGenerator<T> {
+  const stop = new AbortController();
+  const abort = () => stop.abort();
+  const shutdown = ctx.values.get(shutdownSignalKey);
+  ctx.signal.addEventListener("abort", abort);
+  shutdown.addEventListener("abort", abort);
+  try {
+    if (ctx.signal.aborted || shutdown.aborted) return;
+    yield* stream(stop.signal);
+  } finally {
+    ctx.signal.removeEventListener("abort", abort);
+    shutdown.removeEventListener("abort", abort);
+  }
+}

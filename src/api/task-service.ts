@@ -4,6 +4,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { AgentType, TaskKind, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { TaskChangeSchema, TaskChangeType, TaskService, type WatchTasksResponse } from "../../gen/foreman/v1/task_pb.js";
 import { requireUser } from "../auth/principal.js";
+import { untilClosed } from "./context-keys.js";
 import type { Core } from "../core/context.js";
 import * as tasks from "../core/tasks.js";
 import { compositeTaskToProto, enumName, enumValue, taskToProto, unitTaskToProto } from "./task-convert.js";
@@ -59,7 +60,8 @@ export function taskService(core: Core): ServiceImpl<typeof TaskService> {
       return { task: taskToProto(await tasks.requestChanges(core, requireUser(ctx), req)) };
     },
     async *watchTasks(req, ctx): AsyncGenerator<WatchTasksResponse> {
-      for await (const item of tasks.watchTasks(core, requireUser(ctx), req, ctx.signal)) {
+      const userId = requireUser(ctx);
+      for await (const item of untilClosed(ctx, (signal) => tasks.watchTasks(core, userId, req, signal))) {
         if ("keepAlive" in item) {
           yield { event: { case: "keepAlive", value: {} } } as WatchTasksResponse;
           continue;

@@ -1569,3 +1569,31 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
     });
   });
 });
+
+describe.each(DIALECTS)("WatchTasks at shutdown on %s", (dialect) => {
+  it("ends an open stream cleanly when the server shuts down, and the shutdown does not wait it out", async () => {
+    // A long grace period: if the stream did not end on the shutdown, close() would wait it out.
+    const t = await startTestServer(dialect, { FOREMAN_STREAM_KEEPALIVE_SECONDS: "1", FOREMAN_SHUTDOWN_TIMEOUT_SECONDS: "600" });
+    let closed = false;
+    try {
+      const workspace = (await t.workspaces.createWorkspace({ name: "shutdown" })).workspace!;
+      const messages: string[] = [];
+      let started!: () => void;
+      const running = new Promise<void>((resolve) => (started = resolve));
+      const reading = (async () => {
+        for await (const res of t.client(TaskService).watchTasks({ workspaceId: workspace.id })) {
+          messages.push(res.event.case ?? "none");
+          started();
+        }
+      })();
+      await running;
+      await t.close();
+      closed = true;
+      // The stream ended without an error (a killed stream would reject here).
+      await reading;
+      expect(messages.length).toBeGreaterThan(0);
+    } finally {
+      if (!closed) await t.close();
+    }
+  });
+});
