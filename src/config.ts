@@ -25,6 +25,8 @@ export interface Config {
   streamKeepAliveMs: number;
   /** How often a stream looks for changes itself, in case a wake-up from another replica was lost. */
   streamPollMs: number;
+  /** Serve GET /metrics (Prometheus text format). */
+  metrics: boolean;
   auth: AuthConfig;
 }
 
@@ -139,6 +141,7 @@ export function loadConfig(env: Env = process.env): Config {
     dbPoolSize: readInt(env, "FOREMAN_DB_POOL_SIZE", 10, 1, 1000),
     streamKeepAliveMs: readInt(env, "FOREMAN_STREAM_KEEPALIVE_SECONDS", 15, 1, 300) * 1000,
     streamPollMs: readInt(env, "FOREMAN_STREAM_POLL_SECONDS", 2, 1, 3600) * 1000,
+    metrics: readBool(env, "FOREMAN_METRICS", true),
     auth: loadAuthConfig(env, singleUserMode),
   };
 }

@@ -7,6 +7,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { foremanError } from "../core/errors.js";
 import type { Logger } from "../logger.js";
 import { loggerKey, requestIdKey } from "../api/context-keys.js";
+import { codeName, type Metrics } from "./metrics.js";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -23,11 +24,13 @@ function toConnectError(error: unknown, requestId: string, log: Logger): Connect
   });
 }
 
-export function loggingInterceptor(root: Logger): Interceptor {
+export function loggingInterceptor(root: Logger, metrics: Metrics): Interceptor {
   return (next) => async (req) => {
     const sent = req.header.get("x-request-id");
     const requestId = sent !== null && REQUEST_ID.test(sent) ? sent : randomUUID();
-    const log = root.child({ request_id: requestId, procedure: req.url.slice(req.url.indexOf("/", 8)) });
+    const procedure = `/${req.service.typeName}/${req.method.name}`;
+    const log = root.child({ request_id: requestId, procedure });
+    const seconds = () => (performance.now() - started) / 1000;
     req.contextValues.set(requestIdKey, requestId);
     req.contextValues.set(loggerKey, log);
     const started = performance.now();
@@ -36,23 +39,29 @@ export function loggingInterceptor(root: Logger): Interceptor {
       res.header.set("x-request-id", requestId);
       if (!res.stream) {
         log.info({ code: "ok", duration_ms: Math.round(performance.now() - started) }, "call");
+        metrics.observeCall(procedure, "ok", seconds());
         return res;
       }
-      // A server stream is logged when it ends.
+      // A server stream is logged and counted when it ends.
       const messages = res.message;
+      metrics.streamOpened();
       return {
         ...res,
         message: (async function* () {
-          let code = "ok";
+          let code: Code | undefined;
           try {
             yield* messages;
           } catch (error) {
             const connectError = toConnectError(error, requestId, log);
-            code = Code[connectError.code];
+            code = connectError.code;
             connectError.metadata.set("x-request-id", requestId);
             throw connectError;
           } finally {
-            log.info({ code, duration_ms: Math.round(performance.now() - started), stream: true }, "call");
+            // A stream that stopped because its client went away ended as canceled, not ok.
+            if (code === undefined && req.signal.aborted) code = Code.Canceled;
+            metrics.streamClosed();
+            metrics.observeCall(procedure, codeName(code), seconds());
+            log.info({ code: code === undefined ? "ok" : Code[code], duration_ms: Math.round(performance.now() - started), stream: true }, "call");
           }
         })(),
       };
@@ -63,6 +72,7 @@ export function loggingInterceptor(root: Logger): Interceptor {
         { code: Code[connectError.code], duration_ms: Math.round(performance.now() - started), message: connectError.rawMessage },
         "call",
       );
+      metrics.observeCall(procedure, codeName(connectError.code), seconds());
       throw connectError;
     }
   };

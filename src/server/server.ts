@@ -25,6 +25,7 @@ import type { Logger } from "../logger.js";
 import { ensureLocalUser } from "../store/users.js";
 import { applyCors } from "./cors.js";
 import { loggingInterceptor } from "./interceptors.js";
+import { Metrics } from "./metrics.js";
 import { GITHUB_WEBHOOK_PATH, handleGithubWebhook } from "./github-webhook.js";
 import { createDualServer } from "./listener.js";
 
@@ -95,10 +96,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     }
   }
   const health = new HealthStatus();
+  const metrics = new Metrics();
   const shutdown = new AbortController();
   const connect = connectNodeAdapter({
     routes: (router) => registerRoutes(router, core, health),
-    interceptors: [loggingInterceptor(logger), authInterceptor(core)],
+    interceptors: [loggingInterceptor(logger, metrics), authInterceptor(core)],
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     contextValues: () => createContextValues().set(shutdownSignalKey, shutdown.signal),
@@ -111,6 +113,15 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     if (applyCors(config.corsOrigins, req, res)) return;
     if (req.url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
       void healthz(res);
+      return;
+    }
+    if (config.metrics && req.url === "/metrics" && (req.method === "GET" || req.method === "HEAD")) {
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8", "cache-control": "no-store" });
+      res.end(
+        metrics.render([
+          { name: "foreman_task_watchers", help: "WatchTasks streams waiting for changes on this server.", value: core.taskChanges.size },
+        ]),
+      );
       return;
     }
     if (req.url !== undefined && req.url.split("?")[0] === GITHUB_WEBHOOK_PATH) {

@@ -41,6 +41,7 @@ describe("loadConfig defaults", () => {
       dbPoolSize: 10,
       streamKeepAliveMs: 15_000,
       streamPollMs: 2_000,
+      metrics: true,
       auth: {
         oidc: undefined,
         jwtSecret: undefined,
