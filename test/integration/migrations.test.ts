@@ -2,7 +2,7 @@
 // exactly once between them, a second run is a no-op, and the schema has every table.
 import { spawn } from "node:child_process";
 import path from "node:path";
-import { Migrator, sql, type Migration } from "kysely";
+import { Migrator, NO_MIGRATIONS, sql, type Migration } from "kysely";
 import { afterEach, describe, expect, it } from "vitest";
 import { openDatabase, type Db } from "../../src/db/database.js";
 import type { DialectName } from "../../src/db/dialect.js";
@@ -87,6 +87,21 @@ describe.each(DIALECTS)("migrations on %s", (dialect: DialectName) => {
     cleanups.push(() => db.close());
     return db;
   }
+
+  it("undoes every migration, newest first, and applies them all again", async () => {
+    const database = await fresh();
+    const db = opened(database);
+    await migrateToLatest(db);
+    const migrator = new Migrator({ db: db.kysely, provider: { getMigrations: async () => migrations(dialect) } });
+    const down = await migrator.migrateTo(NO_MIGRATIONS);
+    expect(down.error).toBeUndefined();
+    expect(down.results?.map((r) => [r.migrationName, r.direction, r.status])).toEqual(
+      [...ALL].reverse().map((name) => [name, "Down", "Success"]),
+    );
+    expect(await tables(db)).toEqual([...MIGRATOR_TABLES].sort());
+    expect(await migrateToLatest(db)).toEqual(ALL);
+    expect(await tables(db)).toEqual([...EXPECTED_TABLES, ...MIGRATOR_TABLES].sort());
+  });
 
   it("creates every table on a fresh database, then a second run does nothing", async () => {
     const database = await fresh();
