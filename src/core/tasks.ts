@@ -530,7 +530,7 @@ export async function* watchTasks(
     wake?.();
   });
   try {
-    let after = cursor === "" ? await store.latestTaskEventId(core.db) : Number(cursor);
+    let after = cursor === "" ? await store.latestTaskEventId(core.db, workspaceId) : Number(cursor);
     let lastSent = Date.now();
     const BATCH = 200;
     while (!signal.aborted) {

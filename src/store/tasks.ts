@@ -506,11 +506,16 @@ export async function listTaskEvents(
   return rows.map((r) => ({ id: Number(r.id), taskId: r.task_id, type: r.type as TaskChangeType, createdAt: fromDbTime(r.created_at) }));
 }
 
-/** The newest change id of all (0 when none): where a watch that starts "now" begins. */
-export async function latestTaskEventId(db: Kysely<Database>): Promise<number> {
+/**
+ * The workspace's newest change id (0 when none): where a watch that starts "now" begins. Per
+ * workspace, not of all: another workspace's newer id may have committed while an older one of
+ * this workspace has not yet, and starting after it would skip that one.
+ */
+export async function latestTaskEventId(db: Kysely<Database>, workspaceId: string): Promise<number> {
   const row = await db
     .selectFrom("task_events")
     .select((eb) => eb.fn.max("id").as("id"))
+    .where("workspace_id", "=", workspaceId)
     .executeTakeFirst();
   return row?.id === null || row?.id === undefined ? 0 : Number(row.id);
 }

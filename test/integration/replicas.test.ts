@@ -10,7 +10,9 @@ import { createTestDatabase, type TestDatabase } from "../helpers/databases.js";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
 import { clientWith, login, multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
-import { expectCode } from "../helpers/rpc-errors.js";
+import { insertTaskEvent, latestTaskEventId } from "../../src/store/tasks.js";
+import { LOCAL_USER_ID } from "../../src/store/users.js";
+import { UNKNOWN_ID, expectCode } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const WAIT_MS = 20_000;
@@ -127,6 +129,26 @@ describe("two replicas on one PostgreSQL database", () => {
       controller.abort();
       await reading;
     }
+  });
+
+  it("starts a watch from now after its own workspace's newest committed change, not another workspace's", async () => {
+    const w = await group();
+    const x = await group();
+    const db = a.server.db.kysely;
+    await a.client(TaskService).createUnitTask({ repositoryGroupId: w.groupId, prompt: "Committed in W" });
+    const committedInW = await latestTaskEventId(db, w.workspaceId);
+    // A change in W in flight (holding W's lock, as every task change does), while a later one in X commits.
+    const inFlight = await db.startTransaction().execute();
+    try {
+      await insertTaskEvent(inFlight, "postgres", { ownerId: LOCAL_USER_ID, workspaceId: w.workspaceId, taskId: UNKNOWN_ID, type: "updated" }, new Date());
+      await b.client(TaskService).createUnitTask({ repositoryGroupId: x.groupId, prompt: "Committed in X" });
+      expect(await latestTaskEventId(db, x.workspaceId)).toBeGreaterThan(committedInW);
+      // A watch of W starting now must begin before W's change in flight, which commits later.
+      expect(await latestTaskEventId(db, w.workspaceId)).toBe(committedInW);
+    } finally {
+      await inFlight.commit().execute();
+    }
+    expect(await latestTaskEventId(db, w.workspaceId)).toBeGreaterThan(committedInW);
   });
 
   it("lets exactly one of two replicas approve a task", async () => {
