@@ -4,12 +4,12 @@ import type { Migration } from "kysely";
 import type { DialectName } from "../src/db/dialect.js";
 import { initial } from "./0001_initial.js";
 import { taskReviewAndSearch } from "./0002_task_review_and_search.js";
-import { repositoryRemoteUrlIndex } from "./0003_repository_remote_url_index.js";
+import { lookupIndexes } from "./0003_lookup_indexes.js";
 
 export function migrations(dialect: DialectName): Record<string, Migration> {
   return {
     "0001_initial": initial(dialect),
     "0002_task_review_and_search": taskReviewAndSearch(dialect),
-    "0003_repository_remote_url_index": repositoryRemoteUrlIndex(),
+    "0003_lookup_indexes": lookupIndexes(),
   };
 }

@@ -17,6 +17,7 @@ export type Reason =
   | "PROVIDER_UNAVAILABLE"
   | "TASK_EXECUTION_FAILED"
   | "NOT_IMPLEMENTED"
+  | "RESOURCE_EXHAUSTED"
   | "INTERNAL";
 
 export interface FieldViolation {

@@ -18,6 +18,9 @@ export interface TokenSet {
   refreshTokenExpiresAt: Date;
 }
 
+/** Logins started and neither finished nor expired, across all users (see startLogin). */
+export const MAX_LOGINS_IN_PROGRESS = 10_000;
+
 export function unauthenticated(message: string): Error {
   return foremanError(Code.Unauthenticated, "UNAUTHENTICATED", message);
 }
@@ -45,13 +48,19 @@ export async function startLogin(core: Core, redirectUri: string): Promise<{ url
     v.add("redirect_uri", "is not one of the server's allowed redirect URIs (FOREMAN_OIDC_REDIRECT_URIS)");
   }
   v.throwIfAny();
+  // Anyone may start a login, and each one is a row until it expires: bound them, so a flood of
+  // GetLoginUrl calls cannot fill the database.
+  const now = core.now();
+  if ((await store.countLiveAuthStates(core.db, now)) >= MAX_LOGINS_IN_PROGRESS) {
+    core.logger.warn({ limit: MAX_LOGINS_IN_PROGRESS }, "too many logins in progress; refusing GetLoginUrl");
+    throw foremanError(Code.ResourceExhausted, "RESOURCE_EXHAUSTED", "too many logins are in progress on this server; try again in a few minutes");
+  }
   let request;
   try {
     request = await login.oidc.startLogin(redirectUri);
   } catch (error) {
     throw providerError(error);
   }
-  const now = core.now();
   const expiresAt = new Date(now.getTime() + core.auth.config.loginTtlSeconds * 1000);
   await store.insertAuthState(core.db, { ...request, redirectUri, expiresAt }, now);
   // Abandoned logins would pile up; a day's grace keeps "already used" answers meaningful.

@@ -49,6 +49,17 @@ export async function consumeAuthState(db: Kysely<Database>, state: string, now:
   );
 }
 
+/** Logins started, not yet finished and not expired. */
+export async function countLiveAuthStates(db: Kysely<Database>, now: Date): Promise<number> {
+  const row = await db
+    .selectFrom("auth_states")
+    .select((eb) => eb.fn.countAll<string | number>().as("n"))
+    .where("used_at", "is", null)
+    .where("expires_at", ">", toDbTime(now))
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
 /** Forgets logins that ended before `before`, used or not. */
 export async function deleteAuthStatesExpiredBefore(db: Kysely<Database>, before: Date): Promise<void> {
   await db.deleteFrom("auth_states").where("expires_at", "<", toDbTime(before)).execute();

@@ -30,6 +30,7 @@ import {
   type TestProvider,
 } from "../helpers/oidc.js";
 import { expectCode, expectInvalid, rpcError } from "../helpers/rpc-errors.js";
+import { MAX_LOGINS_IN_PROGRESS } from "../../src/core/logins.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -590,6 +591,30 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
       // Refused before the state was looked at: the login can still finish.
       await auth().handleCallback({ code, state, redirectUri: REDIRECT_URI });
     });
+  });
+
+  it("bounds the logins in progress: past the limit GetLoginUrl is ResourceExhausted until they expire", async () => {
+    const db = t.server.db.kysely;
+    const now = Date.now();
+    const live = Array.from({ length: MAX_LOGINS_IN_PROGRESS }, (_, i) => ({
+      state: `flood-${i}-${now}`,
+      code_verifier: "v",
+      nonce: "n",
+      redirect_uri: REDIRECT_URI,
+      created_at: new Date(now).toISOString(),
+      expires_at: new Date(now + 600_000).toISOString(),
+    }));
+    try {
+      for (let i = 0; i < live.length; i += 1000) await db.insertInto("auth_states").values(live.slice(i, i + 1000)).execute();
+      const err = await rpcError(auth().getLoginUrl({ redirectUri: REDIRECT_URI }));
+      expect(Code[err.code]).toBe("ResourceExhausted");
+      expect(err.rawMessage).toContain("too many logins");
+      // Once those expire, logins start again.
+      await db.updateTable("auth_states").set({ expires_at: new Date(now - 1000).toISOString() }).where("state", "like", `flood-%-${now}`).execute();
+      expect((await auth().getLoginUrl({ redirectUri: REDIRECT_URI })).state).not.toBe("");
+    } finally {
+      await db.deleteFrom("auth_states").where("state", "like", `flood-%-${now}`).execute();
+    }
   });
 
   it("stores refresh tokens only as SHA-256 hashes", async () => {
