@@ -1,7 +1,8 @@
 // `npm run bench`: runs every benchmark and prints a table plus a one-line JSON summary each.
-// Quick run: BENCH_DURATION_MS=500 BENCH_REPEATS=1 npm run bench; one benchmark: BENCH_ONLY=unary
-// or BENCH_ONLY=auth. Exits 1 if any call failed.
+// Quick run: BENCH_DURATION_MS=500 BENCH_REPEATS=1 npm run bench; one benchmark: BENCH_ONLY=unary,
+// auth or watch. Exits 1 if any call failed.
 import { runAuth } from "./auth.js";
+import { formatWatch, runWatch } from "./watch.js";
 import { formatUnary, runUnary, type UnaryResult } from "./unary.js";
 
 function envInt(name: string, fallback: number, min: number, max: number): number {
@@ -66,6 +67,31 @@ async function main(): Promise<number> {
       auth,
       formatUnary(auth, "auth cost: GetWorkspace over connect-h2c, no check (single-user) vs access JWT + login check", "server"),
     );
+  }
+  if (only === undefined || only === "" || only === "watch") {
+    process.stderr.write(`watch: starting servers with 10, 100 and 1000 WatchTasks streams (progress on stderr)\n`);
+    const watchOptions = { sizes: [10, 100, 1000], changes: envInt("BENCH_WATCH_CHANGES", 50, 1, 10_000), repeats: options.repeats };
+    const results = await runWatch(watchOptions);
+    console.log(formatWatch(results, watchOptions));
+    console.log(
+      JSON.stringify({
+        benchmark: "watch",
+        method: "foreman.v1.TaskService/WatchTasks",
+        changes: watchOptions.changes,
+        repeats: watchOptions.repeats,
+        results: results.map((r) => ({
+          streams: r.watchers,
+          p50_ms: round(r.p50Ms, 2),
+          p99_ms: round(r.p99Ms, 2),
+          server_cpu_us_per_change: round(r.serverCpuMicrosPerChange),
+          changes_per_s: round(r.changesPerSecond, 1),
+          errors: r.errors,
+        })),
+      }),
+    );
+    const failed = results.reduce((sum, r) => sum + r.errors, 0);
+    if (failed > 0) console.error(`watch: ${failed} streams failed`);
+    errors += failed;
   }
   if (errors > 0) return 1;
   return 0;

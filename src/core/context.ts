@@ -9,6 +9,7 @@ import type { DialectName } from "../db/dialect.js";
 import type { Logger } from "../logger.js";
 import type { LiveLogins } from "./live-logins.js";
 import type { Notifier } from "./notifier.js";
+import type { TaskFeeds } from "./task-feed.js";
 
 export interface Core {
   db: Kysely<Database>;
@@ -16,16 +17,16 @@ export interface Core {
   now(): Date;
   logger: Logger;
   auth: AuthSettings;
-  /** Wakes WatchTasks streams of a workspace (key: workspace id) when its tasks change. */
+  /** Told (key: workspace id) when a workspace's tasks change, here or on another replica. */
   taskChanges: Notifier;
+  /** The shared readers WatchTasks streams follow, one per watched workspace. */
+  taskFeeds: TaskFeeds;
   streams: StreamTiming;
 }
 
 export interface StreamTiming {
   /** A long-lived stream sends a keep-alive after this long without a message. */
   keepAliveMs: number;
-  /** How often a stream looks for changes made by other replicas. */
-  pollMs: number;
 }
 
 export interface AuthSettings {

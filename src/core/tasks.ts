@@ -10,6 +10,7 @@ import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, normalizeId } from "./validation.js";
+import { readChanges } from "./task-feed.js";
 import { waitForWake } from "./wait.js";
 import { getWorkspace } from "./workspaces.js";
 
@@ -501,9 +502,10 @@ export function watchCursorProblem(cursor: string): string | undefined {
 export type WatchItem = { change: { type: store.TaskChangeType; taskId: string; task: Task | undefined; cursor: string; at: Date } } | { keepAlive: true };
 
 /**
- * Follows a workspace's task changes from the cursor (or from now), then live. Subscribes
- * before reading, so a change committed between a read and the wait still wakes it; a poll
- * backstop catches changes made by other replicas.
+ * Follows a workspace's task changes from the cursor (or from now), then live, from the
+ * workspace's shared feed (see task-feed.ts); a cursor older than the feed's buffer catches up
+ * from the database first. Joins the feed before reading, so a change read between a read and
+ * the wait still wakes it.
  */
 export async function* watchTasks(
   core: Core,
@@ -511,7 +513,6 @@ export async function* watchTasks(
   input: { workspaceId: string; cursor: string },
   signal: AbortSignal,
 ): AsyncGenerator<WatchItem> {
-  const timing = core.streams;
   const workspaceId = normalizeId(input.workspaceId);
   const v = new Violations();
   v.id("workspace_id", workspaceId);
@@ -525,33 +526,32 @@ export async function* watchTasks(
 
   let wake: (() => void) | undefined;
   let pending = false;
-  const unsubscribe = core.taskChanges.subscribe(workspaceId, () => {
+  const { feed, leave } = await core.taskFeeds.join(ownerId, workspaceId, () => {
     pending = true;
     wake?.();
   });
   try {
     let after = cursor === "" ? await store.latestTaskEventId(core.db, workspaceId) : Number(cursor);
     let lastSent = Date.now();
-    const BATCH = 200;
     while (!signal.aborted) {
       pending = false;
-      const events = await store.listTaskEvents(core.db, ownerId, workspaceId, after, BATCH);
-      for (const event of events) {
-        const task = event.type === "deleted" ? undefined : await store.getTask(core.db, ownerId, event.taskId);
-        yield { change: { type: event.type, taskId: event.taskId, task, cursor: String(event.id), at: event.createdAt } };
-        after = event.id;
+      const items = feed.covers(after) ? feed.after(after) : await readChanges(core.db, ownerId, workspaceId, after);
+      for (const item of items) {
+        yield { change: { type: item.type, taskId: item.taskId, task: item.task, cursor: String(item.id), at: item.at } };
+        after = item.id;
         lastSent = Date.now();
       }
-      if (events.length === BATCH || pending) continue;
-      const keepAliveIn = timing.keepAliveMs - (Date.now() - lastSent);
+      if (items.length > 0 || pending) continue;
+      const keepAliveIn = core.streams.keepAliveMs - (Date.now() - lastSent);
       if (keepAliveIn <= 0) {
         yield { keepAlive: true };
         lastSent = Date.now();
         continue;
       }
-      await waitForWake(signal, Math.min(timing.pollMs, keepAliveIn), (w) => (wake = w));
+      // No poll of its own: the feed polls, once for all its streams, and wakes them.
+      await waitForWake(signal, keepAliveIn, (w) => (wake = w));
     }
   } finally {
-    unsubscribe();
+    leave();
   }
 }

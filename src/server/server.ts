@@ -17,6 +17,7 @@ import type { Config } from "../config.js";
 import type { Core } from "../core/context.js";
 import { LiveLogins } from "../core/live-logins.js";
 import { Notifier } from "../core/notifier.js";
+import { TaskFeeds } from "../core/task-feed.js";
 import { openDatabase, type Db } from "../db/database.js";
 import { migrateToLatest } from "../db/migrator.js";
 import { PgListener } from "../db/notifications.js";
@@ -59,6 +60,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   }
 
   const auth = config.auth;
+  const taskChanges = new Notifier();
   const core: Core = {
     db: db.kysely,
     dialect: db.dialect,
@@ -75,10 +77,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
               liveLogins: new LiveLogins(),
             },
     },
-    taskChanges: new Notifier(),
-    // NOTIFY wakes watchers on other replicas at once; the poll bounds how late a change shows
+    taskChanges,
+    // NOTIFY wakes feeds on other replicas at once; their poll bounds how late a change shows
     // up when a notification is lost.
-    streams: { keepAliveMs: config.streamKeepAliveMs, pollMs: config.streamPollMs },
+    taskFeeds: new TaskFeeds(db.kysely, taskChanges, config.streamPollMs, logger),
+    streams: { keepAliveMs: config.streamKeepAliveMs },
   };
   let notifications: PgListener | undefined;
   if (config.databaseUrl !== undefined) {
@@ -119,7 +122,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8", "cache-control": "no-store" });
       res.end(
         metrics.render([
-          { name: "foreman_task_watchers", help: "WatchTasks streams waiting for changes on this server.", value: core.taskChanges.size },
+          { name: "foreman_task_watchers", help: "WatchTasks streams waiting for changes on this server.", value: core.taskFeeds.streams },
         ]),
       );
       return;

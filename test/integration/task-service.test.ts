@@ -23,6 +23,8 @@ import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { TRANSITIONS, type TaskKind as KindName, type TaskStatus as StatusName } from "../../src/core/tasks.js";
 import type { Db } from "../../src/db/database.js";
+import { insertTaskEvent } from "../../src/store/tasks.js";
+import { LOCAL_USER_ID } from "../../src/store/users.js";
 import { inBatches } from "../helpers/batches.js";
 import { DIALECTS } from "../helpers/databases.js";
 import { clientWith, login, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
@@ -1596,4 +1598,65 @@ describe.each(DIALECTS)("WatchTasks at shutdown on %s", (dialect) => {
       if (!closed) await t.close();
     }
   });
+});
+
+describe.each(DIALECTS)("WatchTasks past the shared feed's buffer on %s", (dialect) => {
+  it("delivers every change in order to streams behind the buffer, from the database, with no gap or repeat", async () => {
+    const t = await startTestServer(dialect, { FOREMAN_STREAM_KEEPALIVE_SECONDS: "1", FOREMAN_STREAM_POLL_SECONDS: "1" });
+    const controllers: AbortController[] = [];
+    try {
+      const workspace = (await t.workspaces.createWorkspace({ name: "many changes" })).workspace!;
+      /** A stream's change cursors as they arrive, and a wait for the count to reach n. */
+      const watch = (cursor: string) => {
+        const controller = new AbortController();
+        controllers.push(controller);
+        const cursors: number[] = [];
+        let waiter: { n: number; resolve: () => void } | undefined;
+        let keepAlive!: () => void;
+        const started = new Promise<void>((resolve) => (keepAlive = resolve));
+        const done = (async () => {
+          try {
+            for await (const res of t.client(TaskService).watchTasks({ workspaceId: workspace.id, cursor }, { signal: controller.signal })) {
+              if (res.event.case === "keepAlive") keepAlive();
+              if (res.event.case !== "change") continue;
+              cursors.push(Number(res.event.value.cursor));
+              if (waiter !== undefined && cursors.length >= waiter.n) waiter.resolve();
+            }
+          } catch (error) {
+            if (!controller.signal.aborted) throw error;
+          }
+        })();
+        const reach = (n: number) =>
+          new Promise<void>((resolve, reject) => {
+            if (cursors.length >= n) return resolve();
+            waiter = { n, resolve };
+            setTimeout(() => reject(new Error(`${cursors.length} of ${n} changes after 60 s`)), 60_000).unref();
+          });
+        return { cursors, started, reach, done };
+      };
+
+      const live = watch("");
+      await live.started;
+      // More changes at once than the feed keeps (1000): written straight to the change log, as
+      // another replica would, so only the feed's poll finds them.
+      const COUNT = 1100;
+      await t.server.db.kysely.transaction().execute(async (trx) => {
+        for (let i = 0; i < COUNT; i++) {
+          await insertTaskEvent(trx, dialect, { ownerId: LOCAL_USER_ID, workspaceId: workspace.id, taskId: randomUUID(), type: "updated" }, new Date());
+        }
+      });
+      await live.reach(COUNT);
+      const late = watch("0");
+      await late.reach(COUNT);
+      for (const stream of [live, late]) {
+        expect(stream.cursors).toHaveLength(COUNT);
+        // Strictly increasing: in order, nothing twice.
+        expect(stream.cursors.every((c, i) => i === 0 || c > stream.cursors[i - 1]!)).toBe(true);
+      }
+      expect(late.cursors).toEqual(live.cursors);
+    } finally {
+      for (const c of controllers) c.abort();
+      await t.close();
+    }
+  }, 120_000);
 });
