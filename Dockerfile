@@ -5,8 +5,12 @@
 # Running it: single-user mode (the default without DATABASE_URL) checks no login, so the server
 # binds only loopback unless told otherwise, which inside a container is unreachable from outside.
 # Choose one:
-#   - multi-user: set DATABASE_URL=postgres://...; the server then listens on 0.0.0.0.
-#       docker run -e DATABASE_URL=postgres://user:pass@db:5432/foreman -p 54871:54871 foreman
+#   - multi-user: set DATABASE_URL=postgres://... and the login settings (README); the server
+#     then listens on 0.0.0.0.
+#       docker run -e DATABASE_URL=postgres://user:pass@db:5432/foreman \
+#         -e FOREMAN_OIDC_ISSUER=https://login.example.com -e FOREMAN_OIDC_CLIENT_ID=foreman \
+#         -e FOREMAN_OIDC_REDIRECT_URIS=https://foreman.example.com/auth/callback \
+#         -e FOREMAN_JWT_SECRET=<32+ random characters> -p 54871:54871 foreman
 #   - single-user: set FOREMAN_SINGLE_USER_ALLOW_REMOTE=true and FOREMAN_HOST=0.0.0.0, and publish
 #     the port on the host's loopback only, so no one else can reach the unauthenticated server:
 #       docker run -e FOREMAN_SINGLE_USER_ALLOW_REMOTE=true -e FOREMAN_HOST=0.0.0.0 \
