@@ -1,18 +1,24 @@
 #!/usr/bin/env node
 // The foreman command: `serve` runs the server, `migrate` brings the database up to date,
-// `worker-token` manages worker registration tokens through the API.
+// `login`/`logout`/`whoami` handle the user's login, `worker-token` manages worker
+// registration tokens through the API.
 import { ConfigError, loadConfig, loadDatabaseConfig } from "../config.js";
 import { openDatabase } from "../db/database.js";
 import { migrateToLatest } from "../db/migrator.js";
 import { createLogger } from "../logger.js";
 import { sqlitePath, startServer } from "../server/server.js";
-import { ServerRefused, UsageError, WORKER_TOKEN_USAGE, workerToken } from "./worker-token.js";
+import { CommandFailed, UsageError } from "./errors.js";
+import { LOGIN_USAGE, login, logout, whoami } from "./login.js";
+import { WORKER_TOKEN_USAGE, workerToken } from "./worker-token.js";
 
 const USAGE = `Usage: foreman <command>
 
 Commands:
   serve     Run the server (configured by FOREMAN_* environment variables; see README)
   migrate   Apply database migrations and exit
+  login     Log in to a multi-user server (foreman login --help)
+  logout    End the stored login
+  whoami    Show who the server takes you for
   worker-token create|list|revoke
             Manage worker registration tokens (foreman worker-token help)
   help      Show this help
@@ -54,6 +60,8 @@ async function migrate(): Promise<void> {
   }
 }
 
+const print = (line: string) => process.stdout.write(`${line}\n`);
+
 async function main(argv: string[]): Promise<number> {
   const command = argv[0] ?? "help";
   try {
@@ -64,12 +72,25 @@ async function main(argv: string[]): Promise<number> {
       case "migrate":
         await migrate();
         return 0;
+      case "login":
+        if (["help", "--help", "-h"].includes(argv[1] ?? "")) {
+          process.stdout.write(LOGIN_USAGE);
+          return 0;
+        }
+        await login(argv.slice(1), process.env, print);
+        return 0;
+      case "logout":
+        await logout(process.env, print);
+        return 0;
+      case "whoami":
+        await whoami(process.env, print);
+        return 0;
       case "worker-token":
         if (["help", "--help", "-h"].includes(argv[1] ?? "")) {
           process.stdout.write(WORKER_TOKEN_USAGE);
           return 0;
         }
-        await workerToken(argv.slice(1), process.env, (line) => process.stdout.write(`${line}\n`));
+        await workerToken(argv.slice(1), process.env, print);
         return 0;
       case "help":
       case "--help":
@@ -82,10 +103,10 @@ async function main(argv: string[]): Promise<number> {
     }
   } catch (error) {
     if (error instanceof UsageError) {
-      process.stderr.write(`foreman ${command}: ${error.message}\n\n${WORKER_TOKEN_USAGE}`);
+      process.stderr.write(`foreman ${command}: ${error.message}\n\n${command === "worker-token" ? WORKER_TOKEN_USAGE : LOGIN_USAGE}`);
       return 2;
     }
-    if (error instanceof ServerRefused) {
+    if (error instanceof CommandFailed) {
       process.stderr.write(`foreman ${command}: ${error.message}\n`);
       return 1;
     }

@@ -1,11 +1,11 @@
 // `foreman worker-token create|list|revoke`: worker registration tokens, through the public API
-// like any other client. FOREMAN_URL says which server; FOREMAN_ACCESS_TOKEN is the user's
-// access token in multi-user mode (single-user mode needs none).
+// like any other client (see client.ts for the server and the credential it uses).
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createClient } from "@connectrpc/connect";
 import { parseArgs } from "node:util";
 import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
+import { apiTransport, explain } from "./client.js";
+import { UsageError } from "./errors.js";
 
 export const WORKER_TOKEN_USAGE = `Usage: foreman worker-token <command>
 
@@ -13,24 +13,9 @@ export const WORKER_TOKEN_USAGE = `Usage: foreman worker-token <command>
   list                                 List your tokens
   revoke ID                            Stop a token registering new workers
 
-Environment: FOREMAN_URL (default http://127.0.0.1:54871), FOREMAN_ACCESS_TOKEN (multi-user mode)
+Environment: FOREMAN_URL (default http://127.0.0.1:54871). In multi-user mode, run
+foreman login first, or set FOREMAN_ACCESS_TOKEN.
 `;
-
-/** A usage mistake: exit 2 with the message. */
-export class UsageError extends Error {}
-
-/** The server refused or could not be reached: exit 1 with its code and message, no stack. */
-export class ServerRefused extends Error {}
-
-function client(env: NodeJS.ProcessEnv) {
-  const token = env.FOREMAN_ACCESS_TOKEN?.trim();
-  const bearer: Interceptor = (next) => (req) => {
-    if (token) req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
-  const baseUrl = env.FOREMAN_URL?.trim() || "http://127.0.0.1:54871";
-  return createClient(AuthService, createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors: [bearer] }));
-}
 
 const time = (t: Timestamp | undefined) => (t === undefined ? "-" : timestampDate(t).toISOString());
 
@@ -43,7 +28,7 @@ export async function workerToken(args: string[], env: NodeJS.ProcessEnv, out: (
       throw new UsageError((error as Error).message);
     }
   })();
-  const auth = client(env);
+  const auth = createClient(AuthService, apiTransport(env));
   try {
     switch (command) {
       case "create": {
@@ -81,7 +66,6 @@ export async function workerToken(args: string[], env: NodeJS.ProcessEnv, out: (
     }
   } catch (error) {
     // The server's answer, code and message, without a stack: it is the user's to act on.
-    if (error instanceof ConnectError) throw new ServerRefused(`${Code[error.code]}: ${error.rawMessage}`, { cause: error });
-    throw error;
+    throw explain(error);
   }
 }

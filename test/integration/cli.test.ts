@@ -3,18 +3,21 @@
 // `migrate` prepares SQLite and PostgreSQL; an unknown command prints the usage.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
-import { createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { migrations } from "../../migrations/index.js";
+import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
 import { createTestDatabase, type TestDatabase } from "../helpers/databases.js";
+import { REDIRECT_URI, authorize, clientWith, startMultiUserServer, startOidcProvider } from "../helpers/oidc.js";
+import { expectCode } from "../helpers/rpc-errors.js";
 
 const ALL_MIGRATIONS = Object.keys(migrations("sqlite"));
 
@@ -243,6 +246,90 @@ describe("foreman worker-token", () => {
     expect(exited.code).toBe(1);
     expect(exited.stderr.trim().split("\n")).toHaveLength(1);
     expect(exited.stderr).toContain("Unavailable");
+  });
+});
+
+describe("foreman login, whoami and logout against a multi-user server", () => {
+  /** A port free now, for the CLI's loopback redirect. */
+  async function freePort(): Promise<number> {
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    return port;
+  }
+
+  it("logs in through the browser redirect, keeps and refreshes the login, and logs out", async () => {
+    const provider = await startOidcProvider();
+    cleanups.push(() => provider.close());
+    const port = await freePort();
+    const server = await startMultiUserServer("sqlite", provider, {
+      FOREMAN_OIDC_REDIRECT_URIS: `${REDIRECT_URI},http://127.0.0.1:${port}/callback`,
+    });
+    cleanups.push(() => server.close());
+    const credentials = path.join(await dataDir(), "nested", "credentials.json");
+    const env = { FOREMAN_URL: server.url, FOREMAN_CREDENTIALS: credentials };
+    provider.identity = { sub: "cli-user", email: "cli@example.com", name: "CLI User" };
+
+    const loggingIn = start(["login", "--port", String(port)], env);
+    // The CLI prints the provider's address; a browser would open it and follow the redirect back.
+    const loginUrl = await new Promise<string>((resolve, reject) => {
+      const look = () => {
+        const line = loggingIn.stdout().split("\n").find((l) => l.startsWith("http") && l.includes("code_challenge="));
+        if (line !== undefined) resolve(line.trim());
+      };
+      loggingIn.child.stdout!.on("data", look);
+      void loggingIn.exited.then((e) => reject(new Error(`foreman login exited early: ${e.stdout}${e.stderr}`)));
+    });
+    const { redirectedTo } = await authorize(loginUrl);
+    expect(redirectedTo.origin).toBe(`http://127.0.0.1:${port}`);
+    const page = await fetch(redirectedTo);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain("Logged in to Foreman as cli@example.com");
+    const loggedIn = await loggingIn.exited;
+    expect(loggedIn.stderr).toBe("");
+    expect(loggedIn.code).toBe(0);
+    expect(loggedIn.stdout).toContain("Logged in as cli@example.com");
+
+    // Kept for this server only, readable by the user alone.
+    expect((await stat(credentials)).mode & 0o777).toBe(0o600);
+    const stored = JSON.parse(await readFile(credentials, "utf8")) as Record<string, { refreshToken: string; accessTokenExpireTime: string }>;
+    expect(Object.keys(stored)).toEqual([server.url]);
+
+    const who = await run(["whoami"], env);
+    expect(who.code).toBe(0);
+    expect(who.stdout).toMatch(/^cli@example\.com \([0-9a-f-]{36}\) via http/);
+    const created = await run(["worker-token", "create", "--name", "from the cli"], env);
+    expect(created.code).toBe(0);
+    expect(created.stdout).toMatch(/^secret\s+fwr_/m);
+
+    // An access token about to expire is refreshed first, and the new tokens are kept.
+    stored[server.url]!.accessTokenExpireTime = new Date(Date.now() - 1000).toISOString();
+    await writeFile(credentials, JSON.stringify(stored));
+    expect((await run(["whoami"], env)).code).toBe(0);
+    const refreshed = JSON.parse(await readFile(credentials, "utf8")) as typeof stored;
+    expect(refreshed[server.url]!.refreshToken).not.toBe(stored[server.url]!.refreshToken);
+    expect(Date.parse(refreshed[server.url]!.accessTokenExpireTime)).toBeGreaterThan(Date.now());
+
+    const out = await run(["logout"], env);
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain(`Logged out of ${server.url}`);
+    expect(JSON.parse(await readFile(credentials, "utf8"))).toEqual({});
+    // The server ended the login: its refresh token no longer works.
+    await expectCode(clientWith(server, AuthService, undefined).refreshToken({ refreshToken: refreshed[server.url]!.refreshToken }), Code.Unauthenticated);
+    const after = await run(["whoami"], env);
+    expect(after.code).toBe(1);
+    expect(after.stderr.trim()).toMatch(/^foreman whoami: Unauthenticated: authentication required/);
+  });
+
+  it("says which port to allow when the server does not accept the redirect", async () => {
+    const provider = await startOidcProvider();
+    cleanups.push(() => provider.close());
+    const server = await startMultiUserServer("sqlite", provider);
+    cleanups.push(() => server.close());
+    const exited = await run(["login", "--port", "54999"], { FOREMAN_URL: server.url, FOREMAN_CREDENTIALS: path.join(await dataDir(), "c.json") });
+    expect(exited.code).toBe(1);
+    expect(exited.stderr).toContain("InvalidArgument: redirect_uri: is not one of the server's allowed redirect URIs");
   });
 });
 
