@@ -48,16 +48,16 @@ describe("two replicas on one PostgreSQL database", () => {
     expect((await b.workspaces.getWorkspace({ id: workspaceId })).workspace?.id).toBe(workspaceId);
   });
 
-  it("streams a change made through one replica to a watcher on the other, woken by NOTIFY", async () => {
-    const { workspaceId, groupId } = await group();
+  /** A WatchTasks stream on B from the start of the workspace; next() resolves on the next change. */
+  function watchOnB(workspaceId: string) {
     const controller = new AbortController();
     const changes: TaskChange[] = [];
     let arrived: (() => void) | undefined;
-    const next = () => new Promise<void>((resolve, reject) => {
-      arrived = resolve;
-      setTimeout(() => reject(new Error("no change within 20 s")), WAIT_MS).unref();
-    });
-    let first = next();
+    const next = () =>
+      new Promise<void>((resolve, reject) => {
+        arrived = resolve;
+        setTimeout(() => reject(new Error("no change within 20 s")), WAIT_MS).unref();
+      });
     const reading = (async () => {
       try {
         for await (const res of b.client(TaskService).watchTasks({ workspaceId, cursor: "0" }, { signal: controller.signal })) {
@@ -70,51 +70,45 @@ describe("two replicas on one PostgreSQL database", () => {
         if (!controller.signal.aborted) throw error;
       }
     })();
+    return {
+      changes,
+      next,
+      async stop() {
+        controller.abort();
+        await reading;
+      },
+    };
+  }
+
+  it("streams a change made through one replica to a watcher on the other, woken by NOTIFY", async () => {
+    const { workspaceId, groupId } = await group();
+    const watch = watchOnB(workspaceId);
     try {
       // A change on B itself first: once it has arrived, the stream has caught up and waits.
+      let arrival = watch.next();
       const local = (await b.client(TaskService).createUnitTask({ repositoryGroupId: groupId, prompt: "Made on replica B" })).unitTask!;
-      await first;
-      first = next();
+      await arrival;
       // Then one on A: with keep-alives and polls far off, only a NOTIFY can wake B's stream now.
+      arrival = watch.next();
       const remote = (await a.client(TaskService).createUnitTask({ repositoryGroupId: groupId, prompt: "Made on replica A" })).unitTask!;
-      await first;
-      expect(changes.map((c) => [c.type, c.taskId])).toEqual([
+      await arrival;
+      expect(watch.changes.map((c) => [c.type, c.taskId])).toEqual([
         [TaskChangeType.CREATED, local.id],
         [TaskChangeType.CREATED, remote.id],
       ]);
     } finally {
-      controller.abort();
-      await reading;
+      await watch.stop();
     }
   });
 
   it("reopens a LISTEN connection the database dropped, and the stream on it still hears of changes", async () => {
     const { workspaceId, groupId } = await group();
-    const controller = new AbortController();
-    const seen: string[] = [];
-    let arrived: (() => void) | undefined;
-    const next = () =>
-      new Promise<void>((resolve, reject) => {
-        arrived = resolve;
-        setTimeout(() => reject(new Error("no change within 20 s")), WAIT_MS).unref();
-      });
-    let wait = next();
-    const reading = (async () => {
-      try {
-        for await (const res of b.client(TaskService).watchTasks({ workspaceId, cursor: "0" }, { signal: controller.signal })) {
-          if (res.event.case === "change") {
-            seen.push(res.event.value.taskId);
-            arrived?.();
-          }
-        }
-      } catch (error) {
-        if (!controller.signal.aborted) throw error;
-      }
-    })();
+    const watch = watchOnB(workspaceId);
     try {
+      let arrival = watch.next();
       await b.client(TaskService).createUnitTask({ repositoryGroupId: groupId, prompt: "Before the drop" });
-      await wait;
-      wait = next();
+      await arrival;
+      arrival = watch.next();
       // Drop every LISTEN connection of this database (A's and B's), as a failover would.
       const killed = await sql<{ pid: number }>`
         SELECT pg_terminate_backend(pid) AS pid FROM pg_stat_activity
@@ -123,11 +117,10 @@ describe("two replicas on one PostgreSQL database", () => {
       // Changes made until the connection is back are caught by the wake-up on reconnecting,
       // those after it by NOTIFY again.
       const remote = (await a.client(TaskService).createUnitTask({ repositoryGroupId: groupId, prompt: "After the drop" })).unitTask!;
-      await wait;
-      expect(seen.at(-1)).toBe(remote.id);
+      await arrival;
+      expect(watch.changes.at(-1)?.taskId).toBe(remote.id);
     } finally {
-      controller.abort();
-      await reading;
+      await watch.stop();
     }
   });
 
