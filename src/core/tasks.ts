@@ -10,7 +10,7 @@ import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, normalizeId } from "./validation.js";
-import { readChanges } from "./task-feed.js";
+import { readChanges, type FeedItem } from "./task-feed.js";
 import { waitForWake } from "./wait.js";
 import { getWorkspace } from "./workspaces.js";
 
@@ -499,7 +499,11 @@ export function watchCursorProblem(cursor: string): string | undefined {
   return /^\d{1,15}$/.test(cursor) ? undefined : "is not a cursor this server issued";
 }
 
-export type WatchItem = { change: { type: store.TaskChangeType; taskId: string; task: Task | undefined; cursor: string; at: Date } } | { keepAlive: true };
+/**
+ * A change (its id is the cursor to resume after), or a keep-alive. A change from the shared
+ * feed is the same object for every stream, so the API can encode it once for all of them.
+ */
+export type WatchItem = { change: FeedItem } | { keepAlive: true };
 
 /**
  * Follows a workspace's task changes from the cursor (or from now), then live, from the
@@ -537,7 +541,7 @@ export async function* watchTasks(
       pending = false;
       const items = feed.covers(after) ? feed.after(after) : await readChanges(core.db, ownerId, workspaceId, after);
       for (const item of items) {
-        yield { change: { type: item.type, taskId: item.taskId, task: item.task, cursor: String(item.id), at: item.at } };
+        yield { change: item };
         after = item.id;
         lastSent = Date.now();
       }
