@@ -19,8 +19,11 @@ export interface FeedItem {
   at: Date;
 }
 
-/** Changes kept per workspace; a stream further behind reads the database instead. */
-const BUFFER_SIZE = 1000;
+/**
+ * Changes kept per workspace; a stream further behind reads the database instead. Each holds a
+ * whole task, which can be large, so the buffer is kept short.
+ */
+const BUFFER_SIZE = 256;
 const READ_BATCH = 200;
 
 /** Reads the changes after `afterId` (at most READ_BATCH), each with its task as it is now. */

@@ -1637,7 +1637,7 @@ describe.each(DIALECTS)("WatchTasks past the shared feed's buffer on %s", (diale
 
       const live = watch("");
       await live.started;
-      // More changes at once than the feed keeps (1000): written straight to the change log, as
+      // More changes at once than the feed keeps (256): written straight to the change log, as
       // another replica would, so only the feed's poll finds them.
       const COUNT = 1100;
       await t.server.db.kysely.transaction().execute(async (trx) => {
