@@ -1,7 +1,7 @@
 // Webhook deliveries already handled, and the repositories a delivery may be for. Unlike
 // every other store query, finding targets crosses owners: a delivery names a repository by its
 // URL, and only the signature (checked in core) says whose it is.
-import type { Kysely } from "kysely";
+import { sql, type Kysely } from "kysely";
 import type { Database } from "../db/schema.js";
 import { toDbTime } from "./codec.js";
 
@@ -14,13 +14,17 @@ export interface WebhookTarget {
   webhookSecret: string | null;
 }
 
-/** Every repository (of any owner) whose stored remote URL is one of urls, by id. */
+/**
+ * Every repository (of any owner) whose stored remote URL is one of urls, ignoring case (as
+ * GitHub does for owner and repository names; URLs are ASCII, which both databases' lower()
+ * folds alike), by id.
+ */
 export async function findWebhookTargets(db: Kysely<Database>, urls: string[]): Promise<WebhookTarget[]> {
   if (urls.length === 0) return [];
   const rows = await db
     .selectFrom("repositories")
     .select(["id", "owner_id", "workspace_id", "webhook_secret"])
-    .where("remote_url", "in", urls)
+    .where(sql<string>`lower(remote_url)`, "in", [...new Set(urls.map((url) => url.toLowerCase()))])
     .orderBy("id")
     .execute();
   return rows.map((r) => ({ id: r.id, ownerId: r.owner_id, workspaceId: r.workspace_id, webhookSecret: r.webhook_secret }));

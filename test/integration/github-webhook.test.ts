@@ -154,6 +154,15 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
       expect((await todos.getTodoItem({ id: item!.id })).item).toEqual(item);
     });
 
+    it("matches the repository whatever the case of its stored URL, as GitHub ignores case in names", async () => {
+      const name = freshName();
+      const repo = await repository(name, { remoteUrl: `https://github.com/${name.toUpperCase()}.git` });
+      const res = await deliver(t.url, { event: "issues", secret: repo.secret, payload: issuePayload(name) });
+      expect(res.status).toBe(200);
+      expect(res.body).toEqual({ status: "created", todo_items: 1 });
+      expect(await items(repo.workspaceId)).toHaveLength(1);
+    });
+
     it("accepts application/json with a charset, and an issue without labels", async () => {
       const name = freshName();
       const repo = await repository(name);
