@@ -22,11 +22,4 @@ export class Notifier {
   notifyAll(): void {
     for (const set of this.listeners.values()) for (const listener of set) listener();
   }
-
-  /** How many listeners are subscribed in all (for tests and metrics). */
-  get size(): number {
-    let n = 0;
-    for (const set of this.listeners.values()) n += set.size;
-    return n;
-  }
 }

@@ -495,7 +495,7 @@ export async function deleteTask(core: Core, ownerId: string, rawId: string): Pr
   core.logger.info({ task_id: id, cancelled_sessions: deleted }, "task deleted");
 }
 
-export function watchCursorProblem(cursor: string): string | undefined {
+function watchCursorProblem(cursor: string): string | undefined {
   return /^\d{1,15}$/.test(cursor) ? undefined : "is not a cursor this server issued";
 }
 
