@@ -2,6 +2,8 @@
 // Accepted: http(s)://host/path, ssh://[user@]host[:port]/path and scp-like user@host:path.
 // Credentials in the URL are refused: they would be stored and shown in plain text.
 
+import { textProblem } from "./text.js";
+
 export type ProviderName = "github" | "gitlab" | "bitbucket" | "generic";
 
 export interface ParsedRemote {
@@ -21,8 +23,8 @@ export function parseRemoteUrl(raw: string): ParsedRemote | string {
   if (input === "") return "is required";
   if (input.length > 2048) return "must be at most 2048 characters";
   if (/\s/.test(input)) return "must not contain whitespace";
-  // eslint-disable-next-line no-control-regex -- control characters are what this rejects
-  if (/[\u0000-\u001f\u007f]/.test(input)) return "must not contain control characters";
+  const problem = textProblem(input, { singleLine: true });
+  if (problem !== undefined) return problem;
 
   let host: string;
   let path: string;
@@ -82,6 +84,8 @@ export function branchNameProblem(name: string): string | undefined {
   }
   // eslint-disable-next-line no-control-regex -- control characters are what this rejects
   if (/[\u0000-\u0020\u007f~^:?*[\\]/.test(name)) return "must not contain spaces, control characters or any of ~^:?*[\\";
+  const problem = textProblem(name, { singleLine: true });
+  if (problem !== undefined) return problem;
   if (name.split("/").some((part) => part.startsWith("."))) return 'no part may start with "."';
   return undefined;
 }

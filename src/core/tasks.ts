@@ -11,6 +11,7 @@ import { failedPrecondition, notFound } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, normalizeId } from "./validation.js";
 import { readChanges, type FeedItem } from "./task-feed.js";
+import { textProblem, toSingleLine } from "./text.js";
 import { waitForWake } from "./wait.js";
 import { getWorkspace } from "./workspaces.js";
 
@@ -62,6 +63,8 @@ export function branchNameProblem(name: string): string | undefined {
   if (name.length > 255) return "must be at most 255 characters";
   // eslint-disable-next-line no-control-regex -- control characters are what this rejects
   if (/[\u0000-\u0020\u007f~^:?*[\\]/.test(name)) return "must not contain spaces, control characters or any of ~ ^ : ? * [ \\";
+  const problem = textProblem(name, { singleLine: true });
+  if (problem !== undefined) return problem;
   if (name.startsWith("-") || name.startsWith("/") || name.endsWith("/") || name.endsWith(".") || name.endsWith(".lock")) {
     return "must not start with '-' or '/', nor end with '/', '.' or '.lock'";
   }
@@ -72,7 +75,8 @@ export function branchNameProblem(name: string): string | undefined {
 }
 
 function defaultTitle(prompt: string): string {
-  const firstLine = prompt.split("\n", 1)[0]!.replace(/\s+/g, " ").trim();
+  // A title is single-line text: what the prompt's first line holds that a title may not goes.
+  const firstLine = toSingleLine(prompt.split("\n", 1)[0]!).replace(/\s+/g, " ").trim();
   const chars = [...firstLine];
   return chars.length <= 80 ? firstLine : `${chars.slice(0, 79).join("").trimEnd()}…`;
 }
@@ -108,8 +112,10 @@ function readPrompt(v: Violations, field: string, raw: string, max: number): str
   const prompt = raw.trim();
   if (prompt === "") v.add(field, "is required");
   else if ([...prompt].length > max) v.add(field, `must be at most ${max} characters`);
-  // eslint-disable-next-line no-control-regex -- control characters are what this rejects
-  else if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(prompt)) v.add(field, "must not contain control characters");
+  else {
+    const problem = textProblem(prompt, { singleLine: false });
+    if (problem !== undefined) v.add(field, problem);
+  }
   return prompt;
 }
 

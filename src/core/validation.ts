@@ -1,6 +1,7 @@
 // Request validation: collect every violation of a request, then throw them together as one
 // InvalidArgument with a BadRequest detail naming each field.
 import { invalidArgument, type FieldViolation } from "./errors.js";
+import { textProblem } from "./text.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -25,10 +26,9 @@ export class Violations {
     }
     const length = [...value].length;
     if (length > opts.max) this.add(field, `must be at most ${opts.max} characters, got ${length}`);
-    // eslint-disable-next-line no-control-regex -- control characters are what this rejects
-    if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(value)) this.add(field, "must not contain control characters");
-    // Names show up in lists and log lines, where a line break or tab would garble them.
-    else if (opts.singleLine && /[\t\n\r]/.test(value)) this.add(field, "must be a single line without tabs");
+    // One shared check of the characters (src/core/text.ts), for names and multi-line text alike.
+    const problem = textProblem(value, { singleLine: opts.singleLine ?? false });
+    if (problem !== undefined) this.add(field, problem);
   }
 
   get empty(): boolean {

@@ -13,6 +13,7 @@ import { insertTodoItems } from "../store/todo-items.js";
 import { findWebhookTargets, insertWebhookDelivery, type WebhookTarget } from "../store/webhooks.js";
 import type { Core } from "./context.js";
 import { parseRemoteUrl } from "./remote-url.js";
+import { toSingleLine } from "./text.js";
 
 export interface GithubDelivery {
   /** X-GitHub-Event. */
@@ -68,13 +69,9 @@ function verifies(target: WebhookTarget, body: Buffer, signature: Buffer): boole
   return expected.length === signature.length && timingSafeEqual(expected, signature);
 }
 
-/** Text from the payload, made safe to store: no control characters or lone surrogates, bounded. */
+/** Text from the payload, made safe to store and show: single-line (src/core/text.ts), bounded. */
 function cleanText(value: string, max: number): string {
-  const cleaned = value
-    // eslint-disable-next-line no-control-regex -- control characters are what this removes
-    .replace(/[\u0000-\u001f\u007f]+/g, " ")
-    .replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, "\ufffd")
-    .trim();
+  const cleaned = toSingleLine(value).trim();
   const chars = [...cleaned];
   return chars.length > max ? chars.slice(0, max).join("") : cleaned;
 }

@@ -180,11 +180,18 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
       const res = await deliver(t.url, {
         event: "issues",
         secret: repo.secret,
-        payload: issuePayload(name, { title: "nul\u0000and\nnewline \ud800 lone", labels: ["a\u0007b"] }),
+        payload: issuePayload(name, {
+          title: "nul\u0000and\nnewline \ud800 lone\u2028sep\u202eover\u0085nel\u2066iso",
+          labels: ["a\u0007b", "c\u200fd"],
+        }),
       });
       expect(res.status).toBe(200);
       const [item] = await items(repo.workspaceId);
-      expect(item?.data).toMatchObject({ case: "issueTriage", value: { issueTitle: "nul and newline \ufffd lone", labels: ["a b"] } });
+      // Single-line text, as a title must be: no line or paragraph separators, C1 or bidi controls.
+      expect(item?.data).toMatchObject({
+        case: "issueTriage",
+        value: { issueTitle: "nul and newline \ufffd lone sep over nel iso", labels: ["a b", "c d"] },
+      });
     });
 
     it("answers a ping with 200 and creates nothing", async () => {
