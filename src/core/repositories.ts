@@ -21,6 +21,22 @@ const GROUP_MAX_REPOSITORIES = 100;
 const WEBHOOK_SECRET_MAX = 256;
 const REPOSITORY_NAME = /^[A-Za-z0-9._-]+$/;
 
+/**
+ * What is wrong with a repository name, or undefined. Names reach git's command line and the
+ * web app's lists, so none may be a path to another folder (".", ".."), git's own folder
+ * (".git"), or read as an option ("-rf"). A name never becomes a path: clones live in folders
+ * named by repository id (src/core/paths.ts).
+ */
+export function repositoryNameProblem(name: string): string | undefined {
+  if (name === "") return "is required";
+  if (name.length > NAME_MAX) return `must be at most ${NAME_MAX} characters, got ${name.length}`;
+  if (!REPOSITORY_NAME.test(name)) return "may hold only letters, digits, '.', '_' and '-'";
+  if (/^\.+$/.test(name)) return 'must not be "." or ".." or only dots: as a path it names another folder';
+  if (name.toLowerCase() === ".git") return 'must not be ".git": that is git\'s own folder';
+  if (name.startsWith("-")) return 'must not start with "-": git would read it as an option';
+  return undefined;
+}
+
 export interface AddRepositoryInput {
   workspaceId: string;
   remoteUrl: string;
@@ -37,10 +53,16 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   v.id("workspace_id", workspaceId);
   const remote = parseRemoteUrl(input.remoteUrl);
   if (typeof remote === "string") v.add("remote_url", remote);
-  const name = input.name.trim() || (typeof remote === "string" ? "" : remote.baseName);
-  if (typeof remote !== "string" || input.name.trim() !== "") {
-    v.text("name", name, { required: true, max: NAME_MAX, singleLine: true });
-    if (name !== "" && !REPOSITORY_NAME.test(name)) v.add("name", "may hold only letters, digits, '.', '_' and '-'");
+  const given = input.name.trim();
+  const name = given || (typeof remote === "string" ? "" : remote.baseName);
+  if (given !== "") {
+    const problem = repositoryNameProblem(given);
+    if (problem !== undefined) v.add("name", problem);
+  } else if (typeof remote !== "string") {
+    // The URL may be fine while the name it implies is not (https://github.com/o/..git gives
+    // "."); the caller can still add it by giving a name. The derived name is not echoed.
+    const problem = repositoryNameProblem(name);
+    if (problem !== undefined) v.add("name", `the name taken from remote_url ${problem}; give a name`);
   }
   const defaultBranch = input.defaultBranch.trim() || "main";
   const branchProblem = branchNameProblem(defaultBranch);

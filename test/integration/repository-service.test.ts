@@ -229,6 +229,51 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       expect(withSecret?.hasWebhookSecret).toBe(true);
     });
 
+    // Names will reach git's command line and may one day name a folder: nothing that could
+    // be a path to another folder, git's own folder, or an option.
+    it.each([
+      [".", /"\."/],
+      ["..", /"\."/],
+      ["...", /only dots/],
+      [".git", /\.git/],
+      [".GIT", /\.git/],
+      ["-rf", /option/],
+      ["--help", /option/],
+      ["-", /option/],
+    ])("refuses the name %j, saying why", async (name, why) => {
+      const ws = await workspace();
+      const err = await expectInvalid(t.repositories.addRepository({ workspaceId: ws, remoteUrl: "https://github.com/acme/named.git", name }), "name");
+      expect(err.rawMessage).toMatch(why);
+      expect(await allRepositories(ws)).toEqual([]);
+    });
+
+    it.each([
+      ["https://github.com/o/..git", "."],
+      ["https://github.com/o/...git", ".."],
+      ["https://github.com/o/.git.git", ".git"],
+      ["https://github.com/o/-rf.git", "-rf"],
+      ["git@github.com:o/--help.git", "--help"],
+      ["ssh://git@host.example/srv/-x", "-x"],
+    ])("refuses %s, whose derived name %j is unsafe, unless a name is given", async (remoteUrl) => {
+      const ws = await workspace();
+      const err = await expectInvalid(t.repositories.addRepository({ workspaceId: ws, remoteUrl }), "name");
+      expect(err.rawMessage).toMatch(/taken from remote_url/);
+      expect(err.rawMessage).toMatch(/give a name/);
+      expect(await allRepositories(ws)).toEqual([]);
+      // The URL itself is fine: with a safe name it is added, as given.
+      const repo = await add(ws, remoteUrl, { name: "safe-name" });
+      expect(repo.name).toBe("safe-name");
+      expect(repo.remoteUrl).toBe(remoteUrl);
+    });
+
+    it("keeps names that only look alike: .github, a.git-like, dots and dashes inside", async () => {
+      const ws = await workspace();
+      expect((await add(ws, "https://github.com/acme/.github.git")).name).toBe(".github");
+      for (const name of [".dotfiles", "a.git", "my-repo", "v1..2", "x-", "_private"]) {
+        expect((await add(ws, `https://github.com/acme/n-${randomUUID().slice(0, 8)}.git`, { name })).name).toBe(name);
+      }
+    });
+
     it("validates the webhook secret without ever echoing it", async () => {
       const ws = await workspace();
       const url = "https://github.com/acme/hooked.git";
