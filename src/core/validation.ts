@@ -1,15 +1,18 @@
-// Request validation: collect every violation of a request, then throw them together as one
-// InvalidArgument with a BadRequest detail naming each field.
-import { invalidArgument, type FieldViolation } from "./errors.js";
+// Request validation: collect the violations of a request, then throw them together as one
+// InvalidArgument with a BadRequest detail naming the fields. Only the first few are kept and
+// the rest counted, so a request with a million bad elements costs no more than one with ten.
+import { MAX_REPORTED_VIOLATIONS, invalidArgument, type FieldViolation } from "./errors.js";
 import { textProblem } from "./text.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export class Violations {
   private readonly list: FieldViolation[] = [];
+  private count = 0;
 
   add(field: string, description: string): void {
-    this.list.push({ field, description });
+    this.count++;
+    if (this.list.length < MAX_REPORTED_VIOLATIONS) this.list.push({ field, description });
   }
 
   /** Checks an id field: required and a UUID (ids are case-insensitive; callers lower-case them). */
@@ -32,12 +35,12 @@ export class Violations {
   }
 
   get empty(): boolean {
-    return this.list.length === 0;
+    return this.count === 0;
   }
 
   /** Throws InvalidArgument if anything was added. */
   throwIfAny(): void {
-    if (this.list.length > 0) throw invalidArgument(this.list);
+    if (this.count > 0) throw invalidArgument(this.list, this.count);
   }
 }
 

@@ -7,7 +7,7 @@ import { newId } from "../store/codec.js";
 import * as store from "../store/workers.js";
 import { isAgentType } from "./agents.js";
 import type { Core } from "./context.js";
-import { notFound } from "./errors.js";
+import { notFound, quote } from "./errors.js";
 import { unauthenticated } from "./logins.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, normalizeId } from "./validation.js";
@@ -23,6 +23,8 @@ const NAME_MAX = 100;
 const MAX_TTL_SECONDS = 365 * 86_400;
 const MAX_LABELS = 64;
 const MAX_CONCURRENT_SESSIONS = 64;
+/** Longer than any token this server issues or accepts in configuration: refused unhashed. */
+const MAX_TOKEN_LENGTH = 1024;
 
 export async function createRegistrationToken(
   core: Core,
@@ -81,6 +83,11 @@ export interface RegisterWorkerInput {
 }
 
 export async function registerWorker(core: Core, input: RegisterWorkerInput): Promise<{ worker: store.Worker; credential: string }> {
+  // The token is this call's credential: check it before reading the rest of the body, so an
+  // anonymous caller learns nothing from validation and costs no more than a refusal.
+  const now = core.now();
+  const presented = await checkRegistrationToken(core, input.registrationToken, now, "look");
+
   const name = input.name.trim();
   const hostname = input.hostname.trim();
   const version = input.version.trim();
@@ -91,19 +98,19 @@ export async function registerWorker(core: Core, input: RegisterWorkerInput): Pr
   const labels = Object.entries(input.labels);
   if (labels.length > MAX_LABELS) v.add("labels", `must have at most ${MAX_LABELS} entries`);
   for (const [key, value] of labels) {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/.test(key)) v.add("labels", `key "${key.slice(0, 70)}" must be 1-63 letters, digits, '.', '_', '/' or '-'`);
+    if (!/^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/.test(key)) v.add("labels", `key ${quote(key)} must be 1-63 letters, digits, '.', '_', '/' or '-'`);
     v.text("labels", value, { max: 255, singleLine: true });
   }
   for (const agent of input.agentTypes) {
-    if (!isAgentType(agent)) v.add("agent_types", `holds an unknown agent type (${agent})`);
+    if (!isAgentType(agent)) v.add("agent_types", `holds an unknown agent type (${quote(agent)})`);
   }
   if (input.maxConcurrentSessions < 0 || input.maxConcurrentSessions > MAX_CONCURRENT_SESSIONS) {
     v.add("max_concurrent_sessions", `must be between 0 (meaning 1) and ${MAX_CONCURRENT_SESSIONS}`);
   }
   v.throwIfAny();
 
-  const now = core.now();
-  const ownerAndToken = await checkRegistrationToken(core, input.registrationToken, now);
+  // Marked used only now that the registration is valid (and refused if revoked meanwhile).
+  const ownerAndToken = presented.registrationTokenId === null ? presented : await checkRegistrationToken(core, input.registrationToken, now, "use");
   const credential = newOpaqueToken(WORKER_CREDENTIAL_PREFIX);
   const worker = await store.insertWorker(core.db, {
     id: newId(),
@@ -121,15 +128,19 @@ export async function registerWorker(core: Core, input: RegisterWorkerInput): Pr
   return { worker, credential };
 }
 
+/** Who a registration token registers workers for; "use" also records that it was used. */
 async function checkRegistrationToken(
   core: Core,
   token: string,
   now: Date,
+  mode: "look" | "use",
 ): Promise<{ ownerId: string | null; registrationTokenId: string | null }> {
   if (token === "") throw unauthenticated("registration_token is required: a worker registers with a worker registration token");
+  if (token.length > MAX_TOKEN_LENGTH) throw unauthenticated("unknown, revoked or expired worker registration token");
   const configured = core.auth.config.workerRegistrationToken;
   if (configured !== undefined && sameSecret(token, configured)) return { ownerId: null, registrationTokenId: null };
-  const found = token.startsWith(WORKER_REGISTRATION_TOKEN_PREFIX) ? await store.useRegistrationToken(core.db, hashToken(token), now) : undefined;
+  const find = mode === "use" ? store.useRegistrationToken : store.findUsableRegistrationToken;
+  const found = token.startsWith(WORKER_REGISTRATION_TOKEN_PREFIX) ? await find(core.db, hashToken(token), now) : undefined;
   if (found === undefined) throw unauthenticated("unknown, revoked or expired worker registration token");
   return { ownerId: found.ownerId, registrationTokenId: found.id };
 }

@@ -6,7 +6,6 @@ import type http from "node:http";
 import type http2 from "node:http2";
 import { sql } from "kysely";
 import { createContextValues } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { HealthStatus, ServingStatus } from "../api/health-service.js";
 import { shutdownSignalKey } from "../api/context-keys.js";
 import { registerRoutes } from "../api/routes.js";
@@ -24,9 +23,12 @@ import { PgListener } from "../db/notifications.js";
 import { TASK_CHANGES_CHANNEL } from "../store/tasks.js";
 import type { Logger } from "../logger.js";
 import { ensureLocalUser } from "../store/users.js";
+import { connectAdapter } from "./connect-adapter.js";
+import { installConnectErrorGuard } from "./connect-errors.js";
 import { applyCors } from "./cors.js";
 import { loggingInterceptor } from "./interceptors.js";
 import { Metrics } from "./metrics.js";
+import { requestBoundsInterceptor } from "./request-bounds.js";
 import { GITHUB_WEBHOOK_PATH, handleGithubWebhook } from "./github-webhook.js";
 import { createDualServer } from "./listener.js";
 
@@ -101,12 +103,15 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const health = new HealthStatus();
   const metrics = new Metrics();
   const shutdown = new AbortController();
-  const connect = connectNodeAdapter({
+  installConnectErrorGuard();
+  const connect = connectAdapter({
     routes: (router) => registerRoutes(router, core, health),
-    interceptors: [loggingInterceptor(logger, metrics), authInterceptor(core)],
+    // Credentials are checked before the bounds, and both before a handler reads the request.
+    interceptors: [loggingInterceptor(logger, metrics), authInterceptor(core), requestBoundsInterceptor()],
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     contextValues: () => createContextValues().set(shutdownSignalKey, shutdown.signal),
+    logger,
   });
 
   const handler = (
@@ -131,7 +136,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       void handleGithubWebhook(core, config.maxMessageBytes, req, res);
       return;
     }
-    connect(req as http.IncomingMessage, res as http.ServerResponse);
+    if (connect(req, res)) return;
+    res.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
+    res.end("not found\n");
   };
 
   async function healthz(res: http.ServerResponse | http2.Http2ServerResponse): Promise<void> {

@@ -82,6 +82,18 @@ export async function revokeRegistrationToken(
 }
 
 /** Records a use of a live token and returns it; undefined when unknown, revoked or expired. */
+/** The registration token with this hash, if it may register a worker now. */
+export async function findUsableRegistrationToken(db: Kysely<Database>, tokenHash: string, now: Date): Promise<RegistrationToken | undefined> {
+  const row = await db
+    .selectFrom("worker_registration_tokens")
+    .selectAll()
+    .where("token_hash", "=", tokenHash)
+    .where("revoked_at", "is", null)
+    .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", toDbTime(now))]))
+    .executeTakeFirst();
+  return row && toRegistrationToken(row);
+}
+
 export async function useRegistrationToken(db: Kysely<Database>, tokenHash: string, now: Date): Promise<RegistrationToken | undefined> {
   const row = await db
     .updateTable("worker_registration_tokens")

@@ -275,9 +275,9 @@ describe("raw HTTP", () => {
   });
 
   // connect-es 2.1.2 turns a request that fails to parse as protobuf into Internal ("parse
-  // binary: premature EOF", HTTP 500) on all three protocols, before any interceptor runs;
-  // connect-go answers InvalidArgument. This turns green the day that changes.
-  it.fails("answers a malformed protobuf body with invalid_argument (connect-es answers internal)", async () => {
+  // binary: premature EOF", HTTP 500) before any interceptor runs; src/server/connect-errors.ts
+  // makes it InvalidArgument, as connect-go answers.
+  it("answers a malformed protobuf body with invalid_argument, not internal", async () => {
     const res = await request(`${ts.url}${CREATE}`, {
       method: "POST",
       headers: { "content-type": "application/proto" },
