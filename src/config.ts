@@ -27,6 +27,12 @@ export interface Config {
   streamPollMs: number;
   /** Serve GET /metrics (Prometheus text format). */
   metrics: boolean;
+  /** A request must have arrived whole, headers and body, this long after it began (HTTP/2 request streams are exempt). */
+  requestBodyTimeoutMs: number;
+  /** A connection with no request in progress is closed after this long; a ping unanswered this long (at most 20 s) ends it too. */
+  idleTimeoutMs: number;
+  /** Most connections open at once from one client address (IPv6: one /64); 0 means no cap. */
+  maxConnectionsPerAddress: number;
   auth: AuthConfig;
 }
 
@@ -142,6 +148,9 @@ export function loadConfig(env: Env = process.env): Config {
     streamKeepAliveMs: readInt(env, "FOREMAN_STREAM_KEEPALIVE_SECONDS", 15, 1, 300) * 1000,
     streamPollMs: readInt(env, "FOREMAN_STREAM_POLL_SECONDS", 2, 1, 3600) * 1000,
     metrics: readBool(env, "FOREMAN_METRICS", true),
+    requestBodyTimeoutMs: readInt(env, "FOREMAN_REQUEST_BODY_TIMEOUT_SECONDS", 60, 1, 3600) * 1000,
+    idleTimeoutMs: readInt(env, "FOREMAN_IDLE_TIMEOUT_SECONDS", 65, 1, 3600) * 1000,
+    maxConnectionsPerAddress: readInt(env, "FOREMAN_MAX_CONNECTIONS_PER_ADDRESS", 256, 0, 1_000_000),
     auth: loadAuthConfig(env, singleUserMode),
   };
 }

@@ -42,6 +42,9 @@ describe("loadConfig defaults", () => {
       streamKeepAliveMs: 15_000,
       streamPollMs: 2_000,
       metrics: true,
+      requestBodyTimeoutMs: 60_000,
+      idleTimeoutMs: 65_000,
+      maxConnectionsPerAddress: 256,
       auth: {
         oidc: undefined,
         jwtSecret: undefined,
@@ -116,6 +119,18 @@ describe("loadConfig defaults", () => {
     expect(config.maxMessageBytes).toBe(2048);
     expect(config.shutdownTimeoutMs).toBe(3000);
     expect(config.dbPoolSize).toBe(4);
+  });
+
+  it("reads the connection bounds, and 0 turns the per-address cap off", () => {
+    const config = loadConfig({
+      FOREMAN_REQUEST_BODY_TIMEOUT_SECONDS: "5",
+      FOREMAN_IDLE_TIMEOUT_SECONDS: "1",
+      FOREMAN_MAX_CONNECTIONS_PER_ADDRESS: "10000",
+    });
+    expect(config.requestBodyTimeoutMs).toBe(5000);
+    expect(config.idleTimeoutMs).toBe(1000);
+    expect(config.maxConnectionsPerAddress).toBe(10_000);
+    expect(loadConfig({ FOREMAN_MAX_CONNECTIONS_PER_ADDRESS: "0" }).maxConnectionsPerAddress).toBe(0);
   });
 
   it("accepts port 0 (any free port) and the * CORS origin", () => {
@@ -216,6 +231,12 @@ describe("loadConfig errors name their variable", () => {
     ["FOREMAN_SHUTDOWN_TIMEOUT_SECONDS", { FOREMAN_SHUTDOWN_TIMEOUT_SECONDS: "ten" }],
     ["FOREMAN_DB_POOL_SIZE", { FOREMAN_DB_POOL_SIZE: "0" }, /between 1/],
     ["FOREMAN_DB_POOL_SIZE", { FOREMAN_DB_POOL_SIZE: "x" }],
+    ["FOREMAN_REQUEST_BODY_TIMEOUT_SECONDS", { FOREMAN_REQUEST_BODY_TIMEOUT_SECONDS: "0" }, /between 1 and 3600/],
+    ["FOREMAN_REQUEST_BODY_TIMEOUT_SECONDS", { FOREMAN_REQUEST_BODY_TIMEOUT_SECONDS: "1.5" }],
+    ["FOREMAN_IDLE_TIMEOUT_SECONDS", { FOREMAN_IDLE_TIMEOUT_SECONDS: "0" }, /between 1 and 3600/],
+    ["FOREMAN_IDLE_TIMEOUT_SECONDS", { FOREMAN_IDLE_TIMEOUT_SECONDS: "3601" }],
+    ["FOREMAN_MAX_CONNECTIONS_PER_ADDRESS", { FOREMAN_MAX_CONNECTIONS_PER_ADDRESS: "-1" }, /whole number/],
+    ["FOREMAN_MAX_CONNECTIONS_PER_ADDRESS", { FOREMAN_MAX_CONNECTIONS_PER_ADDRESS: "1000001" }, /between 0 and 1000000/],
     ["FOREMAN_OIDC_ISSUER", { DATABASE_URL: PG }, /required in multi-user mode.*FOREMAN_SINGLE_USER_MODE=true/],
     ["FOREMAN_OIDC_ISSUER", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_OIDC_ISSUER: "not a url" }, /not a URL/],
     ["FOREMAN_OIDC_CLIENT_ID", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_OIDC_CLIENT_ID: "" }, /required/],
