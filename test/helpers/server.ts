@@ -34,6 +34,7 @@ export async function startTestServer(
   dialect: DialectName,
   env: Record<string, string> = {},
   shared?: TestDatabase,
+  options: { logLines?: string[] } = {},
 ): Promise<TestServer> {
   const database = shared ?? (await createTestDatabase(dialect));
   const drop = () => (shared === undefined ? database.drop() : Promise.resolve());
@@ -45,7 +46,12 @@ export async function startTestServer(
     ...(database.databaseUrl !== undefined ? { DATABASE_URL: database.databaseUrl } : {}),
     ...env,
   });
-  const logger = createLogger((process.env.FOREMAN_TEST_LOG_LEVEL as Config["logLevel"] | undefined) ?? "silent");
+  // logLines collects every line the server logs, at every level, for a test to read.
+  const lines = options.logLines;
+  const logger =
+    lines === undefined
+      ? createLogger((process.env.FOREMAN_TEST_LOG_LEVEL as Config["logLevel"] | undefined) ?? "silent")
+      : createLogger("trace", { write: (line: string) => void lines.push(line) });
   let server: RunningServer;
   try {
     server = await startServer(config, logger);

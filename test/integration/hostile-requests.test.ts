@@ -11,10 +11,11 @@ import { monitorEventLoopDelay } from "node:perf_hooks";
 import { create, getOption, hasOption, toBinary, toJsonString, type DescField, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { max_items } from "../../gen/foreman/v1/options_pb.js";
 import { RepositoryService } from "../../gen/foreman/v1/repository_pb.js";
+import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
 import { FOREMAN_FILES } from "../../src/api/routes.js";
 import { MAX_REPORTED_VIOLATIONS } from "../../src/core/errors.js";
@@ -378,5 +379,85 @@ describe.each(DIALECTS)("hostile requests on %s", (dialect) => {
       });
       expect(health).toBe(200);
     });
+  });
+});
+
+// A client's mistake on a long-lived stream is the client's: one line at most at warn, with its
+// code and no stack trace, never an error line that anyone could flood the log with.
+describe.each(DIALECTS)("client mistakes on the streaming methods, on %s", (dialect) => {
+  const lines: string[] = [];
+  let t: TestServer;
+
+  beforeAll(async () => {
+    t = await startTestServer(dialect, {}, undefined, { logLines: lines });
+  });
+
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  const STREAMS = [
+    "/foreman.v1.TaskService/WatchTasks",
+    "/foreman.v1.SessionService/StreamLog",
+    "/foreman.v1.WorkerService/ReceiveCommands",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+  ];
+
+  /** A gRPC request with a body that is not protobuf; resolves with its grpc-status. */
+  function garbage(path: string): Promise<string | undefined> {
+    return new Promise((resolve, reject) => {
+      const session = http2.connect(t.url);
+      session.on("error", reject);
+      const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+      let status: string | undefined;
+      stream.on("response", (h) => (status ??= h["grpc-status"] as string | undefined));
+      stream.on("trailers", (h) => (status = h["grpc-status"] as string | undefined));
+      stream.resume();
+      stream.on("close", () => {
+        session.close();
+        resolve(status);
+      });
+      stream.end(Buffer.from([0, 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff]));
+    });
+  }
+
+  function levels(from: number): { level: number; msg: string; stack: boolean }[] {
+    return lines.slice(from).map((l) => {
+      const parsed = JSON.parse(l) as { level: number; msg: string; err?: { stack?: string } };
+      return { level: parsed.level, msg: parsed.msg, stack: l.includes("stack") };
+    });
+  }
+
+  it.each(STREAMS)("%s: a body that does not parse is invalid_argument, logged without an error line", async (path) => {
+    const from = lines.length;
+    // Worker and user streams refuse an anonymous caller first (single-user: only WorkerService).
+    const status = await garbage(path);
+    expect([String(Code.InvalidArgument), String(Code.Unauthenticated)]).toContain(status);
+    const logged = levels(from);
+    expect(logged.length).toBeGreaterThan(0);
+    for (const line of logged) {
+      expect(line.level, line.msg).toBeLessThanOrEqual(40);
+      expect(line.stack, line.msg).toBe(false);
+    }
+  });
+
+  it("a stream the client cancels is no error either", async () => {
+    const from = lines.length;
+    const ws = await t.workspaces.createWorkspace({ name: "cancelled" });
+    const abort = new AbortController();
+    const tasks = createClient(TaskService, t.transport("grpc"));
+    const stream = tasks.watchTasks({ workspaceId: ws.workspace!.id }, { signal: abort.signal });
+    const reading = (async () => {
+      for await (const _ of stream) abort.abort();
+    })().catch((error: unknown) => error);
+    // The first message (headers, then a keep-alive or a change) may take a while; cancel anyway.
+    setTimeout(() => abort.abort(), 200);
+    expect(ConnectError.from(await reading).code).toBe(Code.Canceled);
+    await vi.waitFor(() => expect(lines.slice(from).some((l) => l.includes('"stream":true'))).toBe(true), { timeout: 10_000 });
+    for (const line of levels(from)) {
+      expect(line.level, line.msg).toBeLessThanOrEqual(40);
+      expect(line.stack, line.msg).toBe(false);
+    }
   });
 });
