@@ -1,7 +1,8 @@
 // `npm run bench`: runs every benchmark and prints a table plus a one-line JSON summary each.
 // Quick run: BENCH_DURATION_MS=500 BENCH_REPEATS=1 npm run bench; one benchmark: BENCH_ONLY=unary,
-// auth or watch. Exits 1 if any call failed.
+// auth, watch or hostile. Exits 1 if any call failed or a hostile request took the server down.
 import { runAuth } from "./auth.js";
+import { formatHostile, runHostile } from "./hostile.js";
 import { formatWatch, runWatch } from "./watch.js";
 import { formatUnary, runUnary, type UnaryResult } from "./unary.js";
 
@@ -92,6 +93,29 @@ async function main(): Promise<number> {
     const failed = results.reduce((sum, r) => sum + r.errors, 0);
     if (failed > 0) console.error(`watch: ${failed} streams failed`);
     errors += failed;
+  }
+  if (only === undefined || only === "" || only === "hostile") {
+    process.stderr.write(`hostile: the worst single requests, each against a fresh server (progress on stderr)\n`);
+    const results = await runHostile();
+    console.log(formatHostile(results));
+    console.log(
+      JSON.stringify({
+        benchmark: "hostile",
+        results: results.map((r) => ({
+          request: r.name,
+          request_bytes: r.requestBytes,
+          status: r.status ?? null,
+          response_bytes: r.responseBytes,
+          duration_ms: round(r.durationMs),
+          peak_rss_growth_mb: round(r.rssGrowthMb, 1),
+          max_healthz_ms: round(r.maxHealthzMs),
+          survived: r.survived,
+        })),
+      }),
+    );
+    const down = results.filter((r) => !r.survived || r.status === undefined).length;
+    if (down > 0) console.error(`hostile: ${down} requests went unanswered or took the server down`);
+    errors += down;
   }
   if (errors > 0) return 1;
   return 0;
