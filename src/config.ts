@@ -13,6 +13,8 @@ export interface Config {
   singleUserMode: boolean;
   /** Lets single-user mode (no login) bind a non-loopback address. */
   singleUserAllowRemote: boolean;
+  /** Accept remote URLs whose host is loopback, link-local, private or reserved (the server will fetch them). */
+  allowPrivateRemotes: boolean;
   logLevel: LogLevel;
   /** Origins allowed to call from a browser; "*" allows any. Empty allows none. */
   corsOrigins: string[];
@@ -140,6 +142,9 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl,
     singleUserMode,
     singleUserAllowRemote,
+    // One local user may fetch from their own machine and network; many users must not be able
+    // to make the server reach what only it can reach.
+    allowPrivateRemotes: readBool(env, "FOREMAN_ALLOW_PRIVATE_REMOTES", singleUserMode),
     logLevel,
     corsOrigins,
     maxMessageBytes: readInt(env, "FOREMAN_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),

@@ -22,6 +22,12 @@ export interface Core {
   /** The shared readers WatchTasks streams follow, one per watched workspace. */
   taskFeeds: TaskFeeds;
   streams: StreamTiming;
+  remotes: RemoteRules;
+}
+
+export interface RemoteRules {
+  /** Accept remote URLs that point at loopback, link-local, private or reserved addresses (FOREMAN_ALLOW_PRIVATE_REMOTES). */
+  allowPrivate: boolean;
 }
 
 export interface StreamTiming {

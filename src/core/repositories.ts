@@ -10,7 +10,7 @@ import type { Repository, RepositoryGroup } from "../store/repositories.js";
 import type { Core } from "./context.js";
 import { alreadyExists, failedPrecondition, notFound } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
-import { branchNameProblem, parseRemoteUrl, providerForHost, type ProviderName } from "./remote-url.js";
+import { branchNameProblem, parseRemoteUrl, privateHostProblem, providerForHost, type ProviderName } from "./remote-url.js";
 import { Violations, normalizeId } from "./validation.js";
 import { getWorkspace } from "./workspaces.js";
 
@@ -53,6 +53,14 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   v.id("workspace_id", workspaceId);
   const remote = parseRemoteUrl(input.remoteUrl);
   if (typeof remote === "string") v.add("remote_url", remote);
+  else if (!core.remotes.allowPrivate) {
+    // The server will fetch this URL: refuse one that could make it reach what only it can.
+    // The host is not resolved (see privateHostProblem); the fetch checks the address too.
+    const problem = privateHostProblem(remote.host);
+    if (problem !== undefined) {
+      v.add("remote_url", `${problem}; such remotes need single-user mode or FOREMAN_ALLOW_PRIVATE_REMOTES=true on the server`);
+    }
+  }
   const given = input.name.trim();
   const name = given || (typeof remote === "string" ? "" : remote.baseName);
   if (given !== "") {

@@ -84,6 +84,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     // up when a notification is lost.
     taskFeeds: new TaskFeeds(db.kysely, taskChanges, config.streamPollMs, logger),
     streams: { keepAliveMs: config.streamKeepAliveMs },
+    remotes: { allowPrivate: config.allowPrivateRemotes },
   };
   let notifications: PgListener | undefined;
   if (config.databaseUrl !== undefined) {

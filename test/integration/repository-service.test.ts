@@ -129,6 +129,33 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       expect(repo.remoteUrl).toBe(remoteUrl.replace(/\/+$/, ""));
     });
 
+    it.each([
+      ["https://bücher.de/acme/a.git", "https://xn--bcher-kva.de/acme/a.git"],
+      ["ssh://git@bücher.de:2222/acme/b.git", "ssh://git@xn--bcher-kva.de:2222/acme/b.git"],
+      ["git@bücher.de:acme/c.git", "git@xn--bcher-kva.de:acme/c.git"],
+      ["git://bücher.de/acme/d", "git://xn--bcher-kva.de/acme/d"],
+      ["http://2130706433/acme/e.git", "http://127.0.0.1/acme/e.git"],
+      ["ssh://0x7f.1/acme/f.git", "ssh://127.0.0.1/acme/f.git"],
+    ])("stores and shows %s with its host as git will connect to it", async (remoteUrl, stored) => {
+      const ws = await workspace();
+      const repo = await add(ws, remoteUrl);
+      expect(repo.remoteUrl).toBe(stored);
+      expect((await t.repositories.getRepository({ id: repo.id })).repository?.remoteUrl).toBe(stored);
+      // The same remote written either way is one remote.
+      await expectCode(t.repositories.addRepository({ workspaceId: ws, remoteUrl: stored }), Code.AlreadyExists);
+    });
+
+    it.each([
+      "http://127.0.0.1:8418/git/local.git",
+      "https://[::1]/x/loop.git",
+      "http://169.254.169.254/latest/meta.git",
+      "http://10.0.0.5/git/private.git",
+      "git@localhost:me/mine.git",
+    ])("accepts the local or private remote %s in single-user mode", async (remoteUrl) => {
+      const ws = await workspace();
+      expect((await add(ws, remoteUrl)).remoteUrl).toBe(remoteUrl);
+    });
+
     it("stores the URL trimmed and without a trailing slash", async () => {
       const ws = await workspace();
       const repo = await add(ws, "  https://github.com/acme/trailing///  ");
@@ -190,6 +217,13 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       ["a control character", "https://github.com/acme/re\u0000po.git"],
       ["malformed percent-encoding", "https://github.com/acme/%zz.git"],
       ["over 2048 characters", `https://github.com/acme/${"r".repeat(2048)}.git`],
+      ["a leading dash, which git would read as an option", "-u@github.com:fuzz/a.git"],
+      ["an ssh user name that is an option", "ssh://-oProxyCommand=touch@host.example/a.git"],
+      ["%00 in the path", "https://github.com/acme/a%00b.git"],
+      ["a percent-encoded line break in the path", "https://github.com/acme/a%0Ab.git"],
+      ["a percent-encoded bidi override in the path", "https://github.com/acme/%E2%80%AEb.git"],
+      ["a bidi override", "https://github.com/acme/\u202eb.git"],
+      ["a percent-encoded host", "https://b%C3%BCcher.de/acme/a.git"],
     ])("refuses a remote_url with %s", async (_label, remoteUrl) => {
       const ws = await workspace();
       // An explicit name, so that only the URL is at fault.

@@ -34,6 +34,7 @@ describe("loadConfig defaults", () => {
       databaseUrl: undefined,
       singleUserMode: true,
       singleUserAllowRemote: false,
+      allowPrivateRemotes: true,
       logLevel: "info",
       corsOrigins: [],
       maxMessageBytes: 4 * 1024 * 1024,
@@ -145,6 +146,13 @@ describe("loadConfig defaults", () => {
     expect(config.singleUserAllowRemote).toBe(true);
   });
 
+  it("accepts private remotes in single-user mode only, unless FOREMAN_ALLOW_PRIVATE_REMOTES says otherwise", () => {
+    expect(loadConfig({}).allowPrivateRemotes).toBe(true);
+    expect(loadConfig({ DATABASE_URL: PG, ...LOGIN }).allowPrivateRemotes).toBe(false);
+    expect(loadConfig({ DATABASE_URL: PG, ...LOGIN, FOREMAN_ALLOW_PRIVATE_REMOTES: "true" }).allowPrivateRemotes).toBe(true);
+    expect(loadConfig({ FOREMAN_ALLOW_PRIVATE_REMOTES: "false" }).allowPrivateRemotes).toBe(false);
+  });
+
   it("accepts the spellings of true and false", () => {
     for (const yes of ["true", "TRUE", "1", "yes", "on"]) {
       expect(loadConfig({ FOREMAN_SINGLE_USER_MODE: yes }).singleUserMode).toBe(true);
@@ -223,6 +231,7 @@ describe("loadConfig errors name their variable", () => {
     ["DATABASE_URL", { DATABASE_URL: "127.0.0.1:5432/foreman" }],
     ["FOREMAN_SINGLE_USER_MODE", { FOREMAN_SINGLE_USER_MODE: "maybe" }, /true or false/],
     ["FOREMAN_SINGLE_USER_ALLOW_REMOTE", { FOREMAN_SINGLE_USER_ALLOW_REMOTE: "2" }],
+    ["FOREMAN_ALLOW_PRIVATE_REMOTES", { FOREMAN_ALLOW_PRIVATE_REMOTES: "sometimes" }, /true or false/],
     ["FOREMAN_CORS_ORIGINS", { FOREMAN_CORS_ORIGINS: "app.example" }, /app\.example/],
     ["FOREMAN_CORS_ORIGINS", { FOREMAN_CORS_ORIGINS: "http://app.example/path" }],
     ["FOREMAN_MAX_MESSAGE_BYTES", { FOREMAN_MAX_MESSAGE_BYTES: "10" }, /between 1024/],

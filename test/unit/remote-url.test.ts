@@ -1,7 +1,7 @@
 // Pure unit tests of the remote URL rules: which git URLs are accepted and how they are
 // stored, the provider a host implies, and git's branch-name rules.
 import { describe, expect, it } from "vitest";
-import { branchNameProblem, parseRemoteUrl, providerForHost, type ParsedRemote } from "../../src/core/remote-url.js";
+import { branchNameProblem, parseRemoteUrl, privateHostProblem, providerForHost, type ParsedRemote } from "../../src/core/remote-url.js";
 
 describe("parseRemoteUrl accepts", () => {
   const good: [string, ParsedRemote][] = [
@@ -30,6 +30,19 @@ describe("parseRemoteUrl accepts", () => {
       "https://github.com/acme/my.lib..v2.git",
       { url: "https://github.com/acme/my.lib..v2.git", host: "github.com", baseName: "my.lib..v2" },
     ],
+    // A host in Unicode is stored and shown in its ASCII (punycode) form, in every URL form.
+    ["https://bücher.de/x/y.git", { url: "https://xn--bcher-kva.de/x/y.git", host: "xn--bcher-kva.de", baseName: "y" }],
+    ["ssh://git@bücher.de:2222/x/y.git", { url: "ssh://git@xn--bcher-kva.de:2222/x/y.git", host: "xn--bcher-kva.de", baseName: "y" }],
+    ["git://bücher.de/y", { url: "git://xn--bcher-kva.de/y", host: "xn--bcher-kva.de", baseName: "y" }],
+    ["git@bücher.de:x/y.git", { url: "git@xn--bcher-kva.de:x/y.git", host: "xn--bcher-kva.de", baseName: "y" }],
+    ["https://ＧｉｔＨｕｂ.com/acme/w.git", { url: "https://github.com/acme/w.git", host: "github.com", baseName: "w" }],
+    // Numeric IPv4 forms and IPv6 are stored as the address they name, in every URL form.
+    ["http://2130706433/x/r.git", { url: "http://127.0.0.1/x/r.git", host: "127.0.0.1", baseName: "r" }],
+    ["ssh://0x7f.1/r", { url: "ssh://127.0.0.1/r", host: "127.0.0.1", baseName: "r" }],
+    ["git@017700000001:x/r.git", { url: "git@127.0.0.1:x/r.git", host: "127.0.0.1", baseName: "r" }],
+    ["https://[::FFFF:127.0.0.1]:8443/r", { url: "https://[::ffff:7f00:1]:8443/r", host: "[::ffff:7f00:1]", baseName: "r" }],
+    // Percent-encoded characters a path may hold.
+    ["https://github.com/acme/my%20lib.git", { url: "https://github.com/acme/my%20lib.git", host: "github.com", baseName: "my lib" }],
   ];
 
   it.each(good)("%j", (input, expected) => {
@@ -80,12 +93,98 @@ describe("parseRemoteUrl refuses", () => {
     ["a line separator", "git@github.com:acme/wid\u2028gets.git", /whitespace/],
     ["malformed percent-encoding", "https://github.com/acme/%zz.git", /percent/],
     ["over 2048 characters", "https://github.com/acme/" + "a".repeat(2048), /2048/],
+    // Option injection: git and ssh would read a leading "-" as an option.
+    ["a leading dash (scp-like)", "-u@github.com:fuzz/a.git", /must not start with "-"/],
+    ["a leading dash (a bare option)", "-oProxyCommand=touch@x:y", /must not start with "-"/],
+    ["an ssh user name that is an option", "ssh://-oProxyCommand=x@host.example/r.git", /user name/],
+    ["a percent-encoded ssh user name that is an option", "ssh://%2Du@host.example/r.git", /user name/],
+    ["a host that is an option", "git@-oProxyCommand:x/y.git", /host/],
+    // Percent-encoded characters a path may not hold.
+    ["%00 in a path", "https://github.com/acme/a%00b.git", /percent-encoded.*control/],
+    ["%0a in a path", "https://github.com/acme/a%0ab.git", /percent-encoded.*single line/],
+    ["%1b in a path", "ssh://git@host.example/a%1bb.git", /percent-encoded.*control/],
+    ["%7f in a path", "git://host.example/a%7F", /percent-encoded.*control/],
+    ["a percent-encoded C1 control (NEL) in a path", "https://github.com/acme/a%c2%85b.git", /percent-encoded.*control/],
+    ["a percent-encoded bidi override in a path", "https://github.com/acme/%e2%80%aeb.git", /percent-encoded.*bidirectional/],
+    // Hosts: written plainly, and valid however written.
+    ["a percent-encoded host", "https://b%C3%BCcher.de/x/y.git", /host/],
+    ["a host of five numbers", "ssh://1.2.3.4.5/x.git", /host/],
+    ["an IPv4 number too large", "http://0x100000000/x.git", /host/],
+    ["an IPv6 zone", "https://[fe80::1%25eth0]/x.git", /git URL|host/],
   ];
 
   it.each(bad)("%s", (_label, input, problem) => {
     const result = parseRemoteUrl(input);
     expect(typeof result).toBe("string");
     expect(result).toMatch(problem);
+  });
+});
+
+describe("privateHostProblem", () => {
+  const hostOf = (url: string) => (parseRemoteUrl(url) as ParsedRemote).host;
+
+  it.each([
+    ["http://127.0.0.1/x", /loopback/],
+    ["http://127.255.0.9/x", /loopback/],
+    ["https://[::1]/x", /loopback/],
+    ["https://[0:0:0:0:0:0:0:1]/x", /loopback/],
+    ["http://localhost/x", /loopback/],
+    ["http://LOCALHOST:8080/x", /loopback/],
+    ["http://api.localhost/x", /loopback/],
+    ["git@localhost:x/y.git", /loopback/],
+    ["ssh://git@localhost/x", /loopback/],
+    ["http://169.254.169.254/latest/meta-data", /link-local/],
+    ["https://[fe80::1]/x", /link-local/],
+    ["https://[febf::1]/x", /link-local/],
+    ["http://10.1.2.3/x", /private/],
+    ["http://172.16.0.1/x", /private/],
+    ["http://172.31.255.255/x", /private/],
+    ["http://192.168.1.1/x", /private/],
+    ["http://100.64.0.1/x", /private/],
+    ["http://100.127.255.255/x", /private/],
+    ["https://[fc00::1]/x", /private/],
+    ["https://[fd12:3456::1]/x", /private/],
+    ["http://0.0.0.0/x", /reserved/],
+    ["http://0/x", /reserved/],
+    ["https://[::]/x", /reserved/],
+    ["http://224.0.0.1/x", /reserved/],
+    ["http://255.255.255.255/x", /reserved/],
+    ["https://[ff02::1]/x", /reserved/],
+    // The numeric forms WHATWG URL (and inet_aton, which ssh and git use) read as 127.0.0.1.
+    ["http://2130706433/x", /loopback/],
+    ["http://0x7f000001/x", /loopback/],
+    ["http://017700000001/x", /loopback/],
+    ["http://0x7f.1/x", /loopback/],
+    ["http://127.1/x", /loopback/],
+    ["ssh://2130706433/x", /loopback/],
+    ["git://0x7f.1/x", /loopback/],
+    ["git@2130706433:x/y.git", /loopback/],
+    // IPv4 inside IPv6: mapped, compatible, NAT64 and 6to4.
+    ["https://[::ffff:127.0.0.1]/x", /loopback/],
+    ["https://[::ffff:a9fe:a9fe]/x", /link-local/],
+    ["https://[::10.0.0.1]/x", /private/],
+    ["https://[64:ff9b::a00:1]/x", /private/],
+    ["https://[2002:7f00:1::]/x", /loopback/],
+  ])("refuses %s", (url, problem) => {
+    expect(privateHostProblem(hostOf(url))).toMatch(problem);
+  });
+
+  it.each([
+    "https://github.com/a/b",
+    "git@github.com:a/b.git",
+    "http://8.8.8.8/x",
+    "http://172.15.255.255/x",
+    "http://172.32.0.1/x",
+    "http://100.63.255.255/x",
+    "http://100.128.0.1/x",
+    "http://169.253.0.1/x",
+    "http://192.167.1.1/x",
+    "https://[2606:4700::1111]/x",
+    "https://[::ffff:8.8.8.8]/x",
+    "http://localhost.example.com/x",
+    "http://mylocalhost/x",
+  ])("allows %s", (url) => {
+    expect(privateHostProblem(hostOf(url))).toBeUndefined();
   });
 });
 
