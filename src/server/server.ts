@@ -161,7 +161,15 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     res.end(JSON.stringify(body));
   }
 
-  const listener = createDualServer(handler);
+  const listener = createDualServer(handler, {
+    requestBodyTimeoutMs: config.requestBodyTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    maxConnectionsPerAddress: config.maxConnectionsPerAddress,
+    // The one method whose request body stays open on purpose (buf curl keeps it open while it
+    // works); add any new client-streaming or bidi method here, or the body deadline cuts it.
+    openRequestPaths: ["/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"],
+    logger,
+  });
   let port: number;
   try {
     port = await listener.listen(config.port, config.host);
