@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { quote } from "../core/errors.js";
 import { waitForWake } from "../core/wait.js";
 import {
   Health,
@@ -141,7 +142,8 @@ export function registerHealthService(router: ConnectRouter, health: HealthStatu
     check(req) {
       const status = health.get(req.service);
       if (status === undefined) {
-        throw new ConnectError(`unknown service ${JSON.stringify(req.service)}`, Code.NotFound);
+        // The message is logged: the name is anyone's (Check needs no login), so escaped and cut.
+        throw new ConnectError(`unknown service ${quote(req.service)}`, Code.NotFound);
       }
       return response(status);
     },

@@ -40,8 +40,9 @@ export type WebhookOutcome =
   /** The request is not a well-formed delivery. */
   | { outcome: "bad_request"; repositoryIds: string[]; reason: string };
 
-const EVENT = /^[A-Za-z0-9_.-]{1,100}$/;
-const DELIVERY_ID = /^[A-Za-z0-9_.:-]{1,200}$/;
+/** The form of X-GitHub-Event and X-GitHub-Delivery; only a header of this form is logged. */
+export const EVENT = /^[A-Za-z0-9_.-]{1,100}$/;
+export const DELIVERY_ID = /^[A-Za-z0-9_.:-]{1,200}$/;
 const SIGNATURE = /^sha256=([0-9a-fA-F]{64})$/;
 
 /** The URLs the payload's repository is known by, as a stored remote URL would spell them. */

@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import type http from "node:http";
 import type http2 from "node:http2";
 import type { Core } from "../core/context.js";
-import { handleGithubDelivery, type WebhookOutcome } from "../core/webhooks.js";
+import { DELIVERY_ID, EVENT, handleGithubDelivery, type WebhookOutcome } from "../core/webhooks.js";
 
 export const GITHUB_WEBHOOK_PATH = "/webhooks/github";
 
@@ -24,6 +24,12 @@ const STATUS: Record<WebhookOutcome["outcome"], number> = {
 function header(req: Request, name: string): string | undefined {
   const value = req.headers[name];
   return Array.isArray(value) ? value[0] : value;
+}
+
+/** A header for the log line: as sent only when it has the form GitHub's has, bounded by it. */
+function loggable(value: string | undefined, form: RegExp): string | undefined {
+  if (value === undefined) return undefined;
+  return form.test(value) ? value : "(invalid)";
 }
 
 function reply(res: Response, status: number, body: Record<string, unknown>, extra: Record<string, string> = {}): void {
@@ -78,8 +84,9 @@ export async function handleGithubWebhook(core: Core, maxBytes: number, req: Req
   const log = core.logger.child({
     request_id: requestId,
     webhook: "github",
-    event: event?.slice(0, 100),
-    delivery_id: deliveryId?.slice(0, 200),
+    // Logged before they are checked, so only in the form they are checked for.
+    event: loggable(event, EVENT),
+    delivery_id: loggable(deliveryId, DELIVERY_ID),
   });
   const answer = (status: number, body: Record<string, unknown>, fields: Record<string, unknown>, extra?: Record<string, string>) => {
     log.info({ http_status: status, ...fields }, "webhook delivery");

@@ -568,4 +568,27 @@ describe.each(DIALECTS)("webhook logs on %s", (dialect) => {
       expect(text).not.toContain(hidden);
     }
   });
+
+  it("logs X-GitHub-Event and X-GitHub-Delivery only when they have GitHub's form, never as sent", async () => {
+    const marker = `hostile-${randomUUID()}`;
+    const event = `${marker} "},{"level":60,"msg":"forged ${"x".repeat(5000)}`;
+    const deliveryId = `${marker}-id ../../etc/passwd \u00e9\u0085`;
+    const before = lines.length;
+    const first = await deliver(server.url, { event, payload: {}, secret: "any-secret-value" });
+    const second = await deliver(server.url, { event: "issues", deliveryId, payload: {}, secret: "any-secret-value" });
+    const third = await deliver(server.url, { event: "x".repeat(101), deliveryId: "d".repeat(201), payload: {}, secret: "any-secret-value" });
+    expect([first.status, second.status, third.status]).toEqual([400, 400, 400]);
+
+    const logged = lines.slice(before);
+    const entries = logged.map((line) => JSON.parse(line) as Record<string, unknown>).filter((e) => e.msg === "webhook delivery");
+    expect(entries).toHaveLength(3);
+    expect(entries[0]).toMatchObject({ event: "(invalid)", delivery_id: first.deliveryId, outcome: "bad_request" });
+    expect(entries[1]).toMatchObject({ event: "issues", delivery_id: "(invalid)", outcome: "bad_request" });
+    expect(entries[2]).toMatchObject({ event: "(invalid)", delivery_id: "(invalid)" });
+    const text = logged.join("");
+    expect(text).not.toContain(marker);
+    expect(text).not.toContain("x".repeat(101));
+    expect(text).not.toContain("d".repeat(201));
+    for (const line of logged) expect(line.length).toBeLessThan(1000);
+  });
 });

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
@@ -8,7 +9,7 @@ import { promisify } from "node:util";
 import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
+import { connectNodeAdapter, createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { file_foreman_v1_task } from "../../gen/foreman/v1/task_pb.js";
 import { file_foreman_v1_workspace } from "../../gen/foreman/v1/workspace_pb.js";
@@ -20,6 +21,11 @@ import {
 import { Health } from "../../gen/health/v1/health_pb.js";
 import { HealthStatus, ServingStatus, registerHealthService } from "../../src/api/health-service.js";
 import { registerReflectionService } from "../../src/api/reflection-service.js";
+import { loadConfig } from "../../src/config.js";
+import { createLogger } from "../../src/logger.js";
+import { startServer as startForeman, type RunningServer } from "../../src/server/server.js";
+import { DIALECTS, createTestDatabase, type TestDatabase } from "../helpers/databases.js";
+import { rpcError } from "../helpers/rpc-errors.js";
 
 const run = promisify(execFile);
 const BUF = join(process.cwd(), "node_modules", ".bin", "buf");
@@ -262,5 +268,67 @@ describe("health Watch", () => {
       health.shutdown();
       await server.close();
     }
+  });
+});
+
+describe.each(DIALECTS)("health of the real server on %s, with a hostile service name", (dialect) => {
+  let database: TestDatabase;
+  let server: RunningServer;
+  const lines: string[] = [];
+
+  beforeAll(async () => {
+    database = await createTestDatabase(dialect);
+    const config = loadConfig({
+      FOREMAN_PORT: "0",
+      FOREMAN_DATA_DIR: database.dataDir,
+      FOREMAN_SINGLE_USER_MODE: "true",
+      ...(database.databaseUrl !== undefined ? { DATABASE_URL: database.databaseUrl } : {}),
+    });
+    server = await startForeman(config, createLogger("trace", { write: (line: string) => void lines.push(line) }));
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    await database?.drop();
+  });
+
+  /** A name that would garble a log line, and is long: only its start may ever be shown. */
+  function hostileName(): { name: string; tail: string } {
+    const tail = `tail-${randomUUID()}`;
+    return { name: `\u202eevil\u2028line\u0085${"A".repeat(5000)}${tail}`, tail };
+  }
+
+  it.each(["grpc", "connect"] as const)("Check over %s answers NotFound with the name escaped and cut, and logs it no other way", async (protocol) => {
+    const transport =
+      protocol === "grpc" ? createGrpcTransport({ baseUrl: server.url }) : createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" });
+    const { name, tail } = hostileName();
+    const before = lines.length;
+    const err = await rpcError(createClient(Health, transport).check({ service: name }));
+    expect(err.code).toBe(Code.NotFound);
+    expect(err.rawMessage.length).toBeLessThan(200);
+    expect(err.rawMessage).toContain("\\u202eevil\\u2028line\\u0085AAA");
+    expect(err.rawMessage).not.toMatch(/[\u202e\u2028\u0085]/);
+    expect(err.rawMessage).not.toContain(tail);
+
+    const logged = lines.slice(before).join("");
+    expect(logged).toContain("unknown service");
+    expect(logged).not.toContain(tail);
+    expect(logged).not.toContain("A".repeat(100));
+    expect(logged).not.toMatch(/[\u202e\u2028\u0085]/);
+  });
+
+  it("Watch answers SERVICE_UNKNOWN and logs nothing of the name", async () => {
+    const { name, tail } = hostileName();
+    const before = lines.length;
+    const abort = new AbortController();
+    const client = createClient(Health, createGrpcTransport({ baseUrl: server.url }));
+    const stream = client.watch({ service: name }, { signal: abort.signal })[Symbol.asyncIterator]();
+    expect((await stream.next()).value?.status).toBe(ServingStatus.SERVICE_UNKNOWN);
+    abort.abort();
+    await stream.next().catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const logged = lines.slice(before).join("");
+    expect(logged).not.toContain(tail);
+    expect(logged).not.toContain("AAAA");
   });
 });
