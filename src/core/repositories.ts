@@ -8,7 +8,7 @@ import { isUniqueViolation } from "../store/errors.js";
 import * as store from "../store/repositories.js";
 import type { Repository, RepositoryGroup } from "../store/repositories.js";
 import type { Core } from "./context.js";
-import { alreadyExists, failedPrecondition, notFound } from "./errors.js";
+import { alreadyExists, failedPrecondition, notFound, quote } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { branchNameProblem, parseRemoteUrl, privateHostProblem, providerForHost, type ProviderName } from "./remote-url.js";
 import { Violations, normalizeId } from "./validation.js";
@@ -98,7 +98,7 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
     });
   } catch (error) {
     if (isUniqueViolation(error)) {
-      throw alreadyExists("repository", `workspace ${workspaceId} already has a repository for ${parsed.url}`, {
+      throw alreadyExists("repository", `workspace ${workspaceId} already has a repository for ${quote(parsed.url, 256)}`, {
         remote_url: parsed.url,
       });
     }
@@ -144,11 +144,10 @@ export async function removeRepository(core: Core, ownerId: string, rawId: strin
     const groups = await store.groupsContaining(tx, id);
     const named = groups.filter((g) => g.name !== null);
     if (named.length > 0) {
-      throw failedPrecondition(
-        `repository ${id} is in repository group ${named.map((g) => `"${g.name}" (${g.id})`).join(", ")}; ` +
-          "remove it from the group first",
-        { id },
-      );
+      // The first few groups, so that the message stays small however many there are.
+      const shown = named.slice(0, 3).map((g) => `${quote(g.name ?? "")} (${g.id})`);
+      if (named.length > shown.length) shown.push(`${named.length - shown.length} more`);
+      throw failedPrecondition(`repository ${id} is in repository group ${shown.join(", ")}; remove it from the group first`, { id });
     }
     for (const group of groups) {
       if (await store.groupHasTasks(tx, group.id)) {
@@ -193,7 +192,7 @@ async function checkMembers(
 }
 
 function groupNameTaken(name: string | null): Error {
-  return alreadyExists("repository_group", `a repository group named "${name}" already exists in this workspace`, {
+  return alreadyExists("repository_group", `a repository group named ${quote(name ?? "", 100)} already exists in this workspace`, {
     name: name ?? "",
   });
 }

@@ -463,6 +463,18 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       await t.repositories.removeRepository({ id: a.id });
       await expectCode(t.repositories.getRepository({ id: a.id }), Code.NotFound);
       expect((await allGroups(ws)).map((x) => [x.id, x.repositoryIds])).toEqual([[g.id, [b.id]]]);
+
+      // Names in the message are quoted and escaped, and only the first few groups are named.
+      const c = await add(ws, "https://github.com/acme/c.git");
+      for (let i = 0; i < 5; i++) await group(ws, `say "hi" ${i}`, [b.id, c.id]);
+      const many = await expectCode(t.repositories.removeRepository({ id: c.id }), Code.FailedPrecondition);
+      expect(many.rawMessage.match(/"say \\"hi\\" \d"/g)).toHaveLength(3);
+      expect(many.rawMessage).toContain("2 more");
+      const taken = await expectCode(
+        t.repositories.createRepositoryGroup({ workspaceId: ws, name: 'say "hi" 0', repositoryIds: [b.id] }),
+        Code.AlreadyExists,
+      );
+      expect(taken.rawMessage).toContain('named "say \\"hi\\" 0"');
     });
 
     it("removes a repository's unnamed single-repository group with it, and no other group", async () => {
