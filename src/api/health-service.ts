@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
-import { quote } from "../core/errors.js";
+import { quote } from "../core/text.js";
 import { waitForWake } from "../core/wait.js";
 import {
   Health,

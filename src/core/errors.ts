@@ -3,6 +3,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema, BadRequest_FieldViolationSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { truncate } from "./text.js";
 
 export const ERROR_DOMAIN = "foreman.dev";
 
@@ -62,39 +63,6 @@ export function invalidArgument(violations: FieldViolation[], total = violations
   let message = reported.map((v) => `${v.field}: ${v.description}`).join("; ");
   if (total > reported.length) message += `; and ${total - reported.length} more (${total} violations in all)`;
   return foremanError(Code.InvalidArgument, "INVALID_ARGUMENT", message, { violations: String(total) }, { violations: reported });
-}
-
-/** Cuts text to at most max characters (UTF-16 units, never splitting a pair), marking the cut. */
-export function truncate(text: string, max: number): string {
-  if (text.length <= max) return text;
-  let end = max - 1;
-  if (/[\ud800-\udbff]/.test(text[end - 1] ?? "")) end--;
-  return `${text.slice(0, end)}…`;
-}
-
-// Characters that would garble or disguise a line where text is shown: C0 and C1 controls,
-// line and paragraph separators, bidi controls, and lone surrogates (which also make
-// encodeURIComponent, and so a gRPC status message, throw).
-const UNSAFE_CHARS =
-  "[\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f\\u2028-\\u202e\\u2066-\\u2069]|[\\ud800-\\udbff](?![\\udc00-\\udfff])|(?<![\\ud800-\\udbff])[\\udc00-\\udfff]";
-const UNSAFE = new RegExp(UNSAFE_CHARS, "g");
-const UNSAFE_OR_QUOTE = new RegExp(`${UNSAFE_CHARS}|["\\\\]`, "g");
-
-function escapeChar(c: string): string {
-  return c === '"' || c === "\\" ? `\\${c}` : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
-}
-
-/** Escapes unsafe characters as \uXXXX, so the text shows on one line as it is; the rest is kept. */
-export function escapeText(text: string): string {
-  return text.replace(UNSAFE, escapeChar);
-}
-
-/**
- * A value from a request, for an error message or a log line: escaped, cut to max characters
- * and in double quotes. Input is never shown any other way.
- */
-export function quote(value: string, max = 64): string {
-  return `"${truncate(value, max).replace(UNSAFE_OR_QUOTE, escapeChar)}"`;
 }
 
 export function notFound(kind: string, id: string): ConnectError {

@@ -8,9 +8,10 @@ import { isUniqueViolation } from "../store/errors.js";
 import * as store from "../store/repositories.js";
 import type { Repository, RepositoryGroup } from "../store/repositories.js";
 import type { Core } from "./context.js";
-import { alreadyExists, failedPrecondition, notFound, quote } from "./errors.js";
+import { alreadyExists, failedPrecondition, notFound } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { branchNameProblem, parseRemoteUrl, privateHostProblem, providerForHost, type ProviderName } from "./remote-url.js";
+import { quote } from "./text.js";
 import { Violations, normalizeId } from "./validation.js";
 import { getWorkspace } from "./workspaces.js";
 

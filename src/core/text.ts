@@ -24,10 +24,13 @@ export function textProblem(value: string, opts: { singleLine: boolean }): strin
   return undefined;
 }
 
-// The same sets, to replace rather than refuse.
+// The same sets, to replace or escape rather than refuse.
 // eslint-disable-next-line no-control-regex -- control characters are what this replaces
-const NOT_SINGLE_LINE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]+/g;
+const NOT_ON_ONE_LINE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+const NOT_SINGLE_LINE = new RegExp(`${NOT_ON_ONE_LINE.source}+`, "g");
 const LONE_SURROGATES = new RegExp(LONE_SURROGATE.source, "g");
+const UNSAFE = new RegExp(`${NOT_ON_ONE_LINE.source}|${LONE_SURROGATE.source}`, "g");
+const UNSAFE_OR_QUOTE = new RegExp(`${NOT_ON_ONE_LINE.source}|${LONE_SURROGATE.source}|["\\\\]`, "g");
 
 /**
  * Text that cannot be refused (it comes from a third party, such as a webhook payload) made
@@ -36,4 +39,33 @@ const LONE_SURROGATES = new RegExp(LONE_SURROGATE.source, "g");
  */
 export function toSingleLine(value: string): string {
   return value.replace(NOT_SINGLE_LINE, " ").replace(LONE_SURROGATES, "\ufffd");
+}
+
+/** Cuts text to at most max characters (UTF-16 units, never splitting a pair), marking the cut. */
+export function truncate(text: string, max: number): string {
+  if (text.length <= max) return text;
+  let end = max - 1;
+  if (/[\ud800-\udbff]/.test(text[end - 1] ?? "")) end--;
+  return `${text.slice(0, end)}…`;
+}
+
+function escapeChar(c: string): string {
+  return c === '"' || c === "\\" ? `\\${c}` : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
+}
+
+/**
+ * Text escaped to show on one line as it is: what would garble or disguise the line (controls,
+ * line breaks, bidi controls) and unpaired surrogates (which also make encodeURIComponent, and
+ * so a gRPC status message, throw) become \uXXXX; the rest is kept.
+ */
+export function escapeText(text: string): string {
+  return text.replace(UNSAFE, escapeChar);
+}
+
+/**
+ * A value from a request, for an error message or a log line: escaped, cut to max characters
+ * and in double quotes. Input is never shown any other way.
+ */
+export function quote(value: string, max = 64): string {
+  return `"${truncate(value, max).replace(UNSAFE_OR_QUOTE, escapeChar)}"`;
 }

@@ -3,13 +3,13 @@
 // is decoded first):
 //  - A JSON body's bad value is quoted raw in the message, and gRPC and gRPC-Web send a message
 //    through encodeURIComponent, which throws on a lone UTF-16 surrogate: the call then never
-//    ends and a stack trace goes to stderr. So every message is escaped (errors.ts escapeText)
+//    ends and a stack trace goes to stderr. So every message is escaped (text.ts escapeText)
 //    and cut to MAX_MESSAGE_LENGTH, which also keeps a grpc-message trailer small.
 //  - A protobuf body that does not parse is reported as Internal, though the client sent it:
 //    it becomes InvalidArgument.
 // Installed once per process by the server; clients in the same process get the same rules.
 import { Code, ConnectError } from "@connectrpc/connect";
-import { escapeText, truncate } from "../core/errors.js";
+import { escapeText, truncate } from "../core/text.js";
 
 /** Longest message an error carries, in characters. */
 export const MAX_MESSAGE_LENGTH = 1024;

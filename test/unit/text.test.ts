@@ -2,7 +2,7 @@
 // single-line text (a name, title, host name, version) refuses, and the cleaning of text that
 // cannot be refused (a webhook payload's titles).
 import { describe, expect, it } from "vitest";
-import { textProblem, toSingleLine } from "../../src/core/text.js";
+import { escapeText, quote, textProblem, toSingleLine, truncate } from "../../src/core/text.js";
 
 describe("textProblem", () => {
   it.each(["plain", "Ünïcödé and 日本語", "emoji 👩‍💻 with a joiner", "فارسی\u200cمتن", "a - b_c.d"])("accepts %j on one line", (value) => {
@@ -79,5 +79,22 @@ describe("toSingleLine", () => {
   it("leaves nothing textProblem would refuse on one line", () => {
     const hostile = "x\u0000\u0007\u001b\u007f\u0080\u0085\u009f\u2028\u2029\u202a\u202e\u2066\u2069\u200e\u200f\u061c\t\r\n\ud800\udc00y\udbff";
     expect(textProblem(toSingleLine(hostile), { singleLine: true })).toBeUndefined();
+  });
+});
+
+describe("showing text on one line", () => {
+  it("escapes controls, line breaks, bidi controls and lone surrogates, and keeps the rest", () => {
+    expect(escapeText("ok \ud800 \udc00 😀 a\nb\u0085\u202e\u2028 é")).toBe("ok \\ud800 \\udc00 😀 a\\u000ab\\u0085\\u202e\\u2028 é");
+  });
+
+  it("quotes a value escaped, with its quotes and backslashes, cut to its length", () => {
+    expect(quote('a"b\\c\u0000')).toBe('"a\\"b\\\\c\\u0000"');
+    expect(quote("x".repeat(100), 10)).toBe(`"${"x".repeat(9)}…"`);
+  });
+
+  it("never cuts a surrogate pair in two", () => {
+    expect(truncate("ab😀cd", 4)).toBe("ab…");
+    expect(truncate("abc😀d", 5)).toBe("abc…");
+    expect(truncate("short", 5)).toBe("short");
   });
 });
