@@ -81,7 +81,6 @@ export async function revokeRegistrationToken(
   return row && toRegistrationToken(row);
 }
 
-/** Records a use of a live token and returns it; undefined when unknown, revoked or expired. */
 /** The registration token with this hash, if it may register a worker now. */
 export async function findUsableRegistrationToken(db: Kysely<Database>, tokenHash: string, now: Date): Promise<RegistrationToken | undefined> {
   const row = await db
@@ -94,6 +93,7 @@ export async function findUsableRegistrationToken(db: Kysely<Database>, tokenHas
   return row && toRegistrationToken(row);
 }
 
+/** Records a use of a live token and returns it; undefined when unknown, revoked or expired. */
 export async function useRegistrationToken(db: Kysely<Database>, tokenHash: string, now: Date): Promise<RegistrationToken | undefined> {
   const row = await db
     .updateTable("worker_registration_tokens")

@@ -21,11 +21,9 @@ import {
 import { Health } from "../../gen/health/v1/health_pb.js";
 import { HealthStatus, ServingStatus, registerHealthService } from "../../src/api/health-service.js";
 import { registerReflectionService } from "../../src/api/reflection-service.js";
-import { loadConfig } from "../../src/config.js";
-import { createLogger } from "../../src/logger.js";
-import { startServer as startForeman, type RunningServer } from "../../src/server/server.js";
-import { DIALECTS, createTestDatabase, type TestDatabase } from "../helpers/databases.js";
+import { DIALECTS } from "../helpers/databases.js";
 import { rpcError } from "../helpers/rpc-errors.js";
+import { startTestServer, type TestServer as ForemanServer } from "../helpers/server.js";
 
 const run = promisify(execFile);
 const BUF = join(process.cwd(), "node_modules", ".bin", "buf");
@@ -272,24 +270,15 @@ describe("health Watch", () => {
 });
 
 describe.each(DIALECTS)("health of the real server on %s, with a hostile service name", (dialect) => {
-  let database: TestDatabase;
-  let server: RunningServer;
+  let server: ForemanServer;
   const lines: string[] = [];
 
   beforeAll(async () => {
-    database = await createTestDatabase(dialect);
-    const config = loadConfig({
-      FOREMAN_PORT: "0",
-      FOREMAN_DATA_DIR: database.dataDir,
-      FOREMAN_SINGLE_USER_MODE: "true",
-      ...(database.databaseUrl !== undefined ? { DATABASE_URL: database.databaseUrl } : {}),
-    });
-    server = await startForeman(config, createLogger("trace", { write: (line: string) => void lines.push(line) }));
+    server = await startTestServer(dialect, {}, undefined, { logLines: lines });
   });
 
   afterAll(async () => {
     await server?.close();
-    await database?.drop();
   });
 
   /** A name that would garble a log line, and is long: only its start may ever be shown. */
