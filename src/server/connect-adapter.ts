@@ -45,6 +45,7 @@ export function connectAdapter(options: ConnectAdapterOptions): (req: NodeReques
     handler(universal)
       .then((answer) => universalResponseToNodeResponse(answer, res as http.ServerResponse))
       .catch((reason: unknown) => {
+        endAnyway(res);
         const error = ConnectError.from(reason);
         // The client went away or cancelled: nothing is wrong with the server.
         if (error.code === Code.Aborted || error.code === Code.Canceled || universal.signal.aborted) {
@@ -55,4 +56,17 @@ export function connectAdapter(options: ConnectAdapterOptions): (req: NodeReques
       });
     return true;
   };
+}
+
+/** Ends a response its handler left unfinished: a bare 500 if nothing was sent, else a cut. */
+function endAnyway(res: NodeResponse): void {
+  if (res.writableEnded) return;
+  if (!res.headersSent) {
+    res.writeHead(500);
+    res.end();
+  } else if ("stream" in res) {
+    res.stream.destroy();
+  } else {
+    res.destroy();
+  }
 }
