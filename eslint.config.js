@@ -2,6 +2,11 @@
 import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
+/** Files matching `files` may not import what `forbidden` matches. */
+function layer(files, forbidden, message) {
+  return [{ files: [files], rules: { "no-restricted-imports": ["error", { patterns: [{ group: forbidden, message }] }] } }];
+}
+
 export default tseslint.config(
   { ignores: ["dist/", "gen/", "node_modules/", "coverage/"] },
   js.configs.recommended,
@@ -12,6 +17,13 @@ export default tseslint.config(
       "no-console": "error",
     },
   },
+  // The layers (DESIGN.md): server → api → core → store → db, with auth beside core. An arrow
+  // that runs back up fails the lint.
+  ...layer("src/api/**", ["../store/**", "../db/**", "../server/**", "../cli/**", "kysely", "pg", "better-sqlite3"], "api/ reaches the database only through core/"),
+  ...layer("src/core/**", ["../api/**", "../server/**", "../cli/**"], "core/ knows nothing of the API or the server"),
+  ...layer("src/store/**", ["../core/**", "../api/**", "../server/**", "../auth/**", "../cli/**"], "store/ holds SQL only; the rules live in core/"),
+  ...layer("src/auth/**", ["../core/**", "../api/**", "../server/**", "../store/**", "../db/**", "../cli/**"], "auth/ is tokens and OIDC only and imports no domain code"),
+  ...layer("src/db/**", ["../core/**", "../api/**", "../server/**", "../store/**", "../auth/**", "../cli/**"], "db/ is the connection and the migrator"),
   {
     // Entry points and benchmarks print to the terminal on purpose.
     files: ["src/cli/**", "bench/**", "test/**"],

@@ -1,6 +1,6 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { AuthService } from "../../gen/foreman/v1/auth_pb.js";
-import { requireUser } from "../auth/principal.js";
+import { requireUser } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as logins from "../core/logins.js";
 import * as workers from "../core/workers.js";

@@ -11,9 +11,8 @@ import {
 } from "../../gen/foreman/v1/repository_pb.js";
 import { TokenSetSchema, UserSchema, WorkerRegistrationTokenSchema, type TokenSet as TokenSetMessage, type User as UserMessage, type WorkerRegistrationToken } from "../../gen/foreman/v1/auth_pb.js";
 import { AgentType } from "../../gen/foreman/v1/common_pb.js";
-import type { TokenSet } from "../core/logins.js";
+import type { TokenSet, User } from "../core/logins.js";
 import type { RegistrationToken } from "../core/workers.js";
-import type { User } from "../store/users.js";
 import type * as core from "../core/workspaces.js";
 import type * as repos from "../core/repositories.js";
 

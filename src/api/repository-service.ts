@@ -1,6 +1,6 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { RepositoryService } from "../../gen/foreman/v1/repository_pb.js";
-import { requireUser } from "../auth/principal.js";
+import { requireUser } from "./principal.js";
 import type { Core } from "../core/context.js";
 import { invalidArgument } from "../core/errors.js";
 import * as repositories from "../core/repositories.js";

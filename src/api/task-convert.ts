@@ -15,7 +15,7 @@ import {
   type Task,
   type UnitTask,
 } from "../../gen/foreman/v1/task_pb.js";
-import type * as core from "../store/tasks.js";
+import type * as core from "../core/tasks.js";
 
 type ProtoEnum = Record<string, string | number>;
 

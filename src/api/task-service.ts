@@ -9,7 +9,7 @@ import {
   WatchTasksResponseSchema,
   type WatchTasksResponse,
 } from "../../gen/foreman/v1/task_pb.js";
-import { requireUser } from "../auth/principal.js";
+import { requireUser } from "./principal.js";
 import { untilClosed } from "./context-keys.js";
 import type { Core } from "../core/context.js";
 import type { FeedItem } from "../core/task-feed.js";

@@ -11,7 +11,7 @@ import {
   type TodoItem as TodoItemMessage,
   type TodoService,
 } from "../../gen/foreman/v1/todo_pb.js";
-import { requireUser } from "../auth/principal.js";
+import { requireUser } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as todoItems from "../core/todo-items.js";
 

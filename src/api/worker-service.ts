@@ -2,7 +2,7 @@
 // commands come with the dispatch issue and answer Unimplemented until then.
 import type { ServiceImpl } from "@connectrpc/connect";
 import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
-import { requireWorker } from "../auth/principal.js";
+import { requireWorker } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as workers from "../core/workers.js";
 import { agentTypeName } from "./convert.js";

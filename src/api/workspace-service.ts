@@ -1,6 +1,6 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
-import { requireUser } from "../auth/principal.js";
+import { requireUser } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as workspaces from "../core/workspaces.js";
 import { workspaceToProto } from "./convert.js";

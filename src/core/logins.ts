@@ -11,6 +11,8 @@ import type { Core } from "./context.js";
 import { failedPrecondition, foremanError, notFound } from "./errors.js";
 import { Violations } from "./validation.js";
 
+export type { User } from "../store/users.js";
+
 export interface TokenSet {
   accessToken: string;
   accessTokenExpiresAt: Date;

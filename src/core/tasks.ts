@@ -15,7 +15,7 @@ import { textProblem, toSingleLine } from "./text.js";
 import { waitForWake } from "./wait.js";
 import { getWorkspace } from "./workspaces.js";
 
-export type { Task, TaskKind, TaskStatus, ExecutionState } from "../store/tasks.js";
+export type { AgentSession, AgentTask, CompositeTask, ExecutionState, Task, TaskKind, TaskStatus, UnitTask } from "../store/tasks.js";
 
 export const UNIT_STATUSES: TaskStatus[] = ["in_progress", "in_review", "approved", "pr_open", "done", "rejected", "failed", "cancelled"];
 export const COMPOSITE_STATUSES: TaskStatus[] = ["planning", "pending_approval", "in_progress", "done", "rejected", "failed", "cancelled"];

@@ -10,7 +10,7 @@ import { HealthStatus, ServingStatus } from "../api/health-service.js";
 import { shutdownSignalKey } from "../api/context-keys.js";
 import { registerRoutes } from "../api/routes.js";
 import { AccessTokens } from "../auth/access-token.js";
-import { authInterceptor } from "../auth/interceptor.js";
+import { authInterceptor } from "./auth-interceptor.js";
 import { OidcProvider } from "../auth/oidc.js";
 import type { Config } from "../config.js";
 import type { Core } from "../core/context.js";

@@ -11,8 +11,8 @@ import { foremanError } from "../core/errors.js";
 import { authenticateAccessToken, unauthenticated } from "../core/logins.js";
 import { authenticateWorker } from "../core/workers.js";
 import { LOCAL_USER_ID } from "../store/users.js";
-import { WORKER_CREDENTIAL_PREFIX } from "./opaque-token.js";
-import { principalKey } from "./principal.js";
+import { WORKER_CREDENTIAL_PREFIX } from "../auth/opaque-token.js";
+import { principalKey } from "../api/principal.js";
 
 /** Procedures anyone may call: health, reflection and the steps of a login. */
 const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]);

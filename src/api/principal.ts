@@ -1,4 +1,4 @@
-// Who is calling. The auth interceptor puts a principal in each call's context values;
+// Who is calling. The auth interceptor (server/) puts a principal in each call's context values;
 // handlers read it from there and never parse headers themselves.
 import { Code, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { foremanError } from "../core/errors.js";
