@@ -24,6 +24,7 @@ export default tseslint.config(
   ...layer("src/store/**", ["../core/**", "../api/**", "../server/**", "../auth/**", "../cli/**"], "store/ holds SQL only; the rules live in core/"),
   ...layer("src/auth/**", ["../core/**", "../api/**", "../server/**", "../store/**", "../db/**", "../cli/**"], "auth/ is tokens and OIDC only and imports no domain code"),
   ...layer("src/db/**", ["../core/**", "../api/**", "../server/**", "../store/**", "../auth/**", "../cli/**"], "db/ is the connection and the migrator"),
+  ...layer("migrations/**", ["../src/**"], "migrations/ is the schema history; src/db/ imports it, not the other way"),
   {
     // Entry points and benchmarks print to the terminal on purpose.
     files: ["src/cli/**", "bench/**", "test/**"],

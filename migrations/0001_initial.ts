@@ -3,7 +3,7 @@
 // ISO-8601 text, JSON is jsonb and text. The store writes ISO strings and JSON text, which
 // both accept, and reads either form back.
 import { sql, type Kysely, type Migration } from "kysely";
-import type { DialectName } from "../src/db/dialect.js";
+import type { DialectName } from "./dialect.js";
 
 export function initial(dialect: DialectName): Migration {
   const pg = dialect === "postgres";

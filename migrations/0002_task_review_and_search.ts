@@ -3,7 +3,7 @@
 // a lower-cased copy of title and prompt to search, lower-cased by the server so that both
 // databases fold case alike (SQLite's lower() knows only ASCII).
 import type { Kysely, Migration } from "kysely";
-import type { DialectName } from "../src/db/dialect.js";
+import type { DialectName } from "./dialect.js";
 
 export function taskReviewAndSearch(dialect: DialectName): Migration {
   const time = dialect === "postgres" ? "timestamptz" : "text";

@@ -1,7 +1,7 @@
 // Every migration, in order. Names sort in the order they run; never rename or edit one that
 // has shipped: add a new one.
 import type { Migration } from "kysely";
-import type { DialectName } from "../src/db/dialect.js";
+import type { DialectName } from "./dialect.js";
 import { initial } from "./0001_initial.js";
 import { taskReviewAndSearch } from "./0002_task_review_and_search.js";
 import { lookupIndexes } from "./0003_lookup_indexes.js";

@@ -1,1 +1,3 @@
-export type DialectName = "sqlite" | "postgres";
+// The dialect names are the schema history's (migrations/dialect.ts): db/ imports migrations/,
+// never the other way round.
+export type { DialectName } from "../../migrations/dialect.js";
