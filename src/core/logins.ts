@@ -96,17 +96,17 @@ export async function finishLogin(
   }
   const user = await upsertUserByIdentity(
     core.db,
-    { id: newId(), issuer: identity.issuer, subject: identity.subject, email: identity.email, name: identity.name },
+    { id: newId(now.getTime()), issuer: identity.issuer, subject: identity.subject, email: identity.email, name: identity.name },
     now,
   );
   core.logger.info({ user_id: user.id, issuer: user.issuer }, "user logged in");
-  return { tokens: await issueTokens(core, user.id, newId(), now), user };
+  return { tokens: await issueTokens(core, user.id, newId(now.getTime()), now), user };
 }
 
 async function issueTokens(core: Core, userId: string, familyId: string, now: Date, db = core.db): Promise<TokenSet> {
   const refreshToken = newOpaqueToken(REFRESH_TOKEN_PREFIX);
   const refreshTokenExpiresAt = new Date(now.getTime() + core.auth.config.refreshTokenTtlSeconds * 1000);
-  await store.insertRefreshToken(db, { id: newId(), userId, familyId, tokenHash: hashToken(refreshToken), expiresAt: refreshTokenExpiresAt }, now);
+  await store.insertRefreshToken(db, { id: newId(now.getTime()), userId, familyId, tokenHash: hashToken(refreshToken), expiresAt: refreshTokenExpiresAt }, now);
   const access = await requireLogin(core).accessTokens.issue({ userId, familyId }, now);
   return { accessToken: access.token, accessTokenExpiresAt: access.expiresAt, refreshToken, refreshTokenExpiresAt };
 }
@@ -164,11 +164,11 @@ export async function authenticateAccessToken(core: Core, token: string): Promis
   const now = core.now();
   const claims = await login.accessTokens.verify(token, now);
   if ("refused" in claims) throw unauthenticated(claims.refused);
-  if (!login.liveLogins.isLive(claims.familyId, Date.now())) {
+  if (!login.liveLogins.isLive(claims.familyId, core.now().getTime())) {
     if (!(await store.isRefreshFamilyLive(core.db, claims.familyId, now))) {
       throw unauthenticated("this login has ended (logged out or revoked); log in again");
     }
-    login.liveLogins.remember(claims.familyId, Date.now());
+    login.liveLogins.remember(claims.familyId, core.now().getTime());
   }
   return claims.userId;
 }

@@ -87,7 +87,7 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
   try {
     return await store.insertRepository(core.db, {
-      id: newId(),
+      id: newId(core.now().getTime()),
       ownerId,
       workspaceId,
       name,
@@ -218,7 +218,7 @@ export async function createRepositoryGroup(
   try {
     return await core.db.transaction().execute(async (tx) => {
       const repositoryIds = await checkMembers(tx, ownerId, workspaceId, name, input.repositoryIds);
-      return store.insertGroup(tx, { id: newId(), ownerId, workspaceId, name, repositoryIds, createdAt: core.now() });
+      return store.insertGroup(tx, { id: newId(core.now().getTime()), ownerId, workspaceId, name, repositoryIds, createdAt: core.now() });
     });
   } catch (error) {
     if (isUniqueViolation(error)) throw groupNameTaken(name);

@@ -159,7 +159,7 @@ export async function createUnitTask(core: Core, ownerId: string, input: CreateU
   const branchName = readBranch(v, "branch_name", input.branchName);
   const { group, repositories } = await taskGroup(core, ownerId, input.repositoryGroupId, v);
 
-  const id = newId();
+  const id = newId(core.now().getTime());
   const branch = branchName === "" ? `foreman/${id.slice(-12)}` : branchName;
   const now = core.now();
   await core.db.transaction().execute(async (trx) => {
@@ -183,7 +183,7 @@ export async function createUnitTask(core: Core, ownerId: string, input: CreateU
     await store.insertAgentTask(
       trx,
       {
-        id: newId(),
+        id: newId(core.now().getTime()),
         ownerId,
         unitTaskId: id,
         compositeTaskId: null,
@@ -192,7 +192,7 @@ export async function createUnitTask(core: Core, ownerId: string, input: CreateU
         ...agent,
         baseRemotes: repositories.map((r) => ({ repositoryId: r.id, baseBranch: baseBranch || r.defaultBranch, branchName: branch })),
       },
-      newId(),
+      newId(core.now().getTime()),
       now,
     );
     await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
@@ -227,7 +227,7 @@ export async function createCompositeTask(core: Core, ownerId: string, input: Cr
   const baseBranch = readBranch(v, "base_branch", input.baseBranch);
   const { group } = await taskGroup(core, ownerId, input.repositoryGroupId, v);
 
-  const id = newId();
+  const id = newId(core.now().getTime());
   const now = core.now();
   await core.db.transaction().execute(async (trx) => {
     await store.insertCompositeTask(
@@ -247,8 +247,8 @@ export async function createCompositeTask(core: Core, ownerId: string, input: Cr
     );
     await store.insertAgentTask(
       trx,
-      { id: newId(), ownerId, unitTaskId: null, compositeTaskId: id, kind: "planning", prompt, ...planner, baseRemotes: [] },
-      newId(),
+      { id: newId(core.now().getTime()), ownerId, unitTaskId: null, compositeTaskId: id, kind: "planning", prompt, ...planner, baseRemotes: [] },
+      newId(core.now().getTime()),
       now,
     );
     await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
@@ -379,7 +379,7 @@ function queueRetry(): Plan["queue"] {
     const attempt = Math.max(0, ...latest.sessions.map((s) => s.attempt)) + 1;
     await store.insertSession(
       trx,
-      { id: newId(), ownerId: task.ownerId, agentTaskId: latest.id, attempt, agentType: latest.agentType, agentModel: latest.agentModel },
+      { id: newId(now.getTime()), ownerId: task.ownerId, agentTaskId: latest.id, attempt, agentType: latest.agentType, agentModel: latest.agentModel },
       now,
     );
   };
@@ -393,7 +393,7 @@ function queueFeedback(feedback: string): Plan["queue"] {
     await store.insertAgentTask(
       trx,
       {
-        id: newId(),
+        id: newId(now.getTime()),
         ownerId: task.ownerId,
         unitTaskId: unit ? task.id : null,
         compositeTaskId: unit ? null : task.id,
@@ -404,7 +404,7 @@ function queueFeedback(feedback: string): Plan["queue"] {
         // The same branches: the next run continues the last one's work.
         baseRemotes: unit ? await store.baseRemotesOf(trx, latest.id) : [],
       },
-      newId(),
+      newId(now.getTime()),
       now,
     );
   };
@@ -542,20 +542,21 @@ export async function* watchTasks(
   });
   try {
     let after = cursor === "" ? await store.latestTaskEventId(core.db, workspaceId) : Number(cursor);
-    let lastSent = Date.now();
+    // Keep-alives are paced by real timers, so they are timed by the monotonic clock, not core.now().
+    let lastSent = performance.now();
     while (!signal.aborted) {
       pending = false;
       const items = feed.covers(after) ? feed.after(after) : await readChanges(core.db, ownerId, workspaceId, after);
       for (const item of items) {
         yield { change: item };
         after = item.id;
-        lastSent = Date.now();
+        lastSent = performance.now();
       }
       if (items.length > 0 || pending) continue;
-      const keepAliveIn = core.streams.keepAliveMs - (Date.now() - lastSent);
+      const keepAliveIn = core.streams.keepAliveMs - (performance.now() - lastSent);
       if (keepAliveIn <= 0) {
         yield { keepAlive: true };
-        lastSent = Date.now();
+        lastSent = performance.now();
         continue;
       }
       // No poll of its own: the feed polls, once for all its streams, and wakes them.

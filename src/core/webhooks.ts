@@ -190,7 +190,7 @@ export async function handleGithubDelivery(core: Core, delivery: GithubDelivery)
       ? []
       : accepted.map((target) => ({
           ...item,
-          id: newId(),
+          id: newId(core.now().getTime()),
           ownerId: target.ownerId,
           workspaceId: target.workspaceId,
           repositoryId: target.id,

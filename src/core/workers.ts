@@ -42,7 +42,7 @@ export async function createRegistrationToken(
   const now = core.now();
   const secret = newOpaqueToken(WORKER_REGISTRATION_TOKEN_PREFIX);
   const token = await store.insertRegistrationToken(core.db, {
-    id: newId(),
+    id: newId(core.now().getTime()),
     ownerId,
     name,
     tokenHash: hashToken(secret),
@@ -114,7 +114,7 @@ export async function registerWorker(core: Core, input: RegisterWorkerInput): Pr
   const ownerAndToken = presented.registrationTokenId === null ? presented : await checkRegistrationToken(core, input.registrationToken, now, "use");
   const credential = newOpaqueToken(WORKER_CREDENTIAL_PREFIX);
   const worker = await store.insertWorker(core.db, {
-    id: newId(),
+    id: newId(core.now().getTime()),
     ...ownerAndToken,
     name,
     hostname,

@@ -29,7 +29,7 @@ export async function createWorkspace(core: Core, ownerId: string, input: { name
   v.text("description", description, { max: DESCRIPTION_MAX });
   v.throwIfAny();
   try {
-    return await store.insertWorkspace(core.db, { id: newId(), ownerId, name, description, createdAt: core.now() });
+    return await store.insertWorkspace(core.db, { id: newId(core.now().getTime()), ownerId, name, description, createdAt: core.now() });
   } catch (error) {
     if (isUniqueViolation(error)) throw nameTaken(name);
     throw error;

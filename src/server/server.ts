@@ -45,7 +45,8 @@ export function sqlitePath(config: Pick<Config, "dataDir">): string {
   return path.join(config.dataDir, "foreman.db");
 }
 
-export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+/** clock: the one clock core reads (tests move it); the wall clock by default. */
+export async function startServer(config: Config, logger: Logger, clock: () => Date = () => new Date()): Promise<RunningServer> {
   const db = openDatabase({
     databaseUrl: config.databaseUrl,
     sqlitePath: sqlitePath(config),
@@ -55,7 +56,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   try {
     const ran = await migrateToLatest(db);
     if (ran.length > 0) logger.info({ migrations: ran }, "database migrated");
-    if (config.singleUserMode) await ensureLocalUser(db.kysely, new Date());
+    if (config.singleUserMode) await ensureLocalUser(db.kysely, clock());
   } catch (error) {
     await db.close();
     throw error;
@@ -66,7 +67,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const core: Core = {
     db: db.kysely,
     dialect: db.dialect,
-    now: () => new Date(),
+    now: clock,
     logger,
     auth: {
       config: auth,

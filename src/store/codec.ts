@@ -26,8 +26,9 @@ let sequence = 0;
 /**
  * A UUIDv7: time-ordered, so ordering by id is ordering by creation, which keeps pages stable
  * and indexes compact. Within one millisecond a counter keeps ids from one process in order.
+ * `now` is core.now() in milliseconds, so a test that moves the clock moves the ids too.
  */
-export function newId(now: number = Date.now()): string {
+export function newId(now: number): string {
   if (now <= lastMillis) {
     now = lastMillis;
     sequence++;

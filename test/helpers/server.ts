@@ -34,7 +34,7 @@ export async function startTestServer(
   dialect: DialectName,
   env: Record<string, string> = {},
   shared?: TestDatabase,
-  options: { logLines?: string[] } = {},
+  options: { logLines?: string[]; clock?: () => Date } = {},
 ): Promise<TestServer> {
   const database = shared ?? (await createTestDatabase(dialect));
   const drop = () => (shared === undefined ? database.drop() : Promise.resolve());
@@ -54,7 +54,7 @@ export async function startTestServer(
       : createLogger("trace", { write: (line: string) => void lines.push(line) });
   let server: RunningServer;
   try {
-    server = await startServer(config, logger);
+    server = await startServer(config, logger, options.clock);
   } catch (error) {
     await drop();
     throw error;
