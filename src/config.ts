@@ -167,6 +167,10 @@ function loadAuthConfig(env: Env, singleUserMode: boolean): AuthConfig {
   if (workerRegistrationToken !== undefined && workerRegistrationToken.length < MIN_SECRET_LENGTH) {
     throw new ConfigError("FOREMAN_WORKER_REGISTRATION_TOKEN", `must be at least ${MIN_SECRET_LENGTH} characters`);
   }
+  // RegisterWorker refuses a longer token unread (core/workers.ts MAX_TOKEN_LENGTH).
+  if (workerRegistrationToken !== undefined && workerRegistrationToken.length > 1024) {
+    throw new ConfigError("FOREMAN_WORKER_REGISTRATION_TOKEN", "must be at most 1024 characters");
+  }
   const ttls = {
     accessTokenTtlSeconds: readInt(env, "FOREMAN_ACCESS_TOKEN_TTL_SECONDS", 900, 30, 86_400),
     refreshTokenTtlSeconds: readInt(env, "FOREMAN_REFRESH_TOKEN_TTL_SECONDS", 30 * 86_400, 60, 365 * 86_400),

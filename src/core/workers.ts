@@ -8,9 +8,9 @@ import * as store from "../store/workers.js";
 import { isAgentType } from "./agents.js";
 import type { Core } from "./context.js";
 import { notFound } from "./errors.js";
-import { quote } from "./text.js";
 import { unauthenticated } from "./logins.js";
 import { readPage, writePage } from "./pagination.js";
+import { quote } from "./text.js";
 import { Violations, normalizeId } from "./validation.js";
 
 export type { RegistrationToken, Worker } from "../store/workers.js";
@@ -42,7 +42,7 @@ export async function createRegistrationToken(
   const now = core.now();
   const secret = newOpaqueToken(WORKER_REGISTRATION_TOKEN_PREFIX);
   const token = await store.insertRegistrationToken(core.db, {
-    id: newId(core.now().getTime()),
+    id: newId(now.getTime()),
     ownerId,
     name,
     tokenHash: hashToken(secret),
@@ -114,7 +114,7 @@ export async function registerWorker(core: Core, input: RegisterWorkerInput): Pr
   const ownerAndToken = presented.registrationTokenId === null ? presented : await checkRegistrationToken(core, input.registrationToken, now, "use");
   const credential = newOpaqueToken(WORKER_CREDENTIAL_PREFIX);
   const worker = await store.insertWorker(core.db, {
-    id: newId(core.now().getTime()),
+    id: newId(now.getTime()),
     ...ownerAndToken,
     name,
     hostname,

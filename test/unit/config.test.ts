@@ -257,6 +257,7 @@ describe("loadConfig errors name their variable", () => {
     ["FOREMAN_JWT_SECRET", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_JWT_SECRET: "short" }, /at least 32/],
     ["FOREMAN_ACCESS_TOKEN_TTL_SECONDS", { FOREMAN_ACCESS_TOKEN_TTL_SECONDS: "5" }, /between 30/],
     ["FOREMAN_WORKER_REGISTRATION_TOKEN", { FOREMAN_WORKER_REGISTRATION_TOKEN: "short" }, /at least 32/],
+    ["FOREMAN_WORKER_REGISTRATION_TOKEN", { FOREMAN_WORKER_REGISTRATION_TOKEN: "w".repeat(1025) }, /at most 1024/],
   ];
 
   it.each(cases)("%s: %j", (variable, env, detail) => {
