@@ -1,8 +1,9 @@
 // Checks the bounds the contract declares on repeated fields and maps ((foreman.v1.max_items)
 // in proto/foreman/v1/options.proto) before a handler reads a request, so that validation,
 // storage and error messages only ever see lists of a bounded size. It runs after the auth
-// interceptor: an anonymous caller learns nothing about a request's shape but that it is too
-// big. Checking costs a length read per bounded field; messages without lists cost nothing.
+// interceptor, so a caller without credentials is refused before its request is looked at
+// (the public methods, and RegisterWorker, whose credential is in its body, are checked here
+// too). Checking costs a length read per bounded field; messages without lists cost nothing.
 import { getOption, hasOption, type DescField, type DescMessage, type Message } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
 import { max_items } from "../../gen/foreman/v1/options_pb.js";
