@@ -7,6 +7,7 @@
 import type { Kysely } from "kysely";
 import type { Database } from "../db/schema.js";
 import type { Logger } from "../logger.js";
+import * as taskEvents from "../store/task-events.js";
 import * as store from "../store/tasks.js";
 import type { Notifier } from "./notifier.js";
 
@@ -28,7 +29,7 @@ const READ_BATCH = 200;
 
 /** Reads the changes after `afterId` (at most READ_BATCH), each with its task as it is now. */
 export async function readChanges(db: Kysely<Database>, ownerId: string, workspaceId: string, afterId: number): Promise<FeedItem[]> {
-  const events = await store.listTaskEvents(db, ownerId, workspaceId, afterId, READ_BATCH);
+  const events = await taskEvents.listTaskEvents(db, ownerId, workspaceId, afterId, READ_BATCH);
   const items: FeedItem[] = [];
   for (const e of events) {
     const task = e.type === "deleted" ? undefined : await store.getTask(db, ownerId, e.taskId);
@@ -131,7 +132,7 @@ export class TaskFeeds {
   async join(ownerId: string, workspaceId: string, wake: () => void): Promise<{ feed: Feed; leave: () => void }> {
     let feed = this.feeds.get(workspaceId);
     if (feed === undefined) {
-      const startId = await store.latestTaskEventId(this.db, workspaceId);
+      const startId = await taskEvents.latestTaskEventId(this.db, workspaceId);
       // Another stream may have made the feed while this one read.
       feed = this.feeds.get(workspaceId);
       if (feed === undefined) {

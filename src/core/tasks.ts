@@ -3,6 +3,7 @@
 // delete, and the change log WatchTasks follows.
 import { newId } from "../store/codec.js";
 import * as repos from "../store/repositories.js";
+import * as taskEvents from "../store/task-events.js";
 import * as store from "../store/tasks.js";
 import type { ExecutionState, Task, TaskKind, TaskStatus } from "../store/tasks.js";
 import { DEFAULT_AGENT_TYPE, isAgentType } from "./agents.js";
@@ -137,7 +138,7 @@ function readBranch(v: Violations, field: string, raw: string): string {
 }
 
 async function recordChange(core: Core, db: Core["db"], task: { ownerId: string; workspaceId: string; id: string }, type: store.TaskChangeType, now: Date): Promise<void> {
-  await store.insertTaskEvent(db, core.dialect, { ownerId: task.ownerId, workspaceId: task.workspaceId, taskId: task.id, type }, now);
+  await taskEvents.insertTaskEvent(db, core.dialect, { ownerId: task.ownerId, workspaceId: task.workspaceId, taskId: task.id, type }, now);
 }
 
 export interface CreateUnitTaskInput {
@@ -541,7 +542,7 @@ export async function* watchTasks(
     wake?.();
   });
   try {
-    let after = cursor === "" ? await store.latestTaskEventId(core.db, workspaceId) : Number(cursor);
+    let after = cursor === "" ? await taskEvents.latestTaskEventId(core.db, workspaceId) : Number(cursor);
     // Keep-alives are paced by real timers, so they are timed by the monotonic clock, not core.now().
     let lastSent = performance.now();
     while (!signal.aborted) {

@@ -20,7 +20,7 @@ import { TaskFeeds } from "../core/task-feed.js";
 import { openDatabase, type Db } from "../db/database.js";
 import { migrateToLatest } from "../db/migrator.js";
 import { PgListener } from "../db/notifications.js";
-import { TASK_CHANGES_CHANNEL } from "../store/tasks.js";
+import { TASK_CHANGES_CHANNEL } from "../store/task-events.js";
 import type { Logger } from "../logger.js";
 import { ensureLocalUser } from "../store/users.js";
 import { connectAdapter } from "./connect-adapter.js";

@@ -23,7 +23,7 @@ import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { TRANSITIONS, type TaskKind as KindName, type TaskStatus as StatusName } from "../../src/core/tasks.js";
 import type { Db } from "../../src/db/database.js";
-import { insertTaskEvent } from "../../src/store/tasks.js";
+import { insertTaskEvent } from "../../src/store/task-events.js";
 import { LOCAL_USER_ID } from "../../src/store/users.js";
 import { inBatches } from "../helpers/batches.js";
 import { DIALECTS } from "../helpers/databases.js";

@@ -1,0 +1,73 @@
+// The task change log that WatchTasks reads: one row per created, updated or deleted task,
+// with an increasing id that is the stream's cursor, and on PostgreSQL a NOTIFY per change.
+import { sql, type Kysely } from "kysely";
+import type { DialectName } from "../db/dialect.js";
+import type { Database } from "../db/schema.js";
+import { fromDbTime, toDbTime } from "./codec.js";
+import type { TaskChangeType } from "./tasks.js";
+
+export interface TaskEvent {
+  /** Increasing; the WatchTasks cursor. */
+  id: number;
+  taskId: string;
+  type: TaskChangeType;
+  createdAt: Date;
+}
+
+/** The NOTIFY channel that wakes other replicas' watchers of a workspace (payload: its id). */
+export const TASK_CHANGES_CHANNEL = "foreman_task_changes";
+
+/**
+ * Records a change; call it last in the transaction that made the change. On PostgreSQL a
+ * transaction-scoped advisory lock per workspace makes the workspace's changes commit in the
+ * order of their ids, so a watcher that has read up to id N can never later find an N-1
+ * that committed late. (SQLite has one writer at a time, which gives the same.)
+ */
+export async function insertTaskEvent(
+  db: Kysely<Database>,
+  dialect: DialectName,
+  e: { ownerId: string; workspaceId: string; taskId: string; type: TaskChangeType },
+  now: Date,
+): Promise<void> {
+  if (dialect === "postgres") await sql`SELECT pg_advisory_xact_lock(hashtext(${`task_events:${e.workspaceId}`}))`.execute(db);
+  await db
+    .insertInto("task_events")
+    .values({ owner_id: e.ownerId, workspace_id: e.workspaceId, task_id: e.taskId, type: e.type, created_at: toDbTime(now) })
+    .execute();
+  // Delivered when the transaction commits, to every replica (this one included).
+  if (dialect === "postgres") await sql`SELECT pg_notify(${TASK_CHANGES_CHANNEL}, ${e.workspaceId})`.execute(db);
+}
+
+/** The workspace's changes after the cursor, oldest first. */
+export async function listTaskEvents(
+  db: Kysely<Database>,
+  ownerId: string,
+  workspaceId: string,
+  afterId: number,
+  limit: number,
+): Promise<TaskEvent[]> {
+  const rows = await db
+    .selectFrom("task_events")
+    .select(["id", "task_id", "type", "created_at"])
+    .where("owner_id", "=", ownerId)
+    .where("workspace_id", "=", workspaceId)
+    .where("id", ">", afterId as never)
+    .orderBy("id")
+    .limit(limit)
+    .execute();
+  return rows.map((r) => ({ id: Number(r.id), taskId: r.task_id, type: r.type as TaskChangeType, createdAt: fromDbTime(r.created_at) }));
+}
+
+/**
+ * The workspace's newest change id (0 when none): where a watch that starts "now" begins. Per
+ * workspace, not of all: another workspace's newer id may have committed while an older one of
+ * this workspace has not yet, and starting after it would skip that one.
+ */
+export async function latestTaskEventId(db: Kysely<Database>, workspaceId: string): Promise<number> {
+  const row = await db
+    .selectFrom("task_events")
+    .select((eb) => eb.fn.max("id").as("id"))
+    .where("workspace_id", "=", workspaceId)
+    .executeTakeFirst();
+  return row?.id === null || row?.id === undefined ? 0 : Number(row.id);
+}
