@@ -1,10 +1,12 @@
 // Serves the Connect router's handlers on Node's http and http2 requests, in place of
-// connect-node's connectNodeAdapter, whose few lines have two faults a client can reach: a
-// request it cannot turn into a universal request (HTTP/1.0 without a Host header) throws
-// inside the server's request listener and ends the process, and a handler that fails after
-// its response began (a client that went away mid-stream, a write that failed) is printed to
-// stderr with a stack trace for anyone to trigger at will. Here the first is a 400 and the
-// second one warn line with its code and no stack, rate-limited; a client that left is debug.
+// connect-node's connectNodeAdapter, whose few lines have two faults a client can reach:
+//  - a request it cannot turn into a universal request (HTTP/1.0 without a Host header) throws
+//    inside the server's request listener and ends the process;
+//  - a call that fails inside the library while it writes the response (a client gone
+//    mid-stream, a failed write, an error it cannot encode) is left unfinished and printed to
+//    stderr with a stack trace, for anyone to trigger at will.
+// Here the first is a 400; the second is ended (a 500, or the stream cut) and logged as one warn
+// line with its code and no stack, rate-limited, or at debug when the client had left.
 import type http from "node:http";
 import type http2 from "node:http2";
 import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type ContextValues } from "@connectrpc/connect";
@@ -52,7 +54,7 @@ export function connectAdapter(options: ConnectAdapterOptions): (req: NodeReques
           options.logger.debug({ procedure, code: Code[error.code] }, "call ended early: the client went away");
           return;
         }
-        lateFailures.log({ procedure, code: Code[error.code], message: error.rawMessage }, "call failed after its response began");
+        lateFailures.log({ procedure, code: Code[error.code], message: error.rawMessage }, "call failed while its response was written");
       });
     return true;
   };

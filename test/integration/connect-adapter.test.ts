@@ -61,7 +61,7 @@ describe("connectAdapter", () => {
     expect(abort.aborted).toBe(false);
     expect(error).toBeInstanceOf(ConnectError);
     const logged = lines.map((l) => JSON.parse(l) as { level: number; msg: string; procedure?: string }).filter((l) => l.procedure !== undefined);
-    expect(logged).toEqual([expect.objectContaining({ level: 40, msg: "call failed after its response began", procedure: "/foreman.v1.WorkspaceService/ListWorkspaces" })]);
+    expect(logged).toEqual([expect.objectContaining({ level: 40, msg: "call failed while its response was written", procedure: "/foreman.v1.WorkspaceService/ListWorkspaces" })]);
     expect(lines.join("")).not.toContain("stack");
   });
 });
