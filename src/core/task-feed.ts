@@ -9,14 +9,15 @@ import type { Database } from "../db/schema.js";
 import type { Logger } from "../logger.js";
 import * as taskEvents from "../store/task-events.js";
 import * as store from "../store/tasks.js";
+import type * as model from "./model/tasks.js";
 import type { Notifier } from "./notifier.js";
 
 export interface FeedItem {
   id: number;
-  type: store.TaskChangeType;
+  type: model.TaskChangeType;
   taskId: string;
   /** The task when the feed read the change; undefined when deleted (then or since). */
-  task: store.Task | undefined;
+  task: model.Task | undefined;
   at: Date;
 }
 

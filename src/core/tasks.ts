@@ -5,7 +5,8 @@ import { newId } from "../store/codec.js";
 import * as repos from "../store/repositories.js";
 import * as taskEvents from "../store/task-events.js";
 import * as store from "../store/tasks.js";
-import type { ExecutionState, Task, TaskKind, TaskStatus } from "../store/tasks.js";
+import type * as model from "./model/tasks.js";
+import type { ExecutionState, Task, TaskKind, TaskStatus } from "./model/tasks.js";
 import { DEFAULT_AGENT_TYPE, isAgentType } from "./agents.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
@@ -16,7 +17,7 @@ import { textProblem, toSingleLine } from "./text.js";
 import { waitForWake } from "./wait.js";
 import { getWorkspace } from "./workspaces.js";
 
-export type { AgentSession, AgentTask, CompositeTask, ExecutionState, Task, TaskKind, TaskStatus, UnitTask } from "../store/tasks.js";
+export type { AgentSession, AgentTask, CompositeTask, ExecutionState, Task, TaskKind, TaskStatus, UnitTask } from "./model/tasks.js";
 
 export const UNIT_STATUSES: TaskStatus[] = ["in_progress", "in_review", "approved", "pr_open", "done", "rejected", "failed", "cancelled"];
 export const COMPOSITE_STATUSES: TaskStatus[] = ["planning", "pending_approval", "in_progress", "done", "rejected", "failed", "cancelled"];
@@ -137,7 +138,7 @@ function readBranch(v: Violations, field: string, raw: string): string {
   return name;
 }
 
-async function recordChange(core: Core, db: Core["db"], task: { ownerId: string; workspaceId: string; id: string }, type: store.TaskChangeType, now: Date): Promise<void> {
+async function recordChange(core: Core, db: Core["db"], task: { ownerId: string; workspaceId: string; id: string }, type: model.TaskChangeType, now: Date): Promise<void> {
   await taskEvents.insertTaskEvent(db, core.dialect, { ownerId: task.ownerId, workspaceId: task.workspaceId, taskId: task.id, type }, now);
 }
 
@@ -151,7 +152,7 @@ export interface CreateUnitTaskInput {
   branchName: string;
 }
 
-export async function createUnitTask(core: Core, ownerId: string, input: CreateUnitTaskInput): Promise<store.UnitTask> {
+export async function createUnitTask(core: Core, ownerId: string, input: CreateUnitTaskInput): Promise<model.UnitTask> {
   const v = new Violations();
   const prompt = readPrompt(v, "prompt", input.prompt, PROMPT_MAX);
   const title = readTitle(v, input.title, prompt);
@@ -200,7 +201,7 @@ export async function createUnitTask(core: Core, ownerId: string, input: CreateU
   });
   core.taskChanges.notify(group.workspaceId);
   core.logger.info({ task_id: id, kind: "unit", workspace_id: group.workspaceId, agent_type: agent.agentType }, "task created");
-  return (await loadTask(core, ownerId, id)) as store.UnitTask;
+  return (await loadTask(core, ownerId, id)) as model.UnitTask;
 }
 
 export interface CreateCompositeTaskInput {
@@ -214,7 +215,7 @@ export interface CreateCompositeTaskInput {
   baseBranch: string;
 }
 
-export async function createCompositeTask(core: Core, ownerId: string, input: CreateCompositeTaskInput): Promise<store.CompositeTask> {
+export async function createCompositeTask(core: Core, ownerId: string, input: CreateCompositeTaskInput): Promise<model.CompositeTask> {
   const v = new Violations();
   const prompt = readPrompt(v, "prompt", input.prompt, PROMPT_MAX);
   const title = readTitle(v, input.title, prompt);
@@ -256,7 +257,7 @@ export async function createCompositeTask(core: Core, ownerId: string, input: Cr
   });
   core.taskChanges.notify(group.workspaceId);
   core.logger.info({ task_id: id, kind: "composite", workspace_id: group.workspaceId, agent_type: planner.agentType }, "task created");
-  return (await loadTask(core, ownerId, id)) as store.CompositeTask;
+  return (await loadTask(core, ownerId, id)) as model.CompositeTask;
 }
 
 async function loadTask(core: Core, ownerId: string, id: string): Promise<Task> {

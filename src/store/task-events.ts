@@ -4,7 +4,7 @@ import { sql, type Kysely } from "kysely";
 import type { DialectName } from "../db/dialect.js";
 import type { Database } from "../db/schema.js";
 import { fromDbTime, toDbTime } from "./codec.js";
-import type { TaskChangeType } from "./tasks.js";
+import type { TaskChangeType } from "../core/model/tasks.js";
 
 export interface TaskEvent {
   /** Increasing; the WatchTasks cursor. */
