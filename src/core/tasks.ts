@@ -2,6 +2,7 @@
 // run), one state machine for both kinds, review (approve, reject, request changes), retry,
 // delete, and the change log WatchTasks follows.
 import { newId } from "../store/codec.js";
+import * as sessions from "../store/agent-sessions.js";
 import * as repos from "../store/repositories.js";
 import * as taskEvents from "../store/task-events.js";
 import * as store from "../store/tasks.js";
@@ -182,7 +183,7 @@ export async function createUnitTask(core: Core, ownerId: string, input: CreateU
       },
       now,
     );
-    await store.insertAgentTask(
+    await sessions.insertAgentTask(
       trx,
       {
         id: newId(core.now().getTime()),
@@ -247,7 +248,7 @@ export async function createCompositeTask(core: Core, ownerId: string, input: Cr
       },
       now,
     );
-    await store.insertAgentTask(
+    await sessions.insertAgentTask(
       trx,
       { id: newId(core.now().getTime()), ownerId, unitTaskId: null, compositeTaskId: id, kind: "planning", prompt, ...planner, baseRemotes: [] },
       newId(core.now().getTime()),
@@ -357,7 +358,7 @@ async function transition(core: Core, ownerId: string, rawId: string, operation:
   const moved = await core.db.transaction().execute(async (trx) => {
     const to = { status: p.to, executionState: p.executionState, reason: p.reason || null, planApproved: p.planApproved };
     if (!(await store.moveTask(trx, task, task.status, to, now))) return false;
-    if (p.cancelRuns) await store.cancelActiveSessions(trx, task.agentTasks.map((a) => a.id), `task ${p.to}`, now);
+    if (p.cancelRuns) await sessions.cancelActiveSessions(trx, task.agentTasks.map((a) => a.id), `task ${p.to}`, now);
     await p.queue?.(trx, task, now);
     await recordChange(core, trx, task, "updated", now);
     return true;
@@ -379,7 +380,7 @@ function queueRetry(): Plan["queue"] {
   return async (trx, task, now) => {
     const latest = task.agentTasks[task.agentTasks.length - 1]!;
     const attempt = Math.max(0, ...latest.sessions.map((s) => s.attempt)) + 1;
-    await store.insertSession(
+    await sessions.insertSession(
       trx,
       { id: newId(now.getTime()), ownerId: task.ownerId, agentTaskId: latest.id, attempt, agentType: latest.agentType, agentModel: latest.agentModel },
       now,
@@ -392,7 +393,7 @@ function queueFeedback(feedback: string): Plan["queue"] {
   return async (trx, task, now) => {
     const latest = task.agentTasks[task.agentTasks.length - 1]!;
     const unit = task.kind === "unit";
-    await store.insertAgentTask(
+    await sessions.insertAgentTask(
       trx,
       {
         id: newId(now.getTime()),
@@ -404,7 +405,7 @@ function queueFeedback(feedback: string): Plan["queue"] {
         agentType: latest.agentType,
         agentModel: latest.agentModel,
         // The same branches: the next run continues the last one's work.
-        baseRemotes: unit ? await store.baseRemotesOf(trx, latest.id) : [],
+        baseRemotes: unit ? await sessions.baseRemotesOf(trx, latest.id) : [],
       },
       newId(now.getTime()),
       now,
@@ -493,7 +494,7 @@ export async function deleteTask(core: Core, ownerId: string, rawId: string): Pr
   const task = await loadTask(core, ownerId, id);
   const now = core.now();
   const deleted = await core.db.transaction().execute(async (trx) => {
-    const cancelled = await store.cancelActiveSessions(trx, task.agentTasks.map((a) => a.id), "task deleted", now);
+    const cancelled = await sessions.cancelActiveSessions(trx, task.agentTasks.map((a) => a.id), "task deleted", now);
     if (!(await store.deleteTask(trx, task))) return undefined;
     await recordChange(core, trx, task, "deleted", now);
     return cancelled;

@@ -1,41 +1,21 @@
-// Unit and composite tasks, their agent tasks and sessions (the change log WatchTasks reads is
-// in task-events.ts). Every query is scoped to the owner. Status changes are conditional on the
-// status the caller saw, so of two concurrent moves from one status exactly one applies.
+// Unit and composite tasks (their runs and sessions are in agent-sessions.ts, the change log
+// WatchTasks reads in task-events.ts). Every query is scoped to the owner. Status changes are
+// conditional on the status the caller saw, so of two concurrent moves from one status exactly
+// one applies.
 import { sql, type Kysely, type Selectable } from "kysely";
-import type { AgentSessionsTable, AgentTasksTable, CompositeTasksTable, Database, UnitTasksTable } from "../db/schema.js";
-import {
-  ACTIVE_SESSION_STATES,
-  type AgentSession,
-  type AgentTask,
-  type AgentTaskKind,
-  type CompositeTask,
-  type ExecutionState,
-  type SessionState,
-  type Task,
-  type TaskCommon,
-  type TaskKind,
-  type TaskStatus,
-  type UnitTask,
+import type { CompositeTasksTable, Database, UnitTasksTable } from "../db/schema.js";
+import type {
+  AgentTask,
+  CompositeTask,
+  ExecutionState,
+  Task,
+  TaskCommon,
+  TaskKind,
+  TaskStatus,
+  UnitTask,
 } from "../core/model/tasks.js";
+import { agentTasksOf } from "./agent-sessions.js";
 import { fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
-
-function toSession(row: Selectable<AgentSessionsTable>): AgentSession {
-  return {
-    id: row.id,
-    agentTaskId: row.agent_task_id,
-    attempt: row.attempt,
-    state: row.state as SessionState,
-    workerId: row.worker_id,
-    agentType: row.agent_type,
-    agentModel: row.agent_model,
-    createdAt: fromDbTime(row.created_at),
-    startedAt: fromDbTimeOrNull(row.started_at),
-    endedAt: fromDbTimeOrNull(row.ended_at),
-    exitCode: row.exit_code,
-    errorMessage: row.error_message,
-    lastLogSequence: Number(row.last_log_sequence),
-  };
-}
 
 /** What both task tables hold alike. */
 function commonFields(row: Selectable<UnitTasksTable> | Selectable<CompositeTasksTable>, agentTasks: AgentTask[]): TaskCommon {
@@ -81,112 +61,6 @@ function toComposite(row: Selectable<CompositeTasksTable>, agentTasks: AgentTask
 }
 
 /** The agent tasks (with sessions, oldest first) of each task, by task id. */
-async function agentTasksOf(db: Kysely<Database>, kind: TaskKind, taskIds: string[]): Promise<Map<string, AgentTask[]>> {
-  const byTask = new Map<string, AgentTask[]>(taskIds.map((id) => [id, []]));
-  if (taskIds.length === 0) return byTask;
-  const column = kind === "unit" ? "unit_task_id" : "composite_task_id";
-  const rows: Selectable<AgentTasksTable>[] = await db.selectFrom("agent_tasks").selectAll().where(column, "in", taskIds).orderBy("id").execute();
-  const sessions = new Map<string, AgentSession[]>(rows.map((r) => [r.id, []]));
-  if (rows.length > 0) {
-    const sessionRows = await db
-      .selectFrom("agent_sessions")
-      .selectAll()
-      .where(
-        "agent_task_id",
-        "in",
-        rows.map((r) => r.id),
-      )
-      .orderBy("id")
-      .execute();
-    for (const s of sessionRows) sessions.get(s.agent_task_id)?.push(toSession(s));
-  }
-  for (const row of rows) {
-    byTask.get((kind === "unit" ? row.unit_task_id : row.composite_task_id)!)?.push({
-      id: row.id,
-      kind: row.kind as AgentTaskKind,
-      prompt: row.prompt,
-      agentType: row.agent_type,
-      agentModel: row.agent_model,
-      createdAt: fromDbTime(row.created_at),
-      sessions: sessions.get(row.id) ?? [],
-    });
-  }
-  return byTask;
-}
-
-export interface NewAgentTask {
-  id: string;
-  ownerId: string;
-  unitTaskId: string | null;
-  compositeTaskId: string | null;
-  kind: AgentTaskKind;
-  prompt: string;
-  agentType: string;
-  agentModel: string;
-  /** For a unit task's run: the repositories it works on, each with its branches. */
-  baseRemotes: { repositoryId: string; baseBranch: string; branchName: string }[];
-}
-
-/** Inserts an agent task and its first queued session; run it in a transaction. */
-export async function insertAgentTask(db: Kysely<Database>, a: NewAgentTask, sessionId: string, now: Date): Promise<void> {
-  const at = toDbTime(now);
-  await db
-    .insertInto("agent_tasks")
-    .values({
-      id: a.id,
-      owner_id: a.ownerId,
-      unit_task_id: a.unitTaskId,
-      composite_task_id: a.compositeTaskId,
-      kind: a.kind,
-      prompt: a.prompt,
-      agent_type: a.agentType,
-      agent_model: a.agentModel,
-      created_at: at,
-    })
-    .execute();
-  if (a.baseRemotes.length > 0) {
-    await db
-      .insertInto("agent_task_base_remotes")
-      .values(
-        a.baseRemotes.map((r) => ({ agent_task_id: a.id, repository_id: r.repositoryId, base_branch: r.baseBranch, branch_name: r.branchName })),
-      )
-      .execute();
-  }
-  await insertSession(db, { id: sessionId, ownerId: a.ownerId, agentTaskId: a.id, attempt: 1, agentType: a.agentType, agentModel: a.agentModel }, now);
-}
-
-export async function insertSession(
-  db: Kysely<Database>,
-  s: { id: string; ownerId: string; agentTaskId: string; attempt: number; agentType: string; agentModel: string },
-  now: Date,
-): Promise<void> {
-  await db
-    .insertInto("agent_sessions")
-    .values({
-      id: s.id,
-      owner_id: s.ownerId,
-      agent_task_id: s.agentTaskId,
-      attempt: s.attempt,
-      state: "queued",
-      agent_type: s.agentType,
-      agent_model: s.agentModel,
-      created_at: toDbTime(now),
-      updated_at: toDbTime(now),
-    })
-    .execute();
-}
-
-/** The base remotes of an agent task, to copy onto the next run of the same unit task. */
-export async function baseRemotesOf(db: Kysely<Database>, agentTaskId: string): Promise<NewAgentTask["baseRemotes"]> {
-  const rows = await db
-    .selectFrom("agent_task_base_remotes")
-    .select(["repository_id", "base_branch", "branch_name"])
-    .where("agent_task_id", "=", agentTaskId)
-    .orderBy("repository_id")
-    .execute();
-  return rows.map((r) => ({ repositoryId: r.repository_id, baseBranch: r.base_branch, branchName: r.branch_name }));
-}
-
 export interface NewUnitTask {
   id: string;
   ownerId: string;
@@ -354,26 +228,6 @@ export async function moveTask(
           .where("status", "=", from)
           .executeTakeFirst();
   return result.numUpdatedRows > 0n;
-}
-
-/** Ends the task's queued, assigned and running sessions as cancelled; returns how many. */
-export async function cancelActiveSessions(db: Kysely<Database>, agentTaskIds: string[], reason: string, now: Date): Promise<number> {
-  if (agentTaskIds.length === 0) return 0;
-  const result = await db
-    .updateTable("agent_sessions")
-    .set({
-      state: "cancelled",
-      ended_at: toDbTime(now),
-      updated_at: toDbTime(now),
-      stop_requested_at: toDbTime(now),
-      stop_reason: reason,
-      lease_token_hash: null,
-      lease_expires_at: null,
-    })
-    .where("agent_task_id", "in", agentTaskIds)
-    .where("state", "in", ACTIVE_SESSION_STATES)
-    .executeTakeFirst();
-  return Number(result.numUpdatedRows);
 }
 
 export async function deleteTask(db: Kysely<Database>, task: { kind: TaskKind; id: string; ownerId: string }): Promise<boolean> {
