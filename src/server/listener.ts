@@ -11,6 +11,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { Logger } from "../logger.js";
+import { RateLimitedLog } from "./rate-limited-log.js";
 
 export type RequestHandler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -188,19 +189,14 @@ export function createDualServer(handler: RequestHandler, options: DualServerOpt
     });
   }
 
-  let refused = 0;
-  let lastRefusedWarning = -Infinity;
+  // One line a minute at most, then a count of the refusals it did not log.
+  const refusals = logger === undefined ? undefined : new RateLimitedLog(logger, "warn", 1, REFUSED_WARNING_MS);
   function refuse(socket: net.Socket, key: string): void {
     socket.destroy();
-    refused++;
-    const now = Date.now();
-    if (now - lastRefusedWarning < REFUSED_WARNING_MS) return;
-    logger?.warn(
-      { client: key, refused, max_connections_per_address: maxPerAddress },
-      "connections refused: too many open from one address (behind a load balancer, raise FOREMAN_MAX_CONNECTIONS_PER_ADDRESS or set it to 0)",
+    refusals?.log(
+      { client: key, max_connections_per_address: maxPerAddress },
+      "connection refused: too many open from one address (behind a load balancer, raise FOREMAN_MAX_CONNECTIONS_PER_ADDRESS or set it to 0)",
     );
-    lastRefusedWarning = now;
-    refused = 0;
   }
 
   const server = net.createServer((socket) => {
