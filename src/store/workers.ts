@@ -1,6 +1,6 @@
 // Worker registration tokens and registered workers. A token or worker with no owner was made
 // from the server's configured registration token and serves every user.
-import type { Kysely, Selectable } from "kysely";
+import type { ExpressionBuilder, Kysely, Selectable } from "kysely";
 import type { Database, WorkerRegistrationTokensTable, WorkersTable } from "../db/schema.js";
 import { fromDbJson, fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
 
@@ -81,14 +81,21 @@ export async function revokeRegistrationToken(
   return row && toRegistrationToken(row);
 }
 
+/** The token with this hash, not revoked and not expired at `now`. */
+function usableToken(eb: ExpressionBuilder<Database, "worker_registration_tokens">, tokenHash: string, now: Date) {
+  return eb.and([
+    eb("token_hash", "=", tokenHash),
+    eb("revoked_at", "is", null),
+    eb.or([eb("expires_at", "is", null), eb("expires_at", ">", toDbTime(now))]),
+  ]);
+}
+
 /** The registration token with this hash, if it may register a worker now. */
 export async function findUsableRegistrationToken(db: Kysely<Database>, tokenHash: string, now: Date): Promise<RegistrationToken | undefined> {
   const row = await db
     .selectFrom("worker_registration_tokens")
     .selectAll()
-    .where("token_hash", "=", tokenHash)
-    .where("revoked_at", "is", null)
-    .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", toDbTime(now))]))
+    .where((eb) => usableToken(eb, tokenHash, now))
     .executeTakeFirst();
   return row && toRegistrationToken(row);
 }
@@ -98,9 +105,7 @@ export async function useRegistrationToken(db: Kysely<Database>, tokenHash: stri
   const row = await db
     .updateTable("worker_registration_tokens")
     .set({ last_used_at: toDbTime(now) })
-    .where("token_hash", "=", tokenHash)
-    .where("revoked_at", "is", null)
-    .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", toDbTime(now))]))
+    .where((eb) => usableToken(eb, tokenHash, now))
     .returningAll()
     .executeTakeFirst();
   return row && toRegistrationToken(row);
