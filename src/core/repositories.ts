@@ -56,7 +56,8 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   if (typeof remote === "string") v.add("remote_url", remote);
   else if (!core.remotes.allowPrivate) {
     // The server will fetch this URL: refuse one that could make it reach what only it can.
-    // The host is not resolved (see privateHostProblem); the fetch checks the address too.
+    // The host is not resolved (see privateHostProblem); the fetch, when the git issue adds it,
+    // must check the address it connects to as well.
     const problem = privateHostProblem(remote.host);
     if (problem !== undefined) {
       v.add("remote_url", `${problem}; such remotes need single-user mode or FOREMAN_ALLOW_PRIVATE_REMOTES=true on the server`);

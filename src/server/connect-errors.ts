@@ -9,6 +9,7 @@
 //    it becomes InvalidArgument.
 // Installed once per process by the server; clients in the same process get the same rules.
 import { Code, ConnectError } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { escapeText, truncate } from "../core/text.js";
 
 /** Longest message an error carries, in characters. */
@@ -40,12 +41,7 @@ export function installConnectErrorGuard(): void {
       const code = value === Code.Internal && this.rawMessage.startsWith(PARSE_FAILURE) ? Code.InvalidArgument : value;
       own(this, "code", code);
       // Error.message was made from the raw text and code before either was mended.
-      own(this, "message", this.rawMessage === "" ? `[${codeName(code)}]` : `[${codeName(code)}] ${this.rawMessage}`);
+      own(this, "message", this.rawMessage === "" ? `[${codeToString(code)}]` : `[${codeToString(code)}] ${this.rawMessage}`);
     },
   });
-}
-
-/** connect-es's name of a code, as in its messages: "invalid_argument". */
-function codeName(code: Code): string {
-  return (Code[code] ?? String(code)).replace(/[A-Z]/g, (c, i: number) => (i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`));
 }

@@ -20,7 +20,7 @@ interface Check {
 type Plan = Check[];
 
 /** The message type a field holds, directly, as list elements or as map values. */
-function heldMessage(field: DescField): DescMessage | undefined {
+export function heldMessage(field: DescField): DescMessage | undefined {
   if (field.fieldKind === "message") return field.message;
   if (field.fieldKind === "list" && field.listKind === "message") return field.message;
   if (field.fieldKind === "map" && field.mapKind === "message") return field.message;

@@ -19,7 +19,7 @@ import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
 import { FOREMAN_FILES } from "../../src/api/routes.js";
 import { MAX_REPORTED_VIOLATIONS } from "../../src/core/errors.js";
-import { unboundedFields } from "../../src/server/request-bounds.js";
+import { heldMessage, unboundedFields } from "../../src/server/request-bounds.js";
 import type { DialectName } from "../../src/db/dialect.js";
 import { DIALECTS } from "../helpers/databases.js";
 import { expectCode, expectInvalid, rpcError } from "../helpers/rpc-errors.js";
@@ -45,13 +45,6 @@ interface BoundedField {
   /** Fields from the request down to the bounded one; all but the last hold a message. */
   path: DescField[];
   max: number;
-}
-
-function heldMessage(field: DescField): DescMessage | undefined {
-  if (field.fieldKind === "message") return field.message;
-  if (field.fieldKind === "list" && field.listKind === "message") return field.message;
-  if (field.fieldKind === "map" && field.mapKind === "message") return field.message;
-  return undefined;
 }
 
 function boundedFields(method: DescMethod): BoundedField[] {
