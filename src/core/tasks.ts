@@ -6,8 +6,7 @@ import * as sessions from "../store/agent-sessions.js";
 import * as repos from "../store/repositories.js";
 import * as taskEvents from "../store/task-events.js";
 import * as store from "../store/tasks.js";
-import type * as model from "./model/tasks.js";
-import type { ExecutionState, Task, TaskKind, TaskStatus } from "./model/tasks.js";
+import type { CompositeTask, ExecutionState, Task, TaskChangeType, TaskKind, TaskStatus, UnitTask } from "./model/tasks.js";
 import { DEFAULT_AGENT_TYPE, isAgentType } from "./agents.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
@@ -139,7 +138,7 @@ function readBranch(v: Violations, field: string, raw: string): string {
   return name;
 }
 
-async function recordChange(core: Core, db: Core["db"], task: { ownerId: string; workspaceId: string; id: string }, type: model.TaskChangeType, now: Date): Promise<void> {
+async function recordChange(core: Core, db: Core["db"], task: { ownerId: string; workspaceId: string; id: string }, type: TaskChangeType, now: Date): Promise<void> {
   await taskEvents.insertTaskEvent(db, core.dialect, { ownerId: task.ownerId, workspaceId: task.workspaceId, taskId: task.id, type }, now);
 }
 
@@ -153,7 +152,7 @@ export interface CreateUnitTaskInput {
   branchName: string;
 }
 
-export async function createUnitTask(core: Core, ownerId: string, input: CreateUnitTaskInput): Promise<model.UnitTask> {
+export async function createUnitTask(core: Core, ownerId: string, input: CreateUnitTaskInput): Promise<UnitTask> {
   const v = new Violations();
   const prompt = readPrompt(v, "prompt", input.prompt, PROMPT_MAX);
   const title = readTitle(v, input.title, prompt);
@@ -202,7 +201,7 @@ export async function createUnitTask(core: Core, ownerId: string, input: CreateU
   });
   core.taskChanges.notify(group.workspaceId);
   core.logger.info({ task_id: id, kind: "unit", workspace_id: group.workspaceId, agent_type: agent.agentType }, "task created");
-  return (await loadTask(core, ownerId, id)) as model.UnitTask;
+  return (await loadTask(core, ownerId, id)) as UnitTask;
 }
 
 export interface CreateCompositeTaskInput {
@@ -216,7 +215,7 @@ export interface CreateCompositeTaskInput {
   baseBranch: string;
 }
 
-export async function createCompositeTask(core: Core, ownerId: string, input: CreateCompositeTaskInput): Promise<model.CompositeTask> {
+export async function createCompositeTask(core: Core, ownerId: string, input: CreateCompositeTaskInput): Promise<CompositeTask> {
   const v = new Violations();
   const prompt = readPrompt(v, "prompt", input.prompt, PROMPT_MAX);
   const title = readTitle(v, input.title, prompt);
@@ -258,7 +257,7 @@ export async function createCompositeTask(core: Core, ownerId: string, input: Cr
   });
   core.taskChanges.notify(group.workspaceId);
   core.logger.info({ task_id: id, kind: "composite", workspace_id: group.workspaceId, agent_type: planner.agentType }, "task created");
-  return (await loadTask(core, ownerId, id)) as model.CompositeTask;
+  return (await loadTask(core, ownerId, id)) as CompositeTask;
 }
 
 async function loadTask(core: Core, ownerId: string, id: string): Promise<Task> {
