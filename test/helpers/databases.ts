@@ -7,7 +7,27 @@ import path from "node:path";
 import pg from "pg";
 import type { DialectName } from "../../src/db/dialect.js";
 
-export const DIALECTS: DialectName[] = ["sqlite", "postgres"];
+const ALL_DIALECTS: DialectName[] = ["sqlite", "postgres"];
+
+/**
+ * The dialects tests run on: both, unless FOREMAN_TEST_DIALECTS names some (comma-separated)
+ * for quick local work. CI unsets it and runs both.
+ */
+export const DIALECTS: DialectName[] = selectedDialects(process.env.FOREMAN_TEST_DIALECTS);
+
+function selectedDialects(value: string | undefined): DialectName[] {
+  if (value === undefined || value.trim() === "") return ALL_DIALECTS;
+  const names = value.split(",").map((name) => name.trim());
+  for (const name of names) {
+    if (!ALL_DIALECTS.includes(name as DialectName)) throw new Error(`FOREMAN_TEST_DIALECTS: unknown dialect "${name}" (use sqlite, postgres or both)`);
+  }
+  return ALL_DIALECTS.filter((d) => names.includes(d));
+}
+
+/** Whether tests that need this dialect alone (PostgreSQL replicas, say) run. */
+export function runsOn(dialect: DialectName): boolean {
+  return DIALECTS.includes(dialect);
+}
 
 /** A PostgreSQL URL with rights to create databases. */
 export function adminUrl(): string {

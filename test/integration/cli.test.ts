@@ -15,7 +15,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { migrations } from "../../migrations/index.js";
 import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
-import { createTestDatabase, type TestDatabase } from "../helpers/databases.js";
+import { createTestDatabase, runsOn, type TestDatabase } from "../helpers/databases.js";
 import { REDIRECT_URI, authorize, clientWith, startMultiUserServer, startOidcProvider } from "../helpers/oidc.js";
 import { expectCode } from "../helpers/rpc-errors.js";
 
@@ -177,7 +177,7 @@ describe("foreman serve", () => {
     expect(exited.logs.some((l) => l.msg === "database migrated")).toBe(false);
   });
 
-  it("serves PostgreSQL when DATABASE_URL is set", async () => {
+  it.runIf(runsOn("postgres"))("serves PostgreSQL when DATABASE_URL is set", async () => {
     const database = await testDatabase("postgres");
     const server = await serve({
       FOREMAN_DATA_DIR: database.dataDir,
@@ -398,7 +398,7 @@ describe("foreman migrate", () => {
     expect(second.logs.find((l) => l.msg === "database already up to date")).toMatchObject({ migrations: [] });
   });
 
-  it("migrates a fresh PostgreSQL database", async () => {
+  it.runIf(runsOn("postgres"))("migrates a fresh PostgreSQL database", async () => {
     const database = await testDatabase("postgres");
     const exited = await run(["migrate"], { FOREMAN_DATA_DIR: database.dataDir, DATABASE_URL: database.databaseUrl! });
     expect(exited.stderr).toBe("");

@@ -6,7 +6,7 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { TaskChangeType, TaskService, type TaskChange } from "../../gen/foreman/v1/task_pb.js";
-import { createTestDatabase, type TestDatabase } from "../helpers/databases.js";
+import { createTestDatabase, runsOn, type TestDatabase } from "../helpers/databases.js";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
 import { clientWith, login, multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
@@ -17,7 +17,7 @@ import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const WAIT_MS = 20_000;
 
-describe("two replicas on one PostgreSQL database", () => {
+describe.runIf(runsOn("postgres"))("two replicas on one PostgreSQL database", () => {
   let database: TestDatabase;
   let a: TestServer;
   let b: TestServer;
@@ -159,7 +159,7 @@ describe("two replicas on one PostgreSQL database", () => {
   });
 });
 
-describe("two multi-user replicas on one PostgreSQL database", () => {
+describe.runIf(runsOn("postgres"))("two multi-user replicas on one PostgreSQL database", () => {
   let database: TestDatabase;
   let provider: TestProvider;
   let a: TestServer;
