@@ -1,7 +1,8 @@
 // `npm run bench`: runs every benchmark and prints a table plus a one-line JSON summary each.
 // Quick run: BENCH_DURATION_MS=500 BENCH_REPEATS=1 npm run bench; one benchmark: BENCH_ONLY=unary,
-// auth, watch or hostile. Exits 1 if any call failed or a hostile request took the server down.
+// h2load, auth, watch or hostile. Exits 1 if any call failed or a hostile request took the server down.
 import { runAuth } from "./auth.js";
+import { formatH2load, h2loadAvailable, runH2load } from "./h2load.js";
 import { formatHostile, runHostile } from "./hostile.js";
 import { formatWatch, runWatch } from "./watch.js";
 import { formatUnary, runUnary, type UnaryResult } from "./unary.js";
@@ -58,6 +59,38 @@ async function main(): Promise<number> {
     process.stderr.write(`unary: starting the server and measuring (progress on stderr)\n`);
     const unary = await runUnary(options);
     report("unary", "foreman.v1.WorkspaceService/GetWorkspace", unary, formatUnary(unary));
+  }
+  if (only === undefined || only === "" || only === "h2load") {
+    if (!h2loadAvailable()) {
+      console.log("h2load: skipped, h2load is not installed (Debian: apt-get install nghttp2-client)");
+    } else {
+      process.stderr.write(`h2load: the project's server beside a bare connect-node server (progress on stderr)\n`);
+      const result = await runH2load(options);
+      console.log(formatH2load(result));
+      console.log(
+        JSON.stringify({
+          benchmark: "h2load",
+          method: "foreman.v1.WorkspaceService/GetWorkspace over connect-h2c",
+          durationMs: options.durationMs,
+          warmupMs: options.warmupMs,
+          repeats: options.repeats,
+          cpu_ratio_to_bare: round(result.ratio, 2),
+          results: result.rows.map((r) => ({
+            target: r.target,
+            rps_median: round(r.rpsMedian),
+            rps_min: round(r.rpsMin),
+            rps_max: round(r.rpsMax),
+            server_cpu_us_per_call: round(r.cpuMicrosPerCallMedian),
+            server_cpu_us_per_call_min: round(r.cpuMicrosPerCallMin),
+            server_cpu_us_per_call_max: round(r.cpuMicrosPerCallMax),
+            calls: r.calls,
+            failed: r.failed,
+          })),
+        }),
+      );
+      if (result.failed > 0) console.error(`h2load: ${result.failed} calls failed`);
+      errors += result.failed;
+    }
   }
   if (only === undefined || only === "" || only === "auth") {
     process.stderr.write(`auth: starting single-user and multi-user servers and measuring (progress on stderr)\n`);

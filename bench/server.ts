@@ -55,9 +55,9 @@ export function machineBusyMicros(): number {
   return ((user + nice + system + irq + softirq + steal) * 1e6) / clockTicks();
 }
 
-// At log level warn the server does not print its "foreman serving" line, so the port is
-// chosen here: ask the OS for a free loopback port and hand it to the child.
-function freePort(): Promise<number> {
+// The port is chosen here (ask the OS for a free loopback port and hand it to the child)
+// rather than read from the server's "foreman serving" line, which a log level may hide.
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = net.createServer();
     probe.once("error", reject);
@@ -80,13 +80,34 @@ function healthy(url: string): Promise<boolean> {
   });
 }
 
+/** pino's levels: 40 warn, 50 error, 60 fatal. */
+const WARNING_OR_WORSE = /"level":[456]0[,}]/;
+
+function forwardWarnings(child: ChildProcess): void {
+  let rest = "";
+  child.stdout?.setEncoding("utf8");
+  child.stdout?.on("data", (chunk: string) => {
+    const lines = (rest + chunk).split("\n");
+    rest = lines.pop()!;
+    for (const line of lines) if (WARNING_OR_WORSE.test(line)) process.stderr.write(`${line}\n`);
+  });
+}
+
 function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => child.once("exit", () => resolve()));
 }
 
-/** Starts `foreman serve`: SQLite, single-user, unless `settings` says otherwise. */
-export async function startBenchServer(settings: Record<string, string> = {}): Promise<BenchServer> {
+export interface BenchServerOptions {
+  /** Run the compiled server (dist/, as `npm start` runs it; build it first) instead of src/ under tsx. */
+  compiled?: boolean;
+}
+
+/**
+ * Starts `foreman serve` with its defaults (SQLite, single-user, log level info) unless
+ * `settings` says otherwise: benchmarks measure what users get.
+ */
+export async function startBenchServer(settings: Record<string, string> = {}, options: BenchServerOptions = {}): Promise<BenchServer> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "foreman-bench-"));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -99,20 +120,21 @@ export async function startBenchServer(settings: Record<string, string> = {}): P
     FOREMAN_HOST: "127.0.0.1",
     FOREMAN_PORT: String(port),
     FOREMAN_DATA_DIR: dataDir,
-    FOREMAN_LOG_LEVEL: "warn",
     FOREMAN_SINGLE_USER_MODE: "true",
     ...settings,
   });
   // Spawn node itself (not npm or a shell) so child.pid is the server's process.
   // BENCH_SERVER_NODE_ARGS passes flags to the server's node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
-  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "src/cli/main.ts", "serve"], {
+  const entry = options.compiled === true ? ["dist/src/cli/main.js"] : ["--import", "tsx", "src/cli/main.ts"];
+  const child = spawn(process.execPath, [...nodeArgs, ...entry, "serve"], {
     cwd: REPO_ROOT,
     env,
     stdio: ["ignore", "pipe", "pipe"],
   });
-  // Warnings and errors from the server go to stderr, away from the printed figures.
-  child.stdout?.pipe(process.stderr);
+  // The server's warnings and errors go to stderr, away from the printed figures; its info
+  // lines (one per call) are read and dropped, as a terminal or log collector would take them.
+  forwardWarnings(child);
   child.stderr?.pipe(process.stderr);
   // A crashed benchmark must not leave a server behind.
   const killOnExit = () => child.kill("SIGKILL");
