@@ -5,7 +5,7 @@ import type { AccessTokens } from "../auth/access-token.js";
 import type { OidcProvider } from "../auth/oidc.js";
 import type { AuthConfig } from "../config.js";
 import type { Database } from "../db/schema.js";
-import type { DialectName } from "../db/dialect.js";
+import type { DialectAdapter } from "../db/dialect-adapter.js";
 import type { Logger } from "../logger.js";
 import type { LiveLogins } from "./live-logins.js";
 import type { Notifier } from "./notifier.js";
@@ -13,7 +13,8 @@ import type { TaskFeeds } from "./task-feed.js";
 
 export interface Core {
   db: Kysely<Database>;
-  dialect: DialectName;
+  /** What the database's dialect does differently; store functions that differ take it. */
+  adapter: DialectAdapter;
   now(): Date;
   logger: Logger;
   auth: AuthSettings;

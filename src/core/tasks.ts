@@ -139,7 +139,7 @@ function readBranch(v: Violations, field: string, raw: string): string {
 }
 
 async function recordChange(core: Core, db: Core["db"], task: { ownerId: string; workspaceId: string; id: string }, type: TaskChangeType, now: Date): Promise<void> {
-  await taskEvents.insertTaskEvent(db, core.dialect, { ownerId: task.ownerId, workspaceId: task.workspaceId, taskId: task.id, type }, now);
+  await taskEvents.insertTaskEvent(db, core.adapter, { ownerId: task.ownerId, workspaceId: task.workspaceId, taskId: task.id, type }, now);
 }
 
 export interface CreateUnitTaskInput {

@@ -17,11 +17,12 @@ import {
   SqliteDialect,
   SqliteDriver,
   type DatabaseConnection,
-  type DialectAdapter,
+  type DialectAdapter as KyselyDialectAdapter,
   type Driver,
   type SqliteDialectConfig,
 } from "kysely";
 import pg from "pg";
+import { postgresAdapter, sqliteAdapter, type DialectAdapter } from "./dialect-adapter.js";
 import type { DialectName } from "./dialect.js";
 import type { Database } from "./schema.js";
 
@@ -37,7 +38,10 @@ export interface DatabaseOptions {
 
 export interface Db {
   kysely: Kysely<Database>;
+  /** The dialect's name, for logs and the migrations. */
   dialect: DialectName;
+  /** What the dialect does differently (advisory locks, NOTIFY), for the store's queries. */
+  adapter: DialectAdapter;
   close(): Promise<void>;
 }
 
@@ -64,7 +68,7 @@ class ForemanSqliteDialect extends SqliteDialect {
     return new ImmediateSqliteDriver(this.sqliteConfig);
   }
 
-  override createAdapter(): DialectAdapter {
+  override createAdapter(): KyselyDialectAdapter {
     return new TransactionalDdlSqliteAdapter();
   }
 }
@@ -82,7 +86,7 @@ export function openDatabase(options: DatabaseOptions): Db {
     // listener, pg re-throws the error as an uncaught exception that ends the process.
     pool.on("error", (error) => options.onIdleConnectionError?.(error));
     const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-    return { kysely, dialect: "postgres", close: () => kysely.destroy() };
+    return { kysely, dialect: "postgres", adapter: postgresAdapter, close: () => kysely.destroy() };
   }
   const file = options.sqlitePath ?? ":memory:";
   if (file !== ":memory:") fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -92,5 +96,5 @@ export function openDatabase(options: DatabaseOptions): Db {
   sqlite.pragma("foreign_keys = ON");
   sqlite.pragma("busy_timeout = 5000");
   const kysely = new Kysely<Database>({ dialect: new ForemanSqliteDialect({ database: sqlite }) });
-  return { kysely, dialect: "sqlite", close: () => kysely.destroy() };
+  return { kysely, dialect: "sqlite", adapter: sqliteAdapter, close: () => kysely.destroy() };
 }

@@ -66,7 +66,7 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
   const taskChanges = new Notifier();
   const core: Core = {
     db: db.kysely,
-    dialect: db.dialect,
+    adapter: db.adapter,
     now: clock,
     logger,
     auth: {

@@ -1,7 +1,7 @@
 // The task change log that WatchTasks reads: one row per created, updated or deleted task,
-// with an increasing id that is the stream's cursor, and on PostgreSQL a NOTIFY per change.
-import { sql, type Kysely } from "kysely";
-import type { DialectName } from "../db/dialect.js";
+// with an increasing id that is the stream's cursor, and a NOTIFY per change to other replicas.
+import type { Kysely } from "kysely";
+import type { DialectAdapter } from "../db/dialect-adapter.js";
 import type { Database } from "../db/schema.js";
 import { fromDbTime, toDbTime } from "./codec.js";
 import type { TaskChangeType } from "../core/model/tasks.js";
@@ -18,24 +18,23 @@ export interface TaskEvent {
 export const TASK_CHANGES_CHANNEL = "foreman_task_changes";
 
 /**
- * Records a change; call it last in the transaction that made the change. On PostgreSQL a
- * transaction-scoped advisory lock per workspace makes the workspace's changes commit in the
- * order of their ids, so a watcher that has read up to id N can never later find an N-1
- * that committed late. (SQLite has one writer at a time, which gives the same.)
+ * Records a change; call it last in the transaction that made the change. A lock per workspace,
+ * held until the commit, makes the workspace's changes commit in the order of their ids, so a
+ * watcher that has read up to id N can never later find an N-1 that committed late.
  */
 export async function insertTaskEvent(
   db: Kysely<Database>,
-  dialect: DialectName,
+  adapter: DialectAdapter,
   e: { ownerId: string; workspaceId: string; taskId: string; type: TaskChangeType },
   now: Date,
 ): Promise<void> {
-  if (dialect === "postgres") await sql`SELECT pg_advisory_xact_lock(hashtext(${`task_events:${e.workspaceId}`}))`.execute(db);
+  await adapter.lockForOrder(db, `task_events:${e.workspaceId}`);
   await db
     .insertInto("task_events")
     .values({ owner_id: e.ownerId, workspace_id: e.workspaceId, task_id: e.taskId, type: e.type, created_at: toDbTime(now) })
     .execute();
   // Delivered when the transaction commits, to every replica (this one included).
-  if (dialect === "postgres") await sql`SELECT pg_notify(${TASK_CHANGES_CHANNEL}, ${e.workspaceId})`.execute(db);
+  await adapter.notifyOnCommit(db, TASK_CHANGES_CHANNEL, e.workspaceId);
 }
 
 /** The workspace's changes after the cursor, oldest first. */

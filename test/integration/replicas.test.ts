@@ -133,7 +133,7 @@ describe.runIf(runsOn("postgres"))("two replicas on one PostgreSQL database", ()
     // A change in W in flight (holding W's lock, as every task change does), while a later one in X commits.
     const inFlight = await db.startTransaction().execute();
     try {
-      await insertTaskEvent(inFlight, "postgres", { ownerId: LOCAL_USER_ID, workspaceId: w.workspaceId, taskId: UNKNOWN_ID, type: "updated" }, new Date());
+      await insertTaskEvent(inFlight, a.server.db.adapter, { ownerId: LOCAL_USER_ID, workspaceId: w.workspaceId, taskId: UNKNOWN_ID, type: "updated" }, new Date());
       await b.client(TaskService).createUnitTask({ repositoryGroupId: x.groupId, prompt: "Committed in X" });
       expect(await latestTaskEventId(db, x.workspaceId)).toBeGreaterThan(committedInW);
       // A watch of W starting now must begin before W's change in flight, which commits later.

@@ -1642,7 +1642,7 @@ describe.each(DIALECTS)("WatchTasks past the shared feed's buffer on %s", (diale
       const COUNT = 1100;
       await t.server.db.kysely.transaction().execute(async (trx) => {
         for (let i = 0; i < COUNT; i++) {
-          await insertTaskEvent(trx, dialect, { ownerId: LOCAL_USER_ID, workspaceId: workspace.id, taskId: randomUUID(), type: "updated" }, new Date());
+          await insertTaskEvent(trx, t.server.db.adapter, { ownerId: LOCAL_USER_ID, workspaceId: workspace.id, taskId: randomUUID(), type: "updated" }, new Date());
         }
       });
       await live.reach(COUNT);
