@@ -6,12 +6,13 @@ import { hashToken, newOpaqueToken, REFRESH_TOKEN_PREFIX } from "../auth/opaque-
 import { OidcError } from "../auth/oidc.js";
 import { newId } from "../store/codec.js";
 import * as store from "../store/logins.js";
-import { getUser, upsertUserByIdentity, type User } from "../store/users.js";
+import { getUser, upsertUserByIdentity } from "../store/users.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, foremanError, notFound } from "./errors.js";
+import type { User } from "./model/users.js";
 import { Violations } from "./validation.js";
 
-export type { User } from "../store/users.js";
+export type { User };
 
 export interface TokenSet {
   accessToken: string;

@@ -6,7 +6,19 @@ import * as sessions from "../store/agent-sessions.js";
 import * as repos from "../store/repositories.js";
 import * as taskEvents from "../store/task-events.js";
 import * as store from "../store/tasks.js";
-import type { CompositeTask, ExecutionState, Task, TaskChangeType, TaskKind, TaskStatus, UnitTask } from "./model/tasks.js";
+import {
+  COMPOSITE_STATUSES,
+  TRANSITIONS,
+  UNIT_STATUSES,
+  canMove,
+  type CompositeTask,
+  type ExecutionState,
+  type Task,
+  type TaskChangeType,
+  type TaskKind,
+  type TaskStatus,
+  type UnitTask,
+} from "./model/tasks.js";
 import { DEFAULT_AGENT_TYPE, isAgentType } from "./agents.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
@@ -18,40 +30,6 @@ import { waitForWake } from "./wait.js";
 import { getWorkspace } from "./workspaces.js";
 
 export type { AgentSession, AgentTask, CompositeTask, ExecutionState, Task, TaskKind, TaskStatus, UnitTask } from "./model/tasks.js";
-
-export const UNIT_STATUSES: TaskStatus[] = ["in_progress", "in_review", "approved", "pr_open", "done", "rejected", "failed", "cancelled"];
-export const COMPOSITE_STATUSES: TaskStatus[] = ["planning", "pending_approval", "in_progress", "done", "rejected", "failed", "cancelled"];
-
-/**
- * The one state machine: for each kind, the statuses a task may move to from each status.
- * Moves into in_progress or planning queue agent work, so only RetryTask, RequestChanges and
- * (for a composite plan) ApproveTask make them; UpdateTaskStatus makes the rest.
- */
-export const TRANSITIONS: Record<TaskKind, Partial<Record<TaskStatus, TaskStatus[]>>> = {
-  unit: {
-    in_progress: ["in_review", "failed", "cancelled"],
-    in_review: ["approved", "rejected", "pr_open", "in_progress", "cancelled"],
-    approved: ["pr_open", "done", "cancelled"],
-    pr_open: ["done", "rejected"],
-    failed: ["in_progress"],
-    cancelled: ["in_progress"],
-    done: [],
-    rejected: [],
-  },
-  composite: {
-    planning: ["pending_approval", "failed", "cancelled"],
-    pending_approval: ["in_progress", "rejected", "planning", "cancelled"],
-    in_progress: ["done", "failed", "cancelled"],
-    failed: ["planning", "in_progress"],
-    cancelled: ["planning", "in_progress"],
-    done: [],
-    rejected: [],
-  },
-};
-
-export function canMove(kind: TaskKind, from: TaskStatus, to: TaskStatus): boolean {
-  return TRANSITIONS[kind][from]?.includes(to) ?? false;
-}
 
 const TITLE_MAX = 200;
 const PROMPT_MAX = 100_000;

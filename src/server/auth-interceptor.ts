@@ -10,7 +10,7 @@ import type { Core } from "../core/context.js";
 import { foremanError } from "../core/errors.js";
 import { authenticateAccessToken, unauthenticated } from "../core/logins.js";
 import { authenticateWorker } from "../core/workers.js";
-import { LOCAL_USER_ID } from "../store/users.js";
+import { LOCAL_USER_ID } from "../core/model/users.js";
 import { WORKER_CREDENTIAL_PREFIX } from "../auth/opaque-token.js";
 import { principalKey } from "../api/principal.js";
 

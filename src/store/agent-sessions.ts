@@ -4,7 +4,7 @@
 // here, each a named function with its SQL.
 import type { Kysely, Selectable } from "kysely";
 import type { AgentSessionsTable, AgentTasksTable, Database } from "../db/schema.js";
-import { ACTIVE_SESSION_STATES, type AgentSession, type AgentTask, type AgentTaskKind, type SessionState, type TaskKind } from "../core/model/tasks.js";
+import { SESSION_CANCEL, SESSION_START, type AgentSession, type AgentTask, type AgentTaskKind, type SessionState, type TaskKind } from "../core/model/tasks.js";
 import { fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
 
 function toSession(row: Selectable<AgentSessionsTable>): AgentSession {
@@ -112,7 +112,7 @@ export async function insertSession(
       owner_id: s.ownerId,
       agent_task_id: s.agentTaskId,
       attempt: s.attempt,
-      state: "queued",
+      state: SESSION_START,
       agent_type: s.agentType,
       agent_model: s.agentModel,
       created_at: toDbTime(now),
@@ -132,22 +132,21 @@ export async function baseRemotesOf(db: Kysely<Database>, agentTaskId: string): 
   return rows.map((r) => ({ repositoryId: r.repository_id, baseBranch: r.base_branch, branchName: r.branch_name }));
 }
 
-/** Ends the task's queued, assigned and running sessions as cancelled; returns how many. */
+/** Cancels the agent tasks' active sessions as SESSION_CANCEL says; returns how many. */
 export async function cancelActiveSessions(db: Kysely<Database>, agentTaskIds: string[], reason: string, now: Date): Promise<number> {
   if (agentTaskIds.length === 0) return 0;
   const result = await db
     .updateTable("agent_sessions")
     .set({
-      state: "cancelled",
+      state: SESSION_CANCEL.to,
       ended_at: toDbTime(now),
       updated_at: toDbTime(now),
       stop_requested_at: toDbTime(now),
       stop_reason: reason,
-      lease_token_hash: null,
-      lease_expires_at: null,
+      ...(SESSION_CANCEL.dropsLease ? { lease_token_hash: null, lease_expires_at: null } : {}),
     })
     .where("agent_task_id", "in", agentTaskIds)
-    .where("state", "in", ACTIVE_SESSION_STATES)
+    .where("state", "in", SESSION_CANCEL.from)
     .executeTakeFirst();
   return Number(result.numUpdatedRows);
 }

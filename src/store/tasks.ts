@@ -4,15 +4,16 @@
 // one applies.
 import { sql, type Kysely, type Selectable } from "kysely";
 import type { CompositeTasksTable, Database, UnitTasksTable } from "../db/schema.js";
-import type {
-  AgentTask,
-  CompositeTask,
-  ExecutionState,
-  Task,
-  TaskCommon,
-  TaskKind,
-  TaskStatus,
-  UnitTask,
+import {
+  TASK_START,
+  type AgentTask,
+  type CompositeTask,
+  type ExecutionState,
+  type Task,
+  type TaskCommon,
+  type TaskKind,
+  type TaskStatus,
+  type UnitTask,
 } from "../core/model/tasks.js";
 import { agentTasksOf } from "./agent-sessions.js";
 import { fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
@@ -86,8 +87,8 @@ export async function insertUnitTask(db: Kysely<Database>, t: NewUnitTask, now: 
       composite_task_id: t.compositeTaskId,
       title: t.title,
       prompt: t.prompt,
-      status: "in_progress",
-      execution_state: "queued",
+      status: TASK_START.unit.status,
+      execution_state: TASK_START.unit.executionState,
       agent_type: t.agentType,
       agent_model: t.agentModel,
       base_branch: t.baseBranch,
@@ -121,8 +122,8 @@ export async function insertCompositeTask(db: Kysely<Database>, t: NewCompositeT
       repository_group_id: t.repositoryGroupId,
       title: t.title,
       prompt: t.prompt,
-      status: "planning",
-      execution_state: "queued",
+      status: TASK_START.composite.status,
+      execution_state: TASK_START.composite.executionState,
       execution_agent_type: t.executionAgentType,
       execution_agent_model: t.executionAgentModel,
       base_branch: t.baseBranch,

@@ -1,11 +1,9 @@
-// Users: the single-user mode's local user, and users vouched for by an OpenID provider,
-// known by (issuer, subject).
+// Users (core/model/users.ts says what one is): the local user, and the users an OpenID
+// provider vouches for, stored by (issuer, subject).
 import type { Kysely, Selectable } from "kysely";
 import type { Database, UsersTable } from "../db/schema.js";
+import { LOCAL_USER_ID, type User } from "../core/model/users.js";
 import { fromDbTime, toDbTime } from "./codec.js";
-
-/** The single-user mode's one user: a fixed id, so data survives restarts and mode switches. */
-export const LOCAL_USER_ID = "00000000-0000-7000-8000-000000000001";
 
 export async function ensureLocalUser(db: Kysely<Database>, now: Date): Promise<void> {
   await db
@@ -13,15 +11,6 @@ export async function ensureLocalUser(db: Kysely<Database>, now: Date): Promise<
     .values({ id: LOCAL_USER_ID, issuer: "", subject: "local", name: "Local user", created_at: toDbTime(now), updated_at: toDbTime(now) })
     .onConflict((oc) => oc.column("id").doNothing())
     .execute();
-}
-
-export interface User {
-  id: string;
-  issuer: string;
-  subject: string;
-  email: string | null;
-  name: string | null;
-  createdAt: Date;
 }
 
 function toUser(row: Selectable<UsersTable>): User {

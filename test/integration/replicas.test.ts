@@ -11,7 +11,7 @@ import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
 import { clientWith, login, multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { insertTaskEvent, latestTaskEventId } from "../../src/store/task-events.js";
-import { LOCAL_USER_ID } from "../../src/store/users.js";
+import { LOCAL_USER_ID } from "../../src/core/model/users.js";
 import { UNKNOWN_ID, expectCode } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 

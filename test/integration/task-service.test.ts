@@ -1,6 +1,6 @@
 // TaskService through the generated client over real HTTP (Connect, h2c), on a real server in
 // process, once per database dialect: creating unit and composite tasks, Get and List, every
-// transition of the state machine (table-driven from src/core/tasks.ts's TRANSITIONS), review,
+// transition of the state machine (table-driven from src/core/model/tasks.ts's TRANSITIONS), review,
 // retry and delete, concurrent calls, a randomised sequence of calls checked against a model,
 // WatchTasks with resume, and owner isolation between two users of a multi-user server.
 import { randomUUID } from "node:crypto";
@@ -21,10 +21,10 @@ import {
 } from "../../gen/foreman/v1/task_pb.js";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { TRANSITIONS, type TaskKind as KindName, type TaskStatus as StatusName } from "../../src/core/tasks.js";
+import { TRANSITIONS, type TaskKind as KindName, type TaskStatus as StatusName } from "../../src/core/model/tasks.js";
 import type { Db } from "../../src/db/database.js";
 import { insertTaskEvent } from "../../src/store/task-events.js";
-import { LOCAL_USER_ID } from "../../src/store/users.js";
+import { LOCAL_USER_ID } from "../../src/core/model/users.js";
 import { inBatches } from "../helpers/batches.js";
 import { DIALECTS } from "../helpers/databases.js";
 import { clientWith, login, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";

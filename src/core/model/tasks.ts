@@ -1,6 +1,7 @@
-// The domain's task types: what a task, an agent task and a session are, and their states.
-// A leaf module that core owns: it imports nothing, so store/ (which builds these from rows),
-// core/ and api/ can all use it without an arrow running back up.
+// The domain's task types: what a task, an agent task and a session are, their states, the
+// state machine, and where tasks and sessions start. A leaf module that core owns: it imports
+// nothing, so store/ (which builds these from rows and writes the states named here), core/ and
+// api/ can all use it without an arrow running back up.
 
 export type TaskKind = "unit" | "composite";
 export type TaskStatus =
@@ -19,8 +20,61 @@ export type AgentTaskKind = "initial" | "request_changes" | "auto_fix" | "planni
 export type SessionState = "queued" | "assigned" | "running" | "succeeded" | "failed" | "cancelled" | "lost";
 export type TaskChangeType = "created" | "updated" | "deleted";
 
+export const UNIT_STATUSES: TaskStatus[] = ["in_progress", "in_review", "approved", "pr_open", "done", "rejected", "failed", "cancelled"];
+export const COMPOSITE_STATUSES: TaskStatus[] = ["planning", "pending_approval", "in_progress", "done", "rejected", "failed", "cancelled"];
+
+/**
+ * The one state machine: for each kind, the statuses a task may move to from each status.
+ * Moves into in_progress or planning queue agent work, so only RetryTask, RequestChanges and
+ * (for a composite plan) ApproveTask make them; UpdateTaskStatus makes the rest.
+ */
+export const TRANSITIONS: Record<TaskKind, Partial<Record<TaskStatus, TaskStatus[]>>> = {
+  unit: {
+    in_progress: ["in_review", "failed", "cancelled"],
+    in_review: ["approved", "rejected", "pr_open", "in_progress", "cancelled"],
+    approved: ["pr_open", "done", "cancelled"],
+    pr_open: ["done", "rejected"],
+    failed: ["in_progress"],
+    cancelled: ["in_progress"],
+    done: [],
+    rejected: [],
+  },
+  composite: {
+    planning: ["pending_approval", "failed", "cancelled"],
+    pending_approval: ["in_progress", "rejected", "planning", "cancelled"],
+    in_progress: ["done", "failed", "cancelled"],
+    failed: ["planning", "in_progress"],
+    cancelled: ["planning", "in_progress"],
+    done: [],
+    rejected: [],
+  },
+};
+
+export function canMove(kind: TaskKind, from: TaskStatus, to: TaskStatus): boolean {
+  return TRANSITIONS[kind][from]?.includes(to) ?? false;
+}
+
+/** Where a new task starts: its first agent run is queued with it (a composite task's plans). */
+export const TASK_START: Record<TaskKind, { status: TaskStatus; executionState: ExecutionState }> = {
+  unit: { status: "in_progress", executionState: "queued" },
+  composite: { status: "planning", executionState: "queued" },
+};
+
+/** A new session (a run's first attempt, or a retry) waits for a worker. */
+export const SESSION_START: SessionState = "queued";
+
 /** Sessions in these states hold or wait for a worker; cancelling a task ends them. */
 export const ACTIVE_SESSION_STATES: SessionState[] = ["queued", "assigned", "running"];
+
+/**
+ * Cancelling a session: an active one ends as cancelled and drops its lease in the same write,
+ * so a worker still running it can no longer report for it.
+ */
+export const SESSION_CANCEL: { from: SessionState[]; to: SessionState; dropsLease: boolean } = {
+  from: ACTIVE_SESSION_STATES,
+  to: "cancelled",
+  dropsLease: true,
+};
 
 export interface AgentSession {
   id: string;
