@@ -14,6 +14,7 @@ import {
   type RepositoryGroup,
 } from "../../gen/foreman/v1/repository_pb.js";
 import { DIALECTS } from "../helpers/databases.js";
+import { caller, type Caller } from "../helpers/fixtures.js";
 import { UNKNOWN_ID, expectCode, expectInvalid } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -22,30 +23,16 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
   let t: TestServer;
 
+  let local: Caller;
+
   beforeAll(async () => {
     t = await startTestServer(dialect);
+    local = caller(t);
   });
 
   afterAll(async () => {
     await t?.close();
   });
-
-  async function workspace(): Promise<string> {
-    const { workspace: ws } = await t.workspaces.createWorkspace({ name: `ws-${randomUUID()}` });
-    return ws!.id;
-  }
-
-  async function add(workspaceId: string, remoteUrl: string, extra: Partial<{ name: string; defaultBranch: string }> = {}) {
-    const { repository } = await t.repositories.addRepository({ workspaceId, remoteUrl, ...extra });
-    expect(repository).toBeDefined();
-    return repository!;
-  }
-
-  async function group(workspaceId: string, name: string, repositoryIds: string[]): Promise<RepositoryGroup> {
-    const { repositoryGroup } = await t.repositories.createRepositoryGroup({ workspaceId, name, repositoryIds });
-    expect(repositoryGroup).toBeDefined();
-    return repositoryGroup!;
-  }
 
   async function allGroups(workspaceId: string): Promise<RepositoryGroup[]> {
     const res = await t.repositories.listRepositoryGroups({ workspaceId, pageSize: 1000 });
@@ -61,9 +48,9 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
 
   describe("AddRepository, GetRepository and ListRepositories", () => {
     it("adds a repository with defaults derived from the URL, and it round-trips", async () => {
-      const ws = await workspace();
+      const { id: ws } = await local.workspace();
       const before = Date.now();
-      const repo = await add(ws, "https://github.com/acme/widgets.git");
+      const repo = await local.repository(ws, "https://github.com/acme/widgets.git");
       const after = Date.now();
 
       expect(repo.id).toMatch(UUID);
@@ -84,7 +71,7 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("keeps the given name, default branch and provider, and never returns the webhook secret", async () => {
-      const ws = await workspace();
+      const { id: ws } = await local.workspace();
       const secret = "s3cr3t-webhook-value-0123456789";
       const { repository: repo } = await t.repositories.addRepository({
         workspaceId: ws,
@@ -122,8 +109,8 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       ["git://git.example.org/g", VcsProviderType.GENERIC, "g"],
       ["https://GitHub.com/acme/h/", VcsProviderType.GITHUB, "h"],
     ])("derives provider and name from %s", async (remoteUrl, provider, name) => {
-      const ws = await workspace();
-      const repo = await add(ws, remoteUrl);
+      const { id: ws } = await local.workspace();
+      const repo = await local.repository(ws, remoteUrl);
       expect(repo.vcsProviderType).toBe(provider);
       expect(repo.name).toBe(name);
       expect(repo.remoteUrl).toBe(remoteUrl.replace(/\/+$/, ""));
@@ -137,8 +124,8 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       ["http://2130706433/acme/e.git", "http://127.0.0.1/acme/e.git"],
       ["ssh://0x7f.1/acme/f.git", "ssh://127.0.0.1/acme/f.git"],
     ])("stores and shows %s with its host as git will connect to it", async (remoteUrl, stored) => {
-      const ws = await workspace();
-      const repo = await add(ws, remoteUrl);
+      const { id: ws } = await local.workspace();
+      const repo = await local.repository(ws, remoteUrl);
       expect(repo.remoteUrl).toBe(stored);
       expect((await t.repositories.getRepository({ id: repo.id })).repository?.remoteUrl).toBe(stored);
       // The same remote written either way is one remote.
@@ -152,20 +139,20 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       "http://10.0.0.5/git/private.git",
       "git@localhost:me/mine.git",
     ])("accepts the local or private remote %s in single-user mode", async (remoteUrl) => {
-      const ws = await workspace();
-      expect((await add(ws, remoteUrl)).remoteUrl).toBe(remoteUrl);
+      const { id: ws } = await local.workspace();
+      expect((await local.repository(ws, remoteUrl)).remoteUrl).toBe(remoteUrl);
     });
 
     it("stores the URL trimmed and without a trailing slash", async () => {
-      const ws = await workspace();
-      const repo = await add(ws, "  https://github.com/acme/trailing///  ");
+      const { id: ws } = await local.workspace();
+      const repo = await local.repository(ws, "  https://github.com/acme/trailing///  ");
       expect(repo.remoteUrl).toBe("https://github.com/acme/trailing");
       expect(repo.name).toBe("trailing");
     });
 
     it("refuses a duplicate remote URL in the same workspace, also when written differently", async () => {
-      const ws = await workspace();
-      const first = await add(ws, "https://github.com/acme/dup.git");
+      const { id: ws } = await local.workspace();
+      const first = await local.repository(ws, "https://github.com/acme/dup.git");
       const err = await expectCode(
         t.repositories.addRepository({ workspaceId: ws, remoteUrl: "https://github.com/acme/dup.git", name: "other" }),
         Code.AlreadyExists,
@@ -179,7 +166,7 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("lets exactly one of concurrent adds of the same URL succeed", async () => {
-      const ws = await workspace();
+      const { id: ws } = await local.workspace();
       const attempts = 8;
       const results = await Promise.allSettled(
         Array.from({ length: attempts }, (_, i) =>
@@ -194,10 +181,10 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("allows the same remote URL in another workspace", async () => {
-      const a = await workspace();
-      const b = await workspace();
-      const inA = await add(a, "https://github.com/acme/shared.git");
-      const inB = await add(b, "https://github.com/acme/shared.git");
+      const { id: a } = await local.workspace();
+      const { id: b } = await local.workspace();
+      const inA = await local.repository(a, "https://github.com/acme/shared.git");
+      const inB = await local.repository(b, "https://github.com/acme/shared.git");
       expect(inB.id).not.toBe(inA.id);
       expect(inB.workspaceId).toBe(b);
       expect((await allRepositories(a)).map((r) => r.id)).toEqual([inA.id]);
@@ -225,14 +212,14 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       ["a bidi override", "https://github.com/acme/\u202eb.git"],
       ["a percent-encoded host", "https://b%C3%BCcher.de/acme/a.git"],
     ])("refuses a remote_url with %s", async (_label, remoteUrl) => {
-      const ws = await workspace();
+      const { id: ws } = await local.workspace();
       // An explicit name, so that only the URL is at fault.
       await expectInvalid(t.repositories.addRepository({ workspaceId: ws, remoteUrl, name: "repo" }), "remote_url");
       expect(await allRepositories(ws)).toEqual([]);
     });
 
     it("validates name, default branch and webhook secret", async () => {
-      const ws = await workspace();
+      const { id: ws } = await local.workspace();
       const url = "https://github.com/acme/valid.git";
       await expectInvalid(t.repositories.addRepository({ workspaceId: ws, remoteUrl: url, name: "has space" }), "name");
       await expectInvalid(t.repositories.addRepository({ workspaceId: ws, remoteUrl: url, name: "a/b" }), "name");
@@ -253,7 +240,7 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       expect(await allRepositories(ws)).toEqual([]);
 
       // The limits themselves are fine.
-      const ok = await add(ws, url, { name: "x".repeat(100) });
+      const ok = await local.repository(ws, url, { name: "x".repeat(100) });
       expect(ok.name).toBe("x".repeat(100));
       const { repository: withSecret } = await t.repositories.addRepository({
         workspaceId: ws,
@@ -275,7 +262,7 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       ["--help", /option/],
       ["-", /option/],
     ])("refuses the name %j, saying why", async (name, why) => {
-      const ws = await workspace();
+      const { id: ws } = await local.workspace();
       const err = await expectInvalid(t.repositories.addRepository({ workspaceId: ws, remoteUrl: "https://github.com/acme/named.git", name }), "name");
       expect(err.rawMessage).toMatch(why);
       expect(await allRepositories(ws)).toEqual([]);
@@ -289,29 +276,30 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       ["git@github.com:o/--help.git", "--help"],
       ["ssh://git@host.example/srv/-x", "-x"],
     ])("refuses %s, whose derived name %j is unsafe, unless a name is given", async (remoteUrl) => {
-      const ws = await workspace();
+      const { id: ws } = await local.workspace();
       const err = await expectInvalid(t.repositories.addRepository({ workspaceId: ws, remoteUrl }), "name");
       expect(err.rawMessage).toMatch(/taken from remote_url/);
       expect(err.rawMessage).toMatch(/give a name/);
       expect(await allRepositories(ws)).toEqual([]);
       // The URL itself is fine: with a safe name it is added, as given.
-      const repo = await add(ws, remoteUrl, { name: "safe-name" });
+      const repo = await local.repository(ws, remoteUrl, { name: "safe-name" });
       expect(repo.name).toBe("safe-name");
       expect(repo.remoteUrl).toBe(remoteUrl);
     });
 
     it("keeps names that only look alike: .github, a.git-like, dots and dashes inside", async () => {
-      const ws = await workspace();
-      expect((await add(ws, "https://github.com/acme/.github.git")).name).toBe(".github");
+      const { id: ws } = await local.workspace();
+      expect((await local.repository(ws, "https://github.com/acme/.github.git")).name).toBe(".github");
       for (const name of [".dotfiles", "a.git", "my-repo", "v1..2", "x-", "_private"]) {
-        expect((await add(ws, `https://github.com/acme/n-${randomUUID().slice(0, 8)}.git`, { name })).name).toBe(name);
+        expect((await local.repository(ws, `https://github.com/acme/n-${randomUUID().slice(0, 8)}.git`, { name })).name).toBe(name);
       }
     });
 
     it("validates the webhook secret without ever echoing it", async () => {
-      const ws = await workspace();
+      const { id: ws } = await local.workspace();
       const url = "https://github.com/acme/hooked.git";
-      for (const webhookSecret of ["nul\u0000secret-value", "bell\u0007secret-value", "line\nbreak-secret-value"]) {
+      const refused = ["nul\u0000secret-value", "bell\u0007secret-value", "line\nbreak-secret-value", "tab\tsecret-value", "nel\u0085secret-value", "rlo\u202esecret-value"];
+      for (const webhookSecret of refused) {
         const err = await expectInvalid(t.repositories.addRepository({ workspaceId: ws, remoteUrl: url, webhookSecret }), "webhook_secret");
         expect(err.rawMessage).not.toContain("secret-value");
       }
@@ -363,11 +351,11 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
 
   describe("ListRepositories paging", () => {
     it("pages through 25 repositories 10 at a time, oldest first, with nothing repeated or missing", async () => {
-      const ws = await workspace();
-      const other = await workspace();
-      await add(other, "https://github.com/acme/elsewhere.git");
+      const { id: ws } = await local.workspace();
+      const { id: other } = await local.workspace();
+      await local.repository(other, "https://github.com/acme/elsewhere.git");
       const created: Repository[] = [];
-      for (let i = 0; i < 25; i++) created.push(await add(ws, `https://github.com/acme/repo-${String(i).padStart(2, "0")}.git`));
+      for (let i = 0; i < 25; i++) created.push(await local.repository(ws, `https://github.com/acme/repo-${String(i).padStart(2, "0")}.git`));
 
       const pages: Repository[][] = [];
       const tokens: string[] = [];
@@ -386,11 +374,11 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("refuses a token from another workspace's list, from the group list, garbage and negative sizes", async () => {
-      const a = await workspace();
-      const b = await workspace();
+      const { id: a } = await local.workspace();
+      const { id: b } = await local.workspace();
       for (let i = 0; i < 3; i++) {
-        await add(a, `https://github.com/acme/a${i}.git`);
-        await add(b, `https://github.com/acme/b${i}.git`);
+        await local.repository(a, `https://github.com/acme/a${i}.git`);
+        await local.repository(b, `https://github.com/acme/b${i}.git`);
       }
       const fromA = await t.repositories.listRepositories({ workspaceId: a, pageSize: 1 });
       expect(fromA.nextPageToken).not.toBe("");
@@ -411,7 +399,7 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("caps page_size at 1000", { timeout: 120_000 }, async () => {
-      const ws = await workspace();
+      const { id: ws } = await local.workspace();
       const total = 1001;
       for (let start = 0; start < total; start += 25) {
         await Promise.all(
@@ -432,14 +420,14 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
 
   describe("RemoveRepository", () => {
     it("removes a repository, and its URL can be added again", async () => {
-      const ws = await workspace();
-      const kept = await add(ws, "https://github.com/acme/kept.git");
-      const repo = await add(ws, "https://github.com/acme/removed.git");
+      const { id: ws } = await local.workspace();
+      const kept = await local.repository(ws, "https://github.com/acme/kept.git");
+      const repo = await local.repository(ws, "https://github.com/acme/removed.git");
       await t.repositories.removeRepository({ id: repo.id });
       await expectCode(t.repositories.getRepository({ id: repo.id }), Code.NotFound);
       await expectCode(t.repositories.removeRepository({ id: repo.id }), Code.NotFound);
       expect((await allRepositories(ws)).map((r) => r.id)).toEqual([kept.id]);
-      const again = await add(ws, "https://github.com/acme/removed.git");
+      const again = await local.repository(ws, "https://github.com/acme/removed.git");
       expect(again.id).not.toBe(repo.id);
     });
 
@@ -450,10 +438,10 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("refuses to remove a repository in a named group until it is taken out of the group", async () => {
-      const ws = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const b = await add(ws, "https://github.com/acme/b.git");
-      const g = await group(ws, "frontend", [a.id, b.id]);
+      const { id: ws } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const b = await local.repository(ws, "https://github.com/acme/b.git");
+      const g = await local.group(ws, [a.id, b.id], "frontend");
       const err = await expectCode(t.repositories.removeRepository({ id: a.id }), Code.FailedPrecondition);
       expect(err.rawMessage).toContain("frontend");
       expect((await t.repositories.getRepository({ id: a.id })).repository?.id).toBe(a.id);
@@ -465,8 +453,8 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       expect((await allGroups(ws)).map((x) => [x.id, x.repositoryIds])).toEqual([[g.id, [b.id]]]);
 
       // Names in the message are quoted and escaped, and only the first few groups are named.
-      const c = await add(ws, "https://github.com/acme/c.git");
-      for (let i = 0; i < 5; i++) await group(ws, `say "hi" ${i}`, [b.id, c.id]);
+      const c = await local.repository(ws, "https://github.com/acme/c.git");
+      for (let i = 0; i < 5; i++) await local.group(ws, [b.id, c.id], `say "hi" ${i}`);
       const many = await expectCode(t.repositories.removeRepository({ id: c.id }), Code.FailedPrecondition);
       expect(many.rawMessage.match(/"say \\"hi\\" \d"/g)).toHaveLength(3);
       expect(many.rawMessage).toContain("2 more");
@@ -478,11 +466,11 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("removes a repository's unnamed single-repository group with it, and no other group", async () => {
-      const ws = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const b = await add(ws, "https://github.com/acme/b.git");
-      const single = await group(ws, "", [a.id]);
-      const otherSingle = await group(ws, "", [b.id]);
+      const { id: ws } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const b = await local.repository(ws, "https://github.com/acme/b.git");
+      const single = await local.group(ws, [a.id], "");
+      const otherSingle = await local.group(ws, [b.id], "");
       expect(single.name).toBe("");
       expect((await allGroups(ws)).map((x) => x.id)).toEqual([single.id, otherSingle.id]);
 
@@ -496,12 +484,12 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
 
   describe("repository groups", () => {
     it("creates a named group that keeps the order given, and lists it", async () => {
-      const ws = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const b = await add(ws, "https://github.com/acme/b.git");
-      const c = await add(ws, "https://github.com/acme/c.git");
+      const { id: ws } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const b = await local.repository(ws, "https://github.com/acme/b.git");
+      const c = await local.repository(ws, "https://github.com/acme/c.git");
       const before = Date.now();
-      const g = await group(ws, "  full stack ", [c.id, a.id.toUpperCase(), b.id]);
+      const g = await local.group(ws, [c.id, a.id.toUpperCase(), b.id], "  full stack ");
       const after = Date.now();
       expect(g.id).toMatch(UUID);
       expect(g.workspaceId).toBe(ws);
@@ -515,11 +503,11 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("creates unnamed groups of exactly one repository, several per workspace", async () => {
-      const ws = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const b = await add(ws, "https://github.com/acme/b.git");
-      const ga = await group(ws, "", [a.id]);
-      const gb = await group(ws, "   ", [b.id]);
+      const { id: ws } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const b = await local.repository(ws, "https://github.com/acme/b.git");
+      const ga = await local.group(ws, [a.id], "");
+      const gb = await local.group(ws, [b.id], "   ");
       expect(ga.name).toBe("");
       expect(gb.name).toBe("");
       expect(ga.repositoryIds).toEqual([a.id]);
@@ -527,9 +515,9 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("refuses an unnamed group of two repositories and a group of none", async () => {
-      const ws = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const b = await add(ws, "https://github.com/acme/b.git");
+      const { id: ws } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const b = await local.repository(ws, "https://github.com/acme/b.git");
       await expectInvalid(
         t.repositories.createRepositoryGroup({ workspaceId: ws, name: "", repositoryIds: [a.id, b.id] }),
         "repository_ids",
@@ -540,9 +528,9 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("names the repeated and the malformed entries of repository_ids", async () => {
-      const ws = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const b = await add(ws, "https://github.com/acme/b.git");
+      const { id: ws } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const b = await local.repository(ws, "https://github.com/acme/b.git");
       const err = await expectInvalid(
         t.repositories.createRepositoryGroup({ workspaceId: ws, name: "dups", repositoryIds: [a.id, b.id, a.id] }),
         "repository_ids[2]",
@@ -562,10 +550,10 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("answers repositories that are unknown or in another workspace with NotFound", async () => {
-      const ws = await workspace();
-      const other = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const foreign = await add(other, "https://github.com/acme/foreign.git");
+      const { id: ws } = await local.workspace();
+      const { id: other } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const foreign = await local.repository(other, "https://github.com/acme/foreign.git");
       const err = await expectCode(
         t.repositories.createRepositoryGroup({ workspaceId: ws, name: "mixed", repositoryIds: [a.id, foreign.id] }),
         Code.NotFound,
@@ -580,8 +568,8 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("validates workspace_id and name", async () => {
-      const ws = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
+      const { id: ws } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
       await expectInvalid(t.repositories.createRepositoryGroup({ workspaceId: "", name: "g", repositoryIds: [a.id] }), "workspace_id");
       await expectInvalid(t.repositories.createRepositoryGroup({ workspaceId: "w", name: "g", repositoryIds: [a.id] }), "workspace_id");
       await expectCode(
@@ -594,17 +582,17 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       );
       await expectInvalid(t.repositories.createRepositoryGroup({ workspaceId: ws, name: "a\u001bb", repositoryIds: [a.id] }), "name");
       expect(await allGroups(ws)).toEqual([]);
-      const long = await group(ws, "é".repeat(100), [a.id]);
+      const long = await local.group(ws, [a.id], "é".repeat(100));
       expect(long.name).toBe("é".repeat(100));
     });
 
     it("refuses a duplicate group name in a workspace, but allows it in another", async () => {
-      const ws = await workspace();
-      const other = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const b = await add(ws, "https://github.com/acme/b.git");
-      const c = await add(other, "https://github.com/acme/c.git");
-      const first = await group(ws, "backend", [a.id]);
+      const { id: ws } = await local.workspace();
+      const { id: other } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const b = await local.repository(ws, "https://github.com/acme/b.git");
+      const c = await local.repository(other, "https://github.com/acme/c.git");
+      const first = await local.group(ws, [a.id], "backend");
       const err = await expectCode(
         t.repositories.createRepositoryGroup({ workspaceId: ws, name: "backend", repositoryIds: [b.id] }),
         Code.AlreadyExists,
@@ -615,14 +603,14 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
         Code.AlreadyExists,
       );
       expect((await allGroups(ws)).map((g) => g.id)).toEqual([first.id]);
-      const elsewhere = await group(other, "backend", [c.id]);
+      const elsewhere = await local.group(other, [c.id], "backend");
       expect(elsewhere.name).toBe("backend");
     });
 
     it("lets exactly one of concurrent creates of a group name succeed", async () => {
-      const ws = await workspace();
+      const { id: ws } = await local.workspace();
       const repos: Repository[] = [];
-      for (let i = 0; i < 8; i++) repos.push(await add(ws, `https://github.com/acme/c${i}.git`));
+      for (let i = 0; i < 8; i++) repos.push(await local.repository(ws, `https://github.com/acme/c${i}.git`));
       const results = await Promise.allSettled(
         repos.map((r) => t.repositories.createRepositoryGroup({ workspaceId: ws, name: "contested", repositoryIds: [r.id] })),
       );
@@ -635,10 +623,10 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("updates the name only, leaving the repositories as they are", async () => {
-      const ws = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const b = await add(ws, "https://github.com/acme/b.git");
-      const g = await group(ws, "old", [b.id, a.id]);
+      const { id: ws } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const b = await local.repository(ws, "https://github.com/acme/b.git");
+      const g = await local.group(ws, [b.id, a.id], "old");
       const { repositoryGroup: updated } = await t.repositories.updateRepositoryGroup({ id: g.id, name: " new " });
       expect(updated?.id).toBe(g.id);
       expect(updated?.name).toBe("new");
@@ -649,11 +637,11 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("updates the repositories only, in the new order, leaving the name as it is", async () => {
-      const ws = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const b = await add(ws, "https://github.com/acme/b.git");
-      const c = await add(ws, "https://github.com/acme/c.git");
-      const g = await group(ws, "kept", [a.id, b.id]);
+      const { id: ws } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const b = await local.repository(ws, "https://github.com/acme/b.git");
+      const c = await local.repository(ws, "https://github.com/acme/c.git");
+      const g = await local.group(ws, [a.id, b.id], "kept");
       const { repositoryGroup: updated } = await t.repositories.updateRepositoryGroup({
         id: g.id,
         repositoryIds: { ids: [c.id, a.id] },
@@ -666,10 +654,10 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("leaves a group as it was when no field is set, and updates both at once", async () => {
-      const ws = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const b = await add(ws, "https://github.com/acme/b.git");
-      const g = await group(ws, "same", [a.id, b.id]);
+      const { id: ws } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const b = await local.repository(ws, "https://github.com/acme/b.git");
+      const g = await local.group(ws, [a.id, b.id], "same");
       const { repositoryGroup: unchanged } = await t.repositories.updateRepositoryGroup({ id: g.id });
       expect(unchanged?.name).toBe("same");
       expect(unchanged?.repositoryIds).toEqual([a.id, b.id]);
@@ -683,13 +671,13 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("validates updates and changes nothing when they are refused", async () => {
-      const ws = await workspace();
-      const other = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const b = await add(ws, "https://github.com/acme/b.git");
-      const foreign = await add(other, "https://github.com/acme/f.git");
-      const g = await group(ws, "pair", [a.id, b.id]);
-      const taken = await group(ws, "taken", [a.id]);
+      const { id: ws } = await local.workspace();
+      const { id: other } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const b = await local.repository(ws, "https://github.com/acme/b.git");
+      const foreign = await local.repository(other, "https://github.com/acme/f.git");
+      const g = await local.group(ws, [a.id, b.id], "pair");
+      const taken = await local.group(ws, [a.id], "taken");
 
       // A present but empty list means "no repositories", not "unchanged".
       await expectInvalid(t.repositories.updateRepositoryGroup({ id: g.id, repositoryIds: { ids: [] } }), "repository_ids");
@@ -716,11 +704,11 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     });
 
     it("deletes a group and keeps its repositories", async () => {
-      const ws = await workspace();
-      const a = await add(ws, "https://github.com/acme/a.git");
-      const b = await add(ws, "https://github.com/acme/b.git");
-      const kept = await group(ws, "kept", [b.id]);
-      const g = await group(ws, "doomed", [a.id, b.id]);
+      const { id: ws } = await local.workspace();
+      const a = await local.repository(ws, "https://github.com/acme/a.git");
+      const b = await local.repository(ws, "https://github.com/acme/b.git");
+      const kept = await local.group(ws, [b.id], "kept");
+      const g = await local.group(ws, [a.id, b.id], "doomed");
       await t.repositories.deleteRepositoryGroup({ id: g.id });
       expect((await allGroups(ws)).map((x) => x.id)).toEqual([kept.id]);
       expect((await allRepositories(ws)).map((r) => r.id)).toEqual([a.id, b.id]);
@@ -740,20 +728,20 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
       await expectInvalid(t.repositories.listRepositoryGroups({ workspaceId: "" }), "workspace_id");
       await expectInvalid(t.repositories.listRepositoryGroups({ workspaceId: "w" }), "workspace_id");
       await expectCode(t.repositories.listRepositoryGroups({ workspaceId: UNKNOWN_ID }), Code.NotFound);
-      const ws = await workspace();
+      const { id: ws } = await local.workspace();
       await expectInvalid(t.repositories.listRepositoryGroups({ workspaceId: ws, pageSize: -1 }), "page_size");
       await expectInvalid(t.repositories.listRepositoryGroups({ workspaceId: ws, pageToken: "garbage" }), "page_token");
     });
 
     it("pages through 25 groups 10 at a time, oldest first, with nothing repeated or missing", async () => {
-      const ws = await workspace();
-      const other = await workspace();
+      const { id: ws } = await local.workspace();
+      const { id: other } = await local.workspace();
       const repos: Repository[] = [];
-      for (let i = 0; i < 25; i++) repos.push(await add(ws, `https://github.com/acme/g${i}.git`));
-      const foreignRepo = await add(other, "https://github.com/acme/other.git");
-      await group(other, "elsewhere", [foreignRepo.id]);
+      for (let i = 0; i < 25; i++) repos.push(await local.repository(ws, `https://github.com/acme/g${i}.git`));
+      const foreignRepo = await local.repository(other, "https://github.com/acme/other.git");
+      await local.group(other, [foreignRepo.id], "elsewhere");
       const created: RepositoryGroup[] = [];
-      for (let i = 0; i < 25; i++) created.push(await group(ws, i % 2 === 0 ? "" : `group-${i}`, [repos[i]!.id]));
+      for (let i = 0; i < 25; i++) created.push(await local.group(ws, [repos[i]!.id], i % 2 === 0 ? "" : `group-${i}`));
 
       const pages: RepositoryGroup[][] = [];
       const tokens: string[] = [];

@@ -4,10 +4,10 @@
 // multi-line text (descriptions, prompts) keeps its line breaks.
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
 import { DIALECTS } from "../helpers/databases.js";
+import { caller, type Caller } from "../helpers/fixtures.js";
 import { expectInvalid } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -29,42 +29,34 @@ const HOSTILE: [string, string][] = [
 describe.each(DIALECTS)("single-line text on %s", (dialect) => {
   let t: TestServer;
 
+  let local: Caller;
+
   beforeAll(async () => {
     t = await startTestServer(dialect);
+    local = caller(t);
   });
 
   afterAll(async () => {
     await t?.close();
   });
 
-  async function workspace(): Promise<string> {
-    const { workspace: ws } = await t.workspaces.createWorkspace({ name: `ws-${randomUUID()}` });
-    return ws!.id;
-  }
-
-  async function group(workspaceId: string): Promise<string> {
-    const { repository } = await t.repositories.addRepository({ workspaceId, remoteUrl: `https://github.com/acme/r-${randomUUID().slice(0, 8)}.git` });
-    const { repositoryGroup } = await t.repositories.createRepositoryGroup({ workspaceId, repositoryIds: [repository!.id] });
-    return repositoryGroup!.id;
-  }
-
   it.each(HOSTILE)("refuses %s in a workspace, repository group and task title, and a worker's name, hostname and version", async (_label, c) => {
-    const ws = await workspace();
+    const { id: ws } = await local.workspace();
     const before = (await t.workspaces.listWorkspaces({ pageSize: 1000 })).workspaces.length;
     await expectInvalid(t.workspaces.createWorkspace({ name: `bad${c}name` }), "name");
     await expectInvalid(t.workspaces.updateWorkspace({ id: ws, name: `bad${c}name` }), "name");
     expect((await t.workspaces.listWorkspaces({ pageSize: 1000 })).workspaces).toHaveLength(before);
 
-    const { repository } = await t.repositories.addRepository({ workspaceId: ws, remoteUrl: `https://github.com/acme/g-${randomUUID().slice(0, 8)}.git` });
-    await expectInvalid(t.repositories.createRepositoryGroup({ workspaceId: ws, name: `bad${c}group`, repositoryIds: [repository!.id] }), "name");
+    const repository = await local.repository(ws);
+    await expectInvalid(t.repositories.createRepositoryGroup({ workspaceId: ws, name: `bad${c}group`, repositoryIds: [repository.id] }), "name");
 
     const tasks = t.client(TaskService);
-    const groupId = await group(ws);
+    const { id: groupId } = await local.group(ws, [repository.id]);
     await expectInvalid(tasks.createUnitTask({ repositoryGroupId: groupId, prompt: "Fix it", title: `bad${c}title` }), "title");
     await expectInvalid(tasks.createCompositeTask({ repositoryGroupId: groupId, prompt: "Plan it", title: `bad${c}title` }), "title");
     expect((await tasks.listTasks({ workspaceId: ws })).tasks).toEqual([]);
 
-    const { secret } = await t.client(AuthService).createWorkerRegistrationToken({ name: `token ${randomUUID()}` });
+    const { secret } = await local.registrationToken();
     const workers = t.client(WorkerService);
     await expectInvalid(workers.registerWorker({ registrationToken: secret, name: `bad${c}worker` }), "name");
     await expectInvalid(workers.registerWorker({ registrationToken: secret, name: "w", hostname: `host${c}.example` }), "hostname");
@@ -72,7 +64,8 @@ describe.each(DIALECTS)("single-line text on %s", (dialect) => {
   });
 
   it("gives a task made from a prompt with such characters a clean default title", async () => {
-    const groupId = await group(await workspace());
+    const { group } = await local.groupOfOne();
+    const groupId = group.id;
     const { unitTask } = await t.client(TaskService).createUnitTask({ repositoryGroupId: groupId, prompt: "Fix\u2028the\u202e title\u200f now\nsecond line" });
     expect(unitTask?.title).toBe("Fix the title now");
   });
