@@ -193,19 +193,3 @@ export function providerForHost(host: string): ProviderName {
   if (host === "bitbucket.org") return "bitbucket";
   return "generic";
 }
-
-/** git check-ref-format rules for a branch name; returns what is wrong, or undefined. */
-export function branchNameProblem(name: string): string | undefined {
-  if (name.length > 255) return "must be at most 255 characters";
-  if (name.startsWith("-") || name.startsWith("/") || name.endsWith("/")) return "must not start with - or /, nor end with /";
-  if (name.endsWith(".") || name.endsWith(".lock")) return 'must not end with "." or ".lock"';
-  if (name.includes("..") || name.includes("//") || name.includes("@{") || name === "@") {
-    return 'must not contain "..", "//" or "@{"';
-  }
-  // eslint-disable-next-line no-control-regex -- control characters are what this rejects
-  if (/[\u0000-\u0020\u007f~^:?*[\\]/.test(name)) return "must not contain spaces, control characters or any of ~^:?*[\\";
-  const problem = textProblem(name, { singleLine: true });
-  if (problem !== undefined) return problem;
-  if (name.split("/").some((part) => part.startsWith("."))) return 'no part may start with "."';
-  return undefined;
-}

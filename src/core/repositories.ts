@@ -9,9 +9,10 @@ import * as store from "../store/repositories.js";
 import type { Repository, RepositoryGroup } from "../store/repositories.js";
 import type { Core } from "./context.js";
 import { alreadyExists, failedPrecondition, notFound } from "./errors.js";
+import { branchNameProblem } from "./git-names.js";
 import { readPage, writePage } from "./pagination.js";
-import { branchNameProblem, parseRemoteUrl, privateHostProblem, providerForHost, type ProviderName } from "./remote-url.js";
-import { quote } from "./text.js";
+import { parseRemoteUrl, privateHostProblem, providerForHost, type ProviderName } from "./remote-url.js";
+import { quote, textProblem } from "./text.js";
 import { Violations, normalizeId } from "./validation.js";
 import { getWorkspace } from "./workspaces.js";
 
@@ -80,9 +81,9 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   if ([...input.webhookSecret].length > WEBHOOK_SECRET_MAX) {
     v.add("webhook_secret", `must be at most ${WEBHOOK_SECRET_MAX} characters`);
   }
-  // PostgreSQL text cannot hold NUL, and no webhook secret needs a control character.
-  // eslint-disable-next-line no-control-regex -- control characters are what this rejects
-  if (/[\u0000-\u001f\u007f]/.test(input.webhookSecret)) v.add("webhook_secret", "must not contain control characters");
+  // A secret is one line typed into the provider's form; PostgreSQL text cannot hold NUL.
+  const secretProblem = textProblem(input.webhookSecret, { singleLine: true });
+  if (secretProblem !== undefined) v.add("webhook_secret", secretProblem);
   v.throwIfAny();
   const parsed = remote as Exclude<typeof remote, string>;
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");

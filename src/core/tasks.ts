@@ -22,6 +22,7 @@ import {
 import { DEFAULT_AGENT_TYPE, isAgentType } from "./agents.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
+import { branchNameProblem } from "./git-names.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, normalizeId } from "./validation.js";
 import { readChanges, type FeedItem } from "./task-feed.js";
@@ -37,22 +38,6 @@ const FEEDBACK_MAX = 20_000;
 const REASON_MAX = 2_000;
 const MODEL_MAX = 100;
 const QUERY_MAX = 200;
-
-/** A git branch name as `git check-ref-format --branch` would take it, plus a length bound. */
-export function branchNameProblem(name: string): string | undefined {
-  if (name.length > 255) return "must be at most 255 characters";
-  // eslint-disable-next-line no-control-regex -- control characters are what this rejects
-  if (/[\u0000-\u0020\u007f~^:?*[\\]/.test(name)) return "must not contain spaces, control characters or any of ~ ^ : ? * [ \\";
-  const problem = textProblem(name, { singleLine: true });
-  if (problem !== undefined) return problem;
-  if (name.startsWith("-") || name.startsWith("/") || name.endsWith("/") || name.endsWith(".") || name.endsWith(".lock")) {
-    return "must not start with '-' or '/', nor end with '/', '.' or '.lock'";
-  }
-  if (name.includes("..") || name.includes("//") || name.includes("@{") || name === "@" || /(^|\/)\./.test(name)) {
-    return "is not a valid git branch name";
-  }
-  return undefined;
-}
 
 function defaultTitle(prompt: string): string {
   // A title is single-line text: what the prompt's first line holds that a title may not goes.
