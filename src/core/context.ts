@@ -8,7 +8,7 @@ import type { Database } from "../db/schema.js";
 import type { DialectAdapter } from "../db/dialect-adapter.js";
 import type { Logger } from "../logger.js";
 import type { LiveLogins } from "./live-logins.js";
-import type { Notifier } from "./notifier.js";
+import type { NotifierChannel } from "./notifier.js";
 import type { TaskFeeds } from "./task-feed.js";
 
 export interface Core {
@@ -19,7 +19,7 @@ export interface Core {
   logger: Logger;
   auth: AuthSettings;
   /** Told (key: workspace id) when a workspace's tasks change, here or on another replica. */
-  taskChanges: Notifier;
+  taskChanges: NotifierChannel;
   /** The shared readers WatchTasks streams follow, one per watched workspace. */
   taskFeeds: TaskFeeds;
   streams: StreamTiming;

@@ -10,7 +10,7 @@ import type { Logger } from "../logger.js";
 import * as taskEvents from "../store/task-events.js";
 import * as store from "../store/tasks.js";
 import type * as model from "./model/tasks.js";
-import type { Notifier } from "./notifier.js";
+import type { NotifierChannel } from "./notifier.js";
 
 export interface FeedItem {
   id: number;
@@ -55,7 +55,7 @@ class Feed {
     private readonly ownerId: string,
     private readonly workspaceId: string,
     startId: number,
-    notifier: Notifier,
+    notifier: NotifierChannel,
     pollMs: number,
     private readonly logger: Logger,
   ) {
@@ -121,7 +121,7 @@ export class TaskFeeds {
 
   constructor(
     private readonly db: Kysely<Database>,
-    private readonly notifier: Notifier,
+    private readonly notifier: NotifierChannel,
     private readonly pollMs: number,
     private readonly logger: Logger,
   ) {}

@@ -1,14 +1,25 @@
-// Wake-ups across replicas: PostgreSQL LISTEN/NOTIFY on one dedicated connection per server.
-// A notification carries a key (a workspace id), never data; whoever is woken reads the
-// database. NOTIFY sent inside a transaction is delivered when it commits, so nobody is woken
-// before the change is visible. A lost connection is reopened with back-off; since
-// notifications sent meanwhile are lost, onReconnect lets every waiter look again (and the
-// waiters' own poll backstop covers the gap too).
+// Wake-ups across replicas: PostgreSQL LISTEN/NOTIFY on one dedicated connection per server,
+// on every channel of the in-process notifier. A notification carries a key (a workspace id),
+// never data; whoever is woken reads the database. NOTIFY sent inside a transaction is
+// delivered when it commits, so nobody is woken before the change is visible. A lost
+// connection is reopened with back-off; since notifications sent meanwhile are lost, every
+// waiter is woken to look again once it is back (and the waiters' own poll backstop covers the
+// gap too).
 import pg from "pg";
 
 export interface NotificationLogger {
   warn(fields: object, message: string): void;
   info(fields: object, message: string): void;
+}
+
+/** Who hears the notifications: the in-process notifier (db/ does not import core/). */
+export interface NotificationTarget {
+  /** The channels to listen on. */
+  readonly channels: readonly string[];
+  /** A NOTIFY on `channel` with `payload` (the key) arrived. */
+  notify(channel: string, payload: string): void;
+  /** The connection is back: wake everyone, for what was sent while it was down is lost. */
+  notifyAll(): void;
 }
 
 const MAX_BACKOFF_MS = 30_000;
@@ -21,8 +32,7 @@ export class PgListener {
 
   constructor(
     private readonly url: string,
-    private readonly channels: string[],
-    private readonly handlers: { notify(channel: string, payload: string): void; reconnected(): void },
+    private readonly target: NotificationTarget,
     private readonly logger: NotificationLogger,
   ) {}
 
@@ -34,12 +44,12 @@ export class PgListener {
   private async connect(): Promise<void> {
     const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: 10_000 });
     client.on("notification", (message) => {
-      if (message.payload !== undefined) this.handlers.notify(message.channel, message.payload);
+      if (message.payload !== undefined) this.target.notify(message.channel, message.payload);
     });
     client.on("error", (error) => this.lost(client, error));
     client.on("end", () => this.lost(client, new Error("connection ended")));
     await client.connect();
-    for (const channel of this.channels) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+    for (const channel of this.target.channels) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
     if (this.closed) {
       await client.end().catch(() => undefined);
       return;
@@ -61,7 +71,7 @@ export class PgListener {
       this.connect().then(
         () => {
           this.logger.info({}, "LISTEN connection restored");
-          this.handlers.reconnected();
+          this.target.notifyAll();
         },
         (error: unknown) => {
           this.backoffMs = Math.min(this.backoffMs * 2, MAX_BACKOFF_MS);

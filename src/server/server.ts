@@ -63,7 +63,9 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
   }
 
   const auth = config.auth;
-  const taskChanges = new Notifier();
+  // Every channel there is: the LISTEN connection listens on them all.
+  const notifier = new Notifier([TASK_CHANGES_CHANNEL]);
+  const taskChanges = notifier.channel(TASK_CHANGES_CHANNEL);
   const core: Core = {
     db: db.kysely,
     adapter: db.adapter,
@@ -89,12 +91,7 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
   };
   let notifications: PgListener | undefined;
   if (config.databaseUrl !== undefined) {
-    notifications = new PgListener(
-      config.databaseUrl,
-      [TASK_CHANGES_CHANNEL],
-      { notify: (_channel, workspaceId) => core.taskChanges.notify(workspaceId), reconnected: () => core.taskChanges.notifyAll() },
-      logger,
-    );
+    notifications = new PgListener(config.databaseUrl, notifier, logger);
     try {
       await notifications.start();
     } catch (error) {
