@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { notFound } from "../core/errors.js";
 import { quote } from "../core/text.js";
 import { waitForWake } from "../core/wait.js";
 import {
@@ -143,7 +144,8 @@ export function registerHealthService(router: ConnectRouter, health: HealthStatu
       const status = health.get(req.service);
       if (status === undefined) {
         // The message is logged: the name is anyone's (Check needs no login), so escaped and cut.
-        throw new ConnectError(`unknown service ${quote(req.service)}`, Code.NotFound);
+        const name = quote(req.service);
+        throw notFound("service", name, `unknown service ${name}`);
       }
       return response(status);
     },

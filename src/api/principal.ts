@@ -1,7 +1,7 @@
 // Who is calling. The auth interceptor (server/) puts a principal in each call's context values;
 // handlers read it from there and never parse headers themselves.
-import { Code, createContextKey, type HandlerContext } from "@connectrpc/connect";
-import { foremanError } from "../core/errors.js";
+import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { unauthenticated } from "../core/errors.js";
 
 export type Principal =
   | { kind: "user"; userId: string }
@@ -14,7 +14,7 @@ export const principalKey = createContextKey<Principal | undefined>(undefined, {
 export function requireUser(ctx: HandlerContext): string {
   const principal = ctx.values.get(principalKey);
   if (principal?.kind !== "user") {
-    throw foremanError(Code.Unauthenticated, "UNAUTHENTICATED", "this call needs a signed-in user");
+    throw unauthenticated("this call needs a signed-in user");
   }
   return principal.userId;
 }
@@ -23,7 +23,7 @@ export function requireUser(ctx: HandlerContext): string {
 export function requireWorker(ctx: HandlerContext): { workerId: string; ownerId: string | null } {
   const principal = ctx.values.get(principalKey);
   if (principal?.kind !== "worker") {
-    throw foremanError(Code.Unauthenticated, "UNAUTHENTICATED", "this call needs a worker credential");
+    throw unauthenticated("this call needs a worker credential");
   }
   return principal;
 }

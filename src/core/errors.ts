@@ -1,5 +1,6 @@
 // Errors the API returns, as ConnectErrors with a google.rpc.ErrorInfo reason (and a BadRequest
-// naming the fields, for invalid arguments). Core raises these; handlers let them through.
+// naming the fields, for invalid arguments). Every error a client reads is made here, one
+// helper a case; core raises them, handlers and interceptors let them through.
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema, BadRequest_FieldViolationSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
@@ -65,8 +66,9 @@ export function invalidArgument(violations: FieldViolation[], total = violations
   return foremanError(Code.InvalidArgument, "INVALID_ARGUMENT", message, { violations: String(total) }, { violations: reported });
 }
 
-export function notFound(kind: string, id: string): ConnectError {
-  return foremanError(Code.NotFound, "NOT_FOUND", `${kind} ${id} not found`, { kind, id });
+/** The thing is not there (or is someone else's); id goes into the metadata, so quote one a client chose freely. */
+export function notFound(kind: string, id: string, message = `${kind} ${id} not found`): ConnectError {
+  return foremanError(Code.NotFound, "NOT_FOUND", message, { kind, id });
 }
 
 export function alreadyExists(kind: string, message: string, metadata: Record<string, string> = {}): ConnectError {
@@ -75,6 +77,28 @@ export function alreadyExists(kind: string, message: string, metadata: Record<st
 
 export function failedPrecondition(message: string, metadata: Record<string, string> = {}): ConnectError {
   return foremanError(Code.FailedPrecondition, "FAILED_PRECONDITION", message, metadata);
+}
+
+export function unauthenticated(message: string, cause?: unknown): ConnectError {
+  return foremanError(Code.Unauthenticated, "UNAUTHENTICATED", message, {}, { cause });
+}
+
+export function permissionDenied(message: string): ConnectError {
+  return foremanError(Code.PermissionDenied, "PERMISSION_DENIED", message);
+}
+
+/** The identity provider could not be reached or answered nonsense: worth trying again later. */
+export function providerUnavailable(message: string, cause: unknown): ConnectError {
+  return foremanError(Code.Unavailable, "PROVIDER_UNAVAILABLE", message, {}, { cause });
+}
+
+export function resourceExhausted(message: string): ConnectError {
+  return foremanError(Code.ResourceExhausted, "RESOURCE_EXHAUSTED", message);
+}
+
+/** What the client sees of a failure it did not cause: the request id to report, never the cause's text. */
+export function internalError(requestId: string, cause: unknown): ConnectError {
+  return foremanError(Code.Internal, "INTERNAL", `internal error (request id ${requestId})`, { request_id: requestId }, { cause });
 }
 
 export function notImplemented(capability: string, issue: string): ConnectError {

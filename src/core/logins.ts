@@ -1,14 +1,13 @@
 // Login rules for multi-user mode: the OIDC authorization-code flow with PKCE, Foreman's access
 // and refresh tokens, rotation with reuse detection (reusing a rotated refresh token revokes the
 // whole login), logout, and checking an access token on each call.
-import { Code } from "@connectrpc/connect";
 import { hashToken, newOpaqueToken, REFRESH_TOKEN_PREFIX } from "../auth/opaque-token.js";
 import { OidcError } from "../auth/oidc.js";
 import { newId } from "../store/codec.js";
 import * as store from "../store/logins.js";
 import { getUser, upsertUserByIdentity } from "../store/users.js";
 import type { Core } from "./context.js";
-import { failedPrecondition, foremanError, notFound } from "./errors.js";
+import { failedPrecondition, invalidArgument, notFound, providerUnavailable, resourceExhausted, unauthenticated } from "./errors.js";
 import type { User } from "./model/users.js";
 import { Violations } from "./validation.js";
 
@@ -24,10 +23,6 @@ export interface TokenSet {
 /** Logins started and neither finished nor expired, across all users (see startLogin). */
 export const MAX_LOGINS_IN_PROGRESS = 10_000;
 
-export function unauthenticated(message: string): Error {
-  return foremanError(Code.Unauthenticated, "UNAUTHENTICATED", message);
-}
-
 function requireLogin(core: Core): NonNullable<Core["auth"]["login"]> {
   if (core.auth.login === undefined) {
     throw failedPrecondition("this server runs in single-user mode, which has no login: every call acts as the local user");
@@ -38,8 +33,8 @@ function requireLogin(core: Core): NonNullable<Core["auth"]["login"]> {
 function providerError(error: unknown): Error {
   if (!(error instanceof OidcError)) return error as Error;
   return error.unavailable
-    ? foremanError(Code.Unavailable, "PROVIDER_UNAVAILABLE", error.message, {}, { cause: error })
-    : foremanError(Code.Unauthenticated, "UNAUTHENTICATED", error.message, {}, { cause: error });
+    ? providerUnavailable(error.message, error)
+    : unauthenticated(error.message, error);
 }
 
 /** Starts a login: the provider URL to send the browser to, and the state it will come back with. */
@@ -56,7 +51,7 @@ export async function startLogin(core: Core, redirectUri: string): Promise<{ url
   const now = core.now();
   if ((await store.countLiveAuthStates(core.db, now)) >= MAX_LOGINS_IN_PROGRESS) {
     core.logger.warn({ limit: MAX_LOGINS_IN_PROGRESS }, "too many logins in progress; refusing GetLoginUrl");
-    throw foremanError(Code.ResourceExhausted, "RESOURCE_EXHAUSTED", "too many logins are in progress on this server; try again in a few minutes");
+    throw resourceExhausted("too many logins are in progress on this server; try again in a few minutes");
   }
   let request;
   try {
@@ -151,9 +146,7 @@ export async function logout(core: Core, userId: string, refreshToken: string): 
   const known = await store.findRefreshToken(core.db, hashToken(refreshToken));
   // Another user's token is as unknown as a made-up one.
   if (known === undefined || known.userId !== userId) {
-    throw foremanError(Code.InvalidArgument, "INVALID_ARGUMENT", "refresh_token: is not a refresh token of yours", {}, {
-      violations: [{ field: "refresh_token", description: "is not a refresh token of yours" }],
-    });
+    throw invalidArgument([{ field: "refresh_token", description: "is not a refresh token of yours" }]);
   }
   await store.revokeRefreshFamily(core.db, known.familyId, now);
   login.liveLogins.forget(known.familyId);

@@ -4,11 +4,11 @@
 //  - Every other service takes a user: in single-user mode the local user, with nothing to
 //    check; in multi-user mode Foreman's access token. A worker credential there is
 //    PermissionDenied.
-import { Code, type Interceptor } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
 import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
 import type { Core } from "../core/context.js";
-import { foremanError } from "../core/errors.js";
-import { authenticateAccessToken, unauthenticated } from "../core/logins.js";
+import { permissionDenied, unauthenticated } from "../core/errors.js";
+import { authenticateAccessToken } from "../core/logins.js";
 import { authenticateWorker } from "../core/workers.js";
 import { LOCAL_USER_ID } from "../core/model/users.js";
 import { WORKER_CREDENTIAL_PREFIX } from "../auth/opaque-token.js";
@@ -37,10 +37,6 @@ function readBearer(headers: Headers): string | undefined {
     throw unauthenticated("the Authorization header must be \"Bearer <token>\"");
   }
   return match[1];
-}
-
-function permissionDenied(message: string): Error {
-  return foremanError(Code.PermissionDenied, "PERMISSION_DENIED", message);
 }
 
 export function authInterceptor(core: Core): Interceptor {

@@ -18,6 +18,7 @@ import {
   ServerReflectionRequestSchema,
   type ServerReflectionResponse,
 } from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { Health } from "../../gen/health/v1/health_pb.js";
 import { HealthStatus, ServingStatus, registerHealthService } from "../../src/api/health-service.js";
 import { registerReflectionService } from "../../src/api/reflection-service.js";
@@ -181,6 +182,7 @@ describe("reflection and health over HTTP/2", () => {
   it("answers Check for an unknown service with NotFound", async () => {
     const err = await healthClient.check({ service: "no.such.Service" }).catch((e: unknown) => e);
     expect(ConnectError.from(err).code).toBe(Code.NotFound);
+    expect(ConnectError.from(err).findDetails(ErrorInfoSchema).map((info) => info.reason)).toEqual(["NOT_FOUND"]);
   });
 
   describe("buf curl", () => {
@@ -298,6 +300,10 @@ describe.each(DIALECTS)("health of the real server on %s, with a hostile service
     expect(err.rawMessage).toContain("\\u202eevil\\u2028line\\u0085AAA");
     expect(err.rawMessage).not.toMatch(/[\u202e\u2028\u0085]/);
     expect(err.rawMessage).not.toContain(tail);
+    // The ErrorInfo names the service as the message does: escaped and cut.
+    const metadata = JSON.stringify(err.findDetails(ErrorInfoSchema)[0]?.metadata);
+    expect(metadata).toContain("\\\\u202eevil");
+    expect(metadata).not.toContain(tail);
 
     const logged = lines.slice(before).join("");
     expect(logged).toContain("unknown service");
