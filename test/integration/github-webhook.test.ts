@@ -3,16 +3,11 @@
 // the generated TodoService client over real HTTP.
 import { randomUUID } from "node:crypto";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { createClient, type Client } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import type { Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RepositoryService } from "../../gen/foreman/v1/repository_pb.js";
 import { TodoItemSource, TodoItemStatus, TodoItemType, TodoService, type TodoItem } from "../../gen/foreman/v1/todo_pb.js";
-import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
-import { loadConfig } from "../../src/config.js";
-import { createLogger } from "../../src/logger.js";
-import { startServer, type RunningServer } from "../../src/server/server.js";
-import { DIALECTS, createTestDatabase, type TestDatabase } from "../helpers/databases.js";
+import { DIALECTS } from "../helpers/databases.js";
+import { caller, type Caller } from "../helpers/fixtures.js";
 import { deliver, issuePayload, pingPayload, pullRequestPayload, sign } from "../helpers/github.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -23,9 +18,12 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
   let t: TestServer;
   let todos: Client<typeof TodoService>;
 
+  let local: Caller;
+
   beforeAll(async () => {
     t = await startTestServer(dialect, { FOREMAN_MAX_MESSAGE_BYTES: String(MAX_BYTES) });
     todos = t.client(TodoService);
+    local = caller(t);
   });
 
   afterAll(async () => {
@@ -35,26 +33,6 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
   /** A GitHub repository name no other test uses. */
   function freshName(): string {
     return `acme/widgets-${randomUUID().slice(0, 8)}`;
-  }
-
-  async function workspace(): Promise<string> {
-    const { workspace: ws } = await t.workspaces.createWorkspace({ name: `ws-${randomUUID()}` });
-    return ws!.id;
-  }
-
-  /** Adds the repository (by default as https://github.com/{fullName}.git) with a webhook secret. */
-  async function repository(
-    fullName: string,
-    options: { secret?: string; remoteUrl?: string; workspaceId?: string } = {},
-  ): Promise<{ id: string; workspaceId: string; secret: string }> {
-    const workspaceId = options.workspaceId ?? (await workspace());
-    const secret = options.secret ?? `secret-${randomUUID()}`;
-    const { repository: repo } = await t.repositories.addRepository({
-      workspaceId,
-      remoteUrl: options.remoteUrl ?? `https://github.com/${fullName}.git`,
-      webhookSecret: secret,
-    });
-    return { id: repo!.id, workspaceId, secret };
   }
 
   async function items(workspaceId: string): Promise<TodoItem[]> {
@@ -82,7 +60,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
   describe("a correctly signed delivery", () => {
     it("turns an opened issue into a pending issue_triage item with the issue's fields", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const before = Date.now();
       const res = await deliver(t.url, {
         event: "issues",
@@ -123,7 +101,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("turns an opened pull request into a pr_review item with its branches", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const res = await deliver(t.url, {
         event: "pull_request",
         secret: repo.secret,
@@ -156,7 +134,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("matches the repository whatever the case of its stored URL, as GitHub ignores case in names", async () => {
       const name = freshName();
-      const repo = await repository(name, { remoteUrl: `https://github.com/${name.toUpperCase()}.git` });
+      const repo = await local.githubRepository({ fullName: name, remoteUrl: `https://github.com/${name.toUpperCase()}.git` });
       const res = await deliver(t.url, { event: "issues", secret: repo.secret, payload: issuePayload(name) });
       expect(res.status).toBe(200);
       expect(res.body).toEqual({ status: "created", todo_items: 1 });
@@ -165,7 +143,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("accepts application/json with a charset, and an issue without labels", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const payload = issuePayload(name);
       delete (payload.issue as Record<string, unknown>).labels;
       const res = await deliver(t.url, { event: "issues", secret: repo.secret, payload, contentType: "application/json; charset=utf-8" });
@@ -176,7 +154,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("stores text with control characters made harmless", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const res = await deliver(t.url, {
         event: "issues",
         secret: repo.secret,
@@ -196,7 +174,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("answers a ping with 200 and creates nothing", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const res = await deliver(t.url, { event: "ping", secret: repo.secret, payload: pingPayload(name) });
       expect(res.status).toBe(200);
       expect(res.body).toEqual({ status: "pong" });
@@ -212,7 +190,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
       ["issue_comment", (n: string) => ({ ...issuePayload(n), action: "created", comment: { body: "hi" } })],
     ])("ignores %s events that open nothing (202), but records the delivery", async (event, payload) => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const first = await deliver(t.url, { event, secret: repo.secret, payload: payload(name) });
       expect(first.status).toBe(202);
       expect(first.body.status).toBe("ignored");
@@ -234,7 +212,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
       ["the git:// URL", (n: string) => `git://github.com/${n}.git`],
     ])("finds a repository added by %s", async (_label, remoteUrl) => {
       const name = freshName();
-      const repo = await repository(name, { remoteUrl: remoteUrl(name) });
+      const repo = await local.githubRepository({ fullName: name, remoteUrl: remoteUrl(name) });
       const res = await deliver(t.url, { event: "issues", secret: repo.secret, payload: issuePayload(name) });
       expect(res.status).toBe(200);
       expect((await items(repo.workspaceId)).map((i) => i.repositoryId)).toEqual([repo.id]);
@@ -251,7 +229,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
       expect({ deliveries: await deliveryCount(), todos: await todoCount() }).toEqual(before);
 
       // Nothing was recorded: once the repository is known, the same delivery id is handled.
-      const repo = await repository(name, { secret: "any-secret" });
+      const repo = await local.githubRepository({ fullName: name, secret: "any-secret" });
       const later = await deliver(t.url, { event: "issues", secret: "any-secret", payload, deliveryId });
       expect(later.status).toBe(200);
       expect(await items(repo.workspaceId)).toHaveLength(1);
@@ -266,9 +244,9 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
     it("creates one item per repository whose secret verifies, in each repository's workspace", async () => {
       const name = freshName();
       const shared = `shared-${randomUUID()}`;
-      const a = await repository(name, { secret: shared });
-      const b = await repository(name, { secret: shared, remoteUrl: `git@github.com:${name}.git` });
-      const other = await repository(name, { secret: `other-${randomUUID()}` });
+      const a = await local.githubRepository({ fullName: name, secret: shared });
+      const b = await local.githubRepository({ fullName: name, secret: shared, remoteUrl: `git@github.com:${name}.git` });
+      const other = await local.githubRepository({ fullName: name, secret: `other-${randomUUID()}` });
       const res = await deliver(t.url, { event: "issues", secret: shared, payload: issuePayload(name) });
       expect(res.status).toBe(200);
       expect(res.body).toEqual({ status: "created", todo_items: 2 });
@@ -287,7 +265,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
   describe("signatures", () => {
     it("refuses a signature made with another secret (401) and stores nothing", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const payload = issuePayload(name);
       const deliveryId = randomUUID();
       const before = { deliveries: await deliveryCount(), todos: await todoCount() };
@@ -305,7 +283,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("refuses a signature of other bytes than the body sent", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const payload = issuePayload(name);
       const res = await deliver(t.url, {
         event: "issues",
@@ -327,7 +305,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
       ["without the prefix", "0".repeat(64)],
     ])("refuses a %s signature (401) and stores nothing", async (_label, signature) => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const before = { deliveries: await deliveryCount(), todos: await todoCount() };
       const res = await deliver(t.url, {
         event: "issues",
@@ -342,9 +320,9 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("never accepts a delivery for a repository without a webhook secret", async () => {
       const name = freshName();
-      const ws = await workspace();
-      const { repository: repo } = await t.repositories.addRepository({ workspaceId: ws, remoteUrl: `https://github.com/${name}.git` });
-      expect(repo!.hasWebhookSecret).toBe(false);
+      const { id: ws } = await local.workspace();
+      const repo = await local.repository(ws, `https://github.com/${name}.git`);
+      expect(repo.hasWebhookSecret).toBe(false);
       for (const secret of ["", "anything"]) {
         const res = await deliver(t.url, { event: "issues", secret, payload: issuePayload(name) });
         expect(res.status).toBe(401);
@@ -354,7 +332,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("accepts an upper-case hex signature", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const payload = issuePayload(name);
       const signature = `sha256=${sign(repo.secret, JSON.stringify(payload)).slice("sha256=".length).toUpperCase()}`;
       const res = await deliver(t.url, { event: "issues", payload, signature });
@@ -365,7 +343,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
   describe("replayed deliveries", () => {
     it("creates nothing the second time a delivery id arrives", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const payload = issuePayload(name);
       const first = await deliver(t.url, { event: "issues", secret: repo.secret, payload });
       expect(first.body).toEqual({ status: "created", todo_items: 1 });
@@ -382,7 +360,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("creates exactly one item when the same delivery arrives five times at once", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const payload = pullRequestPayload(name);
       const deliveryId = randomUUID();
       const results = await Promise.all(
@@ -398,7 +376,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
   describe("malformed requests", () => {
     it("refuses malformed JSON (400) even with a valid signature, and stores nothing", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const before = { deliveries: await deliveryCount(), todos: await todoCount() };
       for (const rawBody of ['{"action": "opened", "repository": ', "[1, 2, 3]", "null", ""]) {
         const res = await deliver(t.url, { event: "issues", payload: null, rawBody, signature: sign(repo.secret, rawBody) });
@@ -410,7 +388,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("refuses an opened issue or pull request that lacks its fields (400), and stores nothing", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const noNumber = issuePayload(name);
       delete (noNumber.issue as Record<string, unknown>).number;
       const badUrl = issuePayload(name);
@@ -432,7 +410,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("refuses a body over FOREMAN_MAX_MESSAGE_BYTES (413), declared or streamed", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const payload = { ...issuePayload(name), padding: "x".repeat(MAX_BYTES) };
       const before = { deliveries: await deliveryCount(), todos: await todoCount() };
       const declared = await deliver(t.url, { event: "issues", secret: repo.secret, payload });
@@ -471,7 +449,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("refuses another content type (415) and another method (405)", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const payload = issuePayload(name);
       for (const contentType of ["application/x-www-form-urlencoded", "text/plain"]) {
         const res = await deliver(t.url, { event: "issues", secret: repo.secret, payload, contentType });
@@ -490,7 +468,7 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 
     it("refuses a delivery without an event or delivery id (400)", async () => {
       const name = freshName();
-      const repo = await repository(name);
+      const repo = await local.githubRepository({ fullName: name });
       const payload = issuePayload(name);
       for (const omit of ["x-github-event", "x-github-delivery"]) {
         const res = await deliver(t.url, { event: "issues", secret: repo.secret, payload, omit: [omit] });
@@ -516,37 +494,21 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
 });
 
 describe.each(DIALECTS)("webhook logs on %s", (dialect) => {
-  let database: TestDatabase;
-  let server: RunningServer;
+  let server: TestServer;
   const lines: string[] = [];
 
   beforeAll(async () => {
-    database = await createTestDatabase(dialect);
-    const config = loadConfig({
-      FOREMAN_PORT: "0",
-      FOREMAN_DATA_DIR: database.dataDir,
-      FOREMAN_SINGLE_USER_MODE: "true",
-      ...(database.databaseUrl !== undefined ? { DATABASE_URL: database.databaseUrl } : {}),
-    });
-    server = await startServer(config, createLogger("trace", { write: (line: string) => void lines.push(line) }));
+    server = await startTestServer(dialect, {}, undefined, { logLines: lines });
   });
 
   afterAll(async () => {
     await server?.close();
-    await database?.drop();
   });
 
   it("logs each delivery's event, id, repositories and outcome, never the secret or signature", async () => {
-    const transport = createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" });
-    const t = { workspaces: createClient(WorkspaceService, transport), repositories: createClient(RepositoryService, transport) };
     const name = `acme/logged-${randomUUID().slice(0, 8)}`;
     const secret = `logged-secret-${randomUUID()}`;
-    const { workspace } = await t.workspaces.createWorkspace({ name: "logs" });
-    const { repository } = await t.repositories.addRepository({
-      workspaceId: workspace!.id,
-      remoteUrl: `https://github.com/${name}.git`,
-      webhookSecret: secret,
-    });
+    const { repository } = await caller(server).githubRepository({ fullName: name, secret });
     const payload = issuePayload(name);
     const good = await deliver(server.url, { event: "issues", secret, payload });
     const bad = await deliver(server.url, { event: "issues", secret: "wrong-secret-value", payload });
@@ -559,7 +521,7 @@ describe.each(DIALECTS)("webhook logs on %s", (dialect) => {
       event: "issues",
       outcome: "created",
       http_status: 200,
-      repository_ids: [repository!.id],
+      repository_ids: [repository.id],
     });
     expect(byId(bad.deliveryId)).toMatchObject({ level: 30, event: "issues", outcome: "unauthorized", http_status: 401 });
     const text = lines.join("");

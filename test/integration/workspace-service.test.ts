@@ -6,6 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { Workspace } from "../../gen/foreman/v1/workspace_pb.js";
 import { inBatches } from "../helpers/batches.js";
 import { DIALECTS } from "../helpers/databases.js";
+import { caller, type Caller } from "../helpers/fixtures.js";
 import { UNKNOWN_ID, expectCode, expectInvalid } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -14,8 +15,11 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
   let t: TestServer;
 
+  let local: Caller;
+
   beforeAll(async () => {
     t = await startTestServer(dialect);
+    local = caller(t);
   });
 
   afterAll(async () => {
@@ -31,12 +35,6 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
       await inBatches(workspaces.length, 20, (i) => t.workspaces.deleteWorkspace({ id: workspaces[i]!.id, force: true }));
     }
   });
-
-  async function create(name: string, description = ""): Promise<Workspace> {
-    const { workspace } = await t.workspaces.createWorkspace({ name, description });
-    expect(workspace).toBeDefined();
-    return workspace!;
-  }
 
   async function listAll(pageSize: number): Promise<{ pages: Workspace[][]; tokens: string[] }> {
     const pages: Workspace[][] = [];
@@ -55,7 +53,7 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
   describe("CreateWorkspace and GetWorkspace", () => {
     it("creates a workspace whose fields round-trip through Get and List", async () => {
       const before = Date.now();
-      const created = await create("Platform team", "Services and their libraries.");
+      const created = await local.workspace({ name: "Platform team", description: "Services and their libraries." });
       const after = Date.now();
 
       expect(created.id).toMatch(UUID);
@@ -76,10 +74,10 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
     });
 
     it("trims name and description, and defaults the description to empty", async () => {
-      const trimmed = await create("  Data  ", "\n  Pipelines \t");
+      const trimmed = await local.workspace({ name: "  Data  ", description: "\n  Pipelines \t" });
       expect(trimmed.name).toBe("Data");
       expect(trimmed.description).toBe("Pipelines");
-      const bare = await create("No description");
+      const bare = await local.workspace({ name: "No description" });
       expect(bare.description).toBe("");
       expect((await t.workspaces.getWorkspace({ id: bare.id })).workspace?.description).toBe("");
     });
@@ -87,7 +85,7 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
     it("keeps multi-byte text intact", async () => {
       const name = "Équipe 数据 🚀";
       const description = "Ünïcödé — 説明 👩‍💻\nsecond line\twith a tab";
-      const created = await create(name, description);
+      const created = await local.workspace({ name, description });
       expect(created.name).toBe(name);
       expect(created.description).toBe(description);
       const { workspace } = await t.workspaces.getWorkspace({ id: created.id });
@@ -96,7 +94,7 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
     });
 
     it("accepts ids in upper case", async () => {
-      const created = await create("Upper");
+      const created = await local.workspace({ name: "Upper" });
       const { workspace } = await t.workspaces.getWorkspace({ id: created.id.toUpperCase() });
       expect(workspace?.id).toBe(created.id);
     });
@@ -111,8 +109,8 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
 
     it("counts name and description length in characters, not bytes or UTF-16 units", async () => {
       // 100 characters of 2 bytes, and of 4 bytes (2 UTF-16 units), are within the limit.
-      await create("é".repeat(100), "ü".repeat(2000));
-      await create("😀".repeat(100), "😀".repeat(2000));
+      await local.workspace({ name: "é".repeat(100), description: "ü".repeat(2000) });
+      await local.workspace({ name: "😀".repeat(100), description: "😀".repeat(2000) });
       await expectInvalid(t.workspaces.createWorkspace({ name: "é".repeat(101) }), "name");
       await expectInvalid(t.workspaces.createWorkspace({ name: "😀".repeat(101) }), "name");
       await expectInvalid(t.workspaces.createWorkspace({ name: "a".repeat(101) }), "name");
@@ -138,7 +136,7 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
         const err = await expectInvalid(t.workspaces.createWorkspace({ name }), "name");
         expect(err.rawMessage).toContain("single line");
       }
-      const ok = await create("one line", "two\nlines\twith a tab");
+      const ok = await local.workspace({ name: "one line", description: "two\nlines\twith a tab" });
       await expectInvalid(t.workspaces.updateWorkspace({ id: ok.id, name: "now\ntwo" }), "name");
       expect((await t.workspaces.listWorkspaces({})).workspaces.map((w) => w.name)).toEqual(["one line"]);
     });
@@ -154,14 +152,14 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
     });
 
     it("refuses a duplicate name, also after trimming, and frees the name on delete", async () => {
-      const first = await create("Shared");
+      const first = await local.workspace({ name: "Shared" });
       const err = await expectCode(t.workspaces.createWorkspace({ name: "Shared" }), Code.AlreadyExists);
       expect(err.rawMessage).toContain("Shared");
       await expectCode(t.workspaces.createWorkspace({ name: "  Shared " }), Code.AlreadyExists);
       expect((await t.workspaces.listWorkspaces({})).workspaces.map((w) => w.id)).toEqual([first.id]);
 
       await t.workspaces.deleteWorkspace({ id: first.id });
-      const second = await create("Shared");
+      const second = await local.workspace({ name: "Shared" });
       expect(second.id).not.toBe(first.id);
     });
 
@@ -199,7 +197,7 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
 
   describe("UpdateWorkspace", () => {
     it("changes only the name when only the name is set", async () => {
-      const created = await create("Before", "Kept description");
+      const created = await local.workspace({ name: "Before", description: "Kept description" });
       const { workspace: updated } = await t.workspaces.updateWorkspace({ id: created.id, name: "  After " });
       expect(updated?.id).toBe(created.id);
       expect(updated?.name).toBe("After");
@@ -210,7 +208,7 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
     });
 
     it("changes only the description when only the description is set", async () => {
-      const created = await create("Kept name", "Old");
+      const created = await local.workspace({ name: "Kept name", description: "Old" });
       const { workspace: updated } = await t.workspaces.updateWorkspace({ id: created.id, description: "New" });
       expect(updated?.name).toBe("Kept name");
       expect(updated?.description).toBe("New");
@@ -218,14 +216,14 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
     });
 
     it("clears the description when it is set to empty", async () => {
-      const created = await create("Clearable", "Something");
+      const created = await local.workspace({ name: "Clearable", description: "Something" });
       const { workspace: updated } = await t.workspaces.updateWorkspace({ id: created.id, description: "" });
       expect(updated?.description).toBe("");
       expect(updated?.name).toBe("Clearable");
     });
 
     it("leaves everything as it was when no field is set", async () => {
-      const created = await create("Untouched", "Same");
+      const created = await local.workspace({ name: "Untouched", description: "Same" });
       const { workspace: updated } = await t.workspaces.updateWorkspace({ id: created.id });
       expect(updated?.name).toBe("Untouched");
       expect(updated?.description).toBe("Same");
@@ -233,14 +231,14 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
     });
 
     it("updates both fields at once", async () => {
-      const created = await create("One", "first");
+      const created = await local.workspace({ name: "One", description: "first" });
       const { workspace: updated } = await t.workspaces.updateWorkspace({ id: created.id, name: "Two", description: "second" });
       expect(updated?.name).toBe("Two");
       expect(updated?.description).toBe("second");
     });
 
     it("validates the fields that are set and changes nothing when they are invalid", async () => {
-      const created = await create("Valid", "valid");
+      const created = await local.workspace({ name: "Valid", description: "valid" });
       await expectInvalid(t.workspaces.updateWorkspace({ id: created.id, name: "" }), "name");
       await expectInvalid(t.workspaces.updateWorkspace({ id: created.id, name: "   " }), "name");
       await expectInvalid(t.workspaces.updateWorkspace({ id: created.id, name: "é".repeat(101) }), "name");
@@ -257,8 +255,8 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
     });
 
     it("refuses a rename onto another workspace's name but allows keeping its own", async () => {
-      const a = await create("Alpha");
-      const b = await create("Beta");
+      const a = await local.workspace({ name: "Alpha" });
+      const b = await local.workspace({ name: "Beta" });
       await expectCode(t.workspaces.updateWorkspace({ id: b.id, name: "Alpha" }), Code.AlreadyExists);
       expect((await t.workspaces.getWorkspace({ id: b.id })).workspace?.name).toBe("Beta");
       const { workspace: same } = await t.workspaces.updateWorkspace({ id: a.id, name: "Alpha", description: "still alpha" });
@@ -276,8 +274,8 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
 
   describe("DeleteWorkspace", () => {
     it("deletes an empty workspace", async () => {
-      const kept = await create("Kept");
-      const doomed = await create("Doomed");
+      const kept = await local.workspace({ name: "Kept" });
+      const doomed = await local.workspace({ name: "Doomed" });
       await t.workspaces.deleteWorkspace({ id: doomed.id });
       await expectCode(t.workspaces.getWorkspace({ id: doomed.id }), Code.NotFound);
       await expectCode(t.workspaces.deleteWorkspace({ id: doomed.id }), Code.NotFound);
@@ -292,47 +290,34 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
     });
 
     it("refuses a workspace holding a repository without force, and deletes it and its contents with force", async () => {
-      const ws = await create("Busy");
-      const other = await create("Neighbour");
-      const { repository: repo } = await t.repositories.addRepository({
-        workspaceId: ws.id,
-        remoteUrl: "https://github.com/acme/busy.git",
-      });
-      const { repository: second } = await t.repositories.addRepository({
-        workspaceId: ws.id,
-        remoteUrl: "https://github.com/acme/busier.git",
-      });
-      const { repositoryGroup: group } = await t.repositories.createRepositoryGroup({
-        workspaceId: ws.id,
-        name: "both",
-        repositoryIds: [repo!.id, second!.id],
-      });
-      const { repository: neighbourRepo } = await t.repositories.addRepository({
-        workspaceId: other.id,
-        remoteUrl: "https://github.com/acme/busy.git",
-      });
+      const ws = await local.workspace({ name: "Busy" });
+      const other = await local.workspace({ name: "Neighbour" });
+      const repo = await local.repository(ws.id, "https://github.com/acme/busy.git");
+      const second = await local.repository(ws.id, "https://github.com/acme/busier.git");
+      const group = await local.group(ws.id, [repo.id, second.id], "both");
+      const neighbourRepo = await local.repository(other.id, "https://github.com/acme/busy.git");
 
       const err = await expectCode(t.workspaces.deleteWorkspace({ id: ws.id }), Code.FailedPrecondition);
       expect(err.rawMessage).toContain("force");
       expect((await t.workspaces.getWorkspace({ id: ws.id })).workspace?.id).toBe(ws.id);
-      expect((await t.repositories.getRepository({ id: repo!.id })).repository?.id).toBe(repo!.id);
+      expect((await t.repositories.getRepository({ id: repo.id })).repository?.id).toBe(repo.id);
 
       await t.workspaces.deleteWorkspace({ id: ws.id, force: true });
       await expectCode(t.workspaces.getWorkspace({ id: ws.id }), Code.NotFound);
-      await expectCode(t.repositories.getRepository({ id: repo!.id }), Code.NotFound);
-      await expectCode(t.repositories.getRepository({ id: second!.id }), Code.NotFound);
-      await expectCode(t.repositories.deleteRepositoryGroup({ id: group!.id }), Code.NotFound);
+      await expectCode(t.repositories.getRepository({ id: repo.id }), Code.NotFound);
+      await expectCode(t.repositories.getRepository({ id: second.id }), Code.NotFound);
+      await expectCode(t.repositories.deleteRepositoryGroup({ id: group.id }), Code.NotFound);
       await expectCode(t.repositories.listRepositories({ workspaceId: ws.id }), Code.NotFound);
       await expectCode(t.repositories.listRepositoryGroups({ workspaceId: ws.id }), Code.NotFound);
 
       // The other workspace and its repository for the same URL are untouched.
-      expect((await t.repositories.getRepository({ id: neighbourRepo!.id })).repository?.workspaceId).toBe(other.id);
+      expect((await t.repositories.getRepository({ id: neighbourRepo.id })).repository?.workspaceId).toBe(other.id);
       expect((await t.workspaces.listWorkspaces({})).workspaces.map((w) => w.id)).toEqual([other.id]);
     });
 
     it("needs force for a workspace holding just one repository", async () => {
-      const ws = await create("Lone");
-      await t.repositories.addRepository({ workspaceId: ws.id, remoteUrl: "git@github.com:acme/lone.git" });
+      const ws = await local.workspace({ name: "Lone" });
+      await local.repository(ws.id, "git@github.com:acme/lone.git");
       await expectCode(t.workspaces.deleteWorkspace({ id: ws.id, force: false }), Code.FailedPrecondition);
       await t.workspaces.deleteWorkspace({ id: ws.id, force: true });
       await expectCode(t.workspaces.getWorkspace({ id: ws.id }), Code.NotFound);
@@ -343,7 +328,7 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
     it("pages through 25 workspaces 10 at a time, oldest first, with nothing repeated or missing", async () => {
       const created: Workspace[] = [];
       // One at a time, so creation order is well defined.
-      for (let i = 0; i < 25; i++) created.push(await create(`ws-${String(i).padStart(2, "0")}`));
+      for (let i = 0; i < 25; i++) created.push(await local.workspace({ name: `ws-${String(i).padStart(2, "0")}` }));
 
       const { pages, tokens } = await listAll(10);
       expect(pages.map((p) => p.length)).toEqual([10, 10, 5]);
@@ -371,7 +356,7 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
 
     it("keeps paging correctly when an item on an earlier page is deleted", async () => {
       const created: Workspace[] = [];
-      for (let i = 0; i < 6; i++) created.push(await create(`page-${i}`));
+      for (let i = 0; i < 6; i++) created.push(await local.workspace({ name: `page-${i}` }));
       const first = await t.workspaces.listWorkspaces({ pageSize: 3 });
       expect(first.workspaces.map((w) => w.id)).toEqual(created.slice(0, 3).map((w) => w.id));
       await t.workspaces.deleteWorkspace({ id: created[2]!.id });
@@ -391,17 +376,15 @@ describe.each(DIALECTS)("WorkspaceService on %s", (dialect) => {
     });
 
     it("refuses a page token issued by another list", async () => {
-      const ws = await create("Tokens");
-      for (let i = 0; i < 3; i++) {
-        await t.repositories.addRepository({ workspaceId: ws.id, remoteUrl: `https://github.com/acme/r${i}.git` });
-      }
+      const ws = await local.workspace({ name: "Tokens" });
+      for (let i = 0; i < 3; i++) await local.repository(ws.id, `https://github.com/acme/r${i}.git`);
       const { nextPageToken } = await t.repositories.listRepositories({ workspaceId: ws.id, pageSize: 1 });
       expect(nextPageToken).not.toBe("");
       await expectInvalid(t.workspaces.listWorkspaces({ pageToken: nextPageToken }), "page_token");
     });
 
     it("refuses a negative page_size", async () => {
-      await create("Any");
+      await local.workspace({ name: "Any" });
       await expectInvalid(t.workspaces.listWorkspaces({ pageSize: -1 }), "page_size");
       await expectInvalid(t.workspaces.listWorkspaces({ pageSize: -2147483648 }), "page_size");
     });
