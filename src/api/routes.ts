@@ -39,8 +39,8 @@ export function registerRoutes(router: ConnectRouter, core: Core, health: Health
   router.service(RepositoryService, repositoryService(core));
   router.service(TaskService, taskService(core));
   router.service(TodoService, todoService(core));
-  registerUnimplemented(router, SessionService, "sessions and logs", "the log stream issue");
-  registerUnimplemented(router, SecretsService, "secret relay", "the dispatch issue");
+  registerUnimplemented(router, SessionService, "sessions and logs");
+  registerUnimplemented(router, SecretsService, "secret relay");
   router.service(WorkerService, workerService(core));
   router.service(AuthService, authService(core));
   registerHealthService(router, health);

@@ -19,7 +19,7 @@ import { unimplementedMethods } from "./unimplemented.js";
 
 export function taskService(core: Core): ServiceImpl<typeof TaskService> {
   return {
-    ...(unimplementedMethods(TaskService, "task diffs", "the git issue") as unknown as ServiceImpl<typeof TaskService>),
+    ...(unimplementedMethods(TaskService, "task diffs") as unknown as ServiceImpl<typeof TaskService>),
     async createUnitTask(req, ctx) {
       const task = await tasks.createUnitTask(core, requireUser(ctx), {
         ...req,

@@ -1,5 +1,5 @@
 // The worker protocol. Registration and unregistration are here; claiming, heartbeats, logs and
-// commands come with the dispatch issue and answer Unimplemented until then.
+// commands answer Unimplemented until the dispatcher serves them.
 import type { ServiceImpl } from "@connectrpc/connect";
 import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
 import { requireWorker } from "./principal.js";
@@ -10,7 +10,7 @@ import { unimplementedMethods } from "./unimplemented.js";
 
 export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
   return {
-    ...(unimplementedMethods(WorkerService, "the worker protocol", "the dispatch issue") as unknown as ServiceImpl<typeof WorkerService>),
+    ...(unimplementedMethods(WorkerService, "the worker protocol") as unknown as ServiceImpl<typeof WorkerService>),
     async registerWorker(req) {
       const { worker, credential } = await workers.registerWorker(core, {
         ...req,

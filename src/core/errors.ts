@@ -101,11 +101,7 @@ export function internalError(requestId: string, cause: unknown): ConnectError {
   return foremanError(Code.Internal, "INTERNAL", `internal error (request id ${requestId})`, { request_id: requestId }, { cause });
 }
 
-export function notImplemented(capability: string, issue: string): ConnectError {
-  return foremanError(
-    Code.Unimplemented,
-    "NOT_IMPLEMENTED",
-    `${capability} is not implemented yet (${issue})`,
-    { capability },
-  );
+/** A method of the contract this server does not serve yet; the message names what it would do. */
+export function notImplemented(capability: string): ConnectError {
+  return foremanError(Code.Unimplemented, "NOT_IMPLEMENTED", `${capability} is not implemented on this server yet`, { capability });
 }

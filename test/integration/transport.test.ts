@@ -340,6 +340,8 @@ describe("raw HTTP", () => {
     const body = res.json();
     expect(body.code).toBe("unimplemented");
     expect(body.message).toContain("GetLog");
+    // It names the capability, never a plan of ours.
+    expect(body.message).toBe("SessionService.GetLog (sessions and logs) is not implemented on this server yet");
     const [info] = errorInfos(body);
     expect(info?.reason).toBe("NOT_IMPLEMENTED");
     expect(info?.domain).toBe("foreman.dev");

@@ -388,7 +388,8 @@ describe.each(DIALECTS)("worker identity on %s", (dialect) => {
       const worker = clientWith(t, WorkerService, res.workerToken);
 
       await expectAuthenticated(worker);
-      await expectCode(worker.heartbeat({}), Code.Unimplemented);
+      const unbuilt = await expectCode(worker.heartbeat({}), Code.Unimplemented);
+      expect(unbuilt.rawMessage).toBe("WorkerService.Heartbeat (the worker protocol) is not implemented on this server yet");
       await expectCode(clientWith(t, WorkspaceService, res.workerToken).listWorkspaces({}), Code.PermissionDenied);
       await expectCode(clientWith(t, AuthService, res.workerToken).getCurrentUser({}), Code.PermissionDenied);
 
