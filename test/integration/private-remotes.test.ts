@@ -3,12 +3,10 @@
 // FOREMAN_ALLOW_PRIVATE_REMOTES=true, and single-user mode takes them unless it is false.
 // Through the real server over HTTP with the generated client, on both databases.
 import { randomUUID } from "node:crypto";
-import type { Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RepositoryService } from "../../gen/foreman/v1/repository_pb.js";
-import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { DIALECTS } from "../helpers/databases.js";
-import { clientWith, login, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
+import { caller, signIn, type Caller } from "../helpers/fixtures.js";
+import { startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { expectInvalid } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -31,11 +29,6 @@ const PRIVATE: [string, RegExp][] = [
   ["ssh://017700000001/x/o.git", /loopback/],
 ];
 
-interface Clients {
-  workspaces: Client<typeof WorkspaceService>;
-  repositories: Client<typeof RepositoryService>;
-}
-
 describe.each(DIALECTS)("private remotes on %s", (dialect) => {
   let provider: TestProvider;
   const servers: TestServer[] = [];
@@ -49,32 +42,26 @@ describe.each(DIALECTS)("private remotes on %s", (dialect) => {
     await provider?.close();
   });
 
-  async function multiUser(extra: Record<string, string> = {}): Promise<Clients> {
+  async function multiUser(extra: Record<string, string> = {}): Promise<Caller> {
     const t = await startMultiUserServer(dialect, provider, extra);
     servers.push(t);
-    const { tokens } = await login(t, provider, { sub: `user-${randomUUID()}` });
-    const token = tokens!.accessToken;
-    return { workspaces: clientWith(t, WorkspaceService, token), repositories: clientWith(t, RepositoryService, token) };
+    return signIn(t, provider, { sub: `user-${randomUUID()}` });
   }
 
-  async function singleUser(extra: Record<string, string> = {}): Promise<Clients> {
+  async function singleUser(extra: Record<string, string> = {}): Promise<Caller> {
     const t = await startTestServer(dialect, extra);
     servers.push(t);
-    return { workspaces: t.workspaces, repositories: t.repositories };
-  }
-
-  async function workspace(c: Clients): Promise<string> {
-    return (await c.workspaces.createWorkspace({ name: `ws-${randomUUID()}` })).workspace!.id;
+    return caller(t);
   }
 
   describe("multi-user mode", () => {
-    let c: Clients;
+    let c: Caller;
     beforeAll(async () => {
       c = await multiUser();
     });
 
     it.each(PRIVATE)("refuses %s, saying why and how to allow it", async (remoteUrl, why) => {
-      const ws = await workspace(c);
+      const { id: ws } = await c.workspace();
       const err = await expectInvalid(c.repositories.addRepository({ workspaceId: ws, remoteUrl, name: "r" }), "remote_url");
       expect(err.rawMessage).toMatch(why);
       expect(err.rawMessage).toContain("FOREMAN_ALLOW_PRIVATE_REMOTES=true");
@@ -82,7 +69,7 @@ describe.each(DIALECTS)("private remotes on %s", (dialect) => {
     });
 
     it("accepts public hosts, also as addresses", async () => {
-      const ws = await workspace(c);
+      const { id: ws } = await c.workspace();
       for (const remoteUrl of ["https://github.com/acme/a.git", "http://8.8.8.8/x/b.git", "https://[2606:4700::1111]/x/c.git", "git@gitlab.com:acme/d.git"]) {
         const { repository } = await c.repositories.addRepository({ workspaceId: ws, remoteUrl });
         expect(repository?.remoteUrl).toBe(remoteUrl);
@@ -92,7 +79,7 @@ describe.each(DIALECTS)("private remotes on %s", (dialect) => {
 
   it("multi-user mode with FOREMAN_ALLOW_PRIVATE_REMOTES=true accepts them", async () => {
     const c = await multiUser({ FOREMAN_ALLOW_PRIVATE_REMOTES: "true" });
-    const ws = await workspace(c);
+    const { id: ws } = await c.workspace();
     for (const [remoteUrl] of PRIVATE) {
       const { repository } = await c.repositories.addRepository({ workspaceId: ws, remoteUrl, name: `r-${randomUUID().slice(0, 8)}` });
       expect(repository).toBeDefined();
@@ -101,13 +88,13 @@ describe.each(DIALECTS)("private remotes on %s", (dialect) => {
 
   it("single-user mode accepts them, and refuses them with FOREMAN_ALLOW_PRIVATE_REMOTES=false", async () => {
     const open = await singleUser();
-    const ws = await workspace(open);
+    const { id: ws } = await open.workspace();
     for (const [remoteUrl] of PRIVATE) {
       const { repository } = await open.repositories.addRepository({ workspaceId: ws, remoteUrl, name: `r-${randomUUID().slice(0, 8)}` });
       expect(repository).toBeDefined();
     }
     const closed = await singleUser({ FOREMAN_ALLOW_PRIVATE_REMOTES: "false" });
-    const other = await workspace(closed);
+    const { id: other } = await closed.workspace();
     for (const [remoteUrl, why] of PRIVATE) {
       const err = await expectInvalid(closed.repositories.addRepository({ workspaceId: other, remoteUrl, name: "r" }), "remote_url");
       expect(err.rawMessage).toMatch(why);

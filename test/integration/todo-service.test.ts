@@ -5,12 +5,11 @@ import { randomUUID } from "node:crypto";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RepositoryService } from "../../gen/foreman/v1/repository_pb.js";
 import { TodoItemStatus, TodoItemType, TodoService, type TodoItem } from "../../gen/foreman/v1/todo_pb.js";
-import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { DIALECTS } from "../helpers/databases.js";
+import { caller, signIn, type GitHubRepository } from "../helpers/fixtures.js";
 import { deliver, issuePayload, pullRequestPayload } from "../helpers/github.js";
-import { clientWith, login, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
+import { clientWith, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { UNKNOWN_ID, expectCode, expectInvalid } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -34,32 +33,8 @@ const PATH: Record<number, TodoItemStatus[]> = {
   [DISMISSED]: [DISMISSED],
 };
 
-interface Repo {
-  id: string;
-  workspaceId: string;
-  fullName: string;
-  secret: string;
-}
-
-/** Adds a GitHub repository with a webhook secret to the workspace (a new one by default). */
-async function addRepo(
-  workspaces: Client<typeof WorkspaceService>,
-  repositories: Client<typeof RepositoryService>,
-  workspaceId?: string,
-): Promise<Repo> {
-  const ws = workspaceId ?? (await workspaces.createWorkspace({ name: `ws-${randomUUID()}` })).workspace!.id;
-  const fullName = `acme/todo-${randomUUID().slice(0, 8)}`;
-  const secret = `secret-${randomUUID()}`;
-  const { repository } = await repositories.addRepository({
-    workspaceId: ws,
-    remoteUrl: `https://github.com/${fullName}.git`,
-    webhookSecret: secret,
-  });
-  return { id: repository!.id, workspaceId: ws, fullName, secret };
-}
-
 /** Opens an issue (or a pull request) on the repository through a signed delivery. */
-async function open(baseUrl: string, repo: Repo, kind: "issue" | "pr" = "issue", number = 1): Promise<void> {
+async function open(baseUrl: string, repo: GitHubRepository, kind: "issue" | "pr" = "issue", number = 1): Promise<void> {
   const [event, payload] =
     kind === "issue"
       ? ["issues", issuePayload(repo.fullName, { number, title: `issue ${number}` })]
@@ -81,7 +56,7 @@ describe.each(DIALECTS)("TodoService on %s", (dialect) => {
     await t?.close();
   });
 
-  const repo = (workspaceId?: string) => addRepo(t.workspaces, t.repositories, workspaceId);
+  const repo = (workspaceId?: string) => caller(t).githubRepository({ workspaceId });
 
   async function all(workspaceId: string, filter: { repositoryId?: string; status?: TodoItemStatus; type?: TodoItemType } = {}) {
     const res = await todos.listTodoItems({ workspaceId, pageSize: 1000, ...filter });
@@ -322,19 +297,14 @@ describe.each(DIALECTS)("TodoService with several users on %s", (dialect) => {
   });
 
   async function user(sub: string) {
-    const { tokens } = await login(t, provider, { sub, email: `${sub}@example.com`, name: sub });
-    const token = tokens!.accessToken;
-    return {
-      todos: clientWith(t, TodoService, token),
-      workspaces: clientWith(t, WorkspaceService, token),
-      repositories: clientWith(t, RepositoryService, token),
-    };
+    const signedIn = await signIn(t, provider, sub);
+    return { ...signedIn, todos: signedIn.client(TodoService) };
   }
 
   it("shows each user only the items of their own repositories", async () => {
     const alice = await user(`alice-${randomUUID()}`);
     const bob = await user(`bob-${randomUUID()}`);
-    const aliceRepo = await addRepo(alice.workspaces, alice.repositories);
+    const aliceRepo = await alice.githubRepository();
     await open(t.url, aliceRepo, "issue", 1);
     const [item] = (await alice.todos.listTodoItems({ workspaceId: aliceRepo.workspaceId })).items;
     expect(item).toBeDefined();
@@ -347,14 +317,8 @@ describe.each(DIALECTS)("TodoService with several users on %s", (dialect) => {
 
     // Bob adds the same GitHub repository with his own secret; each delivery reaches only the
     // repository whose secret signed it.
-    const { workspace } = await bob.workspaces.createWorkspace({ name: "bob's" });
-    const secret = `bob-secret-${randomUUID()}`;
-    const { repository } = await bob.repositories.addRepository({
-      workspaceId: workspace!.id,
-      remoteUrl: `https://github.com/${aliceRepo.fullName}.git`,
-      webhookSecret: secret,
-    });
-    const bobRepo: Repo = { id: repository!.id, workspaceId: workspace!.id, fullName: aliceRepo.fullName, secret };
+    const workspace = await bob.workspace({ name: "bob's" });
+    const bobRepo = await bob.githubRepository({ workspaceId: workspace.id, fullName: aliceRepo.fullName, secret: `bob-secret-${randomUUID()}` });
     await open(t.url, bobRepo, "pr", 2);
     const bobItems = (await bob.todos.listTodoItems({ workspaceId: bobRepo.workspaceId })).items;
     expect(bobItems.map((i) => [i.repositoryId, i.type])).toEqual([[bobRepo.id, TodoItemType.PR_REVIEW]]);
