@@ -25,6 +25,7 @@ import pg from "pg";
 import { postgresAdapter, sqliteAdapter, type DialectAdapter } from "./dialect-adapter.js";
 import type { DialectName } from "./dialect.js";
 import type { Database } from "./schema.js";
+import { withStatementCache } from "./statement-cache.js";
 
 export interface DatabaseOptions {
   /** PostgreSQL URL; undefined opens SQLite at sqlitePath. */
@@ -95,6 +96,6 @@ export function openDatabase(options: DatabaseOptions): Db {
   sqlite.pragma("synchronous = NORMAL");
   sqlite.pragma("foreign_keys = ON");
   sqlite.pragma("busy_timeout = 5000");
-  const kysely = new Kysely<Database>({ dialect: new ForemanSqliteDialect({ database: sqlite }) });
+  const kysely = new Kysely<Database>({ dialect: new ForemanSqliteDialect({ database: withStatementCache(sqlite) }) });
   return { kysely, dialect: "sqlite", adapter: sqliteAdapter, close: () => kysely.destroy() };
 }

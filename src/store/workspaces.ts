@@ -2,6 +2,7 @@
 import type { Kysely, Selectable } from "kysely";
 import type { Database, WorkspacesTable } from "../db/schema.js";
 import { fromDbTime, toDbTime } from "./codec.js";
+import { prepared } from "./prepared.js";
 
 export interface Workspace {
   id: string;
@@ -39,13 +40,13 @@ export async function insertWorkspace(db: Kysely<Database>, w: Omit<Workspace, "
   return toWorkspace(row);
 }
 
+// Every call on a workspace's things reads it first: compiled once.
+const selectWorkspace = prepared((db, ownerId: string, id: string) =>
+  db.selectFrom("workspaces").selectAll().where("owner_id", "=", ownerId).where("id", "=", id),
+);
+
 export async function getWorkspace(db: Kysely<Database>, ownerId: string, id: string): Promise<Workspace | undefined> {
-  const row = await db
-    .selectFrom("workspaces")
-    .selectAll()
-    .where("owner_id", "=", ownerId)
-    .where("id", "=", id)
-    .executeTakeFirst();
+  const [row] = await selectWorkspace(db, ownerId, id);
   return row && toWorkspace(row);
 }
 
