@@ -9,7 +9,16 @@ export const shutdownSignalKey = createContextKey<AbortSignal>(new AbortControll
 
 export const requestIdKey = createContextKey<string>("", { description: "request id" });
 
-export const loggerKey = createContextKey<Logger | undefined>(undefined, { description: "the call's logger" });
+/**
+ * The call's logger (the server's, bound to the call's request_id and procedure), made on
+ * first use: most calls log nothing, and binding a pino child costs a few µs a call.
+ */
+export const loggerKey = createContextKey<(() => Logger) | undefined>(undefined, { description: "the call's logger" });
+
+/** The call's logger, or `fallback` outside a call (a test calling a service directly). */
+export function callLogger(ctx: HandlerContext, fallback: Logger): Logger {
+  return ctx.values.get(loggerKey)?.() ?? fallback;
+}
 
 /**
  * Runs a long-lived stream with a signal that fires when the client goes away or the server

@@ -5,7 +5,13 @@ import { Code } from "@connectrpc/connect";
 
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
+interface Counter {
+  labels: string;
+  count: number;
+}
+
 interface Histogram {
+  labels: string;
   counts: number[];
   sum: number;
   count: number;
@@ -16,17 +22,26 @@ function escapeLabel(value: string): string {
 }
 
 export class Metrics {
-  private readonly calls = new Map<string, number>();
+  /** By procedure, then code. */
+  private readonly calls = new Map<string, Map<string, Counter>>();
+  /** By procedure. */
   private readonly durations = new Map<string, Histogram>();
   private openStreams = 0;
 
   /** Records a finished call; code is a Connect code name in snake case ("ok", "not_found"). */
   observeCall(procedure: string, code: string, seconds: number): void {
-    const key = `procedure="${escapeLabel(procedure)}",code="${escapeLabel(code)}"`;
-    this.calls.set(key, (this.calls.get(key) ?? 0) + 1);
-    const label = `procedure="${escapeLabel(procedure)}"`;
-    let h = this.durations.get(label);
-    if (h === undefined) this.durations.set(label, (h = { counts: BUCKETS.map(() => 0), sum: 0, count: 0 }));
+    // The label strings are made once per procedure and code, not on every call.
+    let byCode = this.calls.get(procedure);
+    if (byCode === undefined) this.calls.set(procedure, (byCode = new Map()));
+    let counter = byCode.get(code);
+    if (counter === undefined) {
+      byCode.set(code, (counter = { labels: `procedure="${escapeLabel(procedure)}",code="${escapeLabel(code)}"`, count: 0 }));
+    }
+    counter.count++;
+    let h = this.durations.get(procedure);
+    if (h === undefined) {
+      this.durations.set(procedure, (h = { labels: `procedure="${escapeLabel(procedure)}"`, counts: BUCKETS.map(() => 0), sum: 0, count: 0 }));
+    }
     for (let i = 0; i < BUCKETS.length; i++) if (seconds <= BUCKETS[i]!) h.counts[i]!++;
     h.sum += seconds;
     h.count++;
@@ -46,14 +61,14 @@ export class Metrics {
     const metric = (name: string, type: string, help: string) => lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
 
     metric("foreman_rpc_calls_total", "counter", "RPCs answered, by procedure and code.");
-    for (const [labels, n] of this.calls) lines.push(`foreman_rpc_calls_total{${labels}} ${n}`);
+    for (const byCode of this.calls.values()) for (const c of byCode.values()) lines.push(`foreman_rpc_calls_total{${c.labels}} ${c.count}`);
 
     metric("foreman_rpc_duration_seconds", "histogram", "Time to answer an RPC (a stream: until it ended), by procedure.");
-    for (const [labels, h] of this.durations) {
-      BUCKETS.forEach((le, i) => lines.push(`foreman_rpc_duration_seconds_bucket{${labels},le="${le}"} ${h.counts[i]}`));
-      lines.push(`foreman_rpc_duration_seconds_bucket{${labels},le="+Inf"} ${h.count}`);
-      lines.push(`foreman_rpc_duration_seconds_sum{${labels}} ${h.sum}`);
-      lines.push(`foreman_rpc_duration_seconds_count{${labels}} ${h.count}`);
+    for (const h of this.durations.values()) {
+      BUCKETS.forEach((le, i) => lines.push(`foreman_rpc_duration_seconds_bucket{${h.labels},le="${le}"} ${h.counts[i]}`));
+      lines.push(`foreman_rpc_duration_seconds_bucket{${h.labels},le="+Inf"} ${h.count}`);
+      lines.push(`foreman_rpc_duration_seconds_sum{${h.labels}} ${h.sum}`);
+      lines.push(`foreman_rpc_duration_seconds_count{${h.labels}} ${h.count}`);
     }
 
     metric("foreman_rpc_streams_open", "gauge", "Server streams open now.");

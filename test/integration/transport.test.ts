@@ -364,6 +364,34 @@ describe("raw HTTP", () => {
   });
 });
 
+describe("the access log", () => {
+  let ts: TestServer;
+  const lines: string[] = [];
+  beforeAll(async () => {
+    ts = await startTestServer("sqlite", {}, undefined, { logLines: lines });
+  });
+  afterAll(() => ts.close());
+
+  const callLines = (requestId: string) =>
+    lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "call" && l.request_id === requestId);
+
+  it("logs a call that succeeded at debug, and one that failed at info, each with its request id, procedure, code and duration", async () => {
+    expect((await postJson(`${ts.url}${LIST}`, "{}", { "x-request-id": "access-ok" })).status).toBe(200);
+    expect((await postJson(`${ts.url}${CREATE}`, JSON.stringify({ name: "" }), { "x-request-id": "access-failed" })).status).toBe(400);
+
+    const ok = callLines("access-ok");
+    expect(ok).toHaveLength(1);
+    // pino's levels: 20 debug, 30 info. The default level, info, leaves out successful calls.
+    expect(ok[0]).toMatchObject({ level: 20, procedure: LIST, code: "ok" });
+    expect(ok[0]!.duration_ms).toEqual(expect.any(Number));
+
+    const failed = callLines("access-failed");
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatchObject({ level: 30, procedure: CREATE, code: "InvalidArgument" });
+    expect(failed[0]!.duration_ms).toEqual(expect.any(Number));
+  });
+});
+
 describe("message size limit", () => {
   let ts: TestServer;
   beforeAll(async () => {
