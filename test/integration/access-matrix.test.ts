@@ -17,7 +17,8 @@ import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
 import { WorkspaceService, type Workspace } from "../../gen/foreman/v1/workspace_pb.js";
 import { FOREMAN_FILES } from "../../src/api/routes.js";
 import { DIALECTS } from "../helpers/databases.js";
-import { clientWith, login, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
+import { caller, registerWorker, signIn, type Caller as Credentialed, type User } from "../helpers/fixtures.js";
+import { startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { UNKNOWN_ID, expectCode, expectInvalid } from "../helpers/rpc-errors.js";
 import type { TestServer } from "../helpers/server.js";
 
@@ -42,16 +43,10 @@ const OK = "OK";
 type Outcome = typeof OK | Code;
 
 
-interface Account {
-  userId: string;
-  accessToken: string;
-  refreshToken: string;
-}
-
 interface Fixtures {
   t: TestServer;
-  alice: Account;
-  bob: Account;
+  alice: User;
+  bob: User;
   /** A worker registered with alice's registration token. */
   workerCredential: string;
   workspace: Workspace;
@@ -74,7 +69,7 @@ interface Fixtures {
   /** A fresh unit task of alice's, moved through these statuses; returns its id. */
   scratchTask(path: TaskStatus[]): Promise<string>;
   freshWorker(): Promise<string>;
-  freshAliceLogin(): Promise<Account>;
+  freshAliceLogin(): Promise<User>;
 }
 
 interface Call<I> {
@@ -229,7 +224,7 @@ rows(AuthService, {
   getCurrentUser: {
     expect: users(OK, OK),
     call: () => ({ request: {} }),
-    check: (res, fx, caller) => expect(res.user?.id).toBe(caller === "owner" ? fx.alice.userId : fx.bob.userId),
+    check: (res, fx, caller) => expect(res.user?.id).toBe(caller === "owner" ? fx.alice.id : fx.bob.id),
   },
   logout: {
     // Another user's refresh token is as unknown as a made-up one (see logins.logout).
@@ -456,56 +451,46 @@ describe.each(DIALECTS)("access matrix on %s", (dialect) => {
   beforeAll(async () => {
     provider = await startOidcProvider();
     t = await startMultiUserServer(dialect, provider, { FOREMAN_WORKER_REGISTRATION_TOKEN: CONFIGURED_REGISTRATION_TOKEN });
-    const account = async (sub: string): Promise<Account> => {
-      const { tokens, user } = await login(t, provider, { sub, email: `${sub}@example.com`, name: sub });
-      return { userId: user!.id, accessToken: tokens!.accessToken, refreshToken: tokens!.refreshToken };
-    };
-    const alice = await account("alice");
-    const bob = await account("bob");
+    const alice = await signIn(t, provider, "alice");
+    const bob = await signIn(t, provider, "bob");
 
-    const clients = new Map<string, Client<DescService>>();
+    // One caller per credential, each with one client per service.
+    const callers = new Map<string | undefined, Credentialed>();
     const client = <S extends DescService>(service: S, credential: string | undefined): Client<S> => {
-      const key = `${service.typeName} ${credential ?? ""}`;
-      let c = clients.get(key);
-      if (c === undefined) clients.set(key, (c = clientWith(t, service, credential) as unknown as Client<DescService>));
-      return c as unknown as Client<S>;
+      let c = callers.get(credential);
+      if (c === undefined) callers.set(credential, (c = caller(t, credential)));
+      return c.client(service);
     };
-    const asAlice = <S extends DescService>(service: S) => client(service, alice.accessToken);
 
+    // Alice's resources are noted, so that lists can be checked for them.
     const aliceWorkspaceIds = new Set<string>();
     const aliceTokenIds = new Set<string>();
     const createWorkspace = async (name: string): Promise<Workspace> => {
-      const { workspace } = await asAlice(WorkspaceService).createWorkspace({ name, description: "alice's" });
-      aliceWorkspaceIds.add(workspace!.id);
-      return workspace!;
+      const workspace = await alice.workspace({ name, description: "alice's" });
+      aliceWorkspaceIds.add(workspace.id);
+      return workspace;
     };
-    const addRepository = async (workspaceId: string, remoteUrl: string): Promise<Repository> =>
-      (await asAlice(RepositoryService).addRepository({ workspaceId, remoteUrl })).repository!;
-    const createGroup = async (repository: Repository, name: string): Promise<RepositoryGroup> => {
-      const request = { workspaceId: repository.workspaceId, name, repositoryIds: [repository.id] };
-      return (await asAlice(RepositoryService).createRepositoryGroup(request)).repositoryGroup!;
-    };
+    const createGroup = (repository: Repository, name: string): Promise<RepositoryGroup> =>
+      alice.group(repository.workspaceId, [repository.id], name);
     const createRegistrationToken = async (name: string) => {
-      const { token, secret } = await asAlice(AuthService).createWorkerRegistrationToken({ name });
-      aliceTokenIds.add(token!.id);
-      return { token: token!, secret };
+      const made = await alice.registrationToken(name);
+      aliceTokenIds.add(made.token.id);
+      return made;
     };
 
     const workspace = await createWorkspace("Alice's workspace");
-    const repository = await addRepository(workspace.id, "https://github.com/alice/app.git");
+    const repository = await alice.repository(workspace.id, "https://github.com/alice/app.git");
     const group = await createGroup(repository, "app");
     const registration = await createRegistrationToken("alice's laptop");
-    const freshWorker = async (): Promise<string> => {
-      const request = { registrationToken: registration.secret, name: `worker ${unique()}` };
-      return (await client(WorkerService, undefined).registerWorker(request)).workerToken;
-    };
+    const freshWorker = async (): Promise<string> =>
+      (await registerWorker(t, registration.secret, { name: `worker ${unique()}` })).workerToken;
     const workerCredential = await freshWorker();
     const createTask = async (prompt: string): Promise<string> =>
-      (await asAlice(TaskService).createUnitTask({ repositoryGroupId: group.id, prompt })).unitTask!.id;
+      (await alice.client(TaskService).createUnitTask({ repositoryGroupId: group.id, prompt })).unitTask!.id;
     const taskId = await createTask("Alice's task");
     const scratchRepository = async (): Promise<Repository> => {
       const ws = await createWorkspace(`scratch ${unique()}`);
-      return addRepository(ws.id, `https://github.com/alice/scratch-${unique()}.git`);
+      return alice.repository(ws.id, `https://github.com/alice/scratch-${unique()}.git`);
     };
 
     fx = {
@@ -529,11 +514,11 @@ describe.each(DIALECTS)("access matrix on %s", (dialect) => {
       scratchRegistrationToken: async () => (await createRegistrationToken(`scratch ${unique()}`)).token,
       scratchTask: async (path) => {
         const id = await createTask(`scratch ${unique()}`);
-        for (const status of path) await asAlice(TaskService).updateTaskStatus({ id, status });
+        for (const status of path) await alice.client(TaskService).updateTaskStatus({ id, status });
         return id;
       },
       freshWorker,
-      freshAliceLogin: () => account("alice"),
+      freshAliceLogin: () => signIn(t, provider, "alice"),
     };
   });
 
@@ -583,6 +568,6 @@ describe.each(DIALECTS)("access matrix on %s", (dialect) => {
     expect(task?.task.value?.status).toBe(TaskStatus.IN_PROGRESS);
     expect(task?.task.value?.title).toBe("Alice's task");
     // Bob's Logout with alice's refresh token ended nothing of hers.
-    expect((await asAlice(AuthService).getCurrentUser({})).user?.id).toBe(fx.alice.userId);
+    expect((await asAlice(AuthService).getCurrentUser({})).user?.id).toBe(fx.alice.id);
   });
 });
