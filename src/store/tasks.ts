@@ -152,6 +152,47 @@ export async function getTask(db: Kysely<Database>, ownerId: string, id: string)
   return undefined;
 }
 
+/**
+ * The owner's tasks of the given ids, by id; an id that is no task of theirs (deleted, say) is
+ * absent. A query per table and the agent tasks' batch, however many ids.
+ */
+export async function getTasks(db: Kysely<Database>, ownerId: string, ids: string[]): Promise<Map<string, Task>> {
+  const wanted = new Set(ids);
+  const found: TaskRow[] = [];
+  if (wanted.size > 0) {
+    const units = await db.selectFrom("unit_tasks").selectAll().where("owner_id", "=", ownerId).where("id", "in", [...wanted]).execute();
+    for (const row of units) {
+      found.push({ kind: "unit", row });
+      wanted.delete(row.id);
+    }
+  }
+  if (wanted.size > 0) {
+    const composites = await db
+      .selectFrom("composite_tasks")
+      .selectAll()
+      .where("owner_id", "=", ownerId)
+      .where("id", "in", [...wanted])
+      .execute();
+    for (const row of composites) found.push({ kind: "composite", row });
+  }
+  return new Map((await withAgentTasks(db, found)).map((task) => [task.id, task]));
+}
+
+type TaskRow = { kind: TaskKind; row: Selectable<UnitTasksTable> | Selectable<CompositeTasksTable> };
+
+/** The tasks of these rows, in their order, each with its agent tasks (one batch per kind). */
+async function withAgentTasks(db: Kysely<Database>, rows: TaskRow[]): Promise<Task[]> {
+  const unitIds = rows.filter((p) => p.kind === "unit").map((p) => p.row.id);
+  const compositeIds = rows.filter((p) => p.kind === "composite").map((p) => p.row.id);
+  const unitAgents = await agentTasksOf(db, "unit", unitIds);
+  const compositeAgents = await agentTasksOf(db, "composite", compositeIds);
+  return rows.map((p) =>
+    p.kind === "unit"
+      ? toUnit(p.row as Selectable<UnitTasksTable>, unitAgents.get(p.row.id) ?? [])
+      : toComposite(p.row as Selectable<CompositeTasksTable>, compositeAgents.get(p.row.id) ?? []),
+  );
+}
+
 export interface TaskFilter {
   ownerId: string;
   workspaceId: string;
@@ -170,7 +211,7 @@ function likePattern(text: string): string {
 /** Newest first across both kinds, before the given id; at most limit tasks. */
 export async function listTasks(db: Kysely<Database>, f: TaskFilter, beforeId: string | undefined, limit: number): Promise<Task[]> {
   const kinds: TaskKind[] = f.kind === undefined ? ["unit", "composite"] : [f.kind];
-  const found: { kind: TaskKind; row: Selectable<UnitTasksTable> | Selectable<CompositeTasksTable> }[] = [];
+  const found: TaskRow[] = [];
   for (const kind of kinds) {
     const table = kind === "unit" ? "unit_tasks" : "composite_tasks";
     let query = db
@@ -187,16 +228,7 @@ export async function listTasks(db: Kysely<Database>, f: TaskFilter, beforeId: s
   }
   // UUIDv7 ids sort by creation time, so ordering by id is newest first across both tables.
   found.sort((a, b) => (a.row.id < b.row.id ? 1 : a.row.id > b.row.id ? -1 : 0));
-  const page = found.slice(0, limit);
-  const unitIds = page.filter((p) => p.kind === "unit").map((p) => p.row.id);
-  const compositeIds = page.filter((p) => p.kind === "composite").map((p) => p.row.id);
-  const unitAgents = await agentTasksOf(db, "unit", unitIds);
-  const compositeAgents = await agentTasksOf(db, "composite", compositeIds);
-  return page.map((p) =>
-    p.kind === "unit"
-      ? toUnit(p.row as Selectable<UnitTasksTable>, unitAgents.get(p.row.id) ?? [])
-      : toComposite(p.row as Selectable<CompositeTasksTable>, compositeAgents.get(p.row.id) ?? []),
-  );
+  return withAgentTasks(db, found.slice(0, limit));
 }
 
 /**
