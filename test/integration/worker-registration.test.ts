@@ -13,12 +13,13 @@ import {
   type WorkerRegistrationToken,
 } from "../../gen/foreman/v1/auth_pb.js";
 import { AgentType } from "../../gen/foreman/v1/common_pb.js";
-import { WorkerService, type RegisterWorkerRequest, type RegisterWorkerResponse } from "../../gen/foreman/v1/worker_pb.js";
+import { WorkerService, type RegisterWorkerResponse } from "../../gen/foreman/v1/worker_pb.js";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { hashToken } from "../../src/auth/opaque-token.js";
 import { LOCAL_USER_ID } from "../../src/core/model/users.js";
 import { DIALECTS } from "../helpers/databases.js";
-import { clientWith, login, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
+import { registerWorker, signIn as signInAs, type RegisterInit, type User } from "../helpers/fixtures.js";
+import { clientWith, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { UNKNOWN_ID, expectCode, expectInvalid } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -32,8 +33,6 @@ const MAX_TTL_SECONDS = 365 * 86_400;
 async function expectAuthenticated(worker: Client<typeof WorkerService>): Promise<void> {
   await expectCode(worker.getTask({ pollId: "p", waitSeconds: 0 }), Code.Unimplemented);
 }
-
-type RegisterInit = Partial<Omit<RegisterWorkerRequest, "registrationToken" | "$typeName">>;
 
 describe.each(DIALECTS)("worker identity on %s", (dialect) => {
   let provider: TestProvider;
@@ -53,22 +52,13 @@ describe.each(DIALECTS)("worker identity on %s", (dialect) => {
 
   const db = () => t.server.db.kysely;
 
-  interface User {
-    id: string;
-    accessToken: string;
-    auth: Client<typeof AuthService>;
-  }
+  const signIn = (sub: string): Promise<User> => signInAs(t, provider, sub);
 
-  async function signIn(sub: string): Promise<User> {
-    const { tokens, user } = await login(t, provider, { sub, email: `${sub}@example.com`, name: sub });
-    return { id: user!.id, accessToken: tokens!.accessToken, auth: clientWith(t, AuthService, tokens!.accessToken) };
-  }
-
+  /** A registration token of the user's, its secret noted to look for in the database. */
   async function createToken(user: User, name: string, ttlSeconds = 0): Promise<{ token: WorkerRegistrationToken; secret: string }> {
-    const { token, secret } = await user.auth.createWorkerRegistrationToken({ name, ttlSeconds });
-    expect(token).toBeDefined();
-    secrets.add(secret);
-    return { token: token!, secret };
+    const made = await user.registrationToken(name, ttlSeconds);
+    secrets.add(made.secret);
+    return made;
   }
 
   async function tokenOf(user: User, id: string): Promise<WorkerRegistrationToken | undefined> {
@@ -77,10 +67,10 @@ describe.each(DIALECTS)("worker identity on %s", (dialect) => {
   }
 
   /** RegisterWorker the way a worker daemon calls it: no Authorization header. */
-  function registerCall(registrationToken: string, init: RegisterInit = {}): Promise<RegisterWorkerResponse> {
-    return clientWith(t, WorkerService, undefined).registerWorker({ name: "worker", ...init, registrationToken });
-  }
+  const registerCall = (registrationToken: string, init: RegisterInit = {}): Promise<RegisterWorkerResponse> =>
+    registerWorker(t, registrationToken, init);
 
+  /** A registered worker, its credential noted to look for in the database. */
   async function register(registrationToken: string, init: RegisterInit = {}): Promise<RegisterWorkerResponse> {
     const res = await registerCall(registrationToken, init);
     secrets.add(res.workerToken);
