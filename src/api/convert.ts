@@ -10,11 +10,11 @@ import {
   type RepositoryGroup,
 } from "../../gen/foreman/v1/repository_pb.js";
 import { TokenSetSchema, UserSchema, WorkerRegistrationTokenSchema, type TokenSet as TokenSetMessage, type User as UserMessage, type WorkerRegistrationToken } from "../../gen/foreman/v1/auth_pb.js";
-import { AgentType } from "../../gen/foreman/v1/common_pb.js";
 import type { TokenSet, User } from "../core/logins.js";
 import type { RegistrationToken } from "../core/workers.js";
 import type * as core from "../core/workspaces.js";
 import type * as repos from "../core/repositories.js";
+import { VCS_PROVIDERS } from "./enums.js";
 
 export function workspaceToProto(w: core.Workspace): Workspace {
   return create(WorkspaceSchema, {
@@ -26,20 +26,6 @@ export function workspaceToProto(w: core.Workspace): Workspace {
   });
 }
 
-const PROVIDERS: Record<repos.ProviderName, VcsProviderType> = {
-  github: VcsProviderType.GITHUB,
-  gitlab: VcsProviderType.GITLAB,
-  bitbucket: VcsProviderType.BITBUCKET,
-  generic: VcsProviderType.GENERIC,
-};
-
-/** undefined for UNSPECIFIED (derive it), null for a number the enum does not have. */
-export function providerFromProto(value: VcsProviderType): repos.ProviderName | undefined | null {
-  if (value === VcsProviderType.UNSPECIFIED) return undefined;
-  const found = (Object.keys(PROVIDERS) as repos.ProviderName[]).find((name) => PROVIDERS[name] === value);
-  return found ?? null;
-}
-
 export function repositoryToProto(r: repos.Repository): Repository {
   return create(RepositorySchema, {
     id: r.id,
@@ -47,7 +33,7 @@ export function repositoryToProto(r: repos.Repository): Repository {
     name: r.name,
     remoteUrl: r.remoteUrl,
     defaultBranch: r.defaultBranch,
-    vcsProviderType: PROVIDERS[r.vcsProviderType as repos.ProviderName] ?? VcsProviderType.GENERIC,
+    vcsProviderType: VCS_PROVIDERS.value(r.vcsProviderType, VcsProviderType.GENERIC),
     hasWebhookSecret: r.hasWebhookSecret,
     createTime: timestampFromDate(r.createdAt),
     updateTime: timestampFromDate(r.updatedAt),
@@ -93,10 +79,4 @@ export function registrationTokenToProto(t: RegistrationToken): WorkerRegistrati
     ...(t.revokedAt ? { revokeTime: timestampFromDate(t.revokedAt) } : {}),
     ...(t.lastUsedAt ? { lastUseTime: timestampFromDate(t.lastUsedAt) } : {}),
   });
-}
-
-/** AgentType values as the lower-case names core keeps; unknown values keep their number for the error. */
-export function agentTypeName(value: AgentType): string {
-  const name = AgentType[value] as string | undefined;
-  return name === undefined ? String(value) : name.toLowerCase();
 }

@@ -2,17 +2,15 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { RepositoryService } from "../../gen/foreman/v1/repository_pb.js";
 import { requireUser } from "./principal.js";
 import type { Core } from "../core/context.js";
-import { invalidArgument } from "../core/errors.js";
 import * as repositories from "../core/repositories.js";
-import { providerFromProto, repositoryGroupToProto, repositoryToProto } from "./convert.js";
+import { repositoryGroupToProto, repositoryToProto } from "./convert.js";
+import { VCS_PROVIDERS } from "./enums.js";
 
 export function repositoryService(core: Core): ServiceImpl<typeof RepositoryService> {
   return {
     async addRepository(req, ctx) {
-      const provider = providerFromProto(req.vcsProviderType);
-      if (provider === null) {
-        throw invalidArgument([{ field: "vcs_provider_type", description: `${req.vcsProviderType} is not a known provider` }]);
-      }
+      // Core takes the provider as given: an unknown one is refused here, before the rest.
+      const provider = VCS_PROVIDERS.readKnown(req.vcsProviderType, "vcs_provider_type", "provider");
       const repository = await repositories.addRepository(core, requireUser(ctx), {
         workspaceId: req.workspaceId,
         remoteUrl: req.remoteUrl,

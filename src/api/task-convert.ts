@@ -1,10 +1,8 @@
-// Tasks to protobuf messages, and protobuf enums to the lower-case names core keeps.
+// Tasks to protobuf messages.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { AgentType, ExecutionState, SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import {
   AgentSessionSchema,
-  AgentTaskKind,
   AgentTaskSchema,
   CompositeTaskSchema,
   TaskSchema,
@@ -16,29 +14,16 @@ import {
   type UnitTask,
 } from "../../gen/foreman/v1/task_pb.js";
 import type * as core from "../core/tasks.js";
-
-type ProtoEnum = Record<string, string | number>;
-
-/** An enum value as core's name for it ("IN_PROGRESS" → "in_progress"); an unknown number stays a number. */
-export function enumName(e: ProtoEnum, value: number): string {
-  const name = e[value];
-  return typeof name === "string" ? name.toLowerCase() : String(value);
-}
-
-/** Core's name back to the enum value; UNSPECIFIED (0) when it has none. */
-export function enumValue(e: ProtoEnum, name: string): number {
-  const value = e[name.toUpperCase()];
-  return typeof value === "number" ? value : 0;
-}
+import { AGENT_TASK_KINDS, AGENT_TYPES, EXECUTION_STATES, SESSION_STATES, TASK_STATUSES } from "./enums.js";
 
 function sessionToProto(s: core.AgentSession): AgentSession {
   return create(AgentSessionSchema, {
     id: s.id,
     agentTaskId: s.agentTaskId,
     attempt: s.attempt,
-    state: enumValue(SessionState, s.state),
+    state: SESSION_STATES.value(s.state),
     workerId: s.workerId ?? "",
-    agentType: enumValue(AgentType, s.agentType),
+    agentType: AGENT_TYPES.value(s.agentType),
     agentModel: s.agentModel,
     createTime: timestampFromDate(s.createdAt),
     ...(s.startedAt ? { startTime: timestampFromDate(s.startedAt) } : {}),
@@ -52,9 +37,9 @@ function sessionToProto(s: core.AgentSession): AgentSession {
 function agentTaskToProto(a: core.AgentTask): AgentTask {
   return create(AgentTaskSchema, {
     id: a.id,
-    kind: enumValue(AgentTaskKind, a.kind),
+    kind: AGENT_TASK_KINDS.value(a.kind),
     prompt: a.prompt,
-    agentType: enumValue(AgentType, a.agentType),
+    agentType: AGENT_TYPES.value(a.agentType),
     agentModel: a.agentModel,
     sessions: a.sessions.map(sessionToProto),
     createTime: timestampFromDate(a.createdAt),
@@ -68,8 +53,8 @@ function common(t: core.Task) {
     repositoryGroupId: t.repositoryGroupId,
     title: t.title,
     prompt: t.prompt,
-    status: enumValue(TaskStatus, t.status),
-    executionState: enumValue(ExecutionState, t.executionState),
+    status: TASK_STATUSES.value(t.status),
+    executionState: EXECUTION_STATES.value(t.executionState),
     baseBranch: t.baseBranch,
     statusReason: t.statusReason ?? "",
     createTime: timestampFromDate(t.createdAt),
@@ -80,7 +65,7 @@ function common(t: core.Task) {
 export function unitTaskToProto(t: core.UnitTask): UnitTask {
   return create(UnitTaskSchema, {
     ...common(t),
-    agentType: enumValue(AgentType, t.agentType),
+    agentType: AGENT_TYPES.value(t.agentType),
     agentModel: t.agentModel,
     branchName: t.branchName,
     baseCommit: t.baseCommit ?? "",
@@ -97,7 +82,7 @@ export function compositeTaskToProto(t: core.CompositeTask): CompositeTask {
   return create(CompositeTaskSchema, {
     ...common(t),
     ...(planning ? { planningAgentTask: agentTaskToProto(planning) } : {}),
-    executionAgentType: enumValue(AgentType, t.executionAgentType),
+    executionAgentType: AGENT_TYPES.value(t.executionAgentType),
     executionAgentModel: t.executionAgentModel,
     ...(t.planApprovedAt ? { planApproveTime: timestampFromDate(t.planApprovedAt) } : {}),
   });

@@ -1,10 +1,8 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { AgentType, TaskKind, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import {
   TaskChangeSchema,
-  TaskChangeType,
   TaskService,
   WatchTasksResponseSchema,
   type WatchTasksResponse,
@@ -14,7 +12,8 @@ import { untilClosed } from "./context-keys.js";
 import type { Core } from "../core/context.js";
 import type { FeedItem } from "../core/task-feed.js";
 import * as tasks from "../core/tasks.js";
-import { compositeTaskToProto, enumName, enumValue, taskToProto, unitTaskToProto } from "./task-convert.js";
+import { AGENT_TYPES, TASK_CHANGE_TYPES, TASK_KINDS, TASK_STATUSES } from "./enums.js";
+import { compositeTaskToProto, taskToProto, unitTaskToProto } from "./task-convert.js";
 import { unimplementedMethods } from "./unimplemented.js";
 
 export function taskService(core: Core): ServiceImpl<typeof TaskService> {
@@ -23,15 +22,15 @@ export function taskService(core: Core): ServiceImpl<typeof TaskService> {
     async createUnitTask(req, ctx) {
       const task = await tasks.createUnitTask(core, requireUser(ctx), {
         ...req,
-        agentType: enumName(AgentType, req.agentType),
+        agentType: AGENT_TYPES.read(req.agentType),
       });
       return { unitTask: unitTaskToProto(task) };
     },
     async createCompositeTask(req, ctx) {
       const task = await tasks.createCompositeTask(core, requireUser(ctx), {
         ...req,
-        planningAgentType: enumName(AgentType, req.planningAgentType),
-        executionAgentType: enumName(AgentType, req.executionAgentType),
+        planningAgentType: AGENT_TYPES.read(req.planningAgentType),
+        executionAgentType: AGENT_TYPES.read(req.executionAgentType),
       });
       return { compositeTask: compositeTaskToProto(task) };
     },
@@ -41,13 +40,13 @@ export function taskService(core: Core): ServiceImpl<typeof TaskService> {
     async listTasks(req, ctx) {
       const page = await tasks.listTasks(core, requireUser(ctx), {
         ...req,
-        statuses: req.statuses.map((s) => enumName(TaskStatus, s)),
-        kind: enumName(TaskKind, req.kind),
+        statuses: TASK_STATUSES.readAll(req.statuses),
+        kind: TASK_KINDS.read(req.kind),
       });
       return { tasks: page.items.map(taskToProto), nextPageToken: page.nextPageToken };
     },
     async updateTaskStatus(req, ctx) {
-      const task = await tasks.updateTaskStatus(core, requireUser(ctx), { id: req.id, status: enumName(TaskStatus, req.status) });
+      const task = await tasks.updateTaskStatus(core, requireUser(ctx), { id: req.id, status: TASK_STATUSES.read(req.status) });
       return { task: taskToProto(task) };
     },
     async deleteTask(req, ctx) {
@@ -90,7 +89,7 @@ function changeMessage(item: FeedItem): WatchTasksResponse {
       event: {
         case: "change",
         value: create(TaskChangeSchema, {
-          type: enumValue(TaskChangeType, item.type),
+          type: TASK_CHANGE_TYPES.value(item.type),
           taskId: item.taskId,
           ...(item.task ? { task: taskToProto(item.task) } : {}),
           cursor: String(item.id),

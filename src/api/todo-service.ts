@@ -6,40 +6,20 @@ import {
   PrReviewDataSchema,
   TodoItemSchema,
   TodoItemSource,
-  TodoItemStatus,
-  TodoItemType,
   type TodoItem as TodoItemMessage,
   type TodoService,
 } from "../../gen/foreman/v1/todo_pb.js";
 import { requireUser } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as todoItems from "../core/todo-items.js";
-
-const STATUSES: Record<todoItems.TodoItemStatus, TodoItemStatus> = {
-  pending: TodoItemStatus.PENDING,
-  in_progress: TodoItemStatus.IN_PROGRESS,
-  done: TodoItemStatus.DONE,
-  dismissed: TodoItemStatus.DISMISSED,
-};
-
-const TYPES: Record<todoItems.TodoItemType, TodoItemType> = {
-  issue_triage: TodoItemType.ISSUE_TRIAGE,
-  pr_review: TodoItemType.PR_REVIEW,
-};
-
-/** The name core uses for an enum value: "" for UNSPECIFIED, the number itself for an unknown one. */
-function nameOf<N extends string>(table: Record<N, number>, value: number): string {
-  if (value === 0) return "";
-  const found = (Object.keys(table) as N[]).find((name) => table[name] === value);
-  return found ?? String(value);
-}
+import { TODO_ITEM_SOURCES, TODO_ITEM_STATUSES, TODO_ITEM_TYPES } from "./enums.js";
 
 export function todoItemToProto(t: todoItems.TodoItem): TodoItemMessage {
   return create(TodoItemSchema, {
     id: t.id,
-    type: TYPES[t.type],
-    source: t.source === "auto" ? TodoItemSource.AUTO : TodoItemSource.MANUAL,
-    status: STATUSES[t.status],
+    type: TODO_ITEM_TYPES.value(t.type),
+    source: TODO_ITEM_SOURCES.value(t.source, TodoItemSource.MANUAL),
+    status: TODO_ITEM_STATUSES.value(t.status),
     repositoryId: t.repositoryId,
     workspaceId: t.workspaceId,
     data:
@@ -57,8 +37,8 @@ export function todoService(core: Core): ServiceImpl<typeof TodoService> {
       const page = await todoItems.listTodoItems(core, requireUser(ctx), {
         workspaceId: req.workspaceId,
         repositoryId: req.repositoryId,
-        status: nameOf(STATUSES, req.status),
-        type: nameOf(TYPES, req.type),
+        status: TODO_ITEM_STATUSES.read(req.status),
+        type: TODO_ITEM_TYPES.read(req.type),
         pageSize: req.pageSize,
         pageToken: req.pageToken,
       });
@@ -70,7 +50,7 @@ export function todoService(core: Core): ServiceImpl<typeof TodoService> {
     async updateTodoItemStatus(req, ctx) {
       const item = await todoItems.updateTodoItemStatus(core, requireUser(ctx), {
         id: req.id,
-        status: nameOf(STATUSES, req.status),
+        status: TODO_ITEM_STATUSES.read(req.status),
       });
       return { item: todoItemToProto(item) };
     },

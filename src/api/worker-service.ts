@@ -5,7 +5,7 @@ import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
 import { requireWorker } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as workers from "../core/workers.js";
-import { agentTypeName } from "./convert.js";
+import { AGENT_TYPES } from "./enums.js";
 import { unimplementedMethods } from "./unimplemented.js";
 
 export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
@@ -14,7 +14,7 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
     async registerWorker(req) {
       const { worker, credential } = await workers.registerWorker(core, {
         ...req,
-        agentTypes: req.agentTypes.map(agentTypeName),
+        agentTypes: AGENT_TYPES.readAll(req.agentTypes),
       });
       return {
         workerId: worker.id,

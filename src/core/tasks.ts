@@ -51,9 +51,10 @@ interface AgentChoice {
   agentModel: string;
 }
 
-function readAgent(v: Violations, typeField: string, modelField: string, agentType: string, agentModel: string): AgentChoice {
-  const type = agentType === "unspecified" ? DEFAULT_AGENT_TYPE : agentType;
-  if (!isAgentType(type)) v.add(typeField, `is not a known agent type (${agentType})`);
+/** An agent type not given (undefined) is the default one. */
+function readAgent(v: Violations, typeField: string, modelField: string, agentType: string | undefined, agentModel: string): AgentChoice {
+  const type = agentType ?? DEFAULT_AGENT_TYPE;
+  if (!isAgentType(type)) v.add(typeField, `is not a known agent type (${type})`);
   const model = agentModel.trim();
   v.text(modelField, model, { max: MODEL_MAX, singleLine: true });
   return { agentType: type, agentModel: model };
@@ -109,7 +110,8 @@ export interface CreateUnitTaskInput {
   repositoryGroupId: string;
   prompt: string;
   title: string;
-  agentType: string;
+  /** Not given: the default agent. */
+  agentType: string | undefined;
   agentModel: string;
   baseBranch: string;
   branchName: string;
@@ -171,9 +173,11 @@ export interface CreateCompositeTaskInput {
   repositoryGroupId: string;
   prompt: string;
   title: string;
-  planningAgentType: string;
+  /** Not given: the default agent. */
+  planningAgentType: string | undefined;
   planningAgentModel: string;
-  executionAgentType: string;
+  /** Not given: the planner's. */
+  executionAgentType: string | undefined;
   executionAgentModel: string;
   baseBranch: string;
 }
@@ -185,7 +189,7 @@ export async function createCompositeTask(core: Core, ownerId: string, input: Cr
   const planner = readAgent(v, "planning_agent_type", "planning_agent_model", input.planningAgentType, input.planningAgentModel);
   // The nodes run with the planner's agent unless told otherwise.
   const executor =
-    input.executionAgentType === "unspecified"
+    input.executionAgentType === undefined
       ? { agentType: planner.agentType, agentModel: input.executionAgentModel.trim() || planner.agentModel }
       : readAgent(v, "execution_agent_type", "execution_agent_model", input.executionAgentType, input.executionAgentModel);
   v.text("execution_agent_model", executor.agentModel, { max: MODEL_MAX, singleLine: true });
@@ -244,7 +248,8 @@ export async function getTask(core: Core, ownerId: string, rawId: string): Promi
 export interface ListTasksInput {
   workspaceId: string;
   statuses: string[];
-  kind: string;
+  /** Not given: both kinds. */
+  kind: string | undefined;
   repositoryGroupId: string;
   query: string;
   pageSize: number;
@@ -263,7 +268,7 @@ export async function listTasks(core: Core, ownerId: string, input: ListTasksInp
   }
   let kind: TaskKind | undefined;
   if (input.kind === "unit" || input.kind === "composite") kind = input.kind;
-  else if (input.kind !== "unspecified") v.add("kind", `is not a known task kind (${input.kind})`);
+  else if (input.kind !== undefined) v.add("kind", `is not a known task kind (${input.kind})`);
   const groupId = normalizeId(input.repositoryGroupId);
   if (groupId !== "") v.id("repository_group_id", groupId);
   const query = input.query.trim();
@@ -375,11 +380,11 @@ function queueFeedback(feedback: string): Plan["queue"] {
   };
 }
 
-export async function updateTaskStatus(core: Core, ownerId: string, input: { id: string; status: string }): Promise<Task> {
+export async function updateTaskStatus(core: Core, ownerId: string, input: { id: string; status: string | undefined }): Promise<Task> {
   const to = input.status as TaskStatus;
   if (!UNIT_STATUSES.includes(to) && !COMPOSITE_STATUSES.includes(to)) {
     const v = new Violations();
-    v.add("status", input.status === "unspecified" ? "is required" : `is not a known status (${input.status})`);
+    v.add("status", input.status === undefined ? "is required" : `is not a known status (${input.status})`);
     v.throwIfAny();
   }
   return transition(core, ownerId, input.id, "UpdateTaskStatus", (task) => {

@@ -6,14 +6,14 @@
 // Setting the status an item already has changes nothing and succeeds, so a retried call is
 // harmless; any other change not listed is FailedPrecondition naming the current status.
 import * as store from "../store/todo-items.js";
-import type { TodoItem, TodoItemStatus, TodoItemType } from "../store/todo-items.js";
+import type { TodoItem, TodoItemSource, TodoItemStatus, TodoItemType } from "../store/todo-items.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, normalizeId } from "./validation.js";
 import { getWorkspace } from "./workspaces.js";
 
-export type { TodoItem, TodoItemStatus, TodoItemType };
+export type { TodoItem, TodoItemSource, TodoItemStatus, TodoItemType };
 
 export const TODO_ITEM_STATUSES: readonly TodoItemStatus[] = ["pending", "in_progress", "done", "dismissed"];
 export const TODO_ITEM_TYPES: readonly TodoItemType[] = ["issue_triage", "pr_review"];
@@ -29,12 +29,9 @@ export function canTransition(from: TodoItemStatus, to: TodoItemStatus): boolean
   return from === to || TRANSITIONS[from].includes(to);
 }
 
-/**
- * Reads an enum filter or value given by name: "" means unspecified (undefined), a name not in
- * allowed is a violation on field.
- */
-function readEnum<T extends string>(v: Violations, field: string, raw: string, allowed: readonly T[], what: string): T | undefined {
-  if (raw === "") return undefined;
+/** Reads an enum filter or value given by name (undefined: not given); a name not in allowed is a violation on field. */
+function readEnum<T extends string>(v: Violations, field: string, raw: string | undefined, allowed: readonly T[], what: string): T | undefined {
+  if (raw === undefined) return undefined;
   if ((allowed as readonly string[]).includes(raw)) return raw as T;
   v.add(field, `${raw} is not a ${what}; use one of ${allowed.join(", ")}`);
   return undefined;
@@ -54,10 +51,10 @@ export interface ListTodoItemsInput {
   workspaceId: string;
   /** "" for any repository. */
   repositoryId: string;
-  /** "" for any status. */
-  status: string;
-  /** "" for any type. */
-  type: string;
+  /** Not given: any status. */
+  status: string | undefined;
+  /** Not given: any type. */
+  type: string | undefined;
   pageSize: number;
   pageToken: string;
 }
@@ -83,16 +80,16 @@ export async function listTodoItems(
   return writePage(page, await store.listTodoItems(core.db, ownerId, filter, page.afterId, page.fetch));
 }
 
-/** Moves an item to status (a name; "" is unspecified) if the state machine allows it. */
+/** Moves an item to status (a name, required) if the state machine allows it. */
 export async function updateTodoItemStatus(
   core: Core,
   ownerId: string,
-  input: { id: string; status: string },
+  input: { id: string; status: string | undefined },
 ): Promise<TodoItem> {
   const id = normalizeId(input.id);
   const v = new Violations();
   v.id("id", id);
-  if (input.status === "") v.add("status", "is required");
+  if (input.status === undefined) v.add("status", "is required");
   const to = readEnum(v, "status", input.status, TODO_ITEM_STATUSES, "todo item status");
   v.throwIfAny();
   return transition(core, ownerId, id, to!);
