@@ -1,15 +1,10 @@
 #!/usr/bin/env node
 // The foreman command: `serve` runs the server, `migrate` brings the database up to date,
 // `login`/`logout`/`whoami` handle the user's login, `worker-token` manages worker
-// registration tokens through the API.
-import { ConfigError, loadConfig, loadDatabaseConfig } from "../config.js";
-import { openDatabase } from "../db/database.js";
-import { migrateToLatest } from "../db/migrator.js";
-import { createLogger } from "../logger.js";
-import { sqlitePath, startServer } from "../server/server.js";
+// registration tokens through the API. Each verb loads only its own module when it runs: a
+// client verb starts without the server, kysely or the database drivers.
+import { ConfigError } from "../config.js";
 import { CommandFailed, UsageError } from "./errors.js";
-import { LOGIN_USAGE, login, logout, whoami } from "./login.js";
-import { WORKER_TOKEN_USAGE, workerToken } from "./worker-token.js";
 
 const USAGE = `Usage: foreman <command>
 
@@ -24,86 +19,67 @@ Commands:
   help      Show this help
 `;
 
-async function serve(): Promise<void> {
-  const config = loadConfig();
-  const logger = createLogger(config.logLevel);
-  const server = await startServer(config, logger);
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals) => {
-    if (stopping) {
-      logger.warn({ signal }, "second signal: exiting at once");
-      process.exit(1);
-    }
-    stopping = true;
-    logger.info({ signal }, "signal received");
-    server.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error({ err: error }, "shutdown failed");
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", stop);
-  process.on("SIGINT", stop);
-}
-
-async function migrate(): Promise<void> {
-  const config = loadDatabaseConfig();
-  const logger = createLogger(config.logLevel);
-  const db = openDatabase({ databaseUrl: config.databaseUrl, sqlitePath: sqlitePath(config), poolSize: 2 });
-  try {
-    const ran = await migrateToLatest(db);
-    logger.info({ migrations: ran, database: db.dialect }, ran.length > 0 ? "database migrated" : "database already up to date");
-  } finally {
-    await db.close();
-  }
-}
-
 const print = (line: string) => process.stdout.write(`${line}\n`);
+
+interface Verb {
+  /** Runs the verb; resolves to the exit code, or -1 for a verb that keeps running (serve). */
+  run(args: string[]): Promise<number>;
+  /** Printed after a usage mistake and for `foreman <verb> --help`. */
+  usage?: string;
+}
+
+const HELP = ["help", "--help", "-h"];
+
+const VERBS: Record<string, () => Promise<Verb>> = {
+  serve: async () => {
+    const { serve } = await import("./serve.js");
+    return { run: () => serve().then(() => -1) };
+  },
+  migrate: async () => {
+    const { migrate } = await import("./serve.js");
+    return { run: () => migrate().then(() => 0) };
+  },
+  login: async () => {
+    const { LOGIN_USAGE, login } = await import("./login.js");
+    return { usage: LOGIN_USAGE, run: (args) => login(args, process.env, print).then(() => 0) };
+  },
+  logout: async () => {
+    const { LOGIN_USAGE, logout } = await import("./login.js");
+    return { usage: LOGIN_USAGE, run: () => logout(process.env, print).then(() => 0) };
+  },
+  whoami: async () => {
+    const { LOGIN_USAGE, whoami } = await import("./login.js");
+    return { usage: LOGIN_USAGE, run: () => whoami(process.env, print).then(() => 0) };
+  },
+  "worker-token": async () => {
+    const { WORKER_TOKEN_USAGE, workerToken } = await import("./worker-token.js");
+    return { usage: WORKER_TOKEN_USAGE, run: (args) => workerToken(args, process.env, print).then(() => 0) };
+  },
+};
 
 async function main(argv: string[]): Promise<number> {
   const command = argv[0] ?? "help";
+  if (HELP.includes(command)) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const load = Object.hasOwn(VERBS, command) ? VERBS[command] : undefined;
+  if (load === undefined) {
+    process.stderr.write(`foreman: unknown command "${command}"\n\n${USAGE}`);
+    return 2;
+  }
+  let verb: Verb | undefined;
   try {
-    switch (command) {
-      case "serve":
-        await serve();
-        return -1; // keeps running until a signal
-      case "migrate":
-        await migrate();
-        return 0;
-      case "login":
-        if (["help", "--help", "-h"].includes(argv[1] ?? "")) {
-          process.stdout.write(LOGIN_USAGE);
-          return 0;
-        }
-        await login(argv.slice(1), process.env, print);
-        return 0;
-      case "logout":
-        await logout(process.env, print);
-        return 0;
-      case "whoami":
-        await whoami(process.env, print);
-        return 0;
-      case "worker-token":
-        if (["help", "--help", "-h"].includes(argv[1] ?? "")) {
-          process.stdout.write(WORKER_TOKEN_USAGE);
-          return 0;
-        }
-        await workerToken(argv.slice(1), process.env, print);
-        return 0;
-      case "help":
-      case "--help":
-      case "-h":
-        process.stdout.write(USAGE);
-        return 0;
-      default:
-        process.stderr.write(`foreman: unknown command "${command}"\n\n${USAGE}`);
-        return 2;
+    verb = await load();
+    // login and worker-token show their own usage; the other verbs take no arguments yet.
+    if ((command === "login" || command === "worker-token") && HELP.includes(argv[1] ?? "")) {
+      process.stdout.write(verb.usage ?? USAGE);
+      return 0;
     }
+    return await verb.run(argv.slice(1));
   } catch (error) {
     if (error instanceof UsageError) {
-      process.stderr.write(`foreman ${command}: ${error.message}\n\n${command === "worker-token" ? WORKER_TOKEN_USAGE : LOGIN_USAGE}`);
+      process.stderr.write(`foreman ${command}: ${error.message}\n\n${verb?.usage ?? USAGE}`);
       return 2;
     }
     if (error instanceof CommandFailed) {

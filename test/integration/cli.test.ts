@@ -457,3 +457,49 @@ describe("commands", () => {
     expect(exited.stderr).toBe("");
   });
 });
+
+describe("what each command loads", () => {
+  /** The modules `foreman <args>` resolved, as paths under the repository or node_modules. */
+  async function loaded(args: string[], env: Record<string, string> = {}): Promise<{ exited: Exited; modules: string[] }> {
+    const file = path.join(await dataDir(), "imports.txt");
+    const child = spawn(process.execPath, ["--import", "./test/helpers/record-imports.mjs", ...CLI, ...args], {
+      cwd: ROOT,
+      env: cliEnv({ ...env, FOREMAN_TEST_IMPORTS_FILE: file }),
+      stdio: ["ignore", "pipe", "pipe"],
+      timeout: PROCESS_TIMEOUT_MS,
+    });
+    children.add(child);
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    const exited = await new Promise<Exited>((resolve, reject) => {
+      child.once("error", reject);
+      child.once("close", (code, signal) => resolve({ code, signal, stdout, stderr, logs: parseLogs(stdout) }));
+    });
+    const urls = (await readFile(file, "utf8")).split("\n").filter((l) => l.startsWith("file://"));
+    return { exited, modules: [...new Set(urls.map((u) => path.relative(ROOT, new URL(u).pathname)))] };
+  }
+
+  const SERVER_SIDE = [/^node_modules\/(kysely|pg|better-sqlite3|pino)\//, /^src\/(server|db|store|core|api|auth)\//, /^migrations\//];
+
+  it.each([
+    ["whoami", ["whoami"]],
+    ["login --help", ["login", "--help"]],
+    ["worker-token list", ["worker-token", "list"]],
+  ])("%s loads no server code and no database driver", async (_label, args: string[]) => {
+    // No server listens on this port: the client verbs fail after loading all they need.
+    const { exited, modules } = await loaded(args, { FOREMAN_URL: "http://127.0.0.1:9", HOME: await dataDir() });
+    expect(modules).toContain("src/cli/main.ts");
+    expect(modules.some((m) => m.startsWith("src/cli/") && m !== "src/cli/main.ts" && m !== "src/cli/errors.ts")).toBe(true);
+    expect(modules.filter((m) => SERVER_SIDE.some((pattern) => pattern.test(m)))).toEqual([]);
+    expect(exited.stderr).not.toContain("Error:");
+  });
+
+  it("serve's module is what loads the server and the drivers", async () => {
+    const { exited, modules } = await loaded(["migrate"], { FOREMAN_DATA_DIR: await dataDir() });
+    expect(exited.code).toBe(0);
+    for (const needed of ["src/cli/serve.ts", "src/server/server.ts", "src/db/database.ts"]) expect(modules).toContain(needed);
+    expect(modules.some((m) => m.startsWith("node_modules/kysely/"))).toBe(true);
+  });
+});

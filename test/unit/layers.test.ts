@@ -55,6 +55,18 @@ const WRONG: Case[] = [
   { file: "src/db/x.ts", pattern: "../cli/**", specifier: "../cli/main.js" },
 
   { file: "migrations/x.ts", pattern: "../src/**", specifier: "../src/db/dialect.js" },
+
+  { file: "src/cli/x.ts", pattern: "../server/**", specifier: "../server/server.js" },
+  { file: "src/cli/x.ts", pattern: "../db/**", specifier: "../db/database.js" },
+  { file: "src/cli/x.ts", pattern: "../store/**", specifier: "../store/tasks.js" },
+  { file: "src/cli/x.ts", pattern: "../core/**", specifier: "../core/tasks.js" },
+  { file: "src/cli/x.ts", pattern: "../api/**", specifier: "../api/routes.js" },
+  { file: "src/cli/x.ts", pattern: "../auth/**", specifier: "../auth/oidc.js" },
+  { file: "src/cli/x.ts", pattern: "../logger.js", specifier: "../logger.js" },
+  { file: "src/cli/x.ts", pattern: "kysely", specifier: "kysely" },
+  { file: "src/cli/x.ts", pattern: "pg", specifier: "pg" },
+  { file: "src/cli/x.ts", pattern: "better-sqlite3", specifier: "better-sqlite3" },
+  { file: "src/cli/x.ts", pattern: "pino", specifier: "pino" },
 ];
 
 /** What each folder's rule says, so an error is seen to come from that folder's rule. */
@@ -66,6 +78,7 @@ const MESSAGES: Record<string, string> = {
   "src/auth/": "auth/ is tokens and OIDC only",
   "src/db/": "db/ is the connection and the migrator",
   "migrations/": "migrations/ is the schema history",
+  "src/cli/": "the CLI's client verbs import only gen/ and cli/",
 };
 
 /** Arrows that point down, as the design has them: these must lint clean. */
@@ -82,6 +95,12 @@ const RIGHT: Omit<Case, "pattern">[] = [
   { file: "src/db/x.ts", specifier: "../../migrations/index.js" },
   { file: "src/db/x.ts", specifier: "kysely" },
   { file: "migrations/x.ts", specifier: "kysely" },
+  { file: "src/cli/x.ts", specifier: "../../gen/foreman/v1/auth_pb.js" },
+  { file: "src/cli/x.ts", specifier: "./client.js" },
+  { file: "src/cli/x.ts", specifier: "../config.js" },
+  // The server's own verbs load the server.
+  { file: "src/cli/serve.ts", specifier: "../server/server.js" },
+  { file: "src/cli/serve.ts", specifier: "../db/database.js" },
 ];
 
 /** A small source that imports the specifier and uses what it imports, so no other rule fires. */

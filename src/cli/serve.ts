@@ -1,0 +1,44 @@
+// The server's own verbs: `serve` runs it, `migrate` brings its database up to date. Only these
+// load the server, the database drivers and the migrations; the client verbs never do.
+import { loadConfig, loadDatabaseConfig } from "../config.js";
+import { openDatabase } from "../db/database.js";
+import { migrateToLatest } from "../db/migrator.js";
+import { createLogger } from "../logger.js";
+import { sqlitePath, startServer } from "../server/server.js";
+
+/** Runs the server until SIGTERM or SIGINT, then shuts down gracefully (a second signal: at once). */
+export async function serve(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel);
+  const server = await startServer(config, logger);
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, "second signal: exiting at once");
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, "signal received");
+    server.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}
+
+export async function migrate(): Promise<void> {
+  const config = loadDatabaseConfig();
+  const logger = createLogger(config.logLevel);
+  const db = openDatabase({ databaseUrl: config.databaseUrl, sqlitePath: sqlitePath(config), poolSize: 2 });
+  try {
+    const ran = await migrateToLatest(db);
+    logger.info({ migrations: ran, database: db.dialect }, ran.length > 0 ? "database migrated" : "database already up to date");
+  } finally {
+    await db.close();
+  }
+}
