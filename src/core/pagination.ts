@@ -1,5 +1,6 @@
-// Opaque page tokens: the last id of the previous page plus a fingerprint of the list's
-// filters, so a token cannot be replayed against a different query.
+// Opaque page tokens, the token half of every list call: the last id of the previous page plus
+// a fingerprint of the list's filters, so a token cannot be replayed against a different query.
+// The SQL half, which reads the page a PageRequest names, is store/pages.ts.
 import { createHash } from "node:crypto";
 import { Violations, isUuid } from "./validation.js";
 
@@ -7,6 +8,7 @@ export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
 
 export interface PageRequest {
+  /** The last id of the previous page, in the list's order. */
   afterId: string | undefined;
   /** Rows to fetch: one more than the page size, to know whether another page follows. */
   fetch: number;

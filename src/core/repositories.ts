@@ -130,7 +130,7 @@ export async function listRepositories(
   const page = readPage(v, input.pageSize, input.pageToken, `repositories:${workspaceId}`);
   v.throwIfAny();
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
-  return writePage(page, await store.listRepositories(core.db, ownerId, workspaceId, page.afterId, page.fetch));
+  return writePage(page, await store.listRepositories(core.db, ownerId, workspaceId, page));
 }
 
 /**
@@ -239,7 +239,7 @@ export async function listRepositoryGroups(
   const page = readPage(v, input.pageSize, input.pageToken, `repository_groups:${workspaceId}`);
   v.throwIfAny();
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
-  return writePage(page, await store.listGroups(core.db, ownerId, workspaceId, page.afterId, page.fetch));
+  return writePage(page, await store.listGroups(core.db, ownerId, workspaceId, page));
 }
 
 export async function getRepositoryGroup(core: Core, ownerId: string, rawId: string, field = "id"): Promise<RepositoryGroup> {

@@ -287,8 +287,7 @@ export async function listTasks(core: Core, ownerId: string, input: ListTasksInp
       repositoryGroupId: groupId === "" ? undefined : groupId,
       query: query === "" ? undefined : query,
     },
-    page.afterId,
-    page.fetch,
+    page,
   );
   return writePage(page, tasks);
 }

@@ -77,7 +77,7 @@ export async function listTodoItems(
   v.throwIfAny();
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
   const filter = { workspaceId, repositoryId: repositoryId === "" ? undefined : repositoryId, status, type };
-  return writePage(page, await store.listTodoItems(core.db, ownerId, filter, page.afterId, page.fetch));
+  return writePage(page, await store.listTodoItems(core.db, ownerId, filter, page));
 }
 
 /** Moves an item to status (a name, required) if the state machine allows it. */

@@ -59,7 +59,7 @@ export async function listRegistrationTokens(
   const v = new Violations();
   const page = readPage(v, input.pageSize, input.pageToken, "worker_registration_tokens");
   v.throwIfAny();
-  return writePage(page, await store.listRegistrationTokens(core.db, ownerId, page.afterId, page.fetch));
+  return writePage(page, await store.listRegistrationTokens(core.db, ownerId, page));
 }
 
 /** Stops the token registering new workers; workers it registered keep their credentials. */

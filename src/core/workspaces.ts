@@ -55,7 +55,7 @@ export async function listWorkspaces(
   const v = new Violations();
   const page = readPage(v, input.pageSize, input.pageToken, "workspaces");
   v.throwIfAny();
-  return writePage(page, await store.listWorkspaces(core.db, ownerId, page.afterId, page.fetch));
+  return writePage(page, await store.listWorkspaces(core.db, ownerId, page));
 }
 
 export async function updateWorkspace(

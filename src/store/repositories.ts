@@ -2,6 +2,7 @@
 import type { Kysely, Selectable } from "kysely";
 import type { Database, RepositoriesTable, RepositoryGroupsTable } from "../db/schema.js";
 import { fromDbTime, toDbTime } from "./codec.js";
+import { keysetPage, type PageWindow } from "./pages.js";
 
 export interface Repository {
   id: string;
@@ -95,17 +96,10 @@ export async function listRepositories(
   db: Kysely<Database>,
   ownerId: string,
   workspaceId: string,
-  afterId: string | undefined,
-  limit: number,
+  page: PageWindow,
 ): Promise<Repository[]> {
-  let query = db
-    .selectFrom("repositories")
-    .selectAll()
-    .where("owner_id", "=", ownerId)
-    .where("workspace_id", "=", workspaceId);
-  if (afterId !== undefined) query = query.where("id", ">", afterId);
-  const rows = await query.orderBy("id").limit(limit).execute();
-  return rows.map(toRepository);
+  const query = db.selectFrom("repositories").selectAll().where("owner_id", "=", ownerId).where("workspace_id", "=", workspaceId);
+  return (await keysetPage(query, page)).map(toRepository);
 }
 
 export async function deleteRepository(db: Kysely<Database>, ownerId: string, id: string): Promise<boolean> {
@@ -213,16 +207,10 @@ export async function listGroups(
   db: Kysely<Database>,
   ownerId: string,
   workspaceId: string,
-  afterId: string | undefined,
-  limit: number,
+  page: PageWindow,
 ): Promise<RepositoryGroup[]> {
-  let query = db
-    .selectFrom("repository_groups")
-    .selectAll()
-    .where("owner_id", "=", ownerId)
-    .where("workspace_id", "=", workspaceId);
-  if (afterId !== undefined) query = query.where("id", ">", afterId);
-  const rows = await query.orderBy("id").limit(limit).execute();
+  const query = db.selectFrom("repository_groups").selectAll().where("owner_id", "=", ownerId).where("workspace_id", "=", workspaceId);
+  const rows = await keysetPage(query, page);
   const members = await membersOf(
     db,
     rows.map((r) => r.id),

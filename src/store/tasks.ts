@@ -17,6 +17,7 @@ import {
 } from "../core/model/tasks.js";
 import { agentTasksOf } from "./agent-sessions.js";
 import { fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
+import { keysetPage, type PageWindow } from "./pages.js";
 
 /** What both task tables hold alike. */
 function commonFields(row: Selectable<UnitTasksTable> | Selectable<CompositeTasksTable>, agentTasks: AgentTask[]): TaskCommon {
@@ -208,8 +209,8 @@ function likePattern(text: string): string {
   return `%${text.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 }
 
-/** Newest first across both kinds, before the given id; at most limit tasks. */
-export async function listTasks(db: Kysely<Database>, f: TaskFilter, beforeId: string | undefined, limit: number): Promise<Task[]> {
+/** Newest first across both kinds: one page. */
+export async function listTasks(db: Kysely<Database>, f: TaskFilter, page: PageWindow): Promise<Task[]> {
   const kinds: TaskKind[] = f.kind === undefined ? ["unit", "composite"] : [f.kind];
   const found: TaskRow[] = [];
   for (const kind of kinds) {
@@ -222,13 +223,11 @@ export async function listTasks(db: Kysely<Database>, f: TaskFilter, beforeId: s
     if (f.statuses.length > 0) query = query.where("status", "in", f.statuses);
     if (f.repositoryGroupId !== undefined) query = query.where("repository_group_id", "=", f.repositoryGroupId);
     if (f.query !== undefined) query = query.where("search_text", "like", sql<string>`${likePattern(f.query)} escape '\\'`);
-    if (beforeId !== undefined) query = query.where("id", "<", beforeId);
-    const rows = await query.orderBy("id", "desc").limit(limit).execute();
-    for (const row of rows) found.push({ kind, row });
+    for (const row of await keysetPage(query, page, "desc")) found.push({ kind, row });
   }
   // UUIDv7 ids sort by creation time, so ordering by id is newest first across both tables.
   found.sort((a, b) => (a.row.id < b.row.id ? 1 : a.row.id > b.row.id ? -1 : 0));
-  return withAgentTasks(db, found.slice(0, limit));
+  return withAgentTasks(db, found.slice(0, page.fetch));
 }
 
 /**

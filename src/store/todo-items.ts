@@ -3,6 +3,7 @@
 import type { Kysely, Selectable } from "kysely";
 import type { Database, TodoItemsTable } from "../db/schema.js";
 import { fromDbJson, fromDbTime, toDbTime } from "./codec.js";
+import { keysetPage, type PageWindow } from "./pages.js";
 
 export type TodoItemType = "issue_triage" | "pr_review";
 export type TodoItemSource = "auto" | "manual";
@@ -101,13 +102,12 @@ export interface TodoItemFilter {
   type: TodoItemType | undefined;
 }
 
-/** Oldest first, after the given id; returns at most limit rows. */
+/** Oldest first: one page. */
 export async function listTodoItems(
   db: Kysely<Database>,
   ownerId: string,
   filter: TodoItemFilter,
-  afterId: string | undefined,
-  limit: number,
+  page: PageWindow,
 ): Promise<TodoItem[]> {
   let query = db
     .selectFrom("todo_items")
@@ -117,9 +117,7 @@ export async function listTodoItems(
   if (filter.repositoryId !== undefined) query = query.where("repository_id", "=", filter.repositoryId);
   if (filter.status !== undefined) query = query.where("status", "=", filter.status);
   if (filter.type !== undefined) query = query.where("type", "=", filter.type);
-  if (afterId !== undefined) query = query.where("id", ">", afterId);
-  const rows = await query.orderBy("id").limit(limit).execute();
-  return rows.map(toTodoItem);
+  return (await keysetPage(query, page)).map(toTodoItem);
 }
 
 /**

@@ -3,6 +3,7 @@
 import type { ExpressionBuilder, Kysely, Selectable } from "kysely";
 import type { Database, WorkerRegistrationTokensTable, WorkersTable } from "../db/schema.js";
 import { fromDbJson, fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
+import { keysetPage, type PageWindow } from "./pages.js";
 
 export interface RegistrationToken {
   id: string;
@@ -49,13 +50,10 @@ export async function insertRegistrationToken(
 export async function listRegistrationTokens(
   db: Kysely<Database>,
   ownerId: string,
-  afterId: string | undefined,
-  limit: number,
+  page: PageWindow,
 ): Promise<RegistrationToken[]> {
-  let query = db.selectFrom("worker_registration_tokens").selectAll().where("owner_id", "=", ownerId);
-  if (afterId !== undefined) query = query.where("id", ">", afterId);
-  const rows = await query.orderBy("id").limit(limit).execute();
-  return rows.map(toRegistrationToken);
+  const query = db.selectFrom("worker_registration_tokens").selectAll().where("owner_id", "=", ownerId);
+  return (await keysetPage(query, page)).map(toRegistrationToken);
 }
 
 /** Revokes the owner's token; undefined when the owner has no such token. Revoking twice keeps the first time. */

@@ -2,6 +2,7 @@
 import type { Kysely, Selectable } from "kysely";
 import type { Database, WorkspacesTable } from "../db/schema.js";
 import { fromDbTime, toDbTime } from "./codec.js";
+import { keysetPage, type PageWindow } from "./pages.js";
 import { prepared } from "./prepared.js";
 
 export interface Workspace {
@@ -50,17 +51,10 @@ export async function getWorkspace(db: Kysely<Database>, ownerId: string, id: st
   return row && toWorkspace(row);
 }
 
-/** Oldest first, after the given id; returns at most limit rows. */
-export async function listWorkspaces(
-  db: Kysely<Database>,
-  ownerId: string,
-  afterId: string | undefined,
-  limit: number,
-): Promise<Workspace[]> {
-  let query = db.selectFrom("workspaces").selectAll().where("owner_id", "=", ownerId);
-  if (afterId !== undefined) query = query.where("id", ">", afterId);
-  const rows = await query.orderBy("id").limit(limit).execute();
-  return rows.map(toWorkspace);
+/** Oldest first: one page. */
+export async function listWorkspaces(db: Kysely<Database>, ownerId: string, page: PageWindow): Promise<Workspace[]> {
+  const query = db.selectFrom("workspaces").selectAll().where("owner_id", "=", ownerId);
+  return (await keysetPage(query, page)).map(toWorkspace);
 }
 
 export async function updateWorkspace(
