@@ -1,0 +1,84 @@
+// Composes what the server serves from its configuration, database, logger and clock: core
+// (the domain's context, with the notifier and the shared feeds) and the Connect services
+// behind their interceptors. It opens no port and no connection; server.ts does.
+import type http from "node:http";
+import type http2 from "node:http2";
+import { createContextValues } from "@connectrpc/connect";
+import { shutdownSignalKey } from "../api/context-keys.js";
+import { HealthStatus } from "../api/health-service.js";
+import { registerRoutes } from "../api/routes.js";
+import { AccessTokens } from "../auth/access-token.js";
+import { OidcProvider } from "../auth/oidc.js";
+import type { Config } from "../config.js";
+import type { Core } from "../core/context.js";
+import { LiveLogins } from "../core/live-logins.js";
+import { Notifier } from "../core/notifier.js";
+import { TaskFeeds } from "../core/task-feed.js";
+import type { Db } from "../db/database.js";
+import type { Logger } from "../logger.js";
+import { TASK_CHANGES_CHANNEL } from "../store/task-events.js";
+import { authInterceptor } from "./auth-interceptor.js";
+import { connectAdapter } from "./connect-adapter.js";
+import { installConnectErrorGuard } from "./connect-errors.js";
+import { loggingInterceptor } from "./interceptors.js";
+import { Metrics } from "./metrics.js";
+import { requestBoundsInterceptor } from "./request-bounds.js";
+
+export interface Services {
+  core: Core;
+  /** Every channel of wake-ups; on PostgreSQL the server listens on them all across replicas. */
+  notifier: Notifier;
+  health: HealthStatus;
+  metrics: Metrics;
+  /** Aborted at shutdown, which ends every open stream. */
+  shutdown: AbortController;
+  /** Answers a Connect, gRPC or gRPC-Web call, or returns false for a path that is none. */
+  connect: (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => boolean;
+}
+
+export function composeServices(config: Config, db: Db, logger: Logger, clock: () => Date): Services {
+  const notifier = new Notifier([TASK_CHANGES_CHANNEL]);
+  const core = composeCore(config, db, logger, clock, notifier);
+  const health = new HealthStatus();
+  const metrics = new Metrics();
+  const shutdown = new AbortController();
+  installConnectErrorGuard();
+  const connect = connectAdapter({
+    routes: (router) => registerRoutes(router, core, health),
+    // Credentials are checked before the bounds, and both before a handler reads the request.
+    interceptors: [loggingInterceptor(logger, metrics), authInterceptor(core), requestBoundsInterceptor()],
+    readMaxBytes: config.maxMessageBytes,
+    writeMaxBytes: config.maxMessageBytes,
+    contextValues: () => createContextValues().set(shutdownSignalKey, shutdown.signal),
+    logger,
+  });
+  return { core, notifier, health, metrics, shutdown, connect };
+}
+
+function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, notifier: Notifier): Core {
+  const auth = config.auth;
+  const taskChanges = notifier.channel(TASK_CHANGES_CHANNEL);
+  return {
+    db: db.kysely,
+    adapter: db.adapter,
+    now: clock,
+    logger,
+    auth: {
+      config: auth,
+      login:
+        auth.oidc === undefined
+          ? undefined
+          : {
+              oidc: new OidcProvider(auth.oidc),
+              accessTokens: new AccessTokens(auth.jwtSecret!, auth.accessTokenTtlSeconds),
+              liveLogins: new LiveLogins(),
+            },
+    },
+    taskChanges,
+    // NOTIFY wakes feeds on other replicas at once; their poll bounds how late a change shows
+    // up when a notification is lost.
+    taskFeeds: new TaskFeeds(db.kysely, taskChanges, config.streamPollMs, logger),
+    streams: { keepAliveMs: config.streamKeepAliveMs },
+    remotes: { allowPrivate: config.allowPrivateRemotes },
+  };
+}
