@@ -4,7 +4,9 @@
 //  - Every other service takes a user: in single-user mode the local user, with nothing to
 //    check; in multi-user mode Foreman's access token. A worker credential there is
 //    PermissionDenied.
+import type { DescMethod } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
+import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
 import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
 import type { Core } from "../core/context.js";
 import { permissionDenied, unauthenticated } from "../core/errors.js";
@@ -16,14 +18,10 @@ import { principalKey } from "../api/principal.js";
 
 /** Procedures anyone may call: health, reflection and the steps of a login. */
 const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]);
-const PUBLIC_METHODS = new Set([
-  "foreman.v1.AuthService/GetLoginUrl",
-  "foreman.v1.AuthService/HandleCallback",
-  "foreman.v1.AuthService/RefreshToken",
-]);
+const PUBLIC_METHODS = new Set<DescMethod>([AuthService.method.getLoginUrl, AuthService.method.handleCallback, AuthService.method.refreshToken]);
 
-export function isPublic(serviceTypeName: string, methodName: string): boolean {
-  return PUBLIC_SERVICES.has(serviceTypeName) || PUBLIC_METHODS.has(`${serviceTypeName}/${methodName}`);
+function isPublic(method: DescMethod): boolean {
+  return PUBLIC_METHODS.has(method) || PUBLIC_SERVICES.has(method.parent.typeName);
 }
 
 const MAX_CREDENTIAL_LENGTH = 4096;
@@ -42,7 +40,7 @@ function readBearer(headers: Headers): string | undefined {
 export function authInterceptor(core: Core): Interceptor {
   return (next) => async (req) => {
     const service = req.service.typeName;
-    if (isPublic(service, req.method.name)) return next(req);
+    if (isPublic(req.method)) return next(req);
     const bearer = readBearer(req.header);
     const forWorkers = service === WorkerService.typeName;
 

@@ -34,7 +34,7 @@ export function connectAdapter(options: ConnectAdapterOptions): (req: NodeReques
   return (req, res) => {
     const handler = paths.get((req.url ?? "").split("?", 1)[0]!);
     if (handler === undefined) return false;
-    const procedure = `/${handler.service.typeName}/${handler.method.name}`;
+    const procedure = handler.requestPath;
     let universal;
     try {
       universal = universalRequestFromNodeRequest(req as http.IncomingMessage, res as http.ServerResponse, undefined, options.contextValues(req));
