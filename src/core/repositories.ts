@@ -13,7 +13,7 @@ import { branchNameProblem } from "./git-names.js";
 import { readPage, writePage } from "./pagination.js";
 import { parseRemoteUrl, privateHostProblem, providerForHost, type ProviderName } from "./remote-url.js";
 import { quote, textProblem } from "./text.js";
-import { Violations, normalizeId } from "./validation.js";
+import { Violations, normalizeId, readId } from "./validation.js";
 import { getWorkspace } from "./workspaces.js";
 
 export type { Repository, RepositoryGroup, ProviderName };
@@ -51,8 +51,7 @@ export interface AddRepositoryInput {
 
 export async function addRepository(core: Core, ownerId: string, input: AddRepositoryInput): Promise<Repository> {
   const v = new Violations();
-  const workspaceId = normalizeId(input.workspaceId);
-  v.id("workspace_id", workspaceId);
+  const workspaceId = v.id("workspace_id", input.workspaceId);
   const remote = parseRemoteUrl(input.remoteUrl);
   if (typeof remote === "string") v.add("remote_url", remote);
   else if (!core.remotes.allowPrivate) {
@@ -110,10 +109,7 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
 }
 
 export async function getRepository(core: Core, ownerId: string, rawId: string): Promise<Repository> {
-  const id = normalizeId(rawId);
-  const v = new Violations();
-  v.id("id", id);
-  v.throwIfAny();
+  const id = readId(rawId);
   const repository = await store.getRepository(core.db, ownerId, id);
   if (repository === undefined) throw notFound("repository", id);
   return repository;
@@ -124,9 +120,8 @@ export async function listRepositories(
   ownerId: string,
   input: { workspaceId: string; pageSize: number; pageToken: string },
 ): Promise<{ items: Repository[]; nextPageToken: string }> {
-  const workspaceId = normalizeId(input.workspaceId);
   const v = new Violations();
-  v.id("workspace_id", workspaceId);
+  const workspaceId = v.id("workspace_id", input.workspaceId);
   const page = readPage(v, input.pageSize, input.pageToken, `repositories:${workspaceId}`);
   v.throwIfAny();
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
@@ -138,10 +133,7 @@ export async function listRepositories(
  * must be changed first, and a group with tasks keeps the repository in place.
  */
 export async function removeRepository(core: Core, ownerId: string, rawId: string): Promise<void> {
-  const id = normalizeId(rawId);
-  const v = new Violations();
-  v.id("id", id);
-  v.throwIfAny();
+  const id = readId(rawId);
   await core.db.transaction().execute(async (tx) => {
     if ((await store.getRepository(tx, ownerId, id)) === undefined) throw notFound("repository", id);
     const groups = await store.groupsContaining(tx, id);
@@ -211,9 +203,8 @@ export async function createRepositoryGroup(
   ownerId: string,
   input: { workspaceId: string; name: string; repositoryIds: string[] },
 ): Promise<RepositoryGroup> {
-  const workspaceId = normalizeId(input.workspaceId);
   const v = new Violations();
-  v.id("workspace_id", workspaceId);
+  const workspaceId = v.id("workspace_id", input.workspaceId);
   const name = readGroupName(v, input.name);
   v.throwIfAny();
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
@@ -233,9 +224,8 @@ export async function listRepositoryGroups(
   ownerId: string,
   input: { workspaceId: string; pageSize: number; pageToken: string },
 ): Promise<{ items: RepositoryGroup[]; nextPageToken: string }> {
-  const workspaceId = normalizeId(input.workspaceId);
   const v = new Violations();
-  v.id("workspace_id", workspaceId);
+  const workspaceId = v.id("workspace_id", input.workspaceId);
   const page = readPage(v, input.pageSize, input.pageToken, `repository_groups:${workspaceId}`);
   v.throwIfAny();
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
@@ -243,10 +233,7 @@ export async function listRepositoryGroups(
 }
 
 export async function getRepositoryGroup(core: Core, ownerId: string, rawId: string, field = "id"): Promise<RepositoryGroup> {
-  const id = normalizeId(rawId);
-  const v = new Violations();
-  v.id(field, id);
-  v.throwIfAny();
+  const id = readId(rawId, field);
   const group = await store.getGroup(core.db, ownerId, id);
   if (group === undefined) throw notFound("repository group", id);
   return group;
@@ -257,9 +244,8 @@ export async function updateRepositoryGroup(
   ownerId: string,
   input: { id: string; name?: string | undefined; repositoryIds?: string[] | undefined },
 ): Promise<RepositoryGroup> {
-  const id = normalizeId(input.id);
   const v = new Violations();
-  v.id("id", id);
+  const id = v.id("id", input.id);
   const name = input.name === undefined ? undefined : readGroupName(v, input.name);
   v.throwIfAny();
   try {
@@ -288,10 +274,7 @@ export async function updateRepositoryGroup(
 }
 
 export async function deleteRepositoryGroup(core: Core, ownerId: string, rawId: string): Promise<void> {
-  const id = normalizeId(rawId);
-  const v = new Violations();
-  v.id("id", id);
-  v.throwIfAny();
+  const id = readId(rawId);
   await core.db.transaction().execute(async (tx) => {
     if ((await store.getGroup(tx, ownerId, id)) === undefined) throw notFound("repository group", id);
     if (await store.groupHasTasks(tx, id)) {

@@ -24,7 +24,7 @@ import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
 import { branchNameProblem } from "./git-names.js";
 import { readPage, writePage } from "./pagination.js";
-import { Violations, normalizeId } from "./validation.js";
+import { Violations, readId } from "./validation.js";
 import { readChanges, type FeedItem } from "./task-feed.js";
 import { textProblem, toSingleLine } from "./text.js";
 import { waitForWake } from "./wait.js";
@@ -62,8 +62,7 @@ function readAgent(v: Violations, typeField: string, modelField: string, agentTy
 
 /** The caller's repository group with its repositories, for a new task. */
 async function taskGroup(core: Core, ownerId: string, rawId: string, v: Violations): Promise<{ group: repos.RepositoryGroup; repositories: repos.Repository[] }> {
-  const id = normalizeId(rawId);
-  v.id("repository_group_id", id);
+  const id = v.id("repository_group_id", rawId);
   v.throwIfAny();
   const group = await repos.getGroup(core.db, ownerId, id);
   if (group === undefined) throw notFound("repository group", id);
@@ -233,16 +232,8 @@ async function loadTask(core: Core, ownerId: string, id: string): Promise<Task> 
   return task;
 }
 
-function readTaskId(rawId: string): string {
-  const id = normalizeId(rawId);
-  const v = new Violations();
-  v.id("id", id);
-  v.throwIfAny();
-  return id;
-}
-
 export async function getTask(core: Core, ownerId: string, rawId: string): Promise<Task> {
-  return loadTask(core, ownerId, readTaskId(rawId));
+  return loadTask(core, ownerId, readId(rawId));
 }
 
 export interface ListTasksInput {
@@ -258,8 +249,7 @@ export interface ListTasksInput {
 
 export async function listTasks(core: Core, ownerId: string, input: ListTasksInput): Promise<{ items: Task[]; nextPageToken: string }> {
   const v = new Violations();
-  const workspaceId = normalizeId(input.workspaceId);
-  v.id("workspace_id", workspaceId);
+  const workspaceId = v.id("workspace_id", input.workspaceId);
   const statuses = [...new Set(input.statuses)];
   for (const status of statuses) {
     if (!UNIT_STATUSES.includes(status as TaskStatus) && !COMPOSITE_STATUSES.includes(status as TaskStatus)) {
@@ -269,11 +259,10 @@ export async function listTasks(core: Core, ownerId: string, input: ListTasksInp
   let kind: TaskKind | undefined;
   if (input.kind === "unit" || input.kind === "composite") kind = input.kind;
   else if (input.kind !== undefined) v.add("kind", `is not a known task kind (${input.kind})`);
-  const groupId = normalizeId(input.repositoryGroupId);
-  if (groupId !== "") v.id("repository_group_id", groupId);
+  const groupId = v.optionalId("repository_group_id", input.repositoryGroupId);
   const query = input.query.trim();
   v.text("query", query, { max: QUERY_MAX, singleLine: true });
-  const scope = JSON.stringify(["tasks", workspaceId, [...statuses].sort(), kind ?? "", groupId, query.toLowerCase()]);
+  const scope = JSON.stringify(["tasks", workspaceId, [...statuses].sort(), kind ?? "", groupId ?? "", query.toLowerCase()]);
   const page = readPage(v, input.pageSize, input.pageToken, scope);
   v.throwIfAny();
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
@@ -284,7 +273,7 @@ export async function listTasks(core: Core, ownerId: string, input: ListTasksInp
       workspaceId,
       statuses: statuses as TaskStatus[],
       kind,
-      repositoryGroupId: groupId === "" ? undefined : groupId,
+      repositoryGroupId: groupId,
       query: query === "" ? undefined : query,
     },
     page,
@@ -317,7 +306,7 @@ function illegal(task: Task, operation: string, allowed: string): Error {
  * made from, so of two concurrent calls exactly one wins and the other is told the new status.
  */
 async function transition(core: Core, ownerId: string, rawId: string, operation: string, plan: (task: Task) => Plan): Promise<Task> {
-  const id = readTaskId(rawId);
+  const id = readId(rawId);
   const task = await loadTask(core, ownerId, id);
   const p = plan(task);
   const now = core.now();
@@ -456,7 +445,7 @@ export async function retryTask(core: Core, ownerId: string, rawId: string): Pro
 
 /** Cancels what runs for the task, then deletes it with its runs. */
 export async function deleteTask(core: Core, ownerId: string, rawId: string): Promise<void> {
-  const id = readTaskId(rawId);
+  const id = readId(rawId);
   const task = await loadTask(core, ownerId, id);
   const now = core.now();
   const deleted = await core.db.transaction().execute(async (trx) => {
@@ -492,9 +481,8 @@ export async function* watchTasks(
   input: { workspaceId: string; cursor: string },
   signal: AbortSignal,
 ): AsyncGenerator<WatchItem> {
-  const workspaceId = normalizeId(input.workspaceId);
   const v = new Violations();
-  v.id("workspace_id", workspaceId);
+  const workspaceId = v.id("workspace_id", input.workspaceId);
   const cursor = input.cursor.trim();
   if (cursor !== "") {
     const problem = watchCursorProblem(cursor);

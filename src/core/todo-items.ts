@@ -10,7 +10,7 @@ import type { TodoItem, TodoItemSource, TodoItemStatus, TodoItemType } from "../
 import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
-import { Violations, normalizeId } from "./validation.js";
+import { Violations, readId } from "./validation.js";
 import { getWorkspace } from "./workspaces.js";
 
 export type { TodoItem, TodoItemSource, TodoItemStatus, TodoItemType };
@@ -38,10 +38,7 @@ function readEnum<T extends string>(v: Violations, field: string, raw: string | 
 }
 
 export async function getTodoItem(core: Core, ownerId: string, rawId: string): Promise<TodoItem> {
-  const id = normalizeId(rawId);
-  const v = new Violations();
-  v.id("id", id);
-  v.throwIfAny();
+  const id = readId(rawId);
   const item = await store.getTodoItem(core.db, ownerId, id);
   if (item === undefined) throw notFound("todo item", id);
   return item;
@@ -66,17 +63,15 @@ export async function listTodoItems(
   input: ListTodoItemsInput,
 ): Promise<{ items: TodoItem[]; nextPageToken: string }> {
   const v = new Violations();
-  const workspaceId = normalizeId(input.workspaceId);
-  v.id("workspace_id", workspaceId);
-  const repositoryId = normalizeId(input.repositoryId);
-  if (repositoryId !== "") v.id("repository_id", repositoryId);
+  const workspaceId = v.id("workspace_id", input.workspaceId);
+  const repositoryId = v.optionalId("repository_id", input.repositoryId);
   const status = readEnum(v, "status", input.status, TODO_ITEM_STATUSES, "todo item status");
   const type = readEnum(v, "type", input.type, TODO_ITEM_TYPES, "todo item type");
-  const scope = `todo_items:${workspaceId}:${repositoryId}:${status ?? ""}:${type ?? ""}`;
+  const scope = `todo_items:${workspaceId}:${repositoryId ?? ""}:${status ?? ""}:${type ?? ""}`;
   const page = readPage(v, input.pageSize, input.pageToken, scope);
   v.throwIfAny();
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
-  const filter = { workspaceId, repositoryId: repositoryId === "" ? undefined : repositoryId, status, type };
+  const filter = { workspaceId, repositoryId, status, type };
   return writePage(page, await store.listTodoItems(core.db, ownerId, filter, page));
 }
 
@@ -86,9 +81,8 @@ export async function updateTodoItemStatus(
   ownerId: string,
   input: { id: string; status: string | undefined },
 ): Promise<TodoItem> {
-  const id = normalizeId(input.id);
   const v = new Violations();
-  v.id("id", id);
+  const id = v.id("id", input.id);
   if (input.status === undefined) v.add("status", "is required");
   const to = readEnum(v, "status", input.status, TODO_ITEM_STATUSES, "todo item status");
   v.throwIfAny();
@@ -97,10 +91,7 @@ export async function updateTodoItemStatus(
 
 /** Dismisses an item; an item already dismissed is returned as it is. */
 export async function dismissTodoItem(core: Core, ownerId: string, rawId: string): Promise<TodoItem> {
-  const id = normalizeId(rawId);
-  const v = new Violations();
-  v.id("id", id);
-  v.throwIfAny();
+  const id = readId(rawId);
   return transition(core, ownerId, id, "dismissed");
 }
 

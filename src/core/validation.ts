@@ -15,10 +15,17 @@ export class Violations {
     if (this.list.length < MAX_REPORTED_VIOLATIONS) this.list.push({ field, description });
   }
 
-  /** Checks an id field: required and a UUID (ids are case-insensitive; callers lower-case them). */
-  id(field: string, value: string): void {
-    if (value === "") this.add(field, "is required");
-    else if (!UUID.test(value)) this.add(field, "must be a UUID");
+  /** Reads an id field: required and a UUID. Returns it normalized (trimmed, lower-case: ids are case-insensitive). */
+  id(field: string, raw: string): string {
+    const id = normalizeId(raw);
+    if (id === "") this.add(field, "is required");
+    else if (!UUID.test(id)) this.add(field, "must be a UUID");
+    return id;
+  }
+
+  /** Reads an id field that may be empty (undefined then), else as id() does. */
+  optionalId(field: string, raw: string): string | undefined {
+    return normalizeId(raw) === "" ? undefined : this.id(field, raw);
   }
 
   /** Checks a text field's length in characters, after trimming by the caller. */
@@ -46,6 +53,14 @@ export class Violations {
 
 export function normalizeId(value: string): string {
   return value.trim().toLowerCase();
+}
+
+/** A request's one id, normalized; InvalidArgument naming the field when it is missing or not a UUID. */
+export function readId(raw: string, field = "id"): string {
+  const v = new Violations();
+  const id = v.id(field, raw);
+  v.throwIfAny();
+  return id;
 }
 
 export function isUuid(value: string): boolean {

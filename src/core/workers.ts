@@ -10,7 +10,7 @@ import type { Core } from "./context.js";
 import { notFound, unauthenticated } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { quote } from "./text.js";
-import { Violations, normalizeId } from "./validation.js";
+import { Violations, readId } from "./validation.js";
 
 export type { RegistrationToken, Worker } from "../store/workers.js";
 
@@ -64,10 +64,7 @@ export async function listRegistrationTokens(
 
 /** Stops the token registering new workers; workers it registered keep their credentials. */
 export async function revokeRegistrationToken(core: Core, ownerId: string, rawId: string): Promise<void> {
-  const id = normalizeId(rawId);
-  const v = new Violations();
-  v.id("id", id);
-  v.throwIfAny();
+  const id = readId(rawId);
   const token = await store.revokeRegistrationToken(core.db, ownerId, id, core.now());
   if (token === undefined) throw notFound("worker registration token", id);
 }

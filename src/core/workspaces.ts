@@ -6,7 +6,7 @@ import type { Workspace } from "../store/workspaces.js";
 import type { Core } from "./context.js";
 import { alreadyExists, failedPrecondition, notFound } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
-import { Violations, normalizeId } from "./validation.js";
+import { Violations, readId } from "./validation.js";
 
 export type { Workspace };
 
@@ -38,10 +38,7 @@ export async function createWorkspace(core: Core, ownerId: string, input: { name
 
 /** The owner's workspace; NotFound for a missing one or another owner's. */
 export async function getWorkspace(core: Core, ownerId: string, rawId: string, field = "id"): Promise<Workspace> {
-  const id = normalizeId(rawId);
-  const v = new Violations();
-  v.id(field, id);
-  v.throwIfAny();
+  const id = readId(rawId, field);
   const workspace = await store.getWorkspace(core.db, ownerId, id);
   if (workspace === undefined) throw notFound("workspace", id);
   return workspace;
@@ -63,10 +60,9 @@ export async function updateWorkspace(
   ownerId: string,
   input: { id: string; name?: string | undefined; description?: string | undefined },
 ): Promise<Workspace> {
-  const id = normalizeId(input.id);
   const patch: { name?: string; description?: string } = {};
   const v = new Violations();
-  v.id("id", id);
+  const id = v.id("id", input.id);
   if (input.name !== undefined) {
     patch.name = input.name.trim();
     checkName(v, patch.name);
@@ -87,10 +83,7 @@ export async function updateWorkspace(
 }
 
 export async function deleteWorkspace(core: Core, ownerId: string, input: { id: string; force: boolean }): Promise<void> {
-  const id = normalizeId(input.id);
-  const v = new Violations();
-  v.id("id", id);
-  v.throwIfAny();
+  const id = readId(input.id);
   await core.db.transaction().execute(async (tx) => {
     if ((await store.getWorkspace(tx, ownerId, id)) === undefined) throw notFound("workspace", id);
     if (!input.force) {
