@@ -167,26 +167,32 @@ export function createDualServer(handler: RequestHandler, options: DualServerOpt
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
       open++;
       opened++;
+      const deadline = bodyDeadline(stream, headers);
+      // One close listener per stream, since this is on every call's path.
       stream.once("close", () => {
+        clearTimeout(deadline);
         if (--open === 0) schedule();
       });
-      if (stream.endAfterHeaders) return; // no body to wait for
-      const path = String(headers[":path"] ?? "").split("?", 1)[0]!;
-      if (openRequestPaths.has(path)) {
-        // Open on purpose while it is used; one left idle is ended.
-        stream.setTimeout(idleMs, () => {
-          logger?.debug("request stream reset: idle");
-          stream.close(http2.constants.NGHTTP2_CANCEL);
-        });
-        return;
-      }
-      const deadline = setTimeout(() => {
-        if (stream.closed || stream.destroyed || stream.state.remoteClose) return; // the body arrived whole
-        logger?.debug("request stream reset: its body did not arrive in time");
-        stream.close(http2.constants.NGHTTP2_CANCEL);
-      }, bodyMs).unref();
-      stream.once("close", () => clearTimeout(deadline));
     });
+  }
+
+  /** Resets a stream whose request body does not arrive in time; returns the timer to clear. */
+  function bodyDeadline(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): NodeJS.Timeout | undefined {
+    if (stream.endAfterHeaders) return undefined; // no body to wait for
+    const path = String(headers[":path"] ?? "").split("?", 1)[0]!;
+    if (openRequestPaths.has(path)) {
+      // Open on purpose while it is used; one left idle is ended.
+      stream.setTimeout(idleMs, () => {
+        logger?.debug("request stream reset: idle");
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+      });
+      return undefined;
+    }
+    return setTimeout(() => {
+      if (stream.closed || stream.destroyed || stream.state.remoteClose) return; // the body arrived whole
+      logger?.debug("request stream reset: its body did not arrive in time");
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    }, bodyMs).unref();
   }
 
   // One line a minute at most, then a count of the refusals it did not log.
