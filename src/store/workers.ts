@@ -3,6 +3,7 @@
 import type { ExpressionBuilder, Kysely, Selectable } from "kysely";
 import type { Database, WorkerRegistrationTokensTable, WorkersTable } from "../db/schema.js";
 import { fromDbJson, fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
+import { prepared } from "./prepared.js";
 import { keysetPage, type PageWindow } from "./pages.js";
 
 export interface RegistrationToken {
@@ -169,8 +170,13 @@ export async function insertWorker(
   return toWorker(row);
 }
 
+// Every call a worker makes (heartbeats by the thousand a second) reads it: compiled once.
+const selectWorkerByCredential = prepared((db, credentialHash: string) =>
+  db.selectFrom("workers").selectAll().where("credential_hash", "=", credentialHash),
+);
+
 export async function findWorkerByCredential(db: Kysely<Database>, credentialHash: string): Promise<Worker | undefined> {
-  const row = await db.selectFrom("workers").selectAll().where("credential_hash", "=", credentialHash).executeTakeFirst();
+  const [row] = await selectWorkerByCredential(db, credentialHash);
   return row && toWorker(row);
 }
 
