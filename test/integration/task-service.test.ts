@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { Code, type Client, type ConnectError } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { AgentType, ExecutionState, SessionState, TaskKind, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
-import { RepositoryService, type Repository, type RepositoryGroup } from "../../gen/foreman/v1/repository_pb.js";
+import type { Repository, RepositoryGroup } from "../../gen/foreman/v1/repository_pb.js";
 import {
   AgentTaskKind,
   TaskChangeType,
@@ -19,15 +19,14 @@ import {
   type UnitTask,
   type WatchTasksResponse,
 } from "../../gen/foreman/v1/task_pb.js";
-import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { TRANSITIONS, type TaskKind as KindName, type TaskStatus as StatusName } from "../../src/core/model/tasks.js";
-import type { Db } from "../../src/db/database.js";
 import { insertTaskEvent } from "../../src/store/task-events.js";
 import { LOCAL_USER_ID } from "../../src/core/model/users.js";
 import { inBatches } from "../helpers/batches.js";
 import { DIALECTS } from "../helpers/databases.js";
-import { clientWith, login, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
+import { caller, signIn, type Caller, type User } from "../helpers/fixtures.js";
+import { startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { UNKNOWN_ID, expectCode, expectInvalid } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -182,22 +181,15 @@ interface Fixture {
  * named group cannot be removed, nor a group emptied), so the empty group is emptied in the
  * database directly.
  */
-async function makeFixture(
-  workspaces: Client<typeof WorkspaceService>,
-  repositories: Client<typeof RepositoryService>,
-  db: Db,
-  label: string,
-): Promise<Fixture> {
-  const { workspace } = await workspaces.createWorkspace({ name: `${label} ${randomUUID()}` });
-  const workspaceId = workspace!.id;
-  const api = (await repositories.addRepository({ workspaceId, remoteUrl: "https://github.com/acme/api.git" })).repository!;
-  const web = (await repositories.addRepository({ workspaceId, remoteUrl: "https://github.com/acme/web.git", defaultBranch: "develop" }))
-    .repository!;
-  const scratch = (await repositories.addRepository({ workspaceId, remoteUrl: "https://github.com/acme/scratch.git" })).repository!;
-  const group = (await repositories.createRepositoryGroup({ workspaceId, name: "both", repositoryIds: [api.id, web.id] })).repositoryGroup!;
-  const single = (await repositories.createRepositoryGroup({ workspaceId, name: "api only", repositoryIds: [api.id] })).repositoryGroup!;
-  const empty = (await repositories.createRepositoryGroup({ workspaceId, name: "emptied", repositoryIds: [scratch.id] })).repositoryGroup!;
-  await db.kysely.deleteFrom("repository_group_members").where("group_id", "=", empty.id).execute();
+async function makeFixture(as: Caller, label: string): Promise<Fixture> {
+  const { id: workspaceId } = await as.workspace({ name: `${label} ${randomUUID()}` });
+  const api = await as.repository(workspaceId, "https://github.com/acme/api.git");
+  const web = await as.repository(workspaceId, "https://github.com/acme/web.git", { defaultBranch: "develop" });
+  const scratch = await as.repository(workspaceId, "https://github.com/acme/scratch.git");
+  const group = await as.group(workspaceId, [api.id, web.id], "both");
+  const single = await as.group(workspaceId, [api.id], "api only");
+  const empty = await as.group(workspaceId, [scratch.id], "emptied");
+  await as.server.server.db.kysely.deleteFrom("repository_group_members").where("group_id", "=", empty.id).execute();
   return { workspaceId, repos: [api, web], group, single, empty };
 }
 
@@ -216,7 +208,7 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
     await t?.close();
   });
 
-  const fixture = (label: string) => makeFixture(t.workspaces, t.repositories, t.server.db, label);
+  const fixture = (label: string) => makeFixture(caller(t), label);
 
   async function createUnit(f: Fixture = fx, prompt = "Fix the flaky login test", extra: Partial<{ title: string }> = {}): Promise<View> {
     const { unitTask } = await tasks.createUnitTask({ repositoryGroupId: f.group.id, prompt, ...extra });
@@ -1508,14 +1500,14 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
   describe("owner isolation", () => {
     let provider: TestProvider;
     let mt: TestServer;
-    let aliceToken: string;
-    let bobToken: string;
+    let aliceUser: User;
+    let bobUser: User;
 
     beforeAll(async () => {
       provider = await startOidcProvider();
       mt = await startMultiUserServer(dialect, provider);
-      aliceToken = (await login(mt, provider, { sub: "alice", email: "alice@example.com", name: "Alice" })).tokens!.accessToken;
-      bobToken = (await login(mt, provider, { sub: "bob", email: "bob@example.com", name: "Bob" })).tokens!.accessToken;
+      aliceUser = await signIn(mt, provider, { sub: "alice", email: "alice@example.com", name: "Alice" });
+      bobUser = await signIn(mt, provider, { sub: "bob", email: "bob@example.com", name: "Bob" });
     });
 
     afterAll(async () => {
@@ -1524,10 +1516,10 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
     });
 
     it("answers NotFound to bob for alice's tasks, workspace and groups in every TaskService RPC", async () => {
-      const alice = clientWith(mt, TaskService, aliceToken);
-      const bob = clientWith(mt, TaskService, bobToken);
-      const af = await makeFixture(clientWith(mt, WorkspaceService, aliceToken), clientWith(mt, RepositoryService, aliceToken), mt.server.db, "alice");
-      const bf = await makeFixture(clientWith(mt, WorkspaceService, bobToken), clientWith(mt, RepositoryService, bobToken), mt.server.db, "bob");
+      const alice = aliceUser.client(TaskService);
+      const bob = bobUser.client(TaskService);
+      const af = await makeFixture(aliceUser, "alice");
+      const bf = await makeFixture(bobUser, "bob");
 
       const unit = view({ task: { case: "unitTask", value: (await alice.createUnitTask({ repositoryGroupId: af.group.id, prompt: "Alice's" })).unitTask! } } as Task);
       const composite = view({
@@ -1578,7 +1570,7 @@ describe.each(DIALECTS)("WatchTasks at shutdown on %s", (dialect) => {
     const t = await startTestServer(dialect, { FOREMAN_STREAM_KEEPALIVE_SECONDS: "1", FOREMAN_SHUTDOWN_TIMEOUT_SECONDS: "600" });
     let closed = false;
     try {
-      const workspace = (await t.workspaces.createWorkspace({ name: "shutdown" })).workspace!;
+      const workspace = await caller(t).workspace({ name: "shutdown" });
       const messages: string[] = [];
       let started!: () => void;
       const running = new Promise<void>((resolve) => (started = resolve));
@@ -1605,7 +1597,7 @@ describe.each(DIALECTS)("WatchTasks past the shared feed's buffer on %s", (diale
     const t = await startTestServer(dialect, { FOREMAN_STREAM_KEEPALIVE_SECONDS: "1", FOREMAN_STREAM_POLL_SECONDS: "1" });
     const controllers: AbortController[] = [];
     try {
-      const workspace = (await t.workspaces.createWorkspace({ name: "many changes" })).workspace!;
+      const workspace = await caller(t).workspace({ name: "many changes" });
       /** A stream's change cursors as they arrive, and a wait for the count to reach n. */
       const watch = (cursor: string) => {
         const controller = new AbortController();
