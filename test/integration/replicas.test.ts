@@ -7,9 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { TaskChangeType, TaskService, type TaskChange } from "../../gen/foreman/v1/task_pb.js";
 import { createTestDatabase, runsOn, type TestDatabase } from "../helpers/databases.js";
-import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
-import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
-import { clientWith, login, multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
+import { caller, signIn } from "../helpers/fixtures.js";
+import { multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { insertTaskEvent, latestTaskEventId } from "../../src/store/task-events.js";
 import { LOCAL_USER_ID } from "../../src/core/model/users.js";
 import { UNKNOWN_ID, expectCode } from "../helpers/rpc-errors.js";
@@ -36,11 +35,10 @@ describe.runIf(runsOn("postgres"))("two replicas on one PostgreSQL database", ()
     await database?.drop();
   });
 
+  /** A new workspace, made on A, with a group of one repository. */
   async function group(): Promise<{ workspaceId: string; groupId: string }> {
-    const ws = (await a.workspaces.createWorkspace({ name: `replicas ${Date.now()} ${Math.random()}` })).workspace!;
-    const repo = (await a.repositories.addRepository({ workspaceId: ws.id, remoteUrl: "https://github.com/acme/app.git" })).repository!;
-    const g = (await a.repositories.createRepositoryGroup({ workspaceId: ws.id, repositoryIds: [repo.id] })).repositoryGroup!;
-    return { workspaceId: ws.id, groupId: g.id };
+    const { workspace, group: made } = await caller(a).groupOfOne();
+    return { workspaceId: workspace.id, groupId: made.id };
   }
 
   it("shows a workspace created on one replica on the other", async () => {
@@ -180,12 +178,12 @@ describe.runIf(runsOn("postgres"))("two multi-user replicas on one PostgreSQL da
   });
 
   it("accepts a login made on one replica on the other, and ends it there soon after a logout on the first", async () => {
-    const { tokens } = await login(a, provider, { sub: "replica-user" });
-    const onB = clientWith(b, WorkspaceService, tokens!.accessToken);
+    const user = await signIn(a, provider, { sub: "replica-user" });
+    const onB = caller(b, user.token).workspaces;
     // B has now seen the login live (and remembers that for a moment).
     await onB.listWorkspaces({});
-    await clientWith(a, AuthService, tokens!.accessToken).logout({ refreshToken: tokens!.refreshToken });
-    await expectCode(clientWith(a, WorkspaceService, tokens!.accessToken).listWorkspaces({}), Code.Unauthenticated);
+    await user.auth.logout({ refreshToken: user.refreshToken });
+    await expectCode(user.workspaces.listWorkspaces({}), Code.Unauthenticated);
     // B learns of it from the database once its memory of the login runs out (about a second).
     const deadline = Date.now() + WAIT_MS;
     for (;;) {
