@@ -1,5 +1,6 @@
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { AuthService } from "../../gen/foreman/v1/auth_pb.js";
+import { callLogger } from "./context-keys.js";
 import { requireUser } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as logins from "../core/logins.js";
@@ -8,17 +9,19 @@ import { registrationTokenToProto, tokenSetToProto, userToProto } from "./conver
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 
 export function authService(core: Core): ServiceImpl<typeof AuthService> {
+  // Core logs a call's work on the call's logger, which carries its request id.
+  const log = (ctx: HandlerContext) => callLogger(ctx, core.logger);
   return {
-    async getLoginUrl(req) {
-      const login = await logins.startLogin(core, req.redirectUri);
+    async getLoginUrl(req, ctx) {
+      const login = await logins.startLogin(core, log(ctx), req.redirectUri);
       return { url: login.url, state: login.state, expireTime: timestampFromDate(login.expiresAt) };
     },
-    async handleCallback(req) {
-      const { tokens, user } = await logins.finishLogin(core, req);
+    async handleCallback(req, ctx) {
+      const { tokens, user } = await logins.finishLogin(core, log(ctx), req);
       return { tokens: tokenSetToProto(tokens), user: userToProto(user) };
     },
-    async refreshToken(req) {
-      return { tokens: tokenSetToProto(await logins.refresh(core, req.refreshToken)) };
+    async refreshToken(req, ctx) {
+      return { tokens: tokenSetToProto(await logins.refresh(core, log(ctx), req.refreshToken)) };
     },
     async getCurrentUser(_req, ctx) {
       return { user: userToProto(await logins.currentUser(core, requireUser(ctx))) };

@@ -1,4 +1,4 @@
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
@@ -8,7 +8,7 @@ import {
   type WatchTasksResponse,
 } from "../../gen/foreman/v1/task_pb.js";
 import { requireUser } from "./principal.js";
-import { untilClosed } from "./context-keys.js";
+import { callLogger, untilClosed } from "./context-keys.js";
 import type { Core } from "../core/context.js";
 import type { FeedItem } from "../core/task-feed.js";
 import * as tasks from "../core/tasks.js";
@@ -17,17 +17,19 @@ import { compositeTaskToProto, taskToProto, unitTaskToProto } from "./task-conve
 import { unimplementedMethods } from "./unimplemented.js";
 
 export function taskService(core: Core): ServiceImpl<typeof TaskService> {
+  // Core logs a call's work on the call's logger, which carries its request id.
+  const log = (ctx: HandlerContext) => callLogger(ctx, core.logger);
   return {
     ...(unimplementedMethods(TaskService, "task diffs") as unknown as ServiceImpl<typeof TaskService>),
     async createUnitTask(req, ctx) {
-      const task = await tasks.createUnitTask(core, requireUser(ctx), {
+      const task = await tasks.createUnitTask(core, log(ctx), requireUser(ctx), {
         ...req,
         agentType: AGENT_TYPES.read(req.agentType),
       });
       return { unitTask: unitTaskToProto(task) };
     },
     async createCompositeTask(req, ctx) {
-      const task = await tasks.createCompositeTask(core, requireUser(ctx), {
+      const task = await tasks.createCompositeTask(core, log(ctx), requireUser(ctx), {
         ...req,
         planningAgentType: AGENT_TYPES.read(req.planningAgentType),
         executionAgentType: AGENT_TYPES.read(req.executionAgentType),
@@ -46,24 +48,24 @@ export function taskService(core: Core): ServiceImpl<typeof TaskService> {
       return { tasks: page.items.map(taskToProto), nextPageToken: page.nextPageToken };
     },
     async updateTaskStatus(req, ctx) {
-      const task = await tasks.updateTaskStatus(core, requireUser(ctx), { id: req.id, status: TASK_STATUSES.read(req.status) });
+      const task = await tasks.updateTaskStatus(core, log(ctx), requireUser(ctx), { id: req.id, status: TASK_STATUSES.read(req.status) });
       return { task: taskToProto(task) };
     },
     async deleteTask(req, ctx) {
-      await tasks.deleteTask(core, requireUser(ctx), req.id);
+      await tasks.deleteTask(core, log(ctx), requireUser(ctx), req.id);
       return {};
     },
     async retryTask(req, ctx) {
-      return { task: taskToProto(await tasks.retryTask(core, requireUser(ctx), req.id)) };
+      return { task: taskToProto(await tasks.retryTask(core, log(ctx), requireUser(ctx), req.id)) };
     },
     async approveTask(req, ctx) {
-      return { task: taskToProto(await tasks.approveTask(core, requireUser(ctx), req.id)) };
+      return { task: taskToProto(await tasks.approveTask(core, log(ctx), requireUser(ctx), req.id)) };
     },
     async rejectTask(req, ctx) {
-      return { task: taskToProto(await tasks.rejectTask(core, requireUser(ctx), req)) };
+      return { task: taskToProto(await tasks.rejectTask(core, log(ctx), requireUser(ctx), req)) };
     },
     async requestChanges(req, ctx) {
-      return { task: taskToProto(await tasks.requestChanges(core, requireUser(ctx), req)) };
+      return { task: taskToProto(await tasks.requestChanges(core, log(ctx), requireUser(ctx), req)) };
     },
     async *watchTasks(req, ctx): AsyncGenerator<WatchTasksResponse> {
       const userId = requireUser(ctx);

@@ -1,7 +1,8 @@
 // The worker protocol. Registration and unregistration are here; claiming, heartbeats, logs and
 // commands answer Unimplemented until the dispatcher serves them.
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
+import { callLogger } from "./context-keys.js";
 import { requireWorker } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as workers from "../core/workers.js";
@@ -9,10 +10,12 @@ import { AGENT_TYPES } from "./enums.js";
 import { unimplementedMethods } from "./unimplemented.js";
 
 export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
+  // Core logs a call's work on the call's logger, which carries its request id.
+  const log = (ctx: HandlerContext) => callLogger(ctx, core.logger);
   return {
     ...(unimplementedMethods(WorkerService, "the worker protocol") as unknown as ServiceImpl<typeof WorkerService>),
-    async registerWorker(req) {
-      const { worker, credential } = await workers.registerWorker(core, {
+    async registerWorker(req, ctx) {
+      const { worker, credential } = await workers.registerWorker(core, log(ctx), {
         ...req,
         agentTypes: AGENT_TYPES.readAll(req.agentTypes),
       });
@@ -24,7 +27,7 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
       };
     },
     async unregisterWorker(_req, ctx) {
-      await workers.unregisterWorker(core, requireWorker(ctx).workerId);
+      await workers.unregisterWorker(core, log(ctx), requireWorker(ctx).workerId);
       return {};
     },
   };

@@ -6,6 +6,7 @@ import { OidcError } from "../auth/oidc.js";
 import { newId } from "../store/codec.js";
 import * as store from "../store/logins.js";
 import { getUser, upsertUserByIdentity } from "../store/users.js";
+import type { Logger } from "../logger.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, invalidArgument, notFound, providerUnavailable, resourceExhausted, unauthenticated } from "./errors.js";
 import type { User } from "./model/users.js";
@@ -38,7 +39,7 @@ function providerError(error: unknown): Error {
 }
 
 /** Starts a login: the provider URL to send the browser to, and the state it will come back with. */
-export async function startLogin(core: Core, redirectUri: string): Promise<{ url: string; state: string; expiresAt: Date }> {
+export async function startLogin(core: Core, log: Logger, redirectUri: string): Promise<{ url: string; state: string; expiresAt: Date }> {
   const login = requireLogin(core);
   const v = new Violations();
   if (redirectUri === "") v.add("redirect_uri", "is required");
@@ -50,7 +51,7 @@ export async function startLogin(core: Core, redirectUri: string): Promise<{ url
   // GetLoginUrl calls cannot fill the database.
   const now = core.now();
   if ((await store.countLiveAuthStates(core.db, now)) >= MAX_LOGINS_IN_PROGRESS) {
-    core.logger.warn({ limit: MAX_LOGINS_IN_PROGRESS }, "too many logins in progress; refusing GetLoginUrl");
+    log.warn({ limit: MAX_LOGINS_IN_PROGRESS }, "too many logins in progress; refusing GetLoginUrl");
     throw resourceExhausted("too many logins are in progress on this server; try again in a few minutes");
   }
   let request;
@@ -69,6 +70,7 @@ export async function startLogin(core: Core, redirectUri: string): Promise<{ url
 /** Finishes a login: one use per state, the code exchanged with the PKCE verifier, the ID token checked. */
 export async function finishLogin(
   core: Core,
+  log: Logger,
   input: { code: string; state: string; redirectUri: string },
 ): Promise<{ tokens: TokenSet; user: User }> {
   const login = requireLogin(core);
@@ -95,7 +97,7 @@ export async function finishLogin(
     { id: newId(now.getTime()), issuer: identity.issuer, subject: identity.subject, email: identity.email, name: identity.name },
     now,
   );
-  core.logger.info({ user_id: user.id, issuer: user.issuer }, "user logged in");
+  log.info({ user_id: user.id, issuer: user.issuer }, "user logged in");
   return { tokens: await issueTokens(core, user.id, newId(now.getTime()), now), user };
 }
 
@@ -108,7 +110,7 @@ async function issueTokens(core: Core, userId: string, familyId: string, now: Da
 }
 
 /** Rotates a refresh token. A token used before means it leaked: the whole login is revoked. */
-export async function refresh(core: Core, refreshToken: string): Promise<TokenSet> {
+export async function refresh(core: Core, log: Logger, refreshToken: string): Promise<TokenSet> {
   const login = requireLogin(core);
   const v = new Violations();
   v.text("refresh_token", refreshToken, { required: true, max: 512 });
@@ -128,7 +130,7 @@ export async function refresh(core: Core, refreshToken: string): Promise<TokenSe
   if (known.usedAt !== null) {
     const revoked = await store.revokeRefreshFamily(core.db, known.familyId, now);
     login.liveLogins.forget(known.familyId);
-    core.logger.warn({ user_id: known.userId, family_id: known.familyId, revoked }, "refresh token reused: login revoked");
+    log.warn({ user_id: known.userId, family_id: known.familyId, revoked }, "refresh token reused: login revoked");
     throw unauthenticated("this refresh token was already used, so it may have leaked: every token of this login is revoked; log in again");
   }
   throw unauthenticated("this refresh token expired; log in again");

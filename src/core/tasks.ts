@@ -6,6 +6,7 @@ import * as sessions from "../store/agent-sessions.js";
 import * as repos from "../store/repositories.js";
 import * as taskEvents from "../store/task-events.js";
 import * as store from "../store/tasks.js";
+import type { Logger } from "../logger.js";
 import {
   COMPOSITE_STATUSES,
   TRANSITIONS,
@@ -116,7 +117,7 @@ export interface CreateUnitTaskInput {
   branchName: string;
 }
 
-export async function createUnitTask(core: Core, ownerId: string, input: CreateUnitTaskInput): Promise<UnitTask> {
+export async function createUnitTask(core: Core, log: Logger, ownerId: string, input: CreateUnitTaskInput): Promise<UnitTask> {
   const v = new Violations();
   const prompt = readPrompt(v, "prompt", input.prompt, PROMPT_MAX);
   const title = readTitle(v, input.title, prompt);
@@ -164,7 +165,7 @@ export async function createUnitTask(core: Core, ownerId: string, input: CreateU
     await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
   });
   core.taskChanges.notify(group.workspaceId);
-  core.logger.info({ task_id: id, kind: "unit", workspace_id: group.workspaceId, agent_type: agent.agentType }, "task created");
+  log.info({ task_id: id, kind: "unit", workspace_id: group.workspaceId, agent_type: agent.agentType }, "task created");
   return (await loadTask(core, ownerId, id)) as UnitTask;
 }
 
@@ -181,7 +182,7 @@ export interface CreateCompositeTaskInput {
   baseBranch: string;
 }
 
-export async function createCompositeTask(core: Core, ownerId: string, input: CreateCompositeTaskInput): Promise<CompositeTask> {
+export async function createCompositeTask(core: Core, log: Logger, ownerId: string, input: CreateCompositeTaskInput): Promise<CompositeTask> {
   const v = new Violations();
   const prompt = readPrompt(v, "prompt", input.prompt, PROMPT_MAX);
   const title = readTitle(v, input.title, prompt);
@@ -222,7 +223,7 @@ export async function createCompositeTask(core: Core, ownerId: string, input: Cr
     await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
   });
   core.taskChanges.notify(group.workspaceId);
-  core.logger.info({ task_id: id, kind: "composite", workspace_id: group.workspaceId, agent_type: planner.agentType }, "task created");
+  log.info({ task_id: id, kind: "composite", workspace_id: group.workspaceId, agent_type: planner.agentType }, "task created");
   return (await loadTask(core, ownerId, id)) as CompositeTask;
 }
 
@@ -305,7 +306,7 @@ function illegal(task: Task, operation: string, allowed: string): Error {
  * Applies a plan to a task atomically: the status moves only if it is still what the plan was
  * made from, so of two concurrent calls exactly one wins and the other is told the new status.
  */
-async function transition(core: Core, ownerId: string, rawId: string, operation: string, plan: (task: Task) => Plan): Promise<Task> {
+async function transition(core: Core, log: Logger, ownerId: string, rawId: string, operation: string, plan: (task: Task) => Plan): Promise<Task> {
   const id = readId(rawId);
   const task = await loadTask(core, ownerId, id);
   const p = plan(task);
@@ -326,7 +327,7 @@ async function transition(core: Core, ownerId: string, rawId: string, operation:
     });
   }
   core.taskChanges.notify(task.workspaceId);
-  core.logger.info({ task_id: id, operation, from: task.status, to: p.to }, "task status changed");
+  log.info({ task_id: id, operation, from: task.status, to: p.to }, "task status changed");
   return loadTask(core, ownerId, id);
 }
 
@@ -368,14 +369,14 @@ function queueFeedback(feedback: string): Plan["queue"] {
   };
 }
 
-export async function updateTaskStatus(core: Core, ownerId: string, input: { id: string; status: string | undefined }): Promise<Task> {
+export async function updateTaskStatus(core: Core, log: Logger, ownerId: string, input: { id: string; status: string | undefined }): Promise<Task> {
   const to = input.status as TaskStatus;
   if (!UNIT_STATUSES.includes(to) && !COMPOSITE_STATUSES.includes(to)) {
     const v = new Violations();
     v.add("status", input.status === undefined ? "is required" : `is not a known status (${input.status})`);
     v.throwIfAny();
   }
-  return transition(core, ownerId, input.id, "UpdateTaskStatus", (task) => {
+  return transition(core, log, ownerId, input.id, "UpdateTaskStatus", (task) => {
     if (task.status === to) throw failedPrecondition(`task ${task.id} is already ${to}`, { current_status: task.status });
     if (!canMove(task.kind, task.status, to)) {
       const next = TRANSITIONS[task.kind][task.status] ?? [];
@@ -393,8 +394,8 @@ export async function updateTaskStatus(core: Core, ownerId: string, input: { id:
   });
 }
 
-export async function approveTask(core: Core, ownerId: string, rawId: string): Promise<Task> {
-  return transition(core, ownerId, rawId, "ApproveTask", (task) => {
+export async function approveTask(core: Core, log: Logger, ownerId: string, rawId: string): Promise<Task> {
+  return transition(core, log, ownerId, rawId, "ApproveTask", (task) => {
     if (task.kind === "unit") {
       if (task.status !== "in_review") throw illegal(task, "ApproveTask", "in_review");
       return { to: "approved", executionState: "idle", cancelRuns: true };
@@ -405,23 +406,23 @@ export async function approveTask(core: Core, ownerId: string, rawId: string): P
   });
 }
 
-export async function rejectTask(core: Core, ownerId: string, input: { id: string; reason: string }): Promise<Task> {
+export async function rejectTask(core: Core, log: Logger, ownerId: string, input: { id: string; reason: string }): Promise<Task> {
   const reason = input.reason.trim();
   const v = new Violations();
   v.text("reason", reason, { max: REASON_MAX });
   v.throwIfAny();
-  return transition(core, ownerId, input.id, "RejectTask", (t) => {
+  return transition(core, log, ownerId, input.id, "RejectTask", (t) => {
     const from = t.kind === "unit" ? "in_review" : "pending_approval";
     if (t.status !== from) throw illegal(t, "RejectTask", from);
     return { to: "rejected", executionState: "idle", cancelRuns: true, reason };
   });
 }
 
-export async function requestChanges(core: Core, ownerId: string, input: { id: string; feedback: string }): Promise<Task> {
+export async function requestChanges(core: Core, log: Logger, ownerId: string, input: { id: string; feedback: string }): Promise<Task> {
   const v = new Violations();
   const feedback = readPrompt(v, "feedback", input.feedback, FEEDBACK_MAX);
   v.throwIfAny();
-  return transition(core, ownerId, input.id, "RequestChanges", (task) => {
+  return transition(core, log, ownerId, input.id, "RequestChanges", (task) => {
     if (task.kind === "unit") {
       if (task.status !== "in_review") throw illegal(task, "RequestChanges", "in_review");
       return { to: "in_progress", executionState: "queued", cancelRuns: true, queue: queueFeedback(feedback) };
@@ -431,8 +432,8 @@ export async function requestChanges(core: Core, ownerId: string, input: { id: s
   });
 }
 
-export async function retryTask(core: Core, ownerId: string, rawId: string): Promise<Task> {
-  return transition(core, ownerId, rawId, "RetryTask", (task) => {
+export async function retryTask(core: Core, log: Logger, ownerId: string, rawId: string): Promise<Task> {
+  return transition(core, log, ownerId, rawId, "RetryTask", (task) => {
     if (task.status !== "failed" && task.status !== "cancelled") throw illegal(task, "RetryTask", "failed or cancelled");
     if (task.kind === "unit") return { to: "in_progress", executionState: "queued", cancelRuns: true, queue: queueRetry() };
     // A composite task whose plan was never approved plans again; one that was executing goes
@@ -444,7 +445,7 @@ export async function retryTask(core: Core, ownerId: string, rawId: string): Pro
 }
 
 /** Cancels what runs for the task, then deletes it with its runs. */
-export async function deleteTask(core: Core, ownerId: string, rawId: string): Promise<void> {
+export async function deleteTask(core: Core, log: Logger, ownerId: string, rawId: string): Promise<void> {
   const id = readId(rawId);
   const task = await loadTask(core, ownerId, id);
   const now = core.now();
@@ -456,7 +457,7 @@ export async function deleteTask(core: Core, ownerId: string, rawId: string): Pr
   });
   if (deleted === undefined) throw notFound("task", id);
   core.taskChanges.notify(task.workspaceId);
-  core.logger.info({ task_id: id, cancelled_sessions: deleted }, "task deleted");
+  log.info({ task_id: id, cancelled_sessions: deleted }, "task deleted");
 }
 
 function watchCursorProblem(cursor: string): string | undefined {

@@ -5,6 +5,7 @@
 import { WORKER_CREDENTIAL_PREFIX, WORKER_REGISTRATION_TOKEN_PREFIX, hashToken, newOpaqueToken, sameSecret } from "../auth/opaque-token.js";
 import { newId } from "../store/codec.js";
 import * as store from "../store/workers.js";
+import type { Logger } from "../logger.js";
 import { isAgentType } from "./agents.js";
 import type { Core } from "./context.js";
 import { notFound, unauthenticated } from "./errors.js";
@@ -79,7 +80,7 @@ export interface RegisterWorkerInput {
   maxConcurrentSessions: number;
 }
 
-export async function registerWorker(core: Core, input: RegisterWorkerInput): Promise<{ worker: store.Worker; credential: string }> {
+export async function registerWorker(core: Core, log: Logger, input: RegisterWorkerInput): Promise<{ worker: store.Worker; credential: string }> {
   // The token is this call's credential: check it before reading the rest of the body, so an
   // anonymous caller learns nothing from validation and costs no more than a refusal.
   const now = core.now();
@@ -121,7 +122,7 @@ export async function registerWorker(core: Core, input: RegisterWorkerInput): Pr
     registeredAt: now,
     credentialHash: hashToken(credential),
   });
-  core.logger.info({ worker_id: worker.id, owner_id: worker.ownerId, name, hostname }, "worker registered");
+  log.info({ worker_id: worker.id, owner_id: worker.ownerId, name, hostname }, "worker registered");
   return { worker, credential };
 }
 
@@ -150,7 +151,7 @@ export async function authenticateWorker(core: Core, credential: string): Promis
   return worker;
 }
 
-export async function unregisterWorker(core: Core, workerId: string): Promise<void> {
+export async function unregisterWorker(core: Core, log: Logger, workerId: string): Promise<void> {
   await store.unregisterWorker(core.db, workerId, core.now());
-  core.logger.info({ worker_id: workerId }, "worker unregistered");
+  log.info({ worker_id: workerId }, "worker unregistered");
 }

@@ -13,6 +13,7 @@ import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SessionService } from "../../gen/foreman/v1/session_pb.js";
+import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/health/v1/health_pb.js";
@@ -389,6 +390,19 @@ describe("the access log", () => {
     expect(failed).toHaveLength(1);
     expect(failed[0]).toMatchObject({ level: 30, procedure: CREATE, code: "InvalidArgument" });
     expect(failed[0]!.duration_ms).toEqual(expect.any(Number));
+  });
+
+  it("puts the call's request id on what core logs during the call", async () => {
+    const { workspace } = await ts.workspaces.createWorkspace({ name: "logged" });
+    const { repository } = await ts.repositories.addRepository({ workspaceId: workspace!.id, remoteUrl: "https://github.com/acme/logged.git" });
+    const { repositoryGroup } = await ts.repositories.createRepositoryGroup({ workspaceId: workspace!.id, name: "g", repositoryIds: [repository!.id] });
+    const { unitTask } = await ts
+      .client(TaskService)
+      .createUnitTask({ repositoryGroupId: repositoryGroup!.id, prompt: "Log me" }, { headers: { "x-request-id": "core-log-line" } });
+
+    const created = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "task created" && l.task_id === unitTask!.id);
+    expect(created).toHaveLength(1);
+    expect(created[0]).toMatchObject({ level: 30, request_id: "core-log-line", procedure: "/foreman.v1.TaskService/CreateUnitTask" });
   });
 });
 
