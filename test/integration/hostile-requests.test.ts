@@ -22,6 +22,7 @@ import { MAX_REPORTED_VIOLATIONS } from "../../src/core/errors.js";
 import { heldMessage, unboundedFields } from "../../src/server/request-bounds.js";
 import type { DialectName } from "../../src/db/dialect.js";
 import { DIALECTS } from "../helpers/databases.js";
+import { caller, registerWorker } from "../helpers/fixtures.js";
 import { expectCode, expectInvalid, rpcError } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -175,8 +176,7 @@ async function startHostileServer(dialect: DialectName): Promise<{ t: TestServer
     FOREMAN_WORKER_REGISTRATION_TOKEN: REGISTRATION_TOKEN,
     FOREMAN_MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
   });
-  const worker = createClient(WorkerService, t.transport());
-  const { workerToken } = await worker.registerWorker({ registrationToken: REGISTRATION_TOKEN, name: "probe" });
+  const { workerToken } = await registerWorker(t, REGISTRATION_TOKEN, { name: "probe" });
   return { t, workerToken };
 }
 
@@ -249,10 +249,10 @@ describe.each(DIALECTS)("hostile requests on %s", (dialect) => {
   });
 
   it("reports the first few violations and counts the rest", async () => {
-    const ws = await t.workspaces.createWorkspace({ name: "counting" });
+    const ws = await caller(t).workspace({ name: "counting" });
     // Exactly the bound, every id malformed: each is a violation, and the answer stays small.
     const ids = Array.from({ length: 100 }, (_, i) => `bad-${i}`);
-    const error = await expectCode(t.repositories.createRepositoryGroup({ workspaceId: ws.workspace!.id, name: "g", repositoryIds: ids }), Code.InvalidArgument);
+    const error = await expectCode(t.repositories.createRepositoryGroup({ workspaceId: ws.id, name: "g", repositoryIds: ids }), Code.InvalidArgument);
     expectSmall(error);
     const violations = error.findDetails(BadRequestSchema).flatMap((b) => b.fieldViolations);
     expect(violations).toHaveLength(MAX_REPORTED_VIOLATIONS);
@@ -437,10 +437,10 @@ describe.each(DIALECTS)("client mistakes on the streaming methods, on %s", (dial
 
   it("a stream the client cancels is no error either", async () => {
     const from = lines.length;
-    const ws = await t.workspaces.createWorkspace({ name: "cancelled" });
+    const ws = await caller(t).workspace({ name: "cancelled" });
     const abort = new AbortController();
     const tasks = createClient(TaskService, t.transport("grpc"));
-    const stream = tasks.watchTasks({ workspaceId: ws.workspace!.id }, { signal: abort.signal });
+    const stream = tasks.watchTasks({ workspaceId: ws.id }, { signal: abort.signal });
     const reading = (async () => {
       for await (const _ of stream) abort.abort();
     })().catch((error: unknown) => error);
