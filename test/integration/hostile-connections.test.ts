@@ -16,6 +16,7 @@ import { file_health_v1_health, Health, HealthCheckResponse_ServingStatus as Ser
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { FOREMAN_FILES } from "../../src/api/routes.js";
 import { addressKey, createDualServer, type DualServer } from "../../src/server/listener.js";
+import { caller } from "../helpers/fixtures.js";
 import { startTestServer, type Protocol, type TestServer } from "../helpers/server.js";
 
 const PROTOCOLS: Protocol[] = ["connect-http1", "connect-h2c", "grpc", "grpc-web"];
@@ -296,12 +297,12 @@ describe("long-lived streams outlive the deadlines", () => {
   });
 
   it.each(PROTOCOLS)("WatchTasks over %s keeps sending keep-alives", { timeout: WAIT_MS }, async (protocol) => {
-    const { workspace } = await ts.workspaces.createWorkspace({ name: `watched over ${protocol}` });
+    const workspace = await caller(ts).workspace({ name: `watched over ${protocol}` });
     const controller = new AbortController();
     let keepAlives = 0;
     try {
       // Five keep-alives a second apart: the stream lived past the body deadline and the idle timeout.
-      for await (const res of ts.client(TaskService, protocol).watchTasks({ workspaceId: workspace!.id }, { signal: controller.signal })) {
+      for await (const res of ts.client(TaskService, protocol).watchTasks({ workspaceId: workspace.id }, { signal: controller.signal })) {
         if (res.event.case === "keepAlive" && ++keepAlives === 5) break;
       }
     } finally {

@@ -3,6 +3,7 @@
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
+import { caller } from "../helpers/fixtures.js";
 import { UNKNOWN_ID, expectCode } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -35,8 +36,8 @@ describe("GET /metrics", () => {
   });
 
   it("counts calls by procedure and code, with a duration histogram", async () => {
-    const { workspace } = await t.workspaces.createWorkspace({ name: "metrics" });
-    for (let i = 0; i < 3; i++) await t.workspaces.getWorkspace({ id: workspace!.id });
+    const workspace = await caller(t).workspace({ name: "metrics" });
+    for (let i = 0; i < 3; i++) await t.workspaces.getWorkspace({ id: workspace.id });
     for (let i = 0; i < 2; i++) await expectCode(t.workspaces.getWorkspace({ id: UNKNOWN_ID }), Code.NotFound);
 
     const samples = await scrape(t.url);
@@ -52,13 +53,13 @@ describe("GET /metrics", () => {
   });
 
   it("shows a stream as open while it runs, and counts it when it ends", async () => {
-    const { workspace } = await t.workspaces.createWorkspace({ name: "metrics stream" });
+    const workspace = await caller(t).workspace({ name: "metrics stream" });
     const controller = new AbortController();
     let started!: () => void;
     const running = new Promise<void>((resolve) => (started = resolve));
     const reading = (async () => {
       try {
-        for await (const _ of t.client(TaskService).watchTasks({ workspaceId: workspace!.id }, { signal: controller.signal })) started();
+        for await (const _ of t.client(TaskService).watchTasks({ workspaceId: workspace.id }, { signal: controller.signal })) started();
       } catch {
         // Cancelled below.
       }
