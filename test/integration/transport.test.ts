@@ -19,6 +19,7 @@ import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_de
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/health/v1/health_pb.js";
 import { openDatabase } from "../../src/db/database.js";
 import { DIALECTS } from "../helpers/databases.js";
+import { caller } from "../helpers/fixtures.js";
 import { startTestServer, type Protocol, type TestServer } from "../helpers/server.js";
 
 const PROTOCOLS: Protocol[] = ["connect-http1", "connect-h2c", "grpc", "grpc-web"];
@@ -393,12 +394,10 @@ describe("the access log", () => {
   });
 
   it("puts the call's request id on what core logs during the call", async () => {
-    const { workspace } = await ts.workspaces.createWorkspace({ name: "logged" });
-    const { repository } = await ts.repositories.addRepository({ workspaceId: workspace!.id, remoteUrl: "https://github.com/acme/logged.git" });
-    const { repositoryGroup } = await ts.repositories.createRepositoryGroup({ workspaceId: workspace!.id, name: "g", repositoryIds: [repository!.id] });
+    const { group } = await caller(ts).groupOfOne();
     const { unitTask } = await ts
       .client(TaskService)
-      .createUnitTask({ repositoryGroupId: repositoryGroup!.id, prompt: "Log me" }, { headers: { "x-request-id": "core-log-line" } });
+      .createUnitTask({ repositoryGroupId: group.id, prompt: "Log me" }, { headers: { "x-request-id": "core-log-line" } });
 
     const created = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "task created" && l.task_id === unitTask!.id);
     expect(created).toHaveLength(1);
