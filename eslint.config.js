@@ -22,17 +22,17 @@ export default tseslint.config(
   // that runs back up fails the lint.
   ...layer("src/api/**", ["../store/**", "../db/**", "../server/**", "../cli/**", "kysely", "pg", "better-sqlite3"], "api/ reaches the database only through core/"),
   ...layer("src/core/**", ["../api/**", "../server/**", "../cli/**"], "core/ knows nothing of the API or the server"),
-  // core/model/ is the exception: the domain's types, a leaf that core owns and store/ builds.
-  ...layer("src/store/**", [/^\.\.\/core\/(?!model\/)/, "../api/**", "../server/**", "../auth/**", "../cli/**"], "store/ holds SQL only; the rules live in core/"),
-  ...layer("src/core/model/**", ["../**", "./**", "kysely"], "core/model/ is a leaf: the domain's types, importing nothing"),
-  ...layer("src/auth/**", ["../core/**", "../api/**", "../server/**", "../store/**", "../db/**", "../cli/**"], "auth/ is tokens and OIDC only and imports no domain code"),
-  ...layer("src/db/**", ["../core/**", "../api/**", "../server/**", "../store/**", "../auth/**", "../cli/**"], "db/ is the connection and the migrator"),
+  ...layer("src/store/**", ["../core/**", "../api/**", "../server/**", "../auth/**", "../cli/**"], "store/ holds SQL only; the rules live in core/"),
+  // The domain's types and transitions, which core/ rules by and store/ builds: a leaf below both.
+  ...layer("src/model/**", ["../**", "./**", "kysely"], "model/ is a leaf: the domain's types, importing nothing"),
+  ...layer("src/auth/**", ["../core/**", "../model/**", "../api/**", "../server/**", "../store/**", "../db/**", "../cli/**"], "auth/ is tokens and OIDC only and imports no domain code"),
+  ...layer("src/db/**", ["../core/**", "../model/**", "../api/**", "../server/**", "../store/**", "../auth/**", "../cli/**"], "db/ is the connection and the migrator"),
   ...layer("migrations/**", ["../src/**"], "migrations/ is the schema history; src/db/ imports it, not the other way"),
   // The client verbs talk to a server through gen/ and cli/client.ts; only cli/serve.ts (serve,
   // migrate) loads the server, so `foreman whoami` starts without kysely or a database driver.
   ...layer(
     "src/cli/**",
-    ["../server/**", "../db/**", "../store/**", "../core/**", "../api/**", "../auth/**", "../logger.js", "kysely", "pg", "better-sqlite3", "pino"],
+    ["../server/**", "../db/**", "../store/**", "../core/**", "../model/**", "../api/**", "../auth/**", "../logger.js", "kysely", "pg", "better-sqlite3", "pino"],
     "the CLI's client verbs import only gen/ and cli/ (cli/serve.ts is the server's verbs)",
     ["src/cli/serve.ts"],
   ),

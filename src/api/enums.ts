@@ -15,7 +15,7 @@ import { AgentTaskKind, TaskChangeType } from "../../gen/foreman/v1/task_pb.js";
 import { TodoItemSource, TodoItemStatus, TodoItemType } from "../../gen/foreman/v1/todo_pb.js";
 import type { AgentTypeName } from "../core/agents.js";
 import { invalidArgument } from "../core/errors.js";
-import type * as tasks from "../core/model/tasks.js";
+import type * as tasks from "../model/tasks.js";
 import type * as repos from "../core/repositories.js";
 import type * as todoItems from "../core/todo-items.js";
 

@@ -9,7 +9,7 @@ import { getUser, upsertUserByIdentity } from "../store/users.js";
 import type { Logger } from "../logger.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, invalidArgument, notFound, providerUnavailable, resourceExhausted, unauthenticated } from "./errors.js";
-import type { User } from "./model/users.js";
+import type { User } from "../model/users.js";
 import { Violations } from "./validation.js";
 
 export type { User };

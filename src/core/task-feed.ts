@@ -5,7 +5,7 @@ import type { Database } from "../db/schema.js";
 import type { Logger } from "../logger.js";
 import * as taskEvents from "../store/task-events.js";
 import * as store from "../store/tasks.js";
-import type * as model from "./model/tasks.js";
+import type * as model from "../model/tasks.js";
 import type { NotifierChannel } from "./notifier.js";
 import { SharedFeeds, type SharedFeed } from "./shared-feed.js";
 

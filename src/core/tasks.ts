@@ -19,7 +19,7 @@ import {
   type TaskKind,
   type TaskStatus,
   type UnitTask,
-} from "./model/tasks.js";
+} from "../model/tasks.js";
 import { DEFAULT_AGENT_TYPE, isAgentType } from "./agents.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
@@ -31,7 +31,7 @@ import { textProblem, toSingleLine } from "./text.js";
 import { waitForWake } from "./wait.js";
 import { getWorkspace } from "./workspaces.js";
 
-export type { AgentSession, AgentTask, CompositeTask, ExecutionState, Task, TaskKind, TaskStatus, UnitTask } from "./model/tasks.js";
+export type { AgentSession, AgentTask, CompositeTask, ExecutionState, Task, TaskKind, TaskStatus, UnitTask } from "../model/tasks.js";
 
 const TITLE_MAX = 200;
 const PROMPT_MAX = 100_000;

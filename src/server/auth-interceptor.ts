@@ -12,7 +12,7 @@ import type { Core } from "../core/context.js";
 import { permissionDenied, unauthenticated } from "../core/errors.js";
 import { authenticateAccessToken } from "../core/logins.js";
 import { authenticateWorker } from "../core/workers.js";
-import { LOCAL_USER_ID } from "../core/model/users.js";
+import { LOCAL_USER_ID } from "../model/users.js";
 import { WORKER_CREDENTIAL_PREFIX } from "../auth/opaque-token.js";
 import { principalKey } from "../api/principal.js";
 

@@ -4,7 +4,7 @@
 // here, each a named function with its SQL.
 import type { Kysely, Selectable } from "kysely";
 import type { AgentSessionsTable, AgentTasksTable, Database } from "../db/schema.js";
-import { SESSION_CANCEL, SESSION_START, type AgentSession, type AgentTask, type AgentTaskKind, type SessionState, type TaskKind } from "../core/model/tasks.js";
+import { SESSION_CANCEL, SESSION_START, type AgentSession, type AgentTask, type AgentTaskKind, type SessionState, type TaskKind } from "../model/tasks.js";
 import { fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
 
 function toSession(row: Selectable<AgentSessionsTable>): AgentSession {

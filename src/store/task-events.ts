@@ -4,7 +4,7 @@ import type { Kysely } from "kysely";
 import type { DialectAdapter } from "../db/dialect-adapter.js";
 import type { Database } from "../db/schema.js";
 import { fromDbTime, toDbTime } from "./codec.js";
-import type { TaskChangeType } from "../core/model/tasks.js";
+import type { TaskChangeType } from "../model/tasks.js";
 
 export interface TaskEvent {
   /** Increasing; the WatchTasks cursor. */

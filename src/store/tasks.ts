@@ -14,7 +14,7 @@ import {
   type TaskKind,
   type TaskStatus,
   type UnitTask,
-} from "../core/model/tasks.js";
+} from "../model/tasks.js";
 import { agentTasksOf } from "./agent-sessions.js";
 import { fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
 import { keysetPage, type PageWindow } from "./pages.js";

@@ -1,8 +1,8 @@
-// Users (core/model/users.ts says what one is): the local user, and the users an OpenID
+// Users (model/users.ts says what one is): the local user, and the users an OpenID
 // provider vouches for, stored by (issuer, subject).
 import type { Kysely, Selectable } from "kysely";
 import type { Database, UsersTable } from "../db/schema.js";
-import { LOCAL_USER_ID, type User } from "../core/model/users.js";
+import { LOCAL_USER_ID, type User } from "../model/users.js";
 import { fromDbTime, toDbTime } from "./codec.js";
 
 export async function ensureLocalUser(db: Kysely<Database>, now: Date): Promise<void> {

@@ -7,7 +7,7 @@ import { openDatabase, type Db } from "../../src/db/database.js";
 import { migrateToLatest } from "../../src/db/migrator.js";
 import { prepared } from "../../src/store/prepared.js";
 import { ensureLocalUser } from "../../src/store/users.js";
-import { LOCAL_USER_ID } from "../../src/core/model/users.js";
+import { LOCAL_USER_ID } from "../../src/model/users.js";
 import { insertWorkspace } from "../../src/store/workspaces.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "../helpers/databases.js";
 

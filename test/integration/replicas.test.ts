@@ -10,7 +10,7 @@ import { createTestDatabase, runsOn, type TestDatabase } from "../helpers/databa
 import { caller, signIn } from "../helpers/fixtures.js";
 import { multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { insertTaskEvent, latestTaskEventId } from "../../src/store/task-events.js";
-import { LOCAL_USER_ID } from "../../src/core/model/users.js";
+import { LOCAL_USER_ID } from "../../src/model/users.js";
 import { UNKNOWN_ID, expectCode } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 

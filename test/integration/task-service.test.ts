@@ -1,6 +1,6 @@
 // TaskService through the generated client over real HTTP (Connect, h2c), on a real server in
 // process, once per database dialect: creating unit and composite tasks, Get and List, every
-// transition of the state machine (table-driven from src/core/model/tasks.ts's TRANSITIONS), review,
+// transition of the state machine (table-driven from src/model/tasks.ts's TRANSITIONS), review,
 // retry and delete, concurrent calls, a randomised sequence of calls checked against a model,
 // WatchTasks with resume, and owner isolation between two users of a multi-user server.
 import { randomUUID } from "node:crypto";
@@ -20,9 +20,9 @@ import {
   type WatchTasksResponse,
 } from "../../gen/foreman/v1/task_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { TRANSITIONS, type TaskKind as KindName, type TaskStatus as StatusName } from "../../src/core/model/tasks.js";
+import { TRANSITIONS, type TaskKind as KindName, type TaskStatus as StatusName } from "../../src/model/tasks.js";
 import { insertTaskEvent } from "../../src/store/task-events.js";
-import { LOCAL_USER_ID } from "../../src/core/model/users.js";
+import { LOCAL_USER_ID } from "../../src/model/users.js";
 import { inBatches } from "../helpers/batches.js";
 import { DIALECTS } from "../helpers/databases.js";
 import { caller, signIn, type Caller, type User } from "../helpers/fixtures.js";

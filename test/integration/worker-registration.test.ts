@@ -16,7 +16,7 @@ import { AgentType } from "../../gen/foreman/v1/common_pb.js";
 import { WorkerService, type RegisterWorkerResponse } from "../../gen/foreman/v1/worker_pb.js";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { hashToken } from "../../src/auth/opaque-token.js";
-import { LOCAL_USER_ID } from "../../src/core/model/users.js";
+import { LOCAL_USER_ID } from "../../src/model/users.js";
 import { DIALECTS } from "../helpers/databases.js";
 import { registerWorker, signIn as signInAs, type RegisterInit, type User } from "../helpers/fixtures.js";
 import { clientWith, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";

@@ -1,5 +1,5 @@
 // The domain's task types: what a task, an agent task and a session are, their states, the
-// state machine, and where tasks and sessions start. A leaf module that core owns: it imports
+// state machine, and where tasks and sessions start. A leaf module below core and store: it imports
 // nothing, so store/ (which builds these from rows and writes the states named here), core/ and
 // api/ can all use it without an arrow running back up.
 
