@@ -26,13 +26,7 @@ const BUFFER_SIZE = 256;
 const READ_BATCH = 200;
 
 /** Reads the changes after `afterId` (at most `limit`), each with its task as it is now. */
-export async function readChanges(
-  db: Kysely<Database>,
-  ownerId: string,
-  workspaceId: string,
-  afterId: number,
-  limit = READ_BATCH,
-): Promise<FeedItem[]> {
+async function readChanges(db: Kysely<Database>, ownerId: string, workspaceId: string, afterId: number, limit: number): Promise<FeedItem[]> {
   const events = await taskEvents.listTaskEvents(db, ownerId, workspaceId, afterId, limit);
   // The batch's tasks in one read, not one read per change.
   const tasks = await store.getTasks(db, ownerId, events.filter((e) => e.type !== "deleted").map((e) => e.taskId));

@@ -26,7 +26,7 @@ import { failedPrecondition, notFound } from "./errors.js";
 import { branchNameProblem } from "./git-names.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, readId } from "./validation.js";
-import { readChanges, type FeedItem } from "./task-feed.js";
+import type { FeedItem } from "./task-feed.js";
 import { textProblem, toSingleLine } from "./text.js";
 import { waitForWake } from "./wait.js";
 import { getWorkspace } from "./workspaces.js";
@@ -504,7 +504,7 @@ export async function* watchTasks(
     let lastSent = performance.now();
     while (!signal.aborted) {
       pending = false;
-      const items = feed.covers(after) ? feed.after(after) : await readChanges(core.db, ownerId, workspaceId, after);
+      const items = await feed.itemsAfter(after);
       for (const item of items) {
         yield { change: item };
         after = item.id;
