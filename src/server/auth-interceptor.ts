@@ -14,7 +14,7 @@ import { authenticateAccessToken } from "../core/logins.js";
 import { authenticateWorker } from "../core/workers.js";
 import { LOCAL_USER_ID } from "../model/users.js";
 import { WORKER_CREDENTIAL_PREFIX } from "../auth/opaque-token.js";
-import { principalKey } from "../api/principal.js";
+import { principalKey, type Principal } from "../api/principal.js";
 
 /** Procedures anyone may call: health, reflection and the steps of a login. */
 const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]);
@@ -25,6 +25,9 @@ function isPublic(method: DescMethod): boolean {
 }
 
 const MAX_CREDENTIAL_LENGTH = 4096;
+
+/** Single-user mode's caller, the same for every call. */
+const LOCAL_PRINCIPAL: Principal = Object.freeze({ kind: "user", userId: LOCAL_USER_ID });
 
 /** The bearer token, undefined when there is no Authorization header; a malformed one is refused. */
 function readBearer(headers: Headers): string | undefined {
@@ -67,7 +70,7 @@ export function authInterceptor(core: Core): Interceptor {
     }
 
     if (core.auth.login === undefined) {
-      req.contextValues.set(principalKey, { kind: "user", userId: LOCAL_USER_ID });
+      req.contextValues.set(principalKey, LOCAL_PRINCIPAL);
       return next(req);
     }
     if (bearer === undefined) {
