@@ -1,6 +1,7 @@
 // Composes what the server serves from its configuration, database, logger and clock: core
 // (the domain's context, with the notifier and the shared feeds) and the Connect services
 // behind their interceptors. It opens no port and no connection; server.ts does.
+import { setMaxListeners } from "node:events";
 import type http from "node:http";
 import type http2 from "node:http2";
 import { createContextValues } from "@connectrpc/connect";
@@ -42,6 +43,9 @@ export function composeServices(config: Config, db: Db, logger: Logger, clock: (
   const health = new HealthStatus();
   const metrics = new Metrics();
   const shutdown = new AbortController();
+  // Every open stream listens on it until it ends (untilClosed), so any number of listeners is
+  // expected: without this, the eleventh stream prints a MaxListenersExceededWarning.
+  setMaxListeners(0, shutdown.signal);
   installConnectErrorGuard();
   const connect = connectAdapter({
     routes: (router) => registerRoutes(router, core, health),

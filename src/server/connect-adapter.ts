@@ -9,11 +9,18 @@
 // line with its code and no stack, rate-limited, or at debug when the client had left.
 import type http from "node:http";
 import type http2 from "node:http2";
-import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type ContextValues } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, createContextKey, type ConnectRouter, type ConnectRouterOptions, type ContextValues } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import type { Logger } from "../logger.js";
 import { RateLimitedLog } from "./rate-limited-log.js";
+
+/**
+ * The client's side of a call: fires when its HTTP stream closes, whether the call ended or the
+ * client went away (then with a ConnectError reason for an HTTP/2 reset). The handler context's
+ * own signal fires earlier, when connect-es has the answer, so it cannot tell the two apart.
+ */
+export const clientSignalKey = createContextKey<AbortSignal | undefined>(undefined, { description: "the client's side of the call" });
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -38,6 +45,7 @@ export function connectAdapter(options: ConnectAdapterOptions): (req: NodeReques
     let universal;
     try {
       universal = universalRequestFromNodeRequest(req as http.IncomingMessage, res as http.ServerResponse, undefined, options.contextValues(req));
+      universal.contextValues!.set(clientSignalKey, universal.signal);
     } catch (error) {
       options.logger.debug({ procedure, err: String(error) }, "request refused before its call began");
       if (!res.headersSent) res.writeHead(400, { "content-type": "text/plain; charset=utf-8" });

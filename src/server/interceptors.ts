@@ -1,7 +1,8 @@
 // Request ids and structured call logs. Every call gets an id (the caller's X-Request-Id when
 // it sends a sane one), echoed in the response headers or trailers and in every log line. An
 // error that is not a ConnectError is logged with its cause and reaches the client as Internal
-// with the request id, never with the cause's text.
+// with the request id, never with the cause's text; a call its client ended (a reset, a closed
+// connection) is Canceled, whatever Node threw, and no error.
 //
 // The access log: a call that failed, and every stream, is one info line; a unary call that
 // succeeded is a debug line (FOREMAN_LOG_LEVEL=debug shows them). A line per successful call
@@ -12,11 +13,23 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { foremanError } from "../core/errors.js";
 import type { Logger } from "../logger.js";
 import { loggerKey, requestIdKey } from "../api/context-keys.js";
+import { clientSignalKey } from "./connect-adapter.js";
 import { codeName, type Metrics } from "./metrics.js";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-function toConnectError(error: unknown, requestId: string, log: Logger): ConnectError {
+/**
+ * Whether a call failed because its client went away: its signal fired (a reset stream, a closed
+ * connection) and the failure is what Node or connect-es say then (ERR_STREAM_PREMATURE_CLOSE
+ * reading a bidi stream's body, a failed write, Aborted or Canceled), not a fault of the server's.
+ */
+function clientLeft(error: unknown, signal: AbortSignal): boolean {
+  if (!signal.aborted) return false;
+  return !(error instanceof ConnectError) || error.code === Code.Canceled || error.code === Code.Aborted;
+}
+
+function toConnectError(error: unknown, requestId: string, log: Logger, signal: AbortSignal): ConnectError {
+  if (clientLeft(error, signal)) return new ConnectError("the client ended the call", Code.Canceled);
   if (error instanceof ConnectError) {
     if (error.code === Code.Internal || error.code === Code.Unknown || error.code === Code.DataLoss) {
       log.error({ err: error, cause: error.cause }, "call failed");
@@ -58,21 +71,32 @@ export function loggingInterceptor(root: Logger, metrics: Metrics): Interceptor 
           try {
             yield* messages;
           } catch (error) {
-            const connectError = toConnectError(error, requestId, callLog());
+            const connectError = toConnectError(error, requestId, callLog(), req.signal);
             code = connectError.code;
             connectError.metadata.set("x-request-id", requestId);
             throw connectError;
           } finally {
+            const ended = (code: Code | undefined) => {
+              metrics.streamClosed();
+              metrics.observeCall(procedure, codeName(code), seconds());
+              callLog().info({ code: code === undefined ? "ok" : Code[code], duration_ms: Math.round(performance.now() - started), stream: true }, "call");
+            };
             // A stream that stopped because its client went away ended as canceled, not ok.
             if (code === undefined && req.signal.aborted) code = Code.Canceled;
-            metrics.streamClosed();
-            metrics.observeCall(procedure, codeName(code), seconds());
-            callLog().info({ code: code === undefined ? "ok" : Code[code], duration_ms: Math.round(performance.now() - started), stream: true }, "call");
+            const client = req.contextValues.get(clientSignalKey);
+            if (code !== undefined || client === undefined) {
+              ended(code);
+            } else {
+              // A client's RST_STREAM ends the request body a moment before Node reports the
+              // reset, so a bidi stream (reflection) seems to end cleanly: its outcome is known
+              // when its HTTP stream closes, where a reset is a ConnectError reason.
+              client.addEventListener("abort", () => ended(client.reason instanceof ConnectError ? Code.Canceled : undefined), { once: true });
+            }
           }
         })(),
       };
     } catch (error) {
-      const connectError = toConnectError(error, requestId, callLog());
+      const connectError = toConnectError(error, requestId, callLog(), req.signal);
       connectError.metadata.set("x-request-id", requestId);
       callLog().info(
         { code: Code[connectError.code], duration_ms: Math.round(performance.now() - started), message: connectError.rawMessage },
