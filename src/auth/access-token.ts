@@ -7,6 +7,12 @@ import { errors, jwtVerify, SignJWT } from "jose";
 export const ACCESS_TOKEN_ISSUER = "foreman";
 export const ACCESS_TOKEN_AUDIENCE = "foreman-api";
 const ALGORITHM = "HS256";
+/**
+ * How far in the future a token's `iat` may lie: replicas' clocks differ a little, but a token
+ * "issued" later than that was not issued by a replica with a sane clock (a forged or
+ * mis-clocked token, which would otherwise also outlive its login's TTL).
+ */
+export const MAX_CLOCK_SKEW_SECONDS = 60;
 
 export interface AccessClaims {
   userId: string;
@@ -64,6 +70,10 @@ export class AccessTokens {
         currentDate: now,
       });
       if (typeof payload.sub !== "string" || typeof payload.fam !== "string") return { refused: "malformed claims" };
+      // jose checks iat only when asked for a maximum age; a future one is refused here.
+      if (typeof payload.iat !== "number" || payload.iat > Math.floor(now.getTime() / 1000) + MAX_CLOCK_SKEW_SECONDS) {
+        return { refused: "access token issued in the future (check the clocks of the servers)" };
+      }
       const claims = { userId: payload.sub, familyId: payload.fam };
       if (this.verified.size >= VERIFIED_CACHE_SIZE) this.verified.delete(this.verified.keys().next().value!);
       this.verified.set(token, { claims, expiresAtMs: payload.exp! * 1000 });

@@ -1,24 +1,25 @@
-// Logins (refresh-token families) recently seen live, so that checking an access token does not
-// cost a database round trip on every call. A revocation on this replica forgets the login at
-// once; one on another replica is seen here within LIVE_FOR_MS.
+// Logins (refresh-token families) recently seen live, with the user each belongs to, so that
+// checking an access token does not cost a database round trip on every call. A revocation on
+// this replica forgets the login at once; one on another replica is seen here within LIVE_FOR_MS.
 export const LIVE_FOR_MS = 1000;
 const MAX_ENTRIES = 10_000;
 
 export class LiveLogins {
-  private readonly until = new Map<string, number>();
+  private readonly until = new Map<string, { userId: string; untilMs: number }>();
 
-  isLive(familyId: string, nowMs: number): boolean {
-    const until = this.until.get(familyId);
-    if (until === undefined) return false;
-    if (until > nowMs) return true;
+  /** The user the login belongs to while it is remembered as live, else undefined. */
+  liveUser(familyId: string, nowMs: number): string | undefined {
+    const entry = this.until.get(familyId);
+    if (entry === undefined) return undefined;
+    if (entry.untilMs > nowMs) return entry.userId;
     this.until.delete(familyId);
-    return false;
+    return undefined;
   }
 
-  remember(familyId: string, nowMs: number): void {
+  remember(familyId: string, userId: string, nowMs: number): void {
     this.until.delete(familyId);
     if (this.until.size >= MAX_ENTRIES) this.until.delete(this.until.keys().next().value!);
-    this.until.set(familyId, nowMs + LIVE_FOR_MS);
+    this.until.set(familyId, { userId, untilMs: nowMs + LIVE_FOR_MS });
   }
 
   forget(familyId: string): void {

@@ -160,12 +160,15 @@ export async function authenticateAccessToken(core: Core, token: string): Promis
   const now = core.now();
   const claims = await login.accessTokens.verify(token, now);
   if ("refused" in claims) throw unauthenticated(claims.refused);
-  if (!login.liveLogins.isLive(claims.familyId, core.now().getTime())) {
-    if (!(await store.isRefreshFamilyLive(core.db, claims.familyId, now))) {
-      throw unauthenticated("this login has ended (logged out or revoked); log in again");
-    }
-    login.liveLogins.remember(claims.familyId, core.now().getTime());
+  let owner = login.liveLogins.liveUser(claims.familyId, core.now().getTime());
+  if (owner === undefined) {
+    owner = await store.liveRefreshFamilyUser(core.db, claims.familyId, now);
+    if (owner === undefined) throw unauthenticated("this login has ended (logged out or revoked); log in again");
+    login.liveLogins.remember(claims.familyId, owner, core.now().getTime());
   }
+  // Only a token signed with the server's secret gets here, so this takes a leaked secret or a
+  // bug; the login id and the subject must still agree, or one user's login would vouch for another.
+  if (owner !== claims.userId) throw unauthenticated("this access token's login belongs to another user");
   return claims.userId;
 }
 

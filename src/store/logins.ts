@@ -156,15 +156,15 @@ export async function revokeRefreshFamiliesOfUser(db: Kysely<Database>, userId: 
     .execute();
 }
 
-/** A login is live while its family has an unrevoked, unexpired token. */
-export async function isRefreshFamilyLive(db: Kysely<Database>, familyId: string, now: Date): Promise<boolean> {
+/** The user a login belongs to while it is live (its family has an unrevoked, unexpired token), else undefined. */
+export async function liveRefreshFamilyUser(db: Kysely<Database>, familyId: string, now: Date): Promise<string | undefined> {
   const row = await db
     .selectFrom("refresh_tokens")
-    .select("id")
+    .select("user_id")
     .where("family_id", "=", familyId)
     .where("revoked_at", "is", null)
     .where("expires_at", ">", toDbTime(now))
     .limit(1)
     .executeTakeFirst();
-  return row !== undefined;
+  return row?.user_id;
 }

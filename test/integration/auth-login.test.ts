@@ -444,6 +444,31 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
       await expectUnauthenticated(workspaces(noFamily).listWorkspaces({}), "invalid access token");
     });
 
+    it("refuses a token issued in the future beyond the allowed clock skew, and accepts one within it", async () => {
+      const now = Math.floor(Date.now() / 1000);
+      const ahead = await forgeAccessToken(real, { iat: now + 3600, exp: now + 4000 });
+      await expectUnauthenticated(workspaces(ahead).listWorkspaces({}), "issued in the future");
+      const slightlyAhead = await forgeAccessToken(real, { iat: now + 90, exp: now + 600 });
+      await expectUnauthenticated(workspaces(slightlyAhead).listWorkspaces({}), "issued in the future");
+      // Another machine's clock a little ahead of this one's is no reason to refuse.
+      await accepted(await forgeAccessToken(real, { iat: now + 30, exp: now + 600 }));
+    });
+
+    it("refuses a token whose login belongs to another user than its subject", async () => {
+      const { tokens } = await signIn(person("trudy"));
+      const trudy = decodeJwt(tokens.accessToken);
+      await accepted(tokens.accessToken);
+      // Mallory's subject with Trudy's live login, and the other way round; either order of
+      // first sight (a login already remembered as live, or not yet).
+      await expectUnauthenticated(workspaces(await forgeAccessToken({ sub: real.sub, fam: trudy.fam as string })).listWorkspaces({}), "another user");
+      await expectUnauthenticated(workspaces(await forgeAccessToken({ sub: trudy.sub!, fam: real.fam })).listWorkspaces({}), "another user");
+      const fresh = decodeJwt((await signIn(person("uma"))).tokens.accessToken);
+      await expectUnauthenticated(workspaces(await forgeAccessToken({ sub: real.sub, fam: fresh.fam as string })).listWorkspaces({}), "another user");
+      // Both real logins still work.
+      await accepted(tokens.accessToken);
+      await accepted(real.token);
+    });
+
     it("refuses garbage and a refresh token", async () => {
       await expectUnauthenticated(workspaces("not-a-jwt").listWorkspaces({}), "invalid access token");
       await expectUnauthenticated(workspaces("a.b.c").listWorkspaces({}), "invalid access token");
