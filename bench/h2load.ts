@@ -3,6 +3,9 @@
 // server as `npm start` runs it (compiled, SQLite, single-user, default log level) and against a
 // bare connect-node server answering the same bytes (bench/bare-server.ts), round-robin in one
 // run. Prints the server's CPU per call (from /proc) and req/s, median and min–max.
+// BENCH_H2LOAD_BASELINE=<another checkout, built> adds that checkout's server as a row, e.g. to
+// show before and after a change in one run: `git worktree add /tmp/before <rev>`, then
+// `npm ci && npm run build` there.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -131,12 +134,22 @@ export async function runH2load(options: H2loadOptions): Promise<H2loadResult> {
     servers.push(foreman);
     const quiet = await startBenchServer({ FOREMAN_LOG_LEVEL: "warn" }, { compiled: true });
     servers.push(quiet);
+    const baselineRoot = process.env.BENCH_H2LOAD_BASELINE?.trim() || undefined;
+    const baseline = baselineRoot === undefined ? undefined : await startBenchServer({}, { compiled: true, root: baselineRoot });
+    if (baseline !== undefined) servers.push(baseline);
     const client = createClient(WorkspaceService, createConnectTransport({ baseUrl: foreman.url, httpVersion: "1.1" }));
     const quietClient = createClient(WorkspaceService, createConnectTransport({ baseUrl: quiet.url, httpVersion: "1.1" }));
     const created = await client.createWorkspace({ name: "bench", description: "h2load benchmark" });
     const id = created.workspace!.id;
     const quietId = (await quietClient.createWorkspace({ name: "bench", description: "h2load benchmark" })).workspace!.id;
     const answer = await client.getWorkspace({ id });
+    let baselineBody: string | undefined;
+    if (baseline !== undefined) {
+      const baselineClient = createClient(WorkspaceService, createConnectTransport({ baseUrl: baseline.url, httpVersion: "1.1" }));
+      const baselineId = (await baselineClient.createWorkspace({ name: "bench", description: "h2load benchmark" })).workspace!.id;
+      baselineBody = path.join(dir, "request-baseline.bin");
+      writeFileSync(baselineBody, toBinary(GetWorkspaceRequestSchema, create(GetWorkspaceRequestSchema, { id: baselineId })));
+    }
     const started = await startBareServer(Buffer.from(toBinary(GetWorkspaceResponseSchema, answer)).toString("base64"));
     bare = started.child;
     const bareChild = started.child;
@@ -148,6 +161,9 @@ export async function runH2load(options: H2loadOptions): Promise<H2loadResult> {
     const targets: (Target & { body: string })[] = [
       { name: "foreman (npm start defaults)", url: foreman.url, cpuMicros: foreman.cpuMicros, body },
       { name: "foreman, FOREMAN_LOG_LEVEL=warn", url: quiet.url, cpuMicros: quiet.cpuMicros, body: quietBody },
+      ...(baseline !== undefined && baselineBody !== undefined
+        ? [{ name: `baseline: ${path.basename(baselineRoot!)}`, url: baseline.url, cpuMicros: baseline.cpuMicros, body: baselineBody }]
+        : []),
       { name: "bare connect-node", url: started.url, cpuMicros: () => processCpuMicros(bareChild.pid!), body },
     ];
 

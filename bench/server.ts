@@ -101,6 +101,8 @@ function exited(child: ChildProcess): Promise<void> {
 export interface BenchServerOptions {
   /** Run the compiled server (dist/, as `npm start` runs it; build it first) instead of src/ under tsx. */
   compiled?: boolean;
+  /** Another checkout to run instead of this one (compiled, with its own dist/ and node_modules). */
+  root?: string;
 }
 
 /**
@@ -128,7 +130,7 @@ export async function startBenchServer(settings: Record<string, string> = {}, op
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
   const entry = options.compiled === true ? ["dist/src/cli/main.js"] : ["--import", "tsx", "src/cli/main.ts"];
   const child = spawn(process.execPath, [...nodeArgs, ...entry, "serve"], {
-    cwd: REPO_ROOT,
+    cwd: options.root ?? REPO_ROOT,
     env,
     stdio: ["ignore", "pipe", "pipe"],
   });
