@@ -22,7 +22,7 @@ import {
 } from "../model/tasks.js";
 import { DEFAULT_AGENT_TYPE, isAgentType } from "./agents.js";
 import type { Core } from "./context.js";
-import { failedPrecondition, notFound } from "./errors.js";
+import { failedPrecondition, invalidArgument, notFound } from "./errors.js";
 import { branchNameProblem } from "./git-names.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, readId } from "./validation.js";
@@ -465,6 +465,27 @@ function watchCursorProblem(cursor: string): string | undefined {
 }
 
 /**
+ * Refuses a cursor past the workspace's newest change: no stream of this workspace sent it (it
+ * may come from another database, or be made up), and following from it would wait silently,
+ * then skip every change up to it. InvalidArgument rather than OutOfRange: OutOfRange says the
+ * same request may succeed once the state moves on, but that later success would be the skip;
+ * the client must start again instead ("" for now, "0" for every change). A cursor equal to the
+ * newest is valid: it waits for the next change. The newest can only grow, so a cursor a stream
+ * sent, read on any replica, always passes.
+ */
+async function checkCursorIssued(core: Core, workspaceId: string, cursor: number): Promise<void> {
+  const newest = await taskEvents.latestTaskEventId(core.db, workspaceId);
+  if (cursor > newest) {
+    throw invalidArgument([
+      {
+        field: "cursor",
+        description: `is past this workspace's newest change (${newest}), so no stream of it sent that cursor; start again with "" (from now) or "0" (every change)`,
+      },
+    ]);
+  }
+}
+
+/**
  * A change (its id is the cursor to resume after), or a keep-alive. A change from the shared
  * feed is the same object for every stream, so the API can encode it once for all of them.
  */
@@ -491,6 +512,8 @@ export async function* watchTasks(
   }
   v.throwIfAny();
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
+  const start = cursor === "" ? undefined : Number(cursor);
+  if (start !== undefined) await checkCursorIssued(core, workspaceId, start);
 
   let wake: (() => void) | undefined;
   let pending = false;
@@ -499,7 +522,7 @@ export async function* watchTasks(
     wake?.();
   });
   try {
-    let after = cursor === "" ? await taskEvents.latestTaskEventId(core.db, workspaceId) : Number(cursor);
+    let after = start ?? (await taskEvents.latestTaskEventId(core.db, workspaceId));
     // Keep-alives are paced by real timers, so they are timed by the monotonic clock, not core.now().
     let lastSent = performance.now();
     while (!signal.aborted) {

@@ -1486,6 +1486,72 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       expect(w.messages.every((m) => m.event.case === "keepAlive")).toBe(true);
     });
 
+    it('replays every change from cursor "0", and from the newest cursor waits for the next change', async () => {
+      const wf = await fixture("cursor zero");
+      const u = await createUnit(wf, "Made first");
+      await tasks.updateTaskStatus({ id: u.id, status: TaskStatus.CANCELLED });
+      const all = watch({ workspaceId: wf.workspaceId, cursor: "0" });
+      const replayed = await all.changesUpTo(2);
+      await all.idle();
+      expect(summary(all.changes)).toEqual([
+        ["CREATED", u.id],
+        ["UPDATED", u.id],
+      ]);
+      checkChanges(replayed);
+
+      // The newest change's cursor is valid: nothing to replay, and the next change follows.
+      const atNewest = watch({ workspaceId: wf.workspaceId, cursor: replayed[1]!.cursor });
+      await atNewest.idle();
+      expect(atNewest.changes).toEqual([]);
+      const next = await createUnit(wf, "Made while watching from the newest");
+      expect(summary(await atNewest.changesUpTo(1))).toEqual([["CREATED", next.id]]);
+
+      // "0" on a workspace with no change yet waits too.
+      const empty = await fixture("cursor zero, no changes");
+      const fromZero = watch({ workspaceId: empty.workspaceId, cursor: "0" });
+      await fromZero.idle();
+      const first = await createComposite(empty, "The first change here");
+      expect(summary(await fromZero.changesUpTo(1))).toEqual([["CREATED", first.id]]);
+    });
+
+    it("refuses at once a cursor past the workspace's newest change, naming cursor", async () => {
+      /** The call's error, which must come at once: a stream that waits instead fails here. */
+      const refusal = (workspaceId: string, cursor: string) =>
+        expectInvalid(
+          Promise.race([
+            drain(tasks.watchTasks({ workspaceId, cursor })),
+            new Promise((_, reject) => setTimeout(() => reject(new Error(`cursor ${cursor} was not refused within 5 s`)), 5_000).unref()),
+          ]),
+          "cursor",
+        );
+      const wf = await fixture("cursor past");
+      const u = await createUnit(wf, "The newest change");
+      const w = watch({ workspaceId: wf.workspaceId, cursor: "0" });
+      const [created] = await w.changesUpTo(1);
+      const newest = BigInt(created!.cursor);
+
+      const err = await refusal(wf.workspaceId, String(newest + 1n));
+      expect(err.rawMessage).toContain(`newest change (${newest})`);
+      await refusal(wf.workspaceId, "999999999999999");
+      // Another workspace's later change is past this one's newest: not a cursor of this stream.
+      const other = await fixture("cursor past, elsewhere");
+      await createUnit(other, "Newer, in another workspace");
+      const o = watch({ workspaceId: other.workspaceId, cursor: "0" });
+      const [elsewhere] = await o.changesUpTo(1);
+      expect(BigInt(elsewhere!.cursor)).toBeGreaterThan(newest);
+      await refusal(wf.workspaceId, elsewhere!.cursor);
+      // A workspace with no change has no cursor but "0" (and "").
+      const empty = await fixture("cursor past, no changes");
+      await refusal(empty.workspaceId, "1");
+
+      // The stream from "0" was not disturbed, and the newest cursor stays valid.
+      await tasks.updateTaskStatus({ id: u.id, status: TaskStatus.CANCELLED });
+      expect(summary(await w.changesUpTo(2))).toEqual([
+        ["CREATED", u.id],
+        ["UPDATED", u.id],
+      ]);
+    });
+
     it("refuses a malformed cursor or workspace and answers an unknown workspace with NotFound", async () => {
       for (const cursor of ["abc", "-1", "1.5", " 1 2 ", "1".repeat(16), "0x10"]) {
         await expectInvalid(drain(tasks.watchTasks({ workspaceId: fx.workspaceId, cursor })), "cursor");

@@ -931,7 +931,9 @@ export type WatchTasksRequest = Message<"foreman.v1.WatchTasksRequest"> & {
   workspaceId: string;
 
   /**
-   * From a previous TaskChange; empty starts from now.
+   * From a previous TaskChange of this workspace: the stream resumes after it. Empty starts from
+   * now; "0" replays every change the workspace has had. A cursor past the workspace's newest
+   * change is INVALID_ARGUMENT (no stream of it sent that cursor).
    *
    * @generated from field: string cursor = 2;
    */
