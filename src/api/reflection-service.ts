@@ -1,13 +1,20 @@
-import { create, toBinary, type DescFile, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescFile, type MessageInitShape } from "@bufbuild/protobuf";
 import { nestedTypes } from "@bufbuild/protobuf/reflect";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter } from "@connectrpc/connect";
 import {
   ServerReflection,
+  ServerReflectionRequestSchema,
   ServerReflectionResponseSchema,
   file_grpc_reflection_v1_reflection,
   type ServerReflectionRequest,
 } from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import {
+  ServerReflection as ServerReflectionV1Alpha,
+  ServerReflectionRequestSchema as V1AlphaRequestSchema,
+  ServerReflectionResponseSchema as V1AlphaResponseSchema,
+  file_grpc_reflection_v1alpha_reflection,
+} from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { file_health_v1_health } from "../../gen/health/v1/health_pb.js";
 
 // gRPC status codes, carried in ErrorResponse.error_code.
@@ -41,7 +48,7 @@ function collectFiles(roots: DescFile[]): Map<string, DescFile> {
 }
 
 function buildIndex(served: DescFile[]): ReflectionIndex {
-  const roots = [...served, file_health_v1_health, file_grpc_reflection_v1_reflection];
+  const roots = [...served, file_health_v1_health, file_grpc_reflection_v1_reflection, file_grpc_reflection_v1alpha_reflection];
   const all = collectFiles(roots);
   const services = new Set<string>();
   for (const file of roots) {
@@ -153,21 +160,29 @@ function answer(index: ReflectionIndex, req: ServerReflectionRequest): MessageRe
   }
 }
 
+function respond(index: ReflectionIndex, req: ServerReflectionRequest) {
+  return create(ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse: answer(index, req) });
+}
+
 /**
  * grpc.reflection.v1.ServerReflection for the services in `files`, plus the
- * health and reflection services themselves. Lookups that fail are answered
- * in-band with an error_response, so the stream stays usable.
+ * health and reflection services themselves, and the same under v1alpha for
+ * older tools (grpcurl, grpcui). Lookups that fail are answered in-band with
+ * an error_response, so the stream stays usable.
  */
 export function registerReflectionService(router: ConnectRouter, files: DescFile[]): void {
   const index = buildIndex(files);
   router.service(ServerReflection, {
     async *serverReflectionInfo(requests) {
+      for await (const req of requests) yield respond(index, req);
+    },
+  });
+  router.service(ServerReflectionV1Alpha, {
+    async *serverReflectionInfo(requests) {
+      // v1alpha's messages are v1's under another package, the same on the wire.
       for await (const req of requests) {
-        yield create(ServerReflectionResponseSchema, {
-          validHost: req.host,
-          originalRequest: req,
-          messageResponse: answer(index, req),
-        });
+        const answered = respond(index, fromBinary(ServerReflectionRequestSchema, toBinary(V1AlphaRequestSchema, req)));
+        yield fromBinary(V1AlphaResponseSchema, toBinary(ServerReflectionResponseSchema, answered));
       }
     },
   });

@@ -17,7 +17,7 @@ import { WORKER_CREDENTIAL_PREFIX } from "../auth/opaque-token.js";
 import { principalKey, type Principal } from "../api/principal.js";
 
 /** Procedures anyone may call: health, reflection and the steps of a login. */
-const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]);
+const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]);
 const PUBLIC_METHODS = new Set<DescMethod>([AuthService.method.getLoginUrl, AuthService.method.handleCallback, AuthService.method.refreshToken]);
 
 function isPublic(method: DescMethod): boolean {

@@ -96,9 +96,9 @@ function build(config: Config, db: Db, logger: Logger, clock: () => Date): { ser
       requestBodyTimeoutMs: config.requestBodyTimeoutMs,
       idleTimeoutMs: config.idleTimeoutMs,
       maxConnectionsPerAddress: config.maxConnectionsPerAddress,
-      // The one method whose request body stays open on purpose (buf curl keeps it open while it
-      // works); add any new client-streaming or bidi method here, or the body deadline cuts it.
-      openRequestPaths: ["/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"],
+      // The methods whose request body stays open on purpose (buf curl and grpcurl keep it open
+      // while they work); add any new client-streaming or bidi method here, or the body deadline cuts it.
+      openRequestPaths: ["/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"],
       logger,
     },
   );

@@ -12,6 +12,10 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { file_grpc_reflection_v1_reflection, ServerReflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import {
+  file_grpc_reflection_v1alpha_reflection,
+  ServerReflection as ServerReflectionV1Alpha,
+} from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { file_health_v1_health, Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/health/v1/health_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { FOREMAN_FILES } from "../../src/api/routes.js";
@@ -22,6 +26,7 @@ import { startTestServer, type Protocol, type TestServer } from "../helpers/serv
 const PROTOCOLS: Protocol[] = ["connect-http1", "connect-h2c", "grpc", "grpc-web"];
 const LIST = "/foreman.v1.WorkspaceService/ListWorkspaces";
 const REFLECTION_INFO = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+const REFLECTION_INFO_V1ALPHA = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
 /** Short deadlines, so that a test sees them pass. */
 const SHORT = { FOREMAN_REQUEST_BODY_TIMEOUT_SECONDS: "1", FOREMAN_IDLE_TIMEOUT_SECONDS: "1" };
 /**
@@ -354,10 +359,10 @@ describe("gRPC reflection's bidi stream", () => {
     };
   }
 
-  it("is not cut by the body deadline", { timeout: WAIT_MS }, async () => {
+  it.each([ServerReflection, ServerReflectionV1Alpha])("is not cut by the body deadline ($typeName)", { timeout: WAIT_MS }, async (service) => {
     const ts = await startTestServer("sqlite", { FOREMAN_REQUEST_BODY_TIMEOUT_SECONDS: "1", FOREMAN_IDLE_TIMEOUT_SECONDS: "30" });
     try {
-      const reflection = createClient(ServerReflection, createGrpcTransport({ baseUrl: ts.url }));
+      const reflection = createClient<typeof ServerReflection>(service as typeof ServerReflection, createGrpcTransport({ baseUrl: ts.url }));
       const requests = requestQueue();
       const responses = reflection.serverReflectionInfo(requests)[Symbol.asyncIterator]();
       requests.send();
@@ -390,16 +395,16 @@ describe("gRPC reflection's bidi stream", () => {
     }
   });
 
-  it("is the only method whose request stays open on purpose", () => {
+  it("is the only method whose request stays open on purpose (in v1 and v1alpha)", () => {
     // The listener exempts these paths from the body deadline (openRequestPaths in server.ts);
     // a new client-streaming or bidi method must be added there, or its calls are cut.
-    const files = [...FOREMAN_FILES, file_health_v1_health, file_grpc_reflection_v1_reflection];
+    const files = [...FOREMAN_FILES, file_health_v1_health, file_grpc_reflection_v1_reflection, file_grpc_reflection_v1alpha_reflection];
     const open = files.flatMap((file) =>
       file.services.flatMap((service) =>
         service.methods.filter((m) => m.methodKind === "client_streaming" || m.methodKind === "bidi_streaming").map((m) => `/${service.typeName}/${m.name}`),
       ),
     );
-    expect(open).toEqual([REFLECTION_INFO]);
+    expect(open).toEqual([REFLECTION_INFO, REFLECTION_INFO_V1ALPHA]);
   });
 });
 

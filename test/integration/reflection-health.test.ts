@@ -18,11 +18,16 @@ import {
   ServerReflectionRequestSchema,
   type ServerReflectionResponse,
 } from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import {
+  ServerReflection as ServerReflectionV1Alpha,
+  ServerReflectionRequestSchema as V1AlphaRequestSchema,
+} from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { Health } from "../../gen/health/v1/health_pb.js";
 import { HealthStatus, ServingStatus, registerHealthService } from "../../src/api/health-service.js";
 import { registerReflectionService } from "../../src/api/reflection-service.js";
 import { DIALECTS } from "../helpers/databases.js";
+import { startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { rpcError } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer as ForemanServer } from "../helpers/server.js";
 
@@ -118,8 +123,31 @@ describe("reflection and health over HTTP/2", () => {
         "foreman.v1.WorkspaceService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
       ].sort(),
     );
+  });
+
+  it("answers the same over v1alpha, for older tools", async () => {
+    const v1alpha = createClient(ServerReflectionV1Alpha, createGrpcTransport({ baseUrl: server.baseUrl }));
+    async function* input() {
+      yield create(V1AlphaRequestSchema, { host: "example", messageRequest: { case: "listServices", value: "*" } });
+      yield create(V1AlphaRequestSchema, { messageRequest: { case: "fileContainingSymbol", value: "foreman.v1.WorkspaceService" } });
+      yield create(V1AlphaRequestSchema, { messageRequest: { case: "fileByFilename", value: "nope.proto" } });
+    }
+    const responses = [];
+    for await (const res of v1alpha.serverReflectionInfo(input())) responses.push(res);
+    const [list, file, missing] = responses;
+    expect(list?.$typeName).toBe("grpc.reflection.v1alpha.ServerReflectionResponse");
+    expect(list?.validHost).toBe("example");
+    expect(list?.originalRequest?.$typeName).toBe("grpc.reflection.v1alpha.ServerReflectionRequest");
+    expect(list?.originalRequest?.messageRequest).toEqual({ case: "listServices", value: "*" });
+    const names = list?.messageResponse.case === "listServicesResponse" ? list.messageResponse.value.service.map((s) => s.name) : [];
+    expect(names).toEqual(expect.arrayContaining(["foreman.v1.WorkspaceService", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]));
+    expect(file?.messageResponse.case).toBe("fileDescriptorResponse");
+    const files = file?.messageResponse.case === "fileDescriptorResponse" ? file.messageResponse.value.fileDescriptorProto : [];
+    expect(files.map((b) => fromBinary(FileDescriptorProtoSchema, b).name)).toEqual(["foreman/v1/workspace.proto", "google/protobuf/timestamp.proto"]);
+    expect(missing?.messageResponse.case === "errorResponse" && missing.messageResponse.value.errorCode).toBe(5);
   });
 
   it("answers several requests on one stream, in order", async () => {
@@ -212,6 +240,11 @@ describe("reflection and health over HTTP/2", () => {
           "grpc.health.v1.Health/Check",
         ]),
       );
+    });
+
+    it("lists services through reflection v1alpha, as grpcurl asks", async () => {
+      const { stdout } = await buf("--protocol", "grpc", "--reflect-protocol", "grpc-v1alpha", "--list-services", server.baseUrl);
+      expect(stdout.split("\n").filter(Boolean)).toEqual(expect.arrayContaining(["foreman.v1.WorkspaceService", "grpc.health.v1.Health"]));
     });
 
     it("calls Health/Check", async () => {
@@ -325,5 +358,42 @@ describe.each(DIALECTS)("health of the real server on %s, with a hostile service
     const logged = lines.slice(before).join("");
     expect(logged).not.toContain(tail);
     expect(logged).not.toContain("AAAA");
+  });
+});
+
+describe.each(DIALECTS)("reflection v1 and v1alpha on the real server in multi-user mode, on %s", (dialect) => {
+  let provider: TestProvider;
+  let server: ForemanServer;
+  let cacheDir: string;
+
+  beforeAll(async () => {
+    provider = await startOidcProvider();
+    server = await startMultiUserServer(dialect, provider);
+    cacheDir = await mkdtemp(join(tmpdir(), "foreman-buf-"));
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    await provider?.close();
+    await rm(cacheDir, { recursive: true, force: true });
+  });
+
+  // No credential: reflection is public, as health is.
+  it.each(["grpc-v1", "grpc-v1alpha"])("lists every service to an anonymous buf curl over %s", async (reflectProtocol) => {
+    const { stdout } = await run(BUF, ["curl", "--http2-prior-knowledge", "--reflect-protocol", reflectProtocol, "--list-services", server.url], {
+      timeout: 20_000,
+      env: { ...process.env, BUF_CACHE_DIR: cacheDir },
+    });
+    const services = stdout.split("\n").filter(Boolean);
+    expect(services).toEqual(
+      expect.arrayContaining([
+        "foreman.v1.TaskService",
+        "foreman.v1.WorkspaceService",
+        "foreman.v1.WorkerService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+      ]),
+    );
   });
 });
