@@ -56,6 +56,11 @@ export interface AuthConfig {
   jwtSecret: string | undefined;
   accessTokenTtlSeconds: number;
   refreshTokenTtlSeconds: number;
+  /**
+   * How long after a refresh token was rotated presenting it again answers with the same
+   * rotated pair instead of counting as reuse (two tabs, a retried refresh); 0 turns it off.
+   */
+  refreshReuseGraceSeconds: number;
   loginTtlSeconds: number;
   /** A worker registration token configured on the server; its workers serve every user. */
   workerRegistrationToken: string | undefined;
@@ -174,6 +179,7 @@ function loadAuthConfig(env: Env, singleUserMode: boolean): AuthConfig {
   const ttls = {
     accessTokenTtlSeconds: readInt(env, "FOREMAN_ACCESS_TOKEN_TTL_SECONDS", 900, 30, 86_400),
     refreshTokenTtlSeconds: readInt(env, "FOREMAN_REFRESH_TOKEN_TTL_SECONDS", 30 * 86_400, 60, 365 * 86_400),
+    refreshReuseGraceSeconds: readInt(env, "FOREMAN_REFRESH_REUSE_GRACE_SECONDS", 10, 0, 60),
     loginTtlSeconds: readInt(env, "FOREMAN_LOGIN_TTL_SECONDS", 600, 10, 86_400),
   };
   if (singleUserMode) return { oidc: undefined, jwtSecret: undefined, workerRegistrationToken, ...ttls };

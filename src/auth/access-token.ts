@@ -1,7 +1,6 @@
 // Foreman's own access tokens: short-lived HS256 JWTs naming the user and the login (family)
 // they belong to. Verification pins the algorithm, issuer and audience, so "alg": "none", a
 // token from another issuer or for another audience, and a tampered signature are refused.
-import { randomUUID } from "node:crypto";
 import { errors, jwtVerify, SignJWT } from "jose";
 
 export const ACCESS_TOKEN_ISSUER = "foreman";
@@ -39,7 +38,12 @@ export class AccessTokens {
     this.key = new TextEncoder().encode(secret);
   }
 
-  async issue(claims: AccessClaims, now: Date): Promise<{ token: string; expiresAt: Date }> {
+  /**
+   * Signs an access token. HS256 over the same claims gives the same token, so issuing again
+   * with the same time and tokenId (the id of the refresh token issued with it) reproduces it:
+   * that is how a refresh retried within the grace gets the very access token it was given.
+   */
+  async issue(claims: AccessClaims, now: Date, tokenId: string): Promise<{ token: string; expiresAt: Date }> {
     const issuedAt = Math.floor(now.getTime() / 1000);
     const expiresAt = new Date((issuedAt + this.ttlSeconds) * 1000);
     const token = await new SignJWT({ fam: claims.familyId })
@@ -47,7 +51,7 @@ export class AccessTokens {
       .setIssuer(ACCESS_TOKEN_ISSUER)
       .setAudience(ACCESS_TOKEN_AUDIENCE)
       .setSubject(claims.userId)
-      .setJti(randomUUID())
+      .setJti(tokenId)
       .setIssuedAt(issuedAt)
       .setExpirationTime(Math.floor(expiresAt.getTime() / 1000))
       .sign(this.key);

@@ -1,7 +1,8 @@
 // Login rules for multi-user mode: the OIDC authorization-code flow with PKCE, Foreman's access
 // and refresh tokens, rotation with reuse detection (reusing a rotated refresh token revokes the
-// whole login), logout, and checking an access token on each call.
-import { hashToken, newOpaqueToken, REFRESH_TOKEN_PREFIX } from "../auth/opaque-token.js";
+// whole login, after a short grace that answers a repeated refresh with the same pair), logout,
+// and checking an access token on each call.
+import { hashToken, newOpaqueToken, REFRESH_TOKEN_PREFIX, successorToken } from "../auth/opaque-token.js";
 import { OidcError } from "../auth/oidc.js";
 import { newId } from "../store/codec.js";
 import * as store from "../store/logins.js";
@@ -101,15 +102,36 @@ export async function finishLogin(
   return { tokens: await issueTokens(core, user.id, newId(now.getTime()), now), user };
 }
 
-async function issueTokens(core: Core, userId: string, familyId: string, now: Date, db = core.db): Promise<TokenSet> {
-  const refreshToken = newOpaqueToken(REFRESH_TOKEN_PREFIX);
+async function issueTokens(
+  core: Core,
+  userId: string,
+  familyId: string,
+  now: Date,
+  refreshToken = newOpaqueToken(REFRESH_TOKEN_PREFIX),
+  db = core.db,
+): Promise<TokenSet> {
+  const id = newId(now.getTime());
   const refreshTokenExpiresAt = new Date(now.getTime() + core.auth.config.refreshTokenTtlSeconds * 1000);
-  await store.insertRefreshToken(db, { id: newId(now.getTime()), userId, familyId, tokenHash: hashToken(refreshToken), expiresAt: refreshTokenExpiresAt }, now);
-  const access = await requireLogin(core).accessTokens.issue({ userId, familyId }, now);
+  await store.insertRefreshToken(db, { id, userId, familyId, tokenHash: hashToken(refreshToken), expiresAt: refreshTokenExpiresAt }, now);
+  // The access token's id is its refresh token's, so that sameTokens can sign it again.
+  const access = await requireLogin(core).accessTokens.issue({ userId, familyId }, now, id);
   return { accessToken: access.token, accessTokenExpiresAt: access.expiresAt, refreshToken, refreshTokenExpiresAt };
 }
 
-/** Rotates a refresh token. A token used before means it leaked: the whole login is revoked. */
+/** The pair a rotation issued, again: the successor's own token, and the access token signed then. */
+async function sameTokens(core: Core, successor: store.RefreshToken, refreshToken: string): Promise<TokenSet> {
+  const access = await requireLogin(core).accessTokens.issue({ userId: successor.userId, familyId: successor.familyId }, successor.createdAt, successor.id);
+  return { accessToken: access.token, accessTokenExpiresAt: access.expiresAt, refreshToken, refreshTokenExpiresAt: successor.expiresAt };
+}
+
+/**
+ * Rotates a refresh token. A token used before means it leaked, and the whole login is revoked,
+ * except within FOREMAN_REFRESH_REUSE_GRACE_SECONDS of its rotation: two tabs refreshing at
+ * once, or a client retrying a refresh whose answer it lost, get the same rotated pair (as
+ * Auth0's and Okta's grace periods do). The successor is derived from the token
+ * (auth/opaque-token.ts successorToken), so any replica can answer with it while the database
+ * keeps only hashes; one rotation is recorded however many answers it gets.
+ */
 export async function refresh(core: Core, log: Logger, refreshToken: string): Promise<TokenSet> {
   const login = requireLogin(core);
   const v = new Violations();
@@ -117,10 +139,11 @@ export async function refresh(core: Core, log: Logger, refreshToken: string): Pr
   v.throwIfAny();
   if (!refreshToken.startsWith(REFRESH_TOKEN_PREFIX)) throw unauthenticated("not a Foreman refresh token");
   const tokenHash = hashToken(refreshToken);
+  const successor = successorToken(core.auth.config.jwtSecret!, refreshToken);
   const now = core.now();
   const rotated = await core.db.transaction().execute(async (trx) => {
     const used = await store.useRefreshToken(trx, tokenHash, now);
-    return used && (await issueTokens(core, used.userId, used.familyId, now, trx));
+    return used && (await issueTokens(core, used.userId, used.familyId, now, successor, trx));
   });
   if (rotated !== undefined) return rotated;
 
@@ -128,6 +151,16 @@ export async function refresh(core: Core, log: Logger, refreshToken: string): Pr
   if (known === undefined) throw unauthenticated("unknown refresh token");
   if (known.revokedAt !== null) throw unauthenticated("this refresh token was revoked; log in again");
   if (known.usedAt !== null) {
+    // Within the grace (a replica's clock a little behind counts as within), the rotation this
+    // token made is answered again while its successor lives. A token rotated before the
+    // successor was derived has none to find, and counts as reused.
+    if (now.getTime() - known.usedAt.getTime() <= core.auth.config.refreshReuseGraceSeconds * 1000) {
+      const next = await store.findRefreshToken(core.db, hashToken(successor));
+      if (next !== undefined && next.familyId === known.familyId && next.revokedAt === null && next.expiresAt > now) {
+        log.info({ user_id: known.userId, family_id: known.familyId }, "refresh token presented again within the grace: same rotation answered");
+        return sameTokens(core, next, successor);
+      }
+    }
     const revoked = await store.revokeRefreshFamily(core.db, known.familyId, now);
     login.liveLogins.forget(known.familyId);
     log.warn({ user_id: known.userId, family_id: known.familyId, revoked }, "refresh token reused: login revoked");

@@ -69,6 +69,7 @@ export interface RefreshToken {
   id: string;
   userId: string;
   familyId: string;
+  createdAt: Date;
   expiresAt: Date;
   usedAt: Date | null;
   revokedAt: Date | null;
@@ -94,7 +95,9 @@ export async function insertRefreshToken(
 
 /**
  * Marks a live, unused token used and returns it. Of two concurrent rotations of one token,
- * exactly one gets it; the other gets undefined and looks the token up to learn why.
+ * exactly one gets it; the other gets undefined and looks the token up to learn why. On
+ * PostgreSQL the other's UPDATE waits for the first's transaction to end (the row lock), so by
+ * then the first's successor is committed and visible to the lookup; SQLite serialises them.
  */
 export async function useRefreshToken(db: Kysely<Database>, tokenHash: string, now: Date): Promise<RefreshToken | undefined> {
   const row = await db
@@ -104,7 +107,7 @@ export async function useRefreshToken(db: Kysely<Database>, tokenHash: string, n
     .where("used_at", "is", null)
     .where("revoked_at", "is", null)
     .where("expires_at", ">", toDbTime(now))
-    .returning(["id", "user_id", "family_id", "expires_at", "used_at", "revoked_at"])
+    .returning(["id", "user_id", "family_id", "created_at", "expires_at", "used_at", "revoked_at"])
     .executeTakeFirst();
   return row && toRefreshToken(row);
 }
@@ -112,7 +115,7 @@ export async function useRefreshToken(db: Kysely<Database>, tokenHash: string, n
 export async function findRefreshToken(db: Kysely<Database>, tokenHash: string): Promise<RefreshToken | undefined> {
   const row = await db
     .selectFrom("refresh_tokens")
-    .select(["id", "user_id", "family_id", "expires_at", "used_at", "revoked_at"])
+    .select(["id", "user_id", "family_id", "created_at", "expires_at", "used_at", "revoked_at"])
     .where("token_hash", "=", tokenHash)
     .executeTakeFirst();
   return row && toRefreshToken(row);
@@ -122,6 +125,7 @@ function toRefreshToken(row: {
   id: string;
   user_id: string;
   family_id: string;
+  created_at: Date | string;
   expires_at: Date | string;
   used_at: Date | string | null;
   revoked_at: Date | string | null;
@@ -130,6 +134,7 @@ function toRefreshToken(row: {
     id: row.id,
     userId: row.user_id,
     familyId: row.family_id,
+    createdAt: fromDbTime(row.created_at),
     expiresAt: fromDbTime(row.expires_at),
     usedAt: row.used_at === null ? null : fromDbTime(row.used_at),
     revokedAt: row.revoked_at === null ? null : fromDbTime(row.revoked_at),

@@ -67,8 +67,23 @@ export async function startMultiUserServer(
   dialect: DialectName,
   provider: TestProvider,
   extra: Record<string, string> = {},
+  options: { logLines?: string[]; clock?: () => Date } = {},
 ): Promise<TestServer> {
-  return startTestServer(dialect, multiUserEnv(provider, extra));
+  return startTestServer(dialect, multiUserEnv(provider, extra), undefined, options);
+}
+
+/**
+ * A clock that runs with the wall clock, plus however far a test moved it ahead (only ever
+ * ahead: a clock moved back would make earlier times look later).
+ */
+export function movableClock(): { now: () => Date; advance: (seconds: number) => void } {
+  let aheadMs = 0;
+  return {
+    now: () => new Date(Date.now() + aheadMs),
+    advance: (seconds) => {
+      aheadMs += seconds * 1000;
+    },
+  };
 }
 
 /** A client that sends `Authorization: Bearer <token>` (or nothing, for undefined). */

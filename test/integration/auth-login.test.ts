@@ -17,6 +17,7 @@ import {
   authorize,
   clientWith,
   login,
+  movableClock,
   multiUserEnv,
   REDIRECT_URI,
   startMultiUserServer,
@@ -56,9 +57,9 @@ function ms(timestamp: Timestamp | undefined): number {
 /** An access token signed like the server's, with the claims changed as asked. */
 async function forgeAccessToken(
   claims: { sub: string; fam: string },
-  change: { iss?: string; aud?: string; iat?: number; exp?: number; secret?: string } = {},
+  change: { iss?: string; aud?: string; iat?: number; exp?: number; secret?: string; now?: number } = {},
 ): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
+  const now = change.now ?? Math.floor(Date.now() / 1000);
   return new SignJWT({ fam: claims.fam })
     .setProtectedHeader({ alg: "HS256", typ: "JWT" })
     .setIssuer(change.iss ?? "foreman")
@@ -73,10 +74,16 @@ async function forgeAccessToken(
 describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => {
   let provider: TestProvider;
   let t: TestServer;
+  // The server's clock: the wall clock until a test moves it past the refresh-token grace.
+  const clock = movableClock();
+  /** The server's time in whole seconds, as access tokens count it. */
+  const seconds = () => Math.floor(clock.now().getTime() / 1000);
+  const forge = (claims: { sub: string; fam: string }, change: Parameters<typeof forgeAccessToken>[1] = {}) =>
+    forgeAccessToken(claims, { now: seconds(), ...change });
 
   beforeAll(async () => {
     provider = await startOidcProvider();
-    t = await startMultiUserServer(dialect, provider);
+    t = await startMultiUserServer(dialect, provider, {}, { clock: clock.now });
   });
 
   afterAll(async () => {
@@ -232,7 +239,18 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
   });
 
   describe("RefreshToken", () => {
-    it("rotates; reusing a rotated token revokes the whole login but not the user's other logins", async () => {
+    const grace = () => t.config.auth.refreshReuseGraceSeconds;
+
+    /** The refresh-token rows of the login the access token belongs to. */
+    const familyRows = async (accessToken: string) =>
+      t.server.db.kysely
+        .selectFrom("refresh_tokens")
+        .selectAll()
+        .where("family_id", "=", decodeJwt(accessToken).fam as string)
+        .orderBy("created_at")
+        .execute();
+
+    it("rotates; reusing a rotated token after the grace revokes the whole login but not the user's other logins", async () => {
       const carol = person("carol");
       const first = await signIn(carol);
       const other = await signIn(carol);
@@ -247,6 +265,7 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
       // Rotation alone does not end the login's earlier access tokens.
       await accepted(first.tokens.accessToken);
 
+      clock.advance(grace() + 1);
       await expectUnauthenticated(auth().refreshToken({ refreshToken: first.tokens.refreshToken }), "already used");
 
       await expectUnauthenticated(auth().refreshToken({ refreshToken: third.refreshToken }), "revoked");
@@ -260,28 +279,73 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
       await accepted(otherRotated.accessToken);
     });
 
-    it("lets one of two concurrent rotations of a token win; the other is reuse and revokes the login", async () => {
+    it("answers the same token presented again within the grace with the same rotated pair, and the login lives on", async () => {
+      const { tokens } = await signIn(person("gwen"));
+      const rotated = await rotate(tokens.refreshToken);
+      // A client that lost the answer retries a little later, still within the grace.
+      clock.advance(grace() - 1);
+      const again = await rotate(tokens.refreshToken);
+      expect(again).toEqual(rotated);
+      // One rotation recorded: the login's first token and its one successor.
+      const rows = await familyRows(tokens.accessToken);
+      expect(rows.map((r) => r.token_hash)).toEqual([sha256(tokens.refreshToken), sha256(rotated.refreshToken)]);
+      expect(rows[1]!.used_at).toBeNull();
+
+      await accepted(rotated.accessToken);
+      await accepted(tokens.accessToken);
+      const next = await rotate(again.refreshToken);
+      await accepted(next.accessToken);
+      expect(next.refreshToken).not.toBe(rotated.refreshToken);
+    });
+
+    it("revokes the login when the rotated token comes back after the grace, even once it was answered within it", async () => {
+      const { tokens } = await signIn(person("hank"));
+      const rotated = await rotate(tokens.refreshToken);
+      expect(await rotate(tokens.refreshToken)).toEqual(rotated);
+      clock.advance(grace() + 1);
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: tokens.refreshToken }), "already used");
+      await expectUnauthenticated(workspaces(rotated.accessToken).listWorkspaces({}), "this login has ended");
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: rotated.refreshToken }), "revoked");
+      // Revoked stays revoked, within a grace or not.
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: tokens.refreshToken }), "revoked");
+    });
+
+    it("gives two concurrent rotations of one token the same new pair, recording one rotation", async () => {
       const dave = person("dave");
       const { tokens } = await signIn(dave);
       const other = await signIn(dave);
 
-      const results = await Promise.allSettled([
-        auth().refreshToken({ refreshToken: tokens.refreshToken }),
-        auth().refreshToken({ refreshToken: tokens.refreshToken }),
-      ]);
-      const won = results.filter((r) => r.status === "fulfilled");
-      const lost = results.filter((r) => r.status === "rejected");
-      expect(won).toHaveLength(1);
-      expect(lost).toHaveLength(1);
-      await expectUnauthenticated(Promise.reject(lost[0]!.reason), "already used");
+      const results = await Promise.all(
+        Array.from({ length: 4 }, () => auth().refreshToken({ refreshToken: tokens.refreshToken })),
+      );
+      const pairs = results.map((r) => r.tokens!);
+      for (const pair of pairs) expect(pair).toEqual(pairs[0]);
+      const rows = await familyRows(tokens.accessToken);
+      expect(rows.map((r) => r.token_hash)).toEqual([sha256(tokens.refreshToken), sha256(pairs[0]!.refreshToken)]);
 
-      // The loser's refusal is reuse detection, which revokes the family after the winner's
-      // rotation committed: the winner's new tokens end with it.
-      const winner = won[0]!.value.tokens!;
-      await expectUnauthenticated(workspaces(winner.accessToken).listWorkspaces({}), "this login has ended");
-      await expectUnauthenticated(workspaces(tokens.accessToken).listWorkspaces({}), "this login has ended");
-      await expectUnauthenticated(auth().refreshToken({ refreshToken: winner.refreshToken }), "revoked");
+      await accepted(pairs[0]!.accessToken);
       await accepted(other.tokens.accessToken);
+      await accepted((await rotate(pairs[0]!.refreshToken)).accessToken);
+    });
+
+    it("does not answer within the grace once the login was logged out", async () => {
+      const { tokens } = await signIn(person("ivy"));
+      const rotated = await rotate(tokens.refreshToken);
+      await auth(rotated.accessToken).logout({ refreshToken: rotated.refreshToken });
+      await expectUnauthenticated(auth().refreshToken({ refreshToken: tokens.refreshToken }), "revoked");
+    });
+
+    it("counts any second use as reuse when FOREMAN_REFRESH_REUSE_GRACE_SECONDS is 0", async () => {
+      const strict = await startMultiUserServer(dialect, provider, { FOREMAN_REFRESH_REUSE_GRACE_SECONDS: "0" });
+      try {
+        const { tokens } = (await login(strict, provider, person("jade"))) as { tokens: TokenSet };
+        const strictAuth = clientWith(strict, AuthService, undefined);
+        const rotated = (await strictAuth.refreshToken({ refreshToken: tokens.refreshToken })).tokens!;
+        await expectUnauthenticated(strictAuth.refreshToken({ refreshToken: tokens.refreshToken }), "already used");
+        await expectUnauthenticated(clientWith(strict, WorkspaceService, rotated.accessToken).listWorkspaces({}), "this login has ended");
+      } finally {
+        await strict.close();
+      }
     });
 
     it("refuses an unknown, foreign or empty refresh token", async () => {
@@ -383,7 +447,7 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
 
     it("accepts the real token and one forged with the server's secret and live claims (the control)", async () => {
       await accepted(real.token);
-      await accepted(await forgeAccessToken(real));
+      await accepted(await forge(real));
       await withAuthorization(`bearer   ${real.token}`).listWorkspaces({});
     });
 
@@ -418,8 +482,8 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
     });
 
     it("refuses an expired token of a live login", async () => {
-      const now = Math.floor(Date.now() / 1000);
-      const expired = await forgeAccessToken(real, { iat: now - 7200, exp: now - 3600 });
+      const now = seconds();
+      const expired = await forge(real, { iat: now - 7200, exp: now - 3600 });
       await expectUnauthenticated(workspaces(expired).listWorkspaces({}), "access token expired");
     });
 
@@ -428,11 +492,11 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
       ["another audience", { aud: "someone-else" }],
       ["another secret", { secret: "another-secret-that-is-long-enough-0123456789" }],
     ])("refuses a token with %s", async (_label, change) => {
-      await expectUnauthenticated(workspaces(await forgeAccessToken(real, change)).listWorkspaces({}), "invalid access token");
+      await expectUnauthenticated(workspaces(await forge(real, change)).listWorkspaces({}), "invalid access token");
     });
 
     it("refuses a token of an unknown login and one without a login", async () => {
-      await expectUnauthenticated(workspaces(await forgeAccessToken({ sub: real.sub, fam: randomUUID() })).listWorkspaces({}), "this login has ended");
+      await expectUnauthenticated(workspaces(await forge({ sub: real.sub, fam: randomUUID() })).listWorkspaces({}), "this login has ended");
       const noFamily = await new SignJWT({})
         .setProtectedHeader({ alg: "HS256" })
         .setIssuer("foreman")
@@ -445,13 +509,13 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
     });
 
     it("refuses a token issued in the future beyond the allowed clock skew, and accepts one within it", async () => {
-      const now = Math.floor(Date.now() / 1000);
-      const ahead = await forgeAccessToken(real, { iat: now + 3600, exp: now + 4000 });
+      const now = seconds();
+      const ahead = await forge(real, { iat: now + 3600, exp: now + 4000 });
       await expectUnauthenticated(workspaces(ahead).listWorkspaces({}), "issued in the future");
-      const slightlyAhead = await forgeAccessToken(real, { iat: now + 90, exp: now + 600 });
+      const slightlyAhead = await forge(real, { iat: now + 90, exp: now + 600 });
       await expectUnauthenticated(workspaces(slightlyAhead).listWorkspaces({}), "issued in the future");
       // Another machine's clock a little ahead of this one's is no reason to refuse.
-      await accepted(await forgeAccessToken(real, { iat: now + 30, exp: now + 600 }));
+      await accepted(await forge(real, { iat: now + 30, exp: now + 600 }));
     });
 
     it("refuses a token whose login belongs to another user than its subject", async () => {
@@ -460,10 +524,10 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
       await accepted(tokens.accessToken);
       // Mallory's subject with Trudy's live login, and the other way round; either order of
       // first sight (a login already remembered as live, or not yet).
-      await expectUnauthenticated(workspaces(await forgeAccessToken({ sub: real.sub, fam: trudy.fam as string })).listWorkspaces({}), "another user");
-      await expectUnauthenticated(workspaces(await forgeAccessToken({ sub: trudy.sub!, fam: real.fam })).listWorkspaces({}), "another user");
+      await expectUnauthenticated(workspaces(await forge({ sub: real.sub, fam: trudy.fam as string })).listWorkspaces({}), "another user");
+      await expectUnauthenticated(workspaces(await forge({ sub: trudy.sub!, fam: real.fam })).listWorkspaces({}), "another user");
       const fresh = decodeJwt((await signIn(person("uma"))).tokens.accessToken);
-      await expectUnauthenticated(workspaces(await forgeAccessToken({ sub: real.sub, fam: fresh.fam as string })).listWorkspaces({}), "another user");
+      await expectUnauthenticated(workspaces(await forge({ sub: real.sub, fam: fresh.fam as string })).listWorkspaces({}), "another user");
       // Both real logins still work.
       await accepted(tokens.accessToken);
       await accepted(real.token);
@@ -614,7 +678,8 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
 
   it("logs logins and reuse but never a token, code or verifier", async () => {
     const lines: string[] = [];
-    const logged = await startTestServer(dialect, multiUserEnv(provider), undefined, { logLines: lines });
+    const loggedClock = movableClock();
+    const logged = await startTestServer(dialect, multiUserEnv(provider), undefined, { logLines: lines, clock: loggedClock.now });
     try {
       const client = (token?: string) => clientWith(logged, AuthService, token);
       const walt = person("walt");
@@ -628,6 +693,8 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
         .executeTakeFirstOrThrow();
       const { tokens } = await client().handleCallback({ code, state, redirectUri: REDIRECT_URI });
       const rotated = (await client().refreshToken({ refreshToken: tokens!.refreshToken })).tokens!;
+      expect((await client().refreshToken({ refreshToken: tokens!.refreshToken })).tokens).toEqual(rotated);
+      loggedClock.advance(logged.config.auth.refreshReuseGraceSeconds + 1);
       await expectUnauthenticated(client().refreshToken({ refreshToken: tokens!.refreshToken }), "already used");
       await expectUnauthenticated(client(rotated.accessToken).getCurrentUser({}), "this login has ended");
       const again = (await login(logged, provider, walt)).tokens!;
@@ -635,6 +702,7 @@ describe.each(DIALECTS)("login through the OpenID provider on %s", (dialect) => 
 
       const text = lines.join("");
       expect(text).toContain("user logged in");
+      expect(text).toContain("refresh token presented again within the grace");
       expect(text).toContain("refresh token reused");
       const secrets = [code, verifier, tokens!.accessToken, tokens!.refreshToken, rotated.accessToken, rotated.refreshToken, again.refreshToken];
       for (const secret of secrets) expect(text).not.toContain(secret);

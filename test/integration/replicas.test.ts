@@ -8,7 +8,8 @@ import { TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { TaskChangeType, TaskService, type TaskChange } from "../../gen/foreman/v1/task_pb.js";
 import { createTestDatabase, runsOn, type TestDatabase } from "../helpers/databases.js";
 import { caller, signIn } from "../helpers/fixtures.js";
-import { multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
+import { clientWith, movableClock, multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
+import { AuthService, type TokenSet } from "../../gen/foreman/v1/auth_pb.js";
 import { insertTaskEvent, latestTaskEventId } from "../../src/store/task-events.js";
 import { LOCAL_USER_ID } from "../../src/model/users.js";
 import { UNKNOWN_ID, expectCode } from "../helpers/rpc-errors.js";
@@ -162,12 +163,17 @@ describe.runIf(runsOn("postgres"))("two multi-user replicas on one PostgreSQL da
   let provider: TestProvider;
   let a: TestServer;
   let b: TestServer;
+  const clock = movableClock();
 
   beforeAll(async () => {
     database = await createTestDatabase("postgres");
     provider = await startOidcProvider();
     const env = multiUserEnv(provider);
-    [a, b] = await Promise.all([startTestServer("postgres", env, database), startTestServer("postgres", env, database)]);
+    // One clock for both, so that a test can move both past the refresh-token grace.
+    [a, b] = await Promise.all([
+      startTestServer("postgres", env, database, { clock: clock.now }),
+      startTestServer("postgres", env, database, { clock: clock.now }),
+    ]);
   });
 
   afterAll(async () => {
@@ -196,5 +202,47 @@ describe.runIf(runsOn("postgres"))("two multi-user replicas on one PostgreSQL da
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     await expectCode(onB.listWorkspaces({}), Code.Unauthenticated);
+  });
+  /** The refresh-token rows of one login, oldest first. */
+  async function familyRows(accessToken: string) {
+    const fam = JSON.parse(Buffer.from(accessToken.split(".")[1]!, "base64url").toString("utf8")).fam as string;
+    return a.server.db.kysely.selectFrom("refresh_tokens").select(["token_hash", "used_at"]).where("family_id", "=", fam).orderBy("created_at").execute();
+  }
+
+  const refreshOn = (t: TestServer, refreshToken: string): Promise<TokenSet> =>
+    clientWith(t, AuthService, undefined).refreshToken({ refreshToken }).then((r) => r.tokens!);
+
+  it("answers a refresh repeated on the other replica within the grace with the same pair", async () => {
+    const user = await signIn(a, provider, { sub: "replica-refresher" });
+    const onA = await refreshOn(a, user.refreshToken);
+    const onB = await refreshOn(b, user.refreshToken);
+    expect(onB).toEqual(onA);
+    expect(await familyRows(user.accessToken)).toHaveLength(2);
+    await caller(b, onB.accessToken).workspaces.listWorkspaces({});
+    await caller(a, onA.accessToken).workspaces.listWorkspaces({});
+  });
+
+  it("gives refreshes of one token in flight on both replicas at once the same pair, recording one rotation", async () => {
+    const user = await signIn(a, provider, { sub: "replica-racer" });
+    const pairs = await Promise.all([a, b, a, b].map((t) => refreshOn(t, user.refreshToken)));
+    for (const pair of pairs) expect(pair).toEqual(pairs[0]);
+    const rows = await familyRows(user.accessToken);
+    expect(rows).toHaveLength(2);
+    expect(rows[1]!.used_at).toBeNull();
+    const next = await refreshOn(b, pairs[0]!.refreshToken);
+    await caller(a, next.accessToken).workspaces.listWorkspaces({});
+  });
+
+  it("revokes the login on both replicas when the rotated token comes back to the other after the grace", async () => {
+    const user = await signIn(a, provider, { sub: "replica-reuser" });
+    const rotated = await refreshOn(a, user.refreshToken);
+    await caller(b, rotated.accessToken).workspaces.listWorkspaces({});
+    clock.advance(a.config.auth.refreshReuseGraceSeconds + 1);
+    await expectCode(refreshOn(b, user.refreshToken), Code.Unauthenticated);
+    await expectCode(caller(b, rotated.accessToken).workspaces.listWorkspaces({}), Code.Unauthenticated);
+    await expectCode(refreshOn(a, rotated.refreshToken), Code.Unauthenticated);
+    // A remembered the login as live for a moment; past that it asks the database and refuses.
+    clock.advance(2);
+    await expectCode(caller(a, rotated.accessToken).workspaces.listWorkspaces({}), Code.Unauthenticated);
   });
 });

@@ -52,6 +52,7 @@ describe("loadConfig defaults", () => {
         workerRegistrationToken: undefined,
         accessTokenTtlSeconds: 900,
         refreshTokenTtlSeconds: 30 * 86_400,
+        refreshReuseGraceSeconds: 10,
         loginTtlSeconds: 600,
       },
     });
@@ -173,6 +174,7 @@ describe("login settings", () => {
       FOREMAN_OIDC_REDIRECT_URIS: "https://foreman.example.com/auth/callback, http://localhost:5173/cb",
       FOREMAN_ACCESS_TOKEN_TTL_SECONDS: "60",
       FOREMAN_REFRESH_TOKEN_TTL_SECONDS: "3600",
+      FOREMAN_REFRESH_REUSE_GRACE_SECONDS: "0",
       FOREMAN_LOGIN_TTL_SECONDS: "120",
       FOREMAN_WORKER_REGISTRATION_TOKEN: "w".repeat(40),
     });
@@ -188,6 +190,7 @@ describe("login settings", () => {
       workerRegistrationToken: "w".repeat(40),
       accessTokenTtlSeconds: 60,
       refreshTokenTtlSeconds: 3600,
+      refreshReuseGraceSeconds: 0,
       loginTtlSeconds: 120,
     });
   });
@@ -256,6 +259,8 @@ describe("loadConfig errors name their variable", () => {
     ["FOREMAN_JWT_SECRET", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_JWT_SECRET: "" }, /required/],
     ["FOREMAN_JWT_SECRET", { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_JWT_SECRET: "short" }, /at least 32/],
     ["FOREMAN_ACCESS_TOKEN_TTL_SECONDS", { FOREMAN_ACCESS_TOKEN_TTL_SECONDS: "5" }, /between 30/],
+    ["FOREMAN_REFRESH_REUSE_GRACE_SECONDS", { FOREMAN_REFRESH_REUSE_GRACE_SECONDS: "61" }, /between 0 and 60/],
+    ["FOREMAN_REFRESH_REUSE_GRACE_SECONDS", { FOREMAN_REFRESH_REUSE_GRACE_SECONDS: "soon" }, /whole number/],
     ["FOREMAN_WORKER_REGISTRATION_TOKEN", { FOREMAN_WORKER_REGISTRATION_TOKEN: "short" }, /at least 32/],
     ["FOREMAN_WORKER_REGISTRATION_TOKEN", { FOREMAN_WORKER_REGISTRATION_TOKEN: "w".repeat(1025) }, /at most 1024/],
   ];
