@@ -10,12 +10,14 @@
 #       docker run -e DATABASE_URL=postgres://user:pass@db:5432/foreman \
 #         -e FOREMAN_OIDC_ISSUER=https://login.example.com -e FOREMAN_OIDC_CLIENT_ID=foreman \
 #         -e FOREMAN_OIDC_REDIRECT_URIS=https://foreman.example.com/auth/callback \
-#         -e FOREMAN_JWT_SECRET=<32+ random characters> -p 54871:54871 foreman
+#         -e FOREMAN_JWT_SECRET=<32+ random characters> -e FOREMAN_SECRET_KEY=<openssl rand -base64 32> \
+#         -p 54871:54871 foreman
 #   - single-user: set FOREMAN_SINGLE_USER_ALLOW_REMOTE=true and FOREMAN_HOST=0.0.0.0, and publish
 #     the port on the host's loopback only, so no one else can reach the unauthenticated server:
 #       docker run -e FOREMAN_SINGLE_USER_ALLOW_REMOTE=true -e FOREMAN_HOST=0.0.0.0 \
 #         -p 127.0.0.1:54871:54871 -v foreman-data:/data foreman
-# The SQLite database (single-user) lives in /data; mount a volume there to keep it.
+# The SQLite database (single-user) lives in /data, with the key that encrypts stored secrets
+# (secret.key, made on the first start); mount a volume there to keep both.
 
 # --- build: compile TypeScript, then drop dev dependencies -----------------------------------
 FROM node:20-bookworm-slim AS build

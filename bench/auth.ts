@@ -65,6 +65,7 @@ export async function runAuth(options: UnaryOptions): Promise<UnaryResult> {
     FOREMAN_OIDC_CLIENT_ID: "foreman-bench",
     FOREMAN_OIDC_REDIRECT_URIS: REDIRECT_URI,
     FOREMAN_JWT_SECRET: randomBytes(32).toString("hex"),
+    FOREMAN_SECRET_KEY: randomBytes(32).toString("base64"),
   };
   const database = await createDatabase();
   const configs: { name: string; settings: Record<string, string>; login: boolean }[] = [

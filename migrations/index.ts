@@ -5,11 +5,13 @@ import type { DialectName } from "./dialect.js";
 import { initial } from "./0001_initial.js";
 import { taskReviewAndSearch } from "./0002_task_review_and_search.js";
 import { lookupIndexes } from "./0003_lookup_indexes.js";
+import { markClearSecrets } from "./0004_mark_clear_secrets.js";
 
 export function migrations(dialect: DialectName): Record<string, Migration> {
   return {
     "0001_initial": initial(dialect),
     "0002_task_review_and_search": taskReviewAndSearch(dialect),
     "0003_lookup_indexes": lookupIndexes(),
+    "0004_mark_clear_secrets": markClearSecrets(),
   };
 }

@@ -1,6 +1,7 @@
 // Server configuration, read once from environment variables. A bad value stops the start
 // with a ConfigError naming the variable; every default is documented in the README.
 import path from "node:path";
+import { parseSecretKey } from "./auth/secret-box.js";
 
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 
@@ -36,6 +37,18 @@ export interface Config {
   /** Most connections open at once from one client address (IPv6: one /64); 0 means no cap. */
   maxConnectionsPerAddress: number;
   auth: AuthConfig;
+  secrets: SecretKeys;
+}
+
+/** The keys that encrypt secrets at rest (src/auth/secret-box.ts). */
+export interface SecretKeys {
+  /**
+   * FOREMAN_SECRET_KEY: seals new secrets and opens its own. Required in multi-user mode;
+   * undefined in single-user mode means the key file in the data folder (made when absent).
+   */
+  key: Buffer | undefined;
+  /** FOREMAN_SECRET_KEYS_PREVIOUS: keys that only open what they sealed, while a rotation is under way. */
+  previousKeys: Buffer[];
 }
 
 /** The OpenID provider that vouches for users in multi-user mode. */
@@ -162,7 +175,34 @@ export function loadConfig(env: Env = process.env): Config {
     idleTimeoutMs: readInt(env, "FOREMAN_IDLE_TIMEOUT_SECONDS", 65, 1, 3600) * 1000,
     maxConnectionsPerAddress: readInt(env, "FOREMAN_MAX_CONNECTIONS_PER_ADDRESS", 256, 0, 1_000_000),
     auth: loadAuthConfig(env, singleUserMode),
+    secrets: loadSecretKeys(env, singleUserMode),
   };
+}
+
+const KEY_FORM = "must be 32 random bytes written as 64 hex digits or in base64 (e.g. the output of `openssl rand -base64 32`)";
+
+function loadSecretKeys(env: Env, singleUserMode: boolean): SecretKeys {
+  const raw = read(env, "FOREMAN_SECRET_KEY");
+  // The value is never echoed: it is a key.
+  const key = raw === undefined ? undefined : parseSecretKey(raw);
+  if (raw !== undefined && key === undefined) throw new ConfigError("FOREMAN_SECRET_KEY", `${KEY_FORM}; got ${raw.length} characters`);
+  if (key === undefined && !singleUserMode) {
+    throw new ConfigError(
+      "FOREMAN_SECRET_KEY",
+      "is required in multi-user mode: it encrypts secrets at rest, and every replica needs the same one " +
+        "(`openssl rand -base64 32` makes one); or set FOREMAN_SINGLE_USER_MODE=true, which keeps a key in the data folder",
+    );
+  }
+  const previousKeys = (read(env, "FOREMAN_SECRET_KEYS_PREVIOUS") ?? "")
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "")
+    .map((entry, i) => {
+      const previous = parseSecretKey(entry);
+      if (previous === undefined) throw new ConfigError("FOREMAN_SECRET_KEYS_PREVIOUS", `key ${i + 1} ${KEY_FORM}; got ${entry.length} characters`);
+      return previous;
+    });
+  return { key, previousKeys };
 }
 
 const MIN_SECRET_LENGTH = 32;

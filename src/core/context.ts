@@ -1,8 +1,9 @@
-// What core operations run against: the database, a clock (tests may move time), and the
-// server's login settings.
+// What core operations run against: the database, a clock (tests may move time), the
+// server's login settings, and the box that seals stored secrets.
 import type { Kysely } from "kysely";
 import type { AccessTokens } from "../auth/access-token.js";
 import type { OidcProvider } from "../auth/oidc.js";
+import type { SecretBox } from "../auth/secret-box.js";
 import type { AuthConfig } from "../config.js";
 import type { Database } from "../db/schema.js";
 import type { DialectAdapter } from "../db/dialect-adapter.js";
@@ -24,6 +25,8 @@ export interface Core {
   taskFeeds: TaskFeeds;
   streams: StreamTiming;
   remotes: RemoteRules;
+  /** Seals and opens the secrets the server stores (core/secrets.ts). */
+  secrets: SecretBox;
 }
 
 export interface RemoteRules {

@@ -14,6 +14,7 @@ import { readPage, writePage } from "./pagination.js";
 import { parseRemoteUrl, privateHostProblem, providerForHost, type ProviderName } from "./remote-url.js";
 import { quote, textProblem } from "./text.js";
 import { Violations, normalizeId, readId } from "./validation.js";
+import { webhookSecretAad } from "./secrets.js";
 import { getWorkspace } from "./workspaces.js";
 
 export type { Repository, RepositoryGroup, ProviderName };
@@ -86,16 +87,18 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   v.throwIfAny();
   const parsed = remote as Exclude<typeof remote, string>;
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
+  const id = newId(core.now().getTime());
   try {
     return await store.insertRepository(core.db, {
-      id: newId(core.now().getTime()),
+      id,
       ownerId,
       workspaceId,
       name,
       remoteUrl: parsed.url,
       defaultBranch,
       vcsProviderType: input.provider ?? providerForHost(parsed.host),
-      webhookSecret: input.webhookSecret === "" ? null : input.webhookSecret,
+      // Stored sealed (core/secrets.ts), bound to this repository.
+      webhookSecret: input.webhookSecret === "" ? null : core.secrets.seal(input.webhookSecret, webhookSecretAad(id)),
       createdAt: core.now(),
     });
   } catch (error) {

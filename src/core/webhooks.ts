@@ -13,6 +13,7 @@ import { insertTodoItems } from "../store/todo-items.js";
 import { findWebhookTargets, insertWebhookDelivery, type WebhookTarget } from "../store/webhooks.js";
 import type { Core } from "./context.js";
 import { parseRemoteUrl } from "./remote-url.js";
+import { openStoredSecret, SecretBoxError, webhookSecretAad } from "./secrets.js";
 import { toSingleLine } from "./text.js";
 
 export interface GithubDelivery {
@@ -38,7 +39,9 @@ export type WebhookOutcome =
   /** No candidate repository verified the signature (or there was none to check). */
   | { outcome: "unauthorized"; repositoryIds: string[]; reason: string }
   /** The request is not a well-formed delivery. */
-  | { outcome: "bad_request"; repositoryIds: string[]; reason: string };
+  | { outcome: "bad_request"; repositoryIds: string[]; reason: string }
+  /** No candidate verified, and the secret of one or more could not be decrypted (a key is missing from the configuration). */
+  | { outcome: "secret_unreadable"; repositoryIds: string[]; reason: string };
 
 /** The form of X-GitHub-Event and X-GitHub-Delivery; only a header of this form is logged. */
 export const EVENT = /^[A-Za-z0-9_.-]{1,100}$/;
@@ -63,10 +66,15 @@ export function repositoryUrlVariants(repository: unknown): string[] {
   return [...urls].sort();
 }
 
-/** Whether signatureHex is the HMAC-SHA256 of body under the target's secret. */
-function verifies(target: WebhookTarget, body: Buffer, signature: Buffer): boolean {
+/**
+ * Whether signature is the HMAC-SHA256 of body under the target's secret (stored sealed:
+ * SecretBoxError when it does not open).
+ */
+function verifies(core: Core, target: WebhookTarget, body: Buffer, signature: Buffer): boolean {
   if (target.webhookSecret === null || target.webhookSecret === "") return false;
-  const expected = createHmac("sha256", target.webhookSecret).update(body).digest();
+  const secret = openStoredSecret(core, target.webhookSecret, webhookSecretAad(target.id));
+  if (secret === "") return false;
+  const expected = createHmac("sha256", secret).update(body).digest();
   return expected.length === signature.length && timingSafeEqual(expected, signature);
 }
 
@@ -166,8 +174,33 @@ export async function handleGithubDelivery(core: Core, delivery: GithubDelivery)
 
   const candidates = await findWebhookTargets(core.db, repositoryUrlVariants(payload.repository));
   if (candidates.length === 0) return { outcome: "ignored", repositoryIds: [], reason: "no known repository matches" };
-  const accepted = candidates.filter((target) => verifies(target, delivery.body, signature));
+  // A secret that does not open (the key it was sealed with is not configured) is a server
+  // fault, not the sender's: said as such when no other repository accepts the delivery.
+  const unreadable: { id: string; problem: string }[] = [];
+  const accepted = candidates.filter((target) => {
+    try {
+      return verifies(core, target, delivery.body, signature);
+    } catch (error) {
+      if (!(error instanceof SecretBoxError)) throw error;
+      unreadable.push({ id: target.id, problem: error.message });
+      return false;
+    }
+  });
   const repositoryIds = accepted.map((target) => target.id);
+  if (unreadable.length > 0 && accepted.length > 0) {
+    core.logger.error(
+      { repository_ids: unreadable.map((u) => u.id), problem: unreadable[0]!.problem },
+      "webhook secrets that no configured key opens were skipped",
+    );
+  }
+  if (accepted.length === 0 && unreadable.length > 0) {
+    const [first] = unreadable as [{ id: string; problem: string }];
+    return {
+      outcome: "secret_unreadable",
+      repositoryIds: unreadable.map((u) => u.id),
+      reason: `the server cannot decrypt the webhook secret of repository ${first.id}: ${first.problem}`,
+    };
+  }
   if (accepted.length === 0) {
     return {
       outcome: "unauthorized",

@@ -10,6 +10,7 @@ import { HealthStatus } from "../api/health-service.js";
 import { registerRoutes } from "../api/routes.js";
 import { AccessTokens } from "../auth/access-token.js";
 import { OidcProvider } from "../auth/oidc.js";
+import type { SecretBox } from "../auth/secret-box.js";
 import type { Config } from "../config.js";
 import type { Core } from "../core/context.js";
 import { LiveLogins } from "../core/live-logins.js";
@@ -37,9 +38,9 @@ export interface Services {
   connect: (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => boolean;
 }
 
-export function composeServices(config: Config, db: Db, logger: Logger, clock: () => Date): Services {
+export function composeServices(config: Config, db: Db, logger: Logger, clock: () => Date, secrets: SecretBox): Services {
   const notifier = new Notifier([TASK_CHANGES_CHANNEL]);
-  const core = composeCore(config, db, logger, clock, notifier);
+  const core = composeCore(config, db, logger, clock, notifier, secrets);
   const health = new HealthStatus();
   const metrics = new Metrics();
   const shutdown = new AbortController();
@@ -59,7 +60,7 @@ export function composeServices(config: Config, db: Db, logger: Logger, clock: (
   return { core, notifier, health, metrics, shutdown, connect };
 }
 
-function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, notifier: Notifier): Core {
+function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, notifier: Notifier, secrets: SecretBox): Core {
   const auth = config.auth;
   const taskChanges = notifier.channel(TASK_CHANGES_CHANNEL);
   return {
@@ -84,5 +85,6 @@ function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, 
     taskFeeds: new TaskFeeds(db.kysely, taskChanges, config.streamPollMs, logger),
     streams: { keepAliveMs: config.streamKeepAliveMs },
     remotes: { allowPrivate: config.allowPrivateRemotes },
+    secrets,
   };
 }

@@ -19,6 +19,8 @@ const STATUS: Record<WebhookOutcome["outcome"], number> = {
   ignored: 202,
   unauthorized: 401,
   bad_request: 400,
+  // The server's configuration lacks a key: a fault on this side, which the sender cannot fix.
+  secret_unreadable: 500,
 };
 
 function header(req: Request, name: string): string | undefined {
@@ -89,7 +91,8 @@ export async function handleGithubWebhook(core: Core, maxBytes: number, req: Req
     delivery_id: loggable(deliveryId, DELIVERY_ID),
   });
   const answer = (status: number, body: Record<string, unknown>, fields: Record<string, unknown>, extra?: Record<string, string>) => {
-    log.info({ http_status: status, ...fields }, "webhook delivery");
+    if (status >= 500) log.error({ http_status: status, ...fields }, "webhook delivery");
+    else log.info({ http_status: status, ...fields }, "webhook delivery");
     reply(res, status, body, { "x-request-id": requestId, ...extra });
   };
 

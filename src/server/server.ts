@@ -4,15 +4,18 @@
 // then closes the LISTEN connection and the database.
 import path from "node:path";
 import { ServingStatus } from "../api/health-service.js";
+import type { SecretBox } from "../auth/secret-box.js";
 import type { Config } from "../config.js";
 import { openDatabase, type Db } from "../db/database.js";
 import { migrateToLatest } from "../db/migrator.js";
 import { PgListener } from "../db/notifications.js";
 import type { Logger } from "../logger.js";
 import { ensureLocalUser } from "../store/users.js";
+import { resealStoredSecrets } from "../core/secrets.js";
 import { composeServices, type Services } from "./compose.js";
 import { httpRoutes } from "./http-routes.js";
 import { createDualServer, type DualServer } from "./listener.js";
+import { openSecretBox } from "./secret-key.js";
 
 export interface RunningServer {
   /** http://host:port, with the port actually bound (config.port may be 0). */
@@ -29,11 +32,14 @@ export function sqlitePath(config: Pick<Config, "dataDir">): string {
 
 /** clock: the one clock core reads (tests move it); the wall clock by default. */
 export async function startServer(config: Config, logger: Logger, clock: () => Date = () => new Date()): Promise<RunningServer> {
+  const secrets = await openSecretBox(config, logger);
   const db = await openMigratedDatabase(config, logger, clock);
-  const { services, listener } = build(config, db, logger, clock);
+  const { services, listener } = build(config, db, logger, clock, secrets);
   let notifications: PgListener | undefined;
   let port: number;
   try {
+    // Before serving: what is stored in clear, or under an older key, is sealed with the current one.
+    await resealStoredSecrets(services.core, logger);
     if (config.databaseUrl !== undefined) {
       notifications = new PgListener(config.databaseUrl, services.notifier, logger);
       await notifications.start();
@@ -88,8 +94,8 @@ async function openMigratedDatabase(config: Config, logger: Logger, clock: () =>
 }
 
 /** The services and the listener that will serve them, not yet listening. */
-function build(config: Config, db: Db, logger: Logger, clock: () => Date): { services: Services; listener: DualServer } {
-  const services = composeServices(config, db, logger, clock);
+function build(config: Config, db: Db, logger: Logger, clock: () => Date, secrets: SecretBox): { services: Services; listener: DualServer } {
+  const services = composeServices(config, db, logger, clock, secrets);
   const listener: DualServer = createDualServer(
     httpRoutes(config, db, services, logger, () => listener.closing),
     {

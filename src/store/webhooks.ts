@@ -44,3 +44,38 @@ export async function insertWebhookDelivery(
     .values({ delivery_id: d.deliveryId, repository_id: d.repositoryId, event: d.event, received_at: toDbTime(d.receivedAt) })
     .execute();
 }
+
+/**
+ * Repositories (of any owner) whose stored webhook secret is not sealed under the current key:
+ * rows not starting with `currentPrefix` ("v1:<kid>:"; the key id is hex, so LIKE sees no
+ * wildcard in it), by id, after afterId, at most limit. Start-up re-encrypts them.
+ */
+export async function webhookSecretsToReseal(
+  db: Kysely<Database>,
+  currentPrefix: string,
+  afterId: string | undefined,
+  limit: number,
+): Promise<{ id: string; webhookSecret: string }[]> {
+  let query = db
+    .selectFrom("repositories")
+    .select(["id", "webhook_secret"])
+    .where("webhook_secret", "is not", null)
+    .where("webhook_secret", "not like", `${currentPrefix}%`);
+  if (afterId !== undefined) query = query.where("id", ">", afterId);
+  const rows = await query.orderBy("id").limit(limit).execute();
+  return rows.map((r) => ({ id: r.id, webhookSecret: r.webhook_secret! }));
+}
+
+/**
+ * Replaces a repository's stored webhook secret if it still is `expected`; false when it changed
+ * meanwhile (another replica re-encrypted it first). The plaintext never passes through here.
+ */
+export async function replaceWebhookSecret(db: Kysely<Database>, id: string, expected: string, replacement: string): Promise<boolean> {
+  const result = await db
+    .updateTable("repositories")
+    .set({ webhook_secret: replacement })
+    .where("id", "=", id)
+    .where("webhook_secret", "=", expected)
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}

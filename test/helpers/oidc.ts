@@ -11,6 +11,8 @@ import { startTestServer, type Protocol, type TestServer } from "./server.js";
 
 /** Signs the test server's access tokens; tests use it to forge tokens with chosen claims. */
 export const TEST_JWT_SECRET = "test-secret-for-foreman-access-tokens-0123456789";
+/** Seals the test server's stored secrets (FOREMAN_SECRET_KEY, 32 bytes in base64). */
+export const TEST_SECRET_KEY = Buffer.alloc(32, 7).toString("base64");
 export const REDIRECT_URI = "http://127.0.0.1:5173/auth/callback";
 export const CLIENT_ID = "foreman-web";
 
@@ -59,6 +61,7 @@ export function multiUserEnv(provider: TestProvider, extra: Record<string, strin
     FOREMAN_OIDC_CLIENT_ID: CLIENT_ID,
     FOREMAN_OIDC_REDIRECT_URIS: REDIRECT_URI,
     FOREMAN_JWT_SECRET: TEST_JWT_SECRET,
+    FOREMAN_SECRET_KEY: TEST_SECRET_KEY,
     ...extra,
   };
 }

@@ -340,6 +340,18 @@ describe("configuration errors", () => {
     ["FOREMAN_HOST", { FOREMAN_HOST: "0.0.0.0" }, /single-user mode checks no login.*loopback.*FOREMAN_SINGLE_USER_ALLOW_REMOTE/s],
     ["DATABASE_URL", { DATABASE_URL: "mysql://x" }, /postgres/],
     ["FOREMAN_OIDC_ISSUER", { DATABASE_URL: "postgres://postgres@127.0.0.1/x" }, /multi-user mode/],
+    [
+      "FOREMAN_SECRET_KEY",
+      {
+        DATABASE_URL: "postgres://postgres@127.0.0.1/x",
+        FOREMAN_OIDC_ISSUER: "https://login.example.com",
+        FOREMAN_OIDC_CLIENT_ID: "foreman",
+        FOREMAN_OIDC_REDIRECT_URIS: "https://foreman.example.com/auth/callback",
+        FOREMAN_JWT_SECRET: "s".repeat(32),
+      },
+      /FOREMAN_SECRET_KEY: is required in multi-user mode.*openssl rand -base64 32/,
+    ],
+    ["FOREMAN_SECRET_KEY", { FOREMAN_SECRET_KEY: "not-a-key" }, /32 random bytes/],
   ];
 
   it.each(cases)("%s: serve exits 2 and says what is wrong", async (variable, env, why) => {

@@ -1,5 +1,6 @@
 // loadConfig: the defaults a fresh checkout relies on, and a ConfigError naming the variable for
 // every value it refuses.
+import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, isLoopback, loadConfig } from "../../src/config.js";
@@ -11,6 +12,7 @@ const LOGIN = {
   FOREMAN_OIDC_CLIENT_ID: "foreman",
   FOREMAN_OIDC_REDIRECT_URIS: "https://foreman.example.com/auth/callback",
   FOREMAN_JWT_SECRET: "s".repeat(32),
+  FOREMAN_SECRET_KEY: Buffer.alloc(32, 1).toString("base64"),
 };
 
 /** The ConfigError loadConfig throws for env; fails the test when it throws nothing else. */
@@ -55,6 +57,8 @@ describe("loadConfig defaults", () => {
         refreshReuseGraceSeconds: 10,
         loginTtlSeconds: 600,
       },
+      // Single-user mode keeps its key in the data folder (made at the first start).
+      secrets: { key: undefined, previousKeys: [] },
     });
   });
 
@@ -208,6 +212,50 @@ describe("login settings", () => {
     expect(configError({ ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_OIDC_ISSUER: "http://login.example.com" }).variable).toBe(
       "FOREMAN_OIDC_ISSUER",
     );
+  });
+});
+
+describe("secret keys", () => {
+  const key = randomBytes(32);
+
+  it("reads FOREMAN_SECRET_KEY as 64 hex digits, base64 or base64url, in either mode", () => {
+    for (const text of [key.toString("hex"), key.toString("hex").toUpperCase(), key.toString("base64"), key.toString("base64url"), ` ${key.toString("base64")} `]) {
+      expect(loadConfig({ FOREMAN_SECRET_KEY: text }).secrets.key).toEqual(key);
+      expect(loadConfig({ ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_SECRET_KEY: text }).secrets.key).toEqual(key);
+    }
+  });
+
+  it("reads the previous keys, comma-separated, for reading only", () => {
+    const older = [randomBytes(32), randomBytes(32)];
+    const config = loadConfig({ ...LOGIN, DATABASE_URL: PG, FOREMAN_SECRET_KEYS_PREVIOUS: ` ${older[0]!.toString("hex")} , ${older[1]!.toString("base64")},` });
+    expect(config.secrets).toEqual({ key: Buffer.alloc(32, 1), previousKeys: older });
+  });
+
+  it("requires FOREMAN_SECRET_KEY in multi-user mode, naming it and saying how to make one", () => {
+    const { FOREMAN_SECRET_KEY: _omitted, ...withoutKey } = LOGIN;
+    const error = configError({ ...withoutKey, DATABASE_URL: PG });
+    expect(error.variable).toBe("FOREMAN_SECRET_KEY");
+    expect(error.message).toMatch(/^FOREMAN_SECRET_KEY: is required in multi-user mode/);
+    expect(error.message).toContain("openssl rand -base64 32");
+  });
+
+  it.each([
+    ["too short", key.subarray(0, 16).toString("base64")],
+    ["too long", Buffer.concat([key, key]).toString("hex")],
+    ["not hex or base64", "k".repeat(20) + "!".repeat(24)],
+    ["a passphrase", "correct horse battery staple and then some"],
+  ])("refuses a key that is %s, without echoing it", (_label, text) => {
+    for (const env of [{ FOREMAN_SECRET_KEY: text }, { ...LOGIN, FOREMAN_SINGLE_USER_MODE: "false", FOREMAN_SECRET_KEY: text }]) {
+      const error = configError(env);
+      expect(error.variable).toBe("FOREMAN_SECRET_KEY");
+      expect(error.message).toContain("32 random bytes");
+      expect(error.message).not.toContain(text);
+    }
+    const previous = configError({ FOREMAN_SECRET_KEYS_PREVIOUS: `${key.toString("hex")},${text}` });
+    expect(previous.variable).toBe("FOREMAN_SECRET_KEYS_PREVIOUS");
+    expect(previous.message).toContain("key 2 ");
+    expect(previous.message).not.toContain(text);
+    expect(previous.message).not.toContain(key.toString("hex"));
   });
 });
 
