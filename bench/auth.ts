@@ -10,6 +10,7 @@ import { OAuth2Server } from "oauth2-mock-server";
 import pg from "pg";
 import { AuthService } from "../gen/foreman/v1/auth_pb.js";
 import { WorkspaceService } from "../gen/foreman/v1/workspace_pb.js";
+import { removeOnInterrupt } from "./cleanup.js";
 import { startBenchServer, type BenchServer } from "./server.js";
 import { compare, type Target, type UnaryOptions, type UnaryResult } from "./unary.js";
 
@@ -29,17 +30,17 @@ async function createDatabase(): Promise<{ url: string; drop(): Promise<void> } 
     return undefined;
   }
   await admin.end();
+  process.stderr.write(`  created PostgreSQL database ${name}, dropped at the end\n`);
   const url = new URL(ADMIN_URL);
   url.pathname = `/${name}`;
-  return {
-    url: url.href,
-    async drop() {
-      const c = new pg.Client({ connectionString: ADMIN_URL });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    },
+  const drop = async () => {
+    const c = new pg.Client({ connectionString: ADMIN_URL });
+    await c.connect();
+    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await c.end();
   };
+  // Ctrl-C drops it too (bench/cleanup.ts), after the servers using it have stopped.
+  return { url: url.href, drop: removeOnInterrupt(drop) };
 }
 
 async function login(baseUrl: string): Promise<string> {

@@ -6,15 +6,15 @@
 // BENCH_H2LOAD_BASELINE=<another checkout, built> adds that checkout's server as a row, e.g. to
 // show before and after a change in one run: `git worktree add /tmp/before <rev>`, then
 // `npm ci && npm run build` there.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import os from "node:os";
+import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { GetWorkspaceRequestSchema, GetWorkspaceResponseSchema, WorkspaceService } from "../gen/foreman/v1/workspace_pb.js";
+import { makeTempDir, trackChild } from "./cleanup.js";
 import { freePort, processCpuMicros, startBenchServer, type BenchServer } from "./server.js";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -70,15 +70,24 @@ export function h2loadAvailable(): boolean {
   }
 }
 
-function h2load(url: string, bodyFile: string, seconds: number): Run & { output: string } {
-  const output = execFileSync(
-    "h2load",
+/** Runs h2load as a child process (not synchronously, so that Ctrl-C is handled at once and stops it). */
+function runH2loadProcess(args: string[], timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile("h2load", args, { encoding: "utf8", timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (error, stdout) =>
+      error === null ? resolve(stdout) : reject(error),
+    );
+    trackChild(child);
+  });
+}
+
+async function h2load(url: string, bodyFile: string, seconds: number): Promise<Run & { output: string }> {
+  const output = await runH2loadProcess(
     [
       ...["-c", "1", "-t", "1", "-m", String(STREAMS), "-D", String(seconds)],
       ...["-d", bodyFile, "-H", "content-type: application/proto", "-H", "connect-protocol-version: 1"],
       url + PROCEDURE,
     ],
-    { encoding: "utf8", timeout: (seconds + 30) * 1000 },
+    (seconds + 30) * 1000,
   );
   // "requests: 9 total, 9 started, 9 done, 9 succeeded, 0 failed, 0 errored, 0 timeout"
   const requests = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(output);
@@ -97,10 +106,10 @@ function h2load(url: string, bodyFile: string, seconds: number): Run & { output:
   };
 }
 
-function measure(target: Target, bodyFile: string, options: H2loadOptions): Run {
-  if (options.warmupMs > 0) h2load(target.url, bodyFile, Math.max(1, Math.round(options.warmupMs / 1000)));
+async function measure(target: Target, bodyFile: string, options: H2loadOptions): Promise<Run> {
+  if (options.warmupMs > 0) await h2load(target.url, bodyFile, Math.max(1, Math.round(options.warmupMs / 1000)));
   const before = target.cpuMicros();
-  const run = h2load(target.url, bodyFile, Math.max(1, Math.round(options.durationMs / 1000)));
+  const run = await h2load(target.url, bodyFile, Math.max(1, Math.round(options.durationMs / 1000)));
   return { ...run, serverCpuMicros: target.cpuMicros() - before };
 }
 
@@ -110,6 +119,7 @@ async function startBareServer(responseBase64: string): Promise<{ url: string; c
     cwd: REPO_ROOT,
     stdio: ["ignore", "pipe", "inherit"],
   });
+  trackChild(child);
   await new Promise<void>((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`the bare server exited with code ${code}`)));
     child.stdout!.once("data", () => resolve());
@@ -126,7 +136,8 @@ function median(values: number[]): number {
 export async function runH2load(options: H2loadOptions): Promise<H2loadResult> {
   process.stderr.write("  building dist/ (npm run build), as npm start does\n");
   execFileSync("npm", ["run", "build", "--silent"], { cwd: REPO_ROOT, stdio: "inherit" });
-  const dir = mkdtempSync(path.join(os.tmpdir(), "foreman-h2load-"));
+  const temp = makeTempDir("foreman-h2load-");
+  const dir = temp.path;
   const servers: BenchServer[] = [];
   let bare: ChildProcess | undefined;
   try {
@@ -171,7 +182,7 @@ export async function runH2load(options: H2loadOptions): Promise<H2loadResult> {
     // Round 0 is thrown away: cold code on both sides runs at about half speed.
     for (let round = 0; round <= options.repeats; round++) {
       for (const target of targets) {
-        const run = measure(target, target.body, options);
+        const run = await measure(target, target.body, options);
         if (round > 0) runs.get(target.name)!.push(run);
         process.stderr.write(
           `  ${round === 0 ? "warm-up round" : `repeat ${round}/${options.repeats}`} ${target.name}: ` +
@@ -206,7 +217,7 @@ export async function runH2load(options: H2loadOptions): Promise<H2loadResult> {
   } finally {
     bare?.kill("SIGTERM");
     for (const server of servers) await server.stop();
-    rmSync(dir, { recursive: true, force: true });
+    temp.remove();
   }
 }
 

@@ -1,32 +1,109 @@
-// `npm run bench`: runs every benchmark and prints a table plus a one-line JSON summary each.
-// Quick run: BENCH_DURATION_MS=500 BENCH_REPEATS=1 npm run bench; one benchmark: BENCH_ONLY=unary,
-// h2load, auth, watch or hostile. Exits 1 if any call failed or a hostile request took the server down.
+// `npm run bench`: runs every benchmark and prints a table plus a one-line JSON summary each
+// (`npm run bench -- --help` says what each runs and which BENCH_* variables tune it). Exits 1
+// if any call failed or a hostile request took the server down, 2 on a bad argument or setting,
+// and 130 (Ctrl-C) or 143 (SIGTERM) after stopping its servers and removing its temporary
+// folders and databases (bench/cleanup.ts).
 import { runAuth } from "./auth.js";
+import { cleanUpOnSignals, interrupted } from "./cleanup.js";
 import { formatH2load, h2loadAvailable, runH2load } from "./h2load.js";
 import { formatHostile, runHostile } from "./hostile.js";
 import { formatWatch, runWatch } from "./watch.js";
 import { formatUnary, runUnary, type UnaryResult } from "./unary.js";
+
+const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile"] as const;
+
+const HELP = `npm run bench [-- --help]
+
+Runs the benchmarks one after another, each comparing its targets side by side in one run, and
+prints a table and a one-line JSON summary per benchmark on stdout (progress goes to stderr).
+Each starts the real server as a child process (SQLite in a temporary folder, single-user, the
+defaults users get) unless it says otherwise. The figures never fail the test run; the exit code
+is 1 only if a call failed or a hostile request took the server down.
+
+  unary    GetWorkspace per protocol (Connect over HTTP/1.1, Connect over h2c, gRPC): req/s,
+           latency, and the server's and the client's CPU per call
+  h2load   what one call costs the server, measured from outside by h2load (Debian's
+           nghttp2-client; skipped without it): the compiled server (npm start's defaults, and at
+           FOREMAN_LOG_LEVEL=warn) beside a bare connect-node server answering the same bytes
+  auth     what authentication costs per call: single-user (no check) beside multi-user (access
+           JWT and login check), on SQLite and, when it answers, on PostgreSQL
+  watch    WatchTasks fan-out to 10, 100 and 1000 streams: time until every stream has a change,
+           server CPU per change
+  hostile  the worst single requests (largest bodies full of violations, hostile JSON), each on a
+           fresh server: answer size, time, memory growth, event-loop stall, survival
+
+Quick mode, to see that everything runs (figures too short to compare):
+  BENCH_DURATION_MS=500 BENCH_WARMUP_MS=0 BENCH_REPEATS=1 npm run bench
+
+Environment:
+  BENCH_ONLY              run one benchmark: ${BENCHMARKS.join(", ")} (default: all)
+  BENCH_DURATION_MS       unary, h2load, auth: one measured window, ms (default 3000; h2load
+                          rounds to whole seconds)
+  BENCH_WARMUP_MS         unary, h2load, auth: warm-up before each window, ms (default 1000; 0: none)
+  BENCH_REPEATS           measured rounds per target, after one discarded round (default 5)
+  BENCH_CONCURRENCY       calls in flight per target in unary and auth (default 32)
+  BENCH_WATCH_CHANGES     task changes per watch window (default 50)
+  BENCH_SERVER_NODE_ARGS  flags for the servers' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+  BENCH_H2LOAD_BASELINE   another checkout (built) whose server h2load measures as one more row
+  FOREMAN_BENCH_DATABASE_URL  the PostgreSQL auth creates its database on
+                          (default postgres://postgres@127.0.0.1:5432/postgres)
+
+Ctrl-C (or SIGTERM) stops the servers and removes their temporary folders (foreman-bench-*,
+foreman-h2load-* under $TMPDIR or /tmp) and auth's database, then exits 130 (143 for SIGTERM).
+`;
+
+/** A mistake in how the bench was called: printed without a stack, exit code 2. */
+class UsageError extends Error {}
 
 function envInt(name: string, fallback: number, min: number, max: number): number {
   const raw = process.env[name]?.trim();
   if (raw === undefined || raw === "") return fallback;
   const value = Number(raw);
   if (!Number.isInteger(value) || value < min || value > max) {
-    throw new Error(`${name} must be a whole number from ${min} to ${max}, got "${raw}"`);
+    throw new UsageError(`${name} must be a whole number from ${min} to ${max}, got "${raw}"`);
   }
   return value;
+}
+
+/** The one benchmark BENCH_ONLY names, or undefined for all. */
+function readOnly(): string | undefined {
+  const only = process.env.BENCH_ONLY?.trim();
+  if (only === undefined || only === "") return undefined;
+  if (!(BENCHMARKS as readonly string[]).includes(only)) {
+    throw new UsageError(`BENCH_ONLY must be one of ${BENCHMARKS.join(", ")}, got "${only}"`);
+  }
+  return only;
+}
+
+/**
+ * The command line takes --help (or -h) and nothing else: true when it asks for help (anywhere,
+ * as with the foreman command's verbs); any other argument is a UsageError naming it.
+ */
+function readArgs(args: string[]): boolean {
+  if (args.some((arg) => arg === "--help" || arg === "-h")) return true;
+  const [arg] = args;
+  if (arg !== undefined) {
+    throw new UsageError(`unknown argument ${JSON.stringify(arg)} (settings are BENCH_* environment variables; see npm run bench -- --help)`);
+  }
+  return false;
 }
 
 const round = (n: number, digits = 0) => Number(n.toFixed(digits));
 
 async function main(): Promise<number> {
+  if (readArgs(process.argv.slice(2))) {
+    process.stdout.write(HELP);
+    return 0;
+  }
   const options = {
     durationMs: envInt("BENCH_DURATION_MS", 3000, 100, 600_000),
     warmupMs: envInt("BENCH_WARMUP_MS", 1000, 0, 60_000),
     repeats: envInt("BENCH_REPEATS", 5, 1, 100),
     concurrency: envInt("BENCH_CONCURRENCY", 32, 1, 1000),
   };
-  const only = process.env.BENCH_ONLY?.trim();
+  const watchChanges = envInt("BENCH_WATCH_CHANGES", 50, 1, 10_000);
+  const only = readOnly();
+  cleanUpOnSignals();
   let errors = 0;
   const report = (benchmark: string, method: string, result: UnaryResult, table: string) => {
     console.log(table);
@@ -55,12 +132,12 @@ async function main(): Promise<number> {
     if (result.errors > 0) console.error(`${benchmark}: ${result.errors} calls failed`);
     errors += result.errors;
   };
-  if (only === undefined || only === "" || only === "unary") {
+  if (only === undefined || only === "unary") {
     process.stderr.write(`unary: starting the server and measuring (progress on stderr)\n`);
     const unary = await runUnary(options);
     report("unary", "foreman.v1.WorkspaceService/GetWorkspace", unary, formatUnary(unary));
   }
-  if (only === undefined || only === "" || only === "h2load") {
+  if (only === undefined || only === "h2load") {
     if (!h2loadAvailable()) {
       console.log("h2load: skipped, h2load is not installed (Debian: apt-get install nghttp2-client)");
     } else {
@@ -92,7 +169,7 @@ async function main(): Promise<number> {
       errors += result.failed;
     }
   }
-  if (only === undefined || only === "" || only === "auth") {
+  if (only === undefined || only === "auth") {
     process.stderr.write(`auth: starting single-user and multi-user servers and measuring (progress on stderr)\n`);
     const auth = await runAuth(options);
     report(
@@ -102,9 +179,9 @@ async function main(): Promise<number> {
       formatUnary(auth, "auth cost: GetWorkspace over connect-h2c, no check (single-user) vs access JWT + login check", "server"),
     );
   }
-  if (only === undefined || only === "" || only === "watch") {
+  if (only === undefined || only === "watch") {
     process.stderr.write(`watch: starting servers with 10, 100 and 1000 WatchTasks streams (progress on stderr)\n`);
-    const watchOptions = { sizes: [10, 100, 1000], changes: envInt("BENCH_WATCH_CHANGES", 50, 1, 10_000), repeats: options.repeats };
+    const watchOptions = { sizes: [10, 100, 1000], changes: watchChanges, repeats: options.repeats };
     const results = await runWatch(watchOptions);
     console.log(formatWatch(results, watchOptions));
     console.log(
@@ -127,7 +204,7 @@ async function main(): Promise<number> {
     if (failed > 0) console.error(`watch: ${failed} streams failed`);
     errors += failed;
   }
-  if (only === undefined || only === "" || only === "hostile") {
+  if (only === undefined || only === "hostile") {
     process.stderr.write(`hostile: the worst single requests, each against a fresh server (progress on stderr)\n`);
     const results = await runHostile();
     console.log(formatHostile(results));
@@ -157,6 +234,12 @@ async function main(): Promise<number> {
 try {
   process.exitCode = await main();
 } catch (error) {
-  console.error(error instanceof Error ? (error.stack ?? error.message) : error);
-  process.exitCode = 1;
+  if (error instanceof UsageError) {
+    console.error(`bench: ${error.message}`);
+    process.exitCode = 2;
+  } else if (interrupted() === undefined) {
+    // After Ctrl-C the servers are being stopped under the benchmark: its errors then are noise.
+    console.error(error instanceof Error ? (error.stack ?? error.message) : error);
+    process.exitCode = 1;
+  }
 }

@@ -1,12 +1,12 @@
 // Runs the real server as a child process (SQLite in a temp dir) so the load generator and the
 // server never share a thread, and reads the child's CPU time from /proc for per-call cost.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { makeTempDir, trackChild } from "./cleanup.js";
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const START_TIMEOUT_MS = 30_000;
@@ -110,7 +110,8 @@ export interface BenchServerOptions {
  * `settings` says otherwise: benchmarks measure what users get.
  */
 export async function startBenchServer(settings: Record<string, string> = {}, options: BenchServerOptions = {}): Promise<BenchServer> {
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), "foreman-bench-"));
+  const data = makeTempDir("foreman-bench-");
+  const dataDir = data.path;
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   // Only this benchmark's settings: no inherited FOREMAN_* or DATABASE_URL.
@@ -134,6 +135,8 @@ export async function startBenchServer(settings: Record<string, string> = {}, op
     env,
     stdio: ["ignore", "pipe", "pipe"],
   });
+  // Ctrl-C stops it and removes its data folder (bench/cleanup.ts).
+  trackChild(child);
   // The server's warnings and errors go to stderr, away from the printed figures; its info
   // lines (one per call) are read and dropped, as a terminal or log collector would take them.
   forwardWarnings(child);
@@ -144,7 +147,7 @@ export async function startBenchServer(settings: Record<string, string> = {}, op
 
   const cleanup = () => {
     process.off("exit", killOnExit);
-    rmSync(dataDir, { recursive: true, force: true });
+    data.remove();
   };
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -166,5 +169,6 @@ export async function startBenchServer(settings: Record<string, string> = {}, op
   }
   const pid = child.pid;
   if (pid === undefined) throw new Error("bench server has no pid");
+  process.stderr.write(`  server ready at ${url} (pid ${pid}, data in ${dataDir})\n`);
   return { url, pid, cpuMicros: () => processCpuMicros(pid), stop };
 }
