@@ -12,3 +12,6 @@ export class ServerRefused extends CommandFailed {}
 
 /** The stored login can no longer be refreshed: the user must log in again. */
 export class LoginEnded extends ServerRefused {}
+
+/** serve or migrate found a bad setting: exit 2 with the message (serve.ts makes it from a ConfigError). */
+export class BadConfiguration extends Error {}

@@ -3,7 +3,6 @@
 // FOREMAN_OIDC_REDIRECT_URIS must hold http://127.0.0.1:PORT/callback. It prints the URL to open
 // in a browser, finishes the login when the browser comes back, and stores the tokens.
 import http from "node:http";
-import { parseArgs } from "node:util";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -13,15 +12,6 @@ import { LoginEnded, ServerRefused, UsageError } from "./errors.js";
 import { credentialsPath, forgetLogin, loadLogin, saveLogin } from "./credentials.js";
 
 export const DEFAULT_LOGIN_PORT = 54872;
-
-export const LOGIN_USAGE = `Usage:
-  foreman login [--port PORT]   Log in through the server's OpenID provider (default port ${DEFAULT_LOGIN_PORT})
-  foreman logout                End the stored login and forget it
-  foreman whoami                Show who the server takes you for
-
-The server's FOREMAN_OIDC_REDIRECT_URIS must include http://127.0.0.1:PORT/callback.
-Environment: FOREMAN_URL (default http://127.0.0.1:54871), FOREMAN_CREDENTIALS (where the login is kept)
-`;
 
 const PAGE = (title: string, text: string) =>
   `<!doctype html><meta charset="utf-8"><title>${title}</title><p>${text.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`)}</p>\n`;
@@ -78,15 +68,10 @@ function awaitCallback(
   });
 }
 
-export async function login(args: string[], env: NodeJS.ProcessEnv, out: (line: string) => void): Promise<void> {
-  let port = DEFAULT_LOGIN_PORT;
-  try {
-    const { values } = parseArgs({ args, options: { port: { type: "string" } } });
-    if (values.port !== undefined) port = Number(values.port);
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`--port must be a port number, got "${args.join(" ")}"`);
+/** portArg: --port's value, if given. */
+export async function login(portArg: string | undefined, env: NodeJS.ProcessEnv, out: (line: string) => void): Promise<void> {
+  const port = portArg === undefined ? DEFAULT_LOGIN_PORT : /^\d{1,5}$/.test(portArg) ? Number(portArg) : NaN;
+  if (!(port >= 1 && port <= 65535)) throw new UsageError(`--port must be a port number (1 to 65535), got '${portArg}'`);
   const server = serverUrl(env);
   const auth = createClient(AuthService, createConnectTransport({ baseUrl: server, httpVersion: "1.1" }));
   const redirectUri = `http://127.0.0.1:${port}/callback`;

@@ -1,13 +1,27 @@
 // The server's own verbs: `serve` runs it, `migrate` brings its database up to date. Only these
 // load the server, the database drivers and the migrations; the client verbs never do.
-import { loadConfig, loadDatabaseConfig } from "../config.js";
+import { ConfigError, loadConfig, loadDatabaseConfig } from "../config.js";
 import { openDatabase } from "../db/database.js";
 import { migrateToLatest } from "../db/migrator.js";
 import { createLogger } from "../logger.js";
 import { sqlitePath, startServer } from "../server/server.js";
+import { BadConfiguration } from "./errors.js";
 
 /** Runs the server until SIGTERM or SIGINT, then shuts down gracefully (a second signal: at once). */
-export async function serve(): Promise<void> {
+export const serve = () => reportingConfigErrors(runServer());
+
+export const migrate = () => reportingConfigErrors(runMigrations());
+
+/** A ConfigError as the CLI's own error, so that main.ts, which every verb loads, need not load config.ts. */
+async function reportingConfigErrors(work: Promise<void>): Promise<void> {
+  try {
+    await work;
+  } catch (error) {
+    throw error instanceof ConfigError ? new BadConfiguration(error.message, { cause: error }) : error;
+  }
+}
+
+async function runServer(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const server = await startServer(config, logger);
@@ -31,7 +45,7 @@ export async function serve(): Promise<void> {
   process.on("SIGINT", stop);
 }
 
-export async function migrate(): Promise<void> {
+async function runMigrations(): Promise<void> {
   const config = loadDatabaseConfig();
   const logger = createLogger(config.logLevel);
   const db = openDatabase({ databaseUrl: config.databaseUrl, sqlitePath: sqlitePath(config), poolSize: 2 });

@@ -1,8 +1,11 @@
 // The foreman command as a real process: `serve` starts, answers, and shuts down cleanly on
 // SIGTERM and SIGINT; a bad configuration stops it with exit code 2 naming the variable;
-// `migrate` prepares SQLite and PostgreSQL; an unknown command prints the usage.
+// `migrate` prepares SQLite and PostgreSQL; an unknown command prints the usage; every verb's
+// --help prints its help and does nothing else, and an unknown option or a stray argument is
+// exit 2 naming it.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
+import http from "node:http";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -85,8 +88,9 @@ interface Running {
   stdout(): string;
 }
 
-function start(args: string[], env: Record<string, string>): Running {
-  const child = spawn(process.execPath, [...CLI, ...args], {
+/** nodeArgs: flags for node itself, before the CLI's script. */
+function start(args: string[], env: Record<string, string>, nodeArgs: string[] = []): Running {
+  const child = spawn(process.execPath, [...nodeArgs, ...CLI, ...args], {
     cwd: ROOT,
     env: cliEnv(env),
     stdio: ["ignore", "pipe", "pipe"],
@@ -228,7 +232,7 @@ describe("foreman worker-token", () => {
 
     const unknown = await run(["worker-token", "revoke", "01a21f1e-3439-776e-b248-5c047d7266bf"], env);
     expect(unknown.code).toBe(1);
-    expect(unknown.stderr.trim()).toBe("foreman worker-token: NotFound: worker registration token 01a21f1e-3439-776e-b248-5c047d7266bf not found");
+    expect(unknown.stderr.trim()).toBe("foreman worker-token revoke: NotFound: worker registration token 01a21f1e-3439-776e-b248-5c047d7266bf not found");
     server.child.kill("SIGTERM");
     await server.exited;
   });
@@ -451,7 +455,7 @@ describe("commands", () => {
   it("answers an unknown command with exit 2 and the usage", async () => {
     const exited = await run(["frobnicate"], {});
     expect(exited.code).toBe(2);
-    expect(exited.stderr).toContain('unknown command "frobnicate"');
+    expect(exited.stderr).toContain("foreman: unknown command 'frobnicate'");
     expect(exited.stderr).toContain("Usage: foreman <command>");
     expect(exited.stderr).toMatch(/serve\s/);
     expect(exited.stderr).toMatch(/migrate\s/);
@@ -470,25 +474,117 @@ describe("commands", () => {
   });
 });
 
+describe("every verb's arguments", () => {
+  const VERBS = [["serve"], ["migrate"], ["login"], ["logout"], ["whoami"], ["worker-token"], ["worker-token", "create"], ["worker-token", "list"], ["worker-token", "revoke"]];
+
+  /**
+   * What a verb could act on: a server that answers every call with an empty message and
+   * counts the calls, a stored login for it, and a data folder not made yet.
+   */
+  async function surroundings() {
+    const calls: string[] = [];
+    const server = http.createServer((req, res) => {
+      calls.push(req.url ?? "");
+      // An empty message in the caller's encoding, binary (nothing at all) or JSON.
+      const type = req.headers["content-type"] ?? "application/proto";
+      req.resume().on("end", () => res.writeHead(200, { "content-type": type }).end(type.includes("json") ? "{}" : ""));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise((resolve) => server.close(() => resolve())));
+    const url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    const dir = await dataDir();
+    const credentials = path.join(dir, "credentials.json");
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    const stored = JSON.stringify({
+      [url]: { accessToken: "a", accessTokenExpireTime: later, refreshToken: "r", refreshTokenExpireTime: later, userId: "u", email: "u@example.com" },
+    });
+    await writeFile(credentials, stored, { mode: 0o600 });
+    const data = path.join(dir, "data");
+    return {
+      env: { FOREMAN_URL: url, FOREMAN_CREDENTIALS: credentials, FOREMAN_DATA_DIR: data, FOREMAN_PORT: "0" },
+      calls,
+      credentials,
+      /** Nothing was done: no call, no data folder (so no database and no server), the login kept. */
+      async untouched() {
+        expect(calls).toEqual([]);
+        expect(existsSync(data)).toBe(false);
+        expect(await readFile(credentials, "utf8")).toBe(stored);
+      },
+    };
+  }
+
+  it.each(VERBS.map((verb) => [verb.join(" "), verb]))("foreman %s --help prints its usage, exits 0 and does nothing else", async (name, verb) => {
+    const around = await surroundings();
+    const exited = await run([...verb, "--help"], around.env);
+    expect(exited.stderr).toBe("");
+    expect(exited.code).toBe(0);
+    expect(exited.stdout).toMatch(new RegExp(`^Usage: foreman ${name}\\b`));
+    expect(exited.logs).toEqual([]);
+    await around.untouched();
+  });
+
+  it.each([
+    ["serve", "-h"],
+    ["migrate", "help"],
+    ["logout", "--bogus", "--help"],
+    ["whoami", "extra", "-h"],
+    ["login", "--port", "--help"],
+    ["worker-token", "help"],
+    ["worker-token", "create", "--name", "x", "-h"],
+    ["worker-token", "revoke", "some-id", "help"],
+  ])("%s %s … asks for help wherever the help word is", async (...args: string[]) => {
+    const around = await surroundings();
+    const exited = await run(args, around.env);
+    expect(exited.code).toBe(0);
+    expect(exited.stdout).toMatch(/^Usage: foreman /);
+    await around.untouched();
+  });
+
+  it("logout without --help does end the stored login (so the test above would have seen it)", async () => {
+    const around = await surroundings();
+    const exited = await run(["logout"], around.env);
+    expect(exited.code).toBe(0);
+    expect(around.calls).toEqual(["/foreman.v1.AuthService/Logout"]);
+    expect(JSON.parse(await readFile(around.credentials, "utf8"))).toEqual({});
+  });
+
+  const mistakes: [string[], string][] = [
+    ...VERBS.map((verb): [string[], string] => [[...verb, "--bogus"], `foreman ${verb.join(" ")}: unknown option '--bogus'`]),
+    [["serve", "extra"], "foreman serve: unexpected argument 'extra'"],
+    [["migrate", "extra"], "foreman migrate: unexpected argument 'extra'"],
+    [["login", "extra"], "foreman login: unexpected argument 'extra'"],
+    [["logout", "extra"], "foreman logout: unexpected argument 'extra'"],
+    [["whoami", "extra", "more"], "foreman whoami: unexpected arguments 'extra', 'more'"],
+    [["worker-token", "extra"], "foreman worker-token: unknown command 'extra'"],
+    [["worker-token", "create", "--name", "x", "extra"], "foreman worker-token create: unexpected argument 'extra'"],
+    [["worker-token", "list", "extra"], "foreman worker-token list: unexpected argument 'extra'"],
+    [["worker-token", "revoke", "some-id", "extra"], "foreman worker-token revoke: unexpected argument 'extra'"],
+    [["serve", "--port", "9999", "--bogus"], "foreman serve: unknown options '--port', '--bogus'"],
+    [["login", "--port"], "foreman login: option '--port' needs a value"],
+    [["login", "--port", "http"], "foreman login: --port must be a port number (1 to 65535), got 'http'"],
+    [["worker-token", "create", "--name", "help", "--ttl", "-5"], "foreman worker-token create: option '--ttl' needs a value (for one that starts with '-', write --ttl=-5)"],
+    [["worker-token", "create", "--name", "x", "--ttl=-5"], "foreman worker-token create: --ttl must be a whole number of seconds, got '-5'"],
+    [["worker-token", "create"], "foreman worker-token create: --name is required"],
+    [["worker-token", "revoke"], "foreman worker-token revoke: missing ID"],
+    [["worker-token"], "foreman worker-token: a command is required"],
+  ];
+
+  it.each(mistakes)("%j exits 2 naming what is wrong, with the usage", async (args, message) => {
+    const around = await surroundings();
+    const exited = await run(args, around.env);
+    expect(exited.code).toBe(2);
+    expect(exited.stderr.split("\n")[0]).toBe(message);
+    expect(exited.stderr).toContain(`Usage: ${message.slice(0, message.indexOf(":"))}`);
+    expect(exited.stdout).toBe("");
+    await around.untouched();
+  });
+});
+
 describe("what each command loads", () => {
   /** The modules `foreman <args>` resolved, as paths under the repository or node_modules. */
   async function loaded(args: string[], env: Record<string, string> = {}): Promise<{ exited: Exited; modules: string[] }> {
     const file = path.join(await dataDir(), "imports.txt");
-    const child = spawn(process.execPath, ["--import", "./test/helpers/record-imports.mjs", ...CLI, ...args], {
-      cwd: ROOT,
-      env: cliEnv({ ...env, FOREMAN_TEST_IMPORTS_FILE: file }),
-      stdio: ["ignore", "pipe", "pipe"],
-      timeout: PROCESS_TIMEOUT_MS,
-    });
-    children.add(child);
-    let stdout = "";
-    let stderr = "";
-    child.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    const exited = await new Promise<Exited>((resolve, reject) => {
-      child.once("error", reject);
-      child.once("close", (code, signal) => resolve({ code, signal, stdout, stderr, logs: parseLogs(stdout) }));
-    });
+    const exited = await start(args, { ...env, FOREMAN_TEST_IMPORTS_FILE: file }, ["--import", "./test/helpers/record-imports.mjs"]).exited;
     const urls = (await readFile(file, "utf8")).split("\n").filter((l) => l.startsWith("file://"));
     return { exited, modules: [...new Set(urls.map((u) => path.relative(ROOT, new URL(u).pathname)))] };
   }
@@ -497,7 +593,7 @@ describe("what each command loads", () => {
 
   it.each([
     ["whoami", ["whoami"]],
-    ["login --help", ["login", "--help"]],
+    ["logout", ["logout"]],
     ["worker-token list", ["worker-token", "list"]],
   ])("%s loads no server code and no database driver", async (_label, args: string[]) => {
     // No server listens on this port: the client verbs fail after loading all they need.
@@ -506,6 +602,15 @@ describe("what each command loads", () => {
     expect(modules.some((m) => m.startsWith("src/cli/") && m !== "src/cli/main.ts" && m !== "src/cli/errors.ts")).toBe(true);
     expect(modules.filter((m) => SERVER_SIDE.some((pattern) => pattern.test(m)))).toEqual([]);
     expect(exited.stderr).not.toContain("Error:");
+  });
+
+  it.each([
+    ["serve --help", ["serve", "--help"]],
+    ["worker-token create --bogus", ["worker-token", "create", "--bogus"]],
+  ])("%s loads no verb's module: the grammar and the help are main.ts's", async (_label, args: string[]) => {
+    const { modules } = await loaded(args, { FOREMAN_DATA_DIR: await dataDir() });
+    const ours = modules.filter((m) => /^(src|gen|migrations)\//.test(m));
+    expect(ours.sort()).toEqual(["src/cli/args.ts", "src/cli/errors.ts", "src/cli/main.ts"]);
   });
 
   it("serve's module is what loads the server and the drivers", async () => {
