@@ -1,6 +1,7 @@
 // The server's own verbs: `serve` runs it, `migrate` brings its database up to date. Only these
 // load the server, the database drivers and the migrations; the client verbs never do.
-import { ConfigError, loadConfig, loadDatabaseConfig } from "../config.js";
+import { destination } from "pino";
+import { ConfigError, loadConfig, loadDatabaseConfig, type Config } from "../config.js";
 import { openDatabase } from "../db/database.js";
 import { migrateToLatest } from "../db/migrator.js";
 import { createLogger } from "../logger.js";
@@ -23,8 +24,12 @@ async function reportingConfigErrors(work: Promise<void>): Promise<void> {
 
 async function runServer(): Promise<void> {
   const config = loadConfig();
-  const logger = createLogger(config.logLevel);
+  // A person at a terminal also gets a sentence, after the log lines: there pino writes
+  // synchronously, so that the sentence comes last. Pipes get the JSON lines alone, as before.
+  const tty = process.stdout.isTTY === true;
+  const logger = createLogger(config.logLevel, tty ? destination({ dest: 1, sync: true }) : undefined);
   const server = await startServer(config, logger);
+  if (tty) process.stdout.write(`${servingSentence(server.url, config)}\n`);
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
@@ -43,6 +48,16 @@ async function runServer(): Promise<void> {
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
+}
+
+/** Where the server listens, in which mode, and what to try first (last, so that it copies whole). */
+export function servingSentence(url: string, config: Pick<Config, "host" | "singleUserMode" | "databaseUrl" | "dataDir">): string {
+  const where = ["0.0.0.0", "::"].includes(config.host) ? `${url} (listening on every address)` : url;
+  const mode = config.singleUserMode ? "single-user mode (no login)" : "multi-user mode (OpenID Connect login)";
+  // Not DATABASE_URL itself: it may hold a password.
+  const database = config.databaseUrl === undefined ? `its SQLite database in ${config.dataDir}` : "PostgreSQL (DATABASE_URL)";
+  const next = config.singleUserMode ? "Try:" : "Most calls need a login (foreman login); this one does not:";
+  return `Foreman is serving ${where} in ${mode}, with ${database}; Ctrl-C stops it. ${next} npx buf curl --http2-prior-knowledge --list-services ${url}`;
 }
 
 async function runMigrations(): Promise<void> {

@@ -17,6 +17,7 @@ import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { migrations } from "../../migrations/index.js";
+import { servingSentence } from "../../src/cli/serve.js";
 import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
 import { createTestDatabase, runsOn, type TestDatabase } from "../helpers/databases.js";
 import { REDIRECT_URI, authorize, clientWith, startMultiUserServer, startOidcProvider } from "../helpers/oidc.js";
@@ -157,9 +158,60 @@ describe("foreman serve", () => {
     expect(messages).toContain("shut down");
     expect(exited.logs.find((l) => l.msg === "signal received")?.signal).toBe(signal);
     expect(messages.indexOf("shut down")).toBe(messages.length - 1);
+    // Not on a terminal: JSON lines only, no sentence for a person.
+    expect(exited.stdout.trimEnd().split("\n").filter((line) => !line.startsWith("{"))).toEqual([]);
     expect(exited.stderr).toBe("");
     // The listener is gone with the process.
     await expect(fetch(`${server.url}/healthz`)).rejects.toThrow();
+  });
+
+  // script(1) runs the server on a pseudo-terminal, as a person's shell would.
+  it.runIf(existsSync("/usr/bin/script"))("on a terminal, also says in a sentence where it serves, in which mode, and what to try", async () => {
+    const dir = await dataDir();
+    const command = `exec '${process.execPath}' ${CLI.join(" ")} serve`;
+    const child = spawn("script", ["-qec", command, "/dev/null"], {
+      cwd: ROOT,
+      env: cliEnv({ FOREMAN_DATA_DIR: dir, FOREMAN_PORT: "0" }),
+      stdio: ["ignore", "pipe", "pipe"],
+      timeout: PROCESS_TIMEOUT_MS,
+    });
+    children.add(child);
+    let output = "";
+    const sentence = await new Promise<string>((resolve, reject) => {
+      child.stdout!.setEncoding("utf8").on("data", (d: string) => {
+        output += d;
+        const line = output.split("\r\n").find((l) => l.startsWith("Foreman is serving") && l.includes("list-services http"));
+        if (line !== undefined && /\d$/.test(line)) resolve(line);
+      });
+      child.once("close", () => reject(new Error(`script exited before the sentence:\n${output}`)));
+    });
+    const url = /^Foreman is serving (http:\/\/127\.0\.0\.1:\d+) /.exec(sentence)![1]!;
+    expect(sentence).toBe(
+      `Foreman is serving ${url} in single-user mode (no login), with its SQLite database in ${dir}; Ctrl-C stops it. ` +
+        `Try: npx buf curl --http2-prior-knowledge --list-services ${url}`,
+    );
+    // The JSON lines stay, before it.
+    const lines = output.split("\r\n");
+    expect(lines.findIndex((l) => l.includes('"msg":"foreman serving"'))).toBeLessThan(lines.indexOf(sentence));
+    expect((await healthz(url)).status).toBe(200);
+    child.kill("SIGTERM");
+    await new Promise((resolve) => child.once("close", resolve));
+    // script(1) ended the server with itself.
+    await expect(fetch(`${url}/healthz`)).rejects.toThrow();
+  });
+
+  it("words the sentence for each mode, without DATABASE_URL's password", () => {
+    const single = { host: "127.0.0.1", singleUserMode: true, databaseUrl: undefined, dataDir: "/srv/foreman" };
+    expect(servingSentence("http://127.0.0.1:54871", single)).toBe(
+      "Foreman is serving http://127.0.0.1:54871 in single-user mode (no login), with its SQLite database in /srv/foreman; " +
+        "Ctrl-C stops it. Try: npx buf curl --http2-prior-knowledge --list-services http://127.0.0.1:54871",
+    );
+    const multi = { host: "0.0.0.0", singleUserMode: false, databaseUrl: "postgres://foreman:hunter2@db/foreman", dataDir: "/data" };
+    expect(servingSentence("http://127.0.0.1:8080", multi)).toBe(
+      "Foreman is serving http://127.0.0.1:8080 (listening on every address) in multi-user mode (OpenID Connect login), " +
+        "with PostgreSQL (DATABASE_URL); Ctrl-C stops it. Most calls need a login (foreman login); this one does not: " +
+        "npx buf curl --http2-prior-knowledge --list-services http://127.0.0.1:8080",
+    );
   });
 
   it("keeps what it stored across a restart on the same data folder", async () => {
