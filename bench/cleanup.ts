@@ -75,7 +75,9 @@ async function stopChildren(): Promise<void> {
   const running = [...children];
   for (const child of running) child.kill("SIGTERM");
   const timer = setTimeout(() => {
-    for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    const late = running.filter((child) => child.exitCode === null && child.signalCode === null);
+    if (late.length > 0) process.stderr.write(`bench: ${late.length} child process(es) still running ${CHILD_GRACE_MS} ms after SIGTERM: SIGKILL\n`);
+    for (const child of late) child.kill("SIGKILL");
   }, CHILD_GRACE_MS);
   await Promise.all(running.map(exited));
   clearTimeout(timer);
