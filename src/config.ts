@@ -1,7 +1,6 @@
 // Server configuration, read once from environment variables. A bad value stops the start
 // with a ConfigError naming the variable; every default is documented in the README.
 import path from "node:path";
-import { parseSecretKey } from "./auth/secret-box.js";
 
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 
@@ -177,6 +176,21 @@ export function loadConfig(env: Env = process.env): Config {
     auth: loadAuthConfig(env, singleUserMode),
     secrets: loadSecretKeys(env, singleUserMode),
   };
+}
+
+/**
+ * A secret key from its text form: 64 hex digits, or base64 (or base64url) of 32 bytes;
+ * undefined when it is neither. Here rather than in auth/secret-box.ts, so that reading the
+ * configuration (the CLI does) loads no server code.
+ */
+export function parseSecretKey(text: string): Buffer | undefined {
+  const value = text.trim();
+  if (/^[0-9a-fA-F]{64}$/.test(value)) return Buffer.from(value, "hex");
+  if (/^[A-Za-z0-9+/_-]{43}=?$/.test(value)) {
+    const key = Buffer.from(value, "base64");
+    if (key.length === 32) return key;
+  }
+  return undefined;
 }
 
 const KEY_FORM = "must be 32 random bytes written as 64 hex digits or in base64 (e.g. the output of `openssl rand -base64 32`)";

@@ -10,6 +10,7 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import { link, mkdir, readFile, stat, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { parseSecretKey } from "../config.js";
 
 export const KEY_BYTES = 32;
 const IV_BYTES = 12;
@@ -99,17 +100,6 @@ export class SecretBox {
       throw new SecretBoxError(`it does not open with key ${kid}: the stored value was altered or belongs to another record`);
     }
   }
-}
-
-/** A key from its text form: 64 hex digits, or base64 (or base64url) of 32 bytes. Undefined when it is neither. */
-export function parseSecretKey(text: string): Buffer | undefined {
-  const value = text.trim();
-  if (/^[0-9a-fA-F]{64}$/.test(value)) return Buffer.from(value, "hex");
-  if (/^[A-Za-z0-9+/_-]{43}=?$/.test(value)) {
-    const key = Buffer.from(value, "base64");
-    if (key.length === KEY_BYTES) return key;
-  }
-  return undefined;
 }
 
 /**
