@@ -6,6 +6,7 @@ import { initial } from "./0001_initial.js";
 import { taskReviewAndSearch } from "./0002_task_review_and_search.js";
 import { lookupIndexes } from "./0003_lookup_indexes.js";
 import { markClearSecrets } from "./0004_mark_clear_secrets.js";
+import { claimPollIds } from "./0005_claim_poll_ids.js";
 
 export function migrations(dialect: DialectName): Record<string, Migration> {
   return {
@@ -13,5 +14,6 @@ export function migrations(dialect: DialectName): Record<string, Migration> {
     "0002_task_review_and_search": taskReviewAndSearch(dialect),
     "0003_lookup_indexes": lookupIndexes(),
     "0004_mark_clear_secrets": markClearSecrets(),
+    "0005_claim_poll_ids": claimPollIds(),
   };
 }

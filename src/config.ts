@@ -25,8 +25,10 @@ export interface Config {
   dbPoolSize: number;
   /** Keep-alive interval of long-lived streams (WatchTasks, later StreamLog). */
   streamKeepAliveMs: number;
-  /** How often a stream looks for changes itself, in case a wake-up from another replica was lost. */
+  /** How often a stream (or a waiting GetTask) looks for changes itself, in case a wake-up from another replica was lost. */
   streamPollMs: number;
+  /** The longest a GetTask long poll waits for work before it answers with none. */
+  maxPollSeconds: number;
   /** Serve GET /metrics (Prometheus text format). */
   metrics: boolean;
   /** A request must have arrived whole, headers and body, this long after it began (HTTP/2 request streams are exempt). */
@@ -169,6 +171,7 @@ export function loadConfig(env: Env = process.env): Config {
     dbPoolSize: readInt(env, "FOREMAN_DB_POOL_SIZE", 10, 1, 1000),
     streamKeepAliveMs: readInt(env, "FOREMAN_STREAM_KEEPALIVE_SECONDS", 15, 1, 300) * 1000,
     streamPollMs: readInt(env, "FOREMAN_STREAM_POLL_SECONDS", 2, 1, 3600) * 1000,
+    maxPollSeconds: readInt(env, "FOREMAN_MAX_POLL_SECONDS", 30, 1, 300),
     metrics: readBool(env, "FOREMAN_METRICS", true),
     requestBodyTimeoutMs: readInt(env, "FOREMAN_REQUEST_BODY_TIMEOUT_SECONDS", 60, 1, 3600) * 1000,
     idleTimeoutMs: readInt(env, "FOREMAN_IDLE_TIMEOUT_SECONDS", 65, 1, 3600) * 1000,

@@ -39,3 +39,22 @@ export async function* untilClosed<T>(ctx: HandlerContext, stream: (signal: Abor
     shutdown.removeEventListener("abort", abort);
   }
 }
+
+/**
+ * Runs a unary call that waits (a long poll) with a signal that fires when the client goes away
+ * or the server shuts down, so the wait ends either way; the listeners are removed when it ends.
+ */
+export async function whileOpen<T>(ctx: HandlerContext, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const stop = new AbortController();
+  const abort = () => stop.abort();
+  const shutdown = ctx.values.get(shutdownSignalKey);
+  ctx.signal.addEventListener("abort", abort);
+  shutdown.addEventListener("abort", abort);
+  try {
+    if (ctx.signal.aborted || shutdown.aborted) stop.abort();
+    return await run(stop.signal);
+  } finally {
+    ctx.signal.removeEventListener("abort", abort);
+    shutdown.removeEventListener("abort", abort);
+  }
+}

@@ -11,6 +11,7 @@
 //    unknown number: it reads as "unspecified".
 import { AgentType, ExecutionState, SessionState, TaskKind, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { VcsProviderType } from "../../gen/foreman/v1/repository_pb.js";
+import { WorkerStatus } from "../../gen/foreman/v1/worker_pb.js";
 import { AgentTaskKind, TaskChangeType } from "../../gen/foreman/v1/task_pb.js";
 import { TodoItemSource, TodoItemStatus, TodoItemType } from "../../gen/foreman/v1/todo_pb.js";
 import type { AgentTypeName } from "../core/agents.js";
@@ -130,4 +131,11 @@ export const TODO_ITEM_TYPES = new EnumNames<todoItems.TodoItemType, TodoItemTyp
 export const TODO_ITEM_SOURCES = new EnumNames<todoItems.TodoItemSource, TodoItemSource>({
   auto: TodoItemSource.AUTO,
   manual: TodoItemSource.MANUAL,
+});
+
+/** What a worker says it is doing in a heartbeat. Read and checked; draining is a later phase's. */
+export const WORKER_STATUSES = new EnumNames<"idle" | "busy" | "draining", WorkerStatus>({
+  idle: WorkerStatus.IDLE,
+  busy: WorkerStatus.BUSY,
+  draining: WorkerStatus.DRAINING,
 });

@@ -27,3 +27,14 @@ export function requireWorker(ctx: HandlerContext): { workerId: string; ownerId:
   }
   return principal;
 }
+
+/**
+ * The worker credential the call carries (Authorization: Bearer fwk_…), or undefined. On a
+ * WorkerService call past RegisterWorker the interceptor has checked it already; dispatch
+ * derives lease tokens from it. On RegisterWorker it is the worker's previous identity, which
+ * core checks.
+ */
+export function presentedWorkerCredential(ctx: HandlerContext): string | undefined {
+  const match = /^Bearer +(fwk_\S+)$/i.exec(ctx.requestHeader.get("authorization")?.trim() ?? "");
+  return match === null ? undefined : match[1];
+}

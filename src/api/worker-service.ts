@@ -1,29 +1,64 @@
-// The worker protocol. Registration and unregistration are here; claiming, heartbeats, logs and
-// commands answer Unimplemented until the dispatcher serves them.
+// The worker protocol: registration, the long poll that claims work (GetTask), reports,
+// heartbeats and unregistration. Logs, TTY requests, secrets and the command stream answer
+// Unimplemented until their phases serve them.
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
-import { callLogger } from "./context-keys.js";
-import { requireWorker } from "./principal.js";
+import { AssignmentSchema, LeaseSchema, WorkerService, type Lease } from "../../gen/foreman/v1/worker_pb.js";
+import { callLogger, whileOpen } from "./context-keys.js";
+import { presentedWorkerCredential, requireWorker } from "./principal.js";
 import type { Core } from "../core/context.js";
+import * as dispatch from "../core/dispatch.js";
+import { unauthenticated } from "../core/errors.js";
 import * as workers from "../core/workers.js";
-import { AGENT_TYPES } from "./enums.js";
+import { AGENT_TYPES, SESSION_STATES, WORKER_STATUSES } from "./enums.js";
 import { unimplementedMethods } from "./unimplemented.js";
 
 export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
   // Core logs a call's work on the call's logger, which carries its request id.
   const log = (ctx: HandlerContext) => callLogger(ctx, core.logger);
+  /** The calling worker, with the credential it sent (lease tokens are derived from it). */
+  const caller = (ctx: HandlerContext): dispatch.WorkerCaller => {
+    const credential = presentedWorkerCredential(ctx);
+    if (credential === undefined) throw unauthenticated("this call needs the worker credential that RegisterWorker returned");
+    return { ...requireWorker(ctx), credential };
+  };
   return {
     ...(unimplementedMethods(WorkerService, "the worker protocol") as unknown as ServiceImpl<typeof WorkerService>),
     async registerWorker(req, ctx) {
       const { worker, credential } = await workers.registerWorker(core, log(ctx), {
         ...req,
         agentTypes: AGENT_TYPES.readAll(req.agentTypes),
+        previousCredential: presentedWorkerCredential(ctx),
       });
       return {
         workerId: worker.id,
         workerToken: credential,
         heartbeatIntervalSeconds: workers.HEARTBEAT_INTERVAL_SECONDS,
-        maxPollSeconds: workers.MAX_POLL_SECONDS,
+        maxPollSeconds: core.dispatch.settings.maxPollSeconds,
+      };
+    },
+    async getTask(req, ctx) {
+      const who = caller(ctx);
+      const assignment = await whileOpen(ctx, (signal) => dispatch.getTask(core, log(ctx), who, req, signal));
+      // Commands (stop a session, a TTY answer) come with a later phase: none yet.
+      return { ...(assignment ? { assignment: assignmentToProto(assignment) } : {}), commands: [] };
+    },
+    async reportStatus(req, ctx) {
+      const result = await dispatch.reportStatus(core, log(ctx), caller(ctx), {
+        ...req,
+        state: SESSION_STATES.read(req.state),
+      });
+      return { state: SESSION_STATES.value(result.state), stopRequested: result.stopRequested };
+    },
+    async heartbeat(req, ctx) {
+      WORKER_STATUSES.readKnown(req.status, "status", "worker status");
+      const { renewed, lost } = await dispatch.heartbeat(core, caller(ctx), req.leases);
+      return {
+        leases: renewed.map(leaseToProto),
+        lostSessionIds: lost,
+        commands: [],
+        heartbeatIntervalSeconds: workers.HEARTBEAT_INTERVAL_SECONDS,
       };
     },
     async unregisterWorker(_req, ctx) {
@@ -31,4 +66,21 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
       return {};
     },
   };
+}
+
+function leaseToProto(l: dispatch.Lease): Lease {
+  return create(LeaseSchema, { sessionId: l.sessionId, attempt: l.attempt, leaseToken: l.token, expireTime: timestampFromDate(l.expiresAt) });
+}
+
+function assignmentToProto(a: dispatch.Assignment) {
+  return create(AssignmentSchema, {
+    lease: leaseToProto(a.lease),
+    taskId: a.taskId,
+    agentTaskId: a.agentTaskId,
+    prompt: a.prompt,
+    agentType: AGENT_TYPES.value(a.agentType),
+    agentModel: a.agentModel,
+    repositories: a.repositories,
+    hasSecrets: a.hasSecrets,
+  });
 }

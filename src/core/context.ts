@@ -8,6 +8,7 @@ import type { AuthConfig } from "../config.js";
 import type { Database } from "../db/schema.js";
 import type { DialectAdapter } from "../db/dialect-adapter.js";
 import type { Logger } from "../logger.js";
+import type { Dispatcher } from "./dispatch.js";
 import type { LiveLogins } from "./live-logins.js";
 import type { NotifierChannel } from "./notifier.js";
 import type { TaskFeeds } from "./task-feed.js";
@@ -23,6 +24,8 @@ export interface Core {
   taskChanges: NotifierChannel;
   /** The shared readers WatchTasks streams follow, one per watched workspace. */
   taskFeeds: TaskFeeds;
+  /** The long polls' wake-ups (the claims channel, here and across replicas) and settings. */
+  dispatch: Dispatcher;
   streams: StreamTiming;
   remotes: RemoteRules;
   /** Seals and opens the secrets the server stores (core/secrets.ts). */

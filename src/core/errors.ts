@@ -13,6 +13,7 @@ export type Reason =
   | "NOT_FOUND"
   | "ALREADY_EXISTS"
   | "FAILED_PRECONDITION"
+  | "LEASE_LOST"
   | "UNAUTHENTICATED"
   | "PERMISSION_DENIED"
   | "WORKER_UNAVAILABLE"
@@ -77,6 +78,15 @@ export function alreadyExists(kind: string, message: string, metadata: Record<st
 
 export function failedPrecondition(message: string, metadata: Record<string, string> = {}): ConnectError {
   return foremanError(Code.FailedPrecondition, "FAILED_PRECONDITION", message, metadata);
+}
+
+/**
+ * A worker's call about a session whose lease it does not hold (any more): the token is stale,
+ * another session's, or made up. FailedPrecondition, for the worker must stop the session and
+ * report nothing more; the message says why, never the token.
+ */
+export function leaseLost(sessionId: string, why: string): ConnectError {
+  return foremanError(Code.FailedPrecondition, "LEASE_LOST", `session ${sessionId}: ${why}; stop it and report nothing more`, { session_id: sessionId });
 }
 
 export function unauthenticated(message: string, cause?: unknown): ConnectError {

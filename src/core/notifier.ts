@@ -13,6 +13,13 @@
 // re-subscribes goes to the back, which makes it round-robin. A woken poll that then finds
 // nothing (another replica claimed it) subscribes again; a wake that reaches a poll just as it
 // times out is lost, which the poll backstop covers.
+//
+// From other replicas (deliver): on a channel of wake-ups for long polls (wakeOne, the claims
+// channel) each NOTIFY wakes one listener of its key, as a wake(1) here would: a notification
+// stands for one piece of work. On every other channel it wakes them all (notify). A payload is
+// the key, optionally followed by a space and anything that tells notifications apart:
+// PostgreSQL delivers only one of the identical notifications a transaction sends, so two
+// sessions queued in one transaction need two payloads to wake two polls.
 
 type Listener = () => void;
 
@@ -30,9 +37,19 @@ export class Notifier {
   /** channel → key → listeners, in the order they subscribed (a Set keeps it). */
   private readonly listeners = new Map<string, Map<string, Set<Listener>>>();
 
-  /** `channels`: every channel there is; the server listens on them all across replicas. */
-  constructor(readonly channels: readonly string[]) {
+  private readonly wakeOne: ReadonlySet<string>;
+
+  /**
+   * `channels`: every channel there is; the server listens on them all across replicas.
+   * `wakeOne`: those of them on which a notification from another replica wakes one listener.
+   */
+  constructor(
+    readonly channels: readonly string[],
+    options: { wakeOne?: readonly string[] } = {},
+  ) {
     for (const channel of channels) this.listeners.set(channel, new Map());
+    this.wakeOne = new Set(options.wakeOne ?? []);
+    for (const channel of this.wakeOne) this.keysOf(channel);
   }
 
   channel(name: string): NotifierChannel {
@@ -76,6 +93,14 @@ export class Notifier {
     if (set.size === 0) keys.delete(key);
     for (const listener of woken) listener();
     return woken.length;
+  }
+
+  /** A notification from another replica (or this one's own NOTIFY, which comes back too). */
+  deliver(channel: string, payload: string): void {
+    const space = payload.indexOf(" ");
+    const key = space === -1 ? payload : payload.slice(0, space);
+    if (this.wakeOne.has(channel)) this.wake(channel, key, 1);
+    else this.notify(channel, key);
   }
 
   /** Wakes every listener of every channel, e.g. after wake-ups from other replicas may have been lost. */

@@ -8,7 +8,9 @@ import * as taskEvents from "../store/task-events.js";
 import * as store from "../store/tasks.js";
 import type { Logger } from "../logger.js";
 import {
+  AFTER_RUN_STATUSES,
   COMPOSITE_STATUSES,
+  RUN_END,
   TRANSITIONS,
   UNIT_STATUSES,
   canMove,
@@ -149,6 +151,7 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
     );
     await sessions.insertAgentTask(
       trx,
+      core.adapter,
       {
         id: newId(core.now().getTime()),
         ownerId,
@@ -165,6 +168,7 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
     await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
   });
   core.taskChanges.notify(group.workspaceId);
+  core.dispatch.queued(ownerId, agent.agentType);
   log.info({ task_id: id, kind: "unit", workspace_id: group.workspaceId, agent_type: agent.agentType }, "task created");
   return (await loadTask(core, ownerId, id)) as UnitTask;
 }
@@ -216,6 +220,7 @@ export async function createCompositeTask(core: Core, log: Logger, ownerId: stri
     );
     await sessions.insertAgentTask(
       trx,
+      core.adapter,
       { id: newId(core.now().getTime()), ownerId, unitTaskId: null, compositeTaskId: id, kind: "planning", prompt, ...planner, baseRemotes: [] },
       newId(core.now().getTime()),
       now,
@@ -223,6 +228,7 @@ export async function createCompositeTask(core: Core, log: Logger, ownerId: stri
     await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
   });
   core.taskChanges.notify(group.workspaceId);
+  core.dispatch.queued(ownerId, planner.agentType);
   log.info({ task_id: id, kind: "composite", workspace_id: group.workspaceId, agent_type: planner.agentType }, "task created");
   return (await loadTask(core, ownerId, id)) as CompositeTask;
 }
@@ -302,6 +308,8 @@ function illegal(task: Task, operation: string, allowed: string): Error {
   });
 }
 
+class MovedMeanwhile extends Error {}
+
 /**
  * Applies a plan to a task atomically: the status moves only if it is still what the plan was
  * made from, so of two concurrent calls exactly one wins and the other is told the new status.
@@ -311,14 +319,23 @@ async function transition(core: Core, log: Logger, ownerId: string, rawId: strin
   const task = await loadTask(core, ownerId, id);
   const p = plan(task);
   const now = core.now();
-  const moved = await core.db.transaction().execute(async (trx) => {
-    const to = { status: p.to, executionState: p.executionState, reason: p.reason || null, planApproved: p.planApproved };
-    if (!(await store.moveTask(trx, task, task.status, to, now))) return false;
-    if (p.cancelRuns) await sessions.cancelActiveSessions(trx, task.agentTasks.map((a) => a.id), `task ${p.to}`, now);
-    await p.queue?.(trx, task, now);
-    await recordChange(core, trx, task, "updated", now);
-    return true;
-  });
+  const moved = await core.db
+    .transaction()
+    .execute(async (trx) => {
+      const to = { status: p.to, executionState: p.executionState, reason: p.reason || null, planApproved: p.planApproved };
+      // The sessions first, then the task: the order a claim and a report lock them in
+      // (core/dispatch.ts), so that neither waits for the other in a cycle. A task that moved
+      // meanwhile undoes the cancel with the rest.
+      if (p.cancelRuns) await sessions.cancelActiveSessions(trx, task.agentTasks.map((a) => a.id), `task ${p.to}`, now);
+      if (!(await store.moveTask(trx, task, task.status, to, now))) throw new MovedMeanwhile();
+      await p.queue?.(trx, task, now);
+      await recordChange(core, trx, task, "updated", now);
+      return true;
+    })
+    .catch((error: unknown) => {
+      if (error instanceof MovedMeanwhile) return false;
+      throw error;
+    });
   if (!moved) {
     // Someone else moved it first; answer as if this call had come second.
     const current = await loadTask(core, ownerId, id);
@@ -327,17 +344,20 @@ async function transition(core: Core, log: Logger, ownerId: string, rawId: strin
     });
   }
   core.taskChanges.notify(task.workspaceId);
+  // Both queueing moves (a retry, a new run with feedback) run the latest run's agent.
+  if (p.queue !== undefined) core.dispatch.queued(task.ownerId, task.agentTasks[task.agentTasks.length - 1]!.agentType);
   log.info({ task_id: id, operation, from: task.status, to: p.to }, "task status changed");
   return loadTask(core, ownerId, id);
 }
 
 /** A new session of the task's latest agent task: the next attempt. */
-function queueRetry(): Plan["queue"] {
+function queueRetry(core: Core): Plan["queue"] {
   return async (trx, task, now) => {
     const latest = task.agentTasks[task.agentTasks.length - 1]!;
     const attempt = Math.max(0, ...latest.sessions.map((s) => s.attempt)) + 1;
     await sessions.insertSession(
       trx,
+      core.adapter,
       { id: newId(now.getTime()), ownerId: task.ownerId, agentTaskId: latest.id, attempt, agentType: latest.agentType, agentModel: latest.agentModel },
       now,
     );
@@ -345,12 +365,13 @@ function queueRetry(): Plan["queue"] {
 }
 
 /** A new agent task (the next run) whose prompt is the last run's plus the feedback. */
-function queueFeedback(feedback: string): Plan["queue"] {
+function queueFeedback(core: Core, feedback: string): Plan["queue"] {
   return async (trx, task, now) => {
     const latest = task.agentTasks[task.agentTasks.length - 1]!;
     const unit = task.kind === "unit";
     await sessions.insertAgentTask(
       trx,
+      core.adapter,
       {
         id: newId(now.getTime()),
         ownerId: task.ownerId,
@@ -390,6 +411,15 @@ export async function updateTaskStatus(core: Core, log: Logger, ownerId: string,
       const rpc = task.status === "failed" || task.status === "cancelled" ? "RetryTask" : task.status === "pending_approval" && to === "in_progress" ? "ApproveTask" : "RequestChanges";
       throw failedPrecondition(`moving task ${task.id} from ${task.status} to ${to} starts agent work: use ${rpc}`, { current_status: task.status });
     }
+    if (AFTER_RUN_STATUSES.includes(to) && task.executionState !== "idle") {
+      // Reached only by a run that finished: a succeeded run moves the task there itself.
+      throw failedPrecondition(
+        `task ${task.id} is ${task.status} and its agent run is ${task.executionState}; ${to} means a run finished, so wait for ` +
+          `the worker to report it (a succeeded run moves the task to ${RUN_END[task.kind].succeeded} itself), or move the task ` +
+          "to cancelled, which ends the run",
+        { current_status: task.status, execution_state: task.executionState },
+      );
+    }
     return { to, executionState: "idle", cancelRuns: true };
   });
 }
@@ -425,22 +455,22 @@ export async function requestChanges(core: Core, log: Logger, ownerId: string, i
   return transition(core, log, ownerId, input.id, "RequestChanges", (task) => {
     if (task.kind === "unit") {
       if (task.status !== "in_review") throw illegal(task, "RequestChanges", "in_review");
-      return { to: "in_progress", executionState: "queued", cancelRuns: true, queue: queueFeedback(feedback) };
+      return { to: "in_progress", executionState: "queued", cancelRuns: true, queue: queueFeedback(core, feedback) };
     }
     if (task.status !== "pending_approval") throw illegal(task, "RequestChanges", "pending_approval");
-    return { to: "planning", executionState: "queued", cancelRuns: true, queue: queueFeedback(feedback) };
+    return { to: "planning", executionState: "queued", cancelRuns: true, queue: queueFeedback(core, feedback) };
   });
 }
 
 export async function retryTask(core: Core, log: Logger, ownerId: string, rawId: string): Promise<Task> {
   return transition(core, log, ownerId, rawId, "RetryTask", (task) => {
     if (task.status !== "failed" && task.status !== "cancelled") throw illegal(task, "RetryTask", "failed or cancelled");
-    if (task.kind === "unit") return { to: "in_progress", executionState: "queued", cancelRuns: true, queue: queueRetry() };
+    if (task.kind === "unit") return { to: "in_progress", executionState: "queued", cancelRuns: true, queue: queueRetry(core) };
     // A composite task whose plan was never approved plans again; one that was executing goes
     // back to execution, whose scheduler (a later issue) restarts the failed nodes.
     return task.planApprovedAt !== null
       ? { to: "in_progress", executionState: "idle", cancelRuns: true }
-      : { to: "planning", executionState: "queued", cancelRuns: true, queue: queueRetry() };
+      : { to: "planning", executionState: "queued", cancelRuns: true, queue: queueRetry(core) };
   });
 }
 

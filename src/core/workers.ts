@@ -17,8 +17,6 @@ export type { RegistrationToken, Worker } from "../store/workers.js";
 
 /** How often a worker heartbeats; three missed intervals make it unhealthy (dispatch issue). */
 export const HEARTBEAT_INTERVAL_SECONDS = 10;
-/** The longest a GetTask long poll waits before returning with no work. */
-export const MAX_POLL_SECONDS = 30;
 
 const NAME_MAX = 100;
 const MAX_TTL_SECONDS = 365 * 86_400;
@@ -78,6 +76,11 @@ export interface RegisterWorkerInput {
   agentTypes: string[];
   labels: Record<string, string>;
   maxConcurrentSessions: number;
+  /**
+   * The credential the worker had, if it sends one (Authorization: Bearer fwk_…): a daemon that
+   * restarts presents its previous identity this way, the contract having no field for it.
+   */
+  previousCredential?: string | undefined;
 }
 
 export async function registerWorker(core: Core, log: Logger, input: RegisterWorkerInput): Promise<{ worker: store.Worker; credential: string }> {
@@ -110,8 +113,7 @@ export async function registerWorker(core: Core, log: Logger, input: RegisterWor
   // Marked used only now that the registration is valid (and refused if revoked meanwhile).
   const ownerAndToken = presented.registrationTokenId === null ? presented : await checkRegistrationToken(core, input.registrationToken, now, "use");
   const credential = newOpaqueToken(WORKER_CREDENTIAL_PREFIX);
-  const worker = await store.insertWorker(core.db, {
-    id: newId(now.getTime()),
+  const fields = {
     ...ownerAndToken,
     name,
     hostname,
@@ -121,8 +123,18 @@ export async function registerWorker(core: Core, log: Logger, input: RegisterWor
     maxConcurrentSessions: input.maxConcurrentSessions === 0 ? 1 : input.maxConcurrentSessions,
     registeredAt: now,
     credentialHash: hashToken(credential),
-  });
-  log.info({ worker_id: worker.id, owner_id: worker.ownerId, name, hostname }, "worker registered");
+  };
+  // A worker that comes back with the credential it had gets its id back (and a new credential,
+  // the old one ending in the same write), if the same owner's token registers it and it was not
+  // unregistered, which ends an identity for good. Any other credential is ignored: the worker
+  // gets a new identity, as one sending none does.
+  const previous = input.previousCredential;
+  const again =
+    previous !== undefined && previous.startsWith(WORKER_CREDENTIAL_PREFIX) && previous.length <= MAX_TOKEN_LENGTH
+      ? await store.reregisterWorker(core.db, hashToken(previous), fields)
+      : undefined;
+  const worker = again ?? (await store.insertWorker(core.db, { id: newId(now.getTime()), ...fields }));
+  log.info({ worker_id: worker.id, owner_id: worker.ownerId, name, hostname, again: again !== undefined }, "worker registered");
   return { worker, credential };
 }
 

@@ -1,6 +1,6 @@
 // What PostgreSQL and SQLite do differently, as the members of one small interface (kysely's
 // own dialect adapters do the same), so that shared code never asks which dialect it runs on.
-import { sql, type Kysely } from "kysely";
+import { sql, type Kysely, type SelectQueryBuilder } from "kysely";
 import type { Database } from "./schema.js";
 
 export interface DialectAdapter {
@@ -11,8 +11,13 @@ export interface DialectAdapter {
   lockForOrder(db: Kysely<Database>, key: string): Promise<void>;
   /** Inside a transaction: wakes every replica's listeners of `channel` with `payload` once it commits. */
   notifyOnCommit(db: Kysely<Database>, channel: string, payload: string): Promise<void>;
-  // The dispatcher's claim adds its member here: FOR UPDATE SKIP LOCKED on PostgreSQL, a plain
-  // select on SQLite (where the claiming transaction is the only writer).
+  /**
+   * The select that picks a claim's row: on PostgreSQL it locks the row it returns and passes
+   * over rows other transactions hold (FOR UPDATE SKIP LOCKED), so concurrent claims take
+   * different rows without waiting on each other; on SQLite it is the select as it is, since the
+   * claiming transaction is the only writer.
+   */
+  skipLocked<DB, TB extends keyof DB, O>(query: SelectQueryBuilder<DB, TB, O>): SelectQueryBuilder<DB, TB, O>;
 }
 
 export const postgresAdapter: DialectAdapter = {
@@ -22,6 +27,7 @@ export const postgresAdapter: DialectAdapter = {
   async notifyOnCommit(db, channel, payload) {
     await sql`SELECT pg_notify(${channel}, ${payload})`.execute(db);
   },
+  skipLocked: (query) => query.forUpdate().skipLocked(),
 };
 
 export const sqliteAdapter: DialectAdapter = {
@@ -30,4 +36,6 @@ export const sqliteAdapter: DialectAdapter = {
   // No NOTIFY: the in-process notifier wakes this process's listeners, and another process on
   // the same file finds the change by its poll.
   async notifyOnCommit() {},
+  // BEGIN IMMEDIATE took the write lock before the select ran: no other writer can touch the row.
+  skipLocked: (query) => query,
 };

@@ -1,10 +1,10 @@
 // Wake-ups across replicas: PostgreSQL LISTEN/NOTIFY on one dedicated connection per server,
-// on every channel of the in-process notifier. A notification carries a key (a workspace id),
-// never data; whoever is woken reads the database. NOTIFY sent inside a transaction is
-// delivered when it commits, so nobody is woken before the change is visible. A lost
-// connection is reopened with back-off; since notifications sent meanwhile are lost, every
-// waiter is woken to look again once it is back (and the waiters' own poll backstop covers the
-// gap too).
+// on every channel of the in-process notifier. A notification carries a key (a workspace id;
+// for claims, whose work was queued), never data; whoever is woken reads the database. NOTIFY
+// sent inside a transaction is delivered when it commits, so nobody is woken before the change
+// is visible. A lost connection is reopened with back-off; since notifications sent meanwhile
+// are lost, every waiter is woken to look again once it is back (and the waiters' own poll
+// backstop covers the gap too).
 import pg from "pg";
 
 export interface NotificationLogger {
@@ -16,8 +16,8 @@ export interface NotificationLogger {
 export interface NotificationTarget {
   /** The channels to listen on. */
   readonly channels: readonly string[];
-  /** A NOTIFY on `channel` with `payload` (the key) arrived. */
-  notify(channel: string, payload: string): void;
+  /** A NOTIFY on `channel` with `payload` (the key, and maybe more after a space) arrived. */
+  deliver(channel: string, payload: string): void;
   /** The connection is back: wake everyone, for what was sent while it was down is lost. */
   notifyAll(): void;
 }
@@ -44,7 +44,7 @@ export class PgListener {
   private async connect(): Promise<void> {
     const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: 10_000 });
     client.on("notification", (message) => {
-      if (message.payload !== undefined) this.target.notify(message.channel, message.payload);
+      if (message.payload !== undefined) this.target.deliver(message.channel, message.payload);
     });
     client.on("error", (error) => this.lost(client, error));
     client.on("end", () => this.lost(client, new Error("connection ended")));

@@ -76,6 +76,58 @@ export const SESSION_CANCEL: { from: SessionState[]; to: SessionState; dropsLeas
   dropsLease: true,
 };
 
+/** Sessions in these states hold a lease: a worker claimed them and has not ended them. */
+export const LEASED_SESSION_STATES: SessionState[] = ["assigned", "running"];
+
+/** A claim (GetTask): a queued session goes to one worker, with a lease; its task's run is then assigned. */
+export const SESSION_CLAIM: { from: SessionState; to: SessionState; executionState: ExecutionState } = {
+  from: "queued",
+  to: "assigned",
+  executionState: "assigned",
+};
+
+/** What a worker reports about a session it holds (ReportStatus). */
+export type ReportedState = "running" | "succeeded" | "failed" | "cancelled";
+
+/**
+ * The states each report may follow, whether it ends the session, and the execution state its
+ * task's run then has. An end may follow the claim directly: SUCCEEDED (or FAILED, CANCELLED)
+ * without RUNNING first is allowed, because a worker may fail before the agent starts (a clone
+ * that fails) or finish before its RUNNING report got through, and refusing the end would leave
+ * the session held until its lease ran out. RUNNING after an end is refused: the lease ended with
+ * the session, and only a repeat of the report that ended it is accepted (idempotence).
+ */
+export const SESSION_REPORT: Record<ReportedState, { from: SessionState[]; to: SessionState; ends: boolean; executionState: ExecutionState }> = {
+  running: { from: ["assigned"], to: "running", ends: false, executionState: "running" },
+  succeeded: { from: LEASED_SESSION_STATES, to: "succeeded", ends: true, executionState: "idle" },
+  failed: { from: LEASED_SESSION_STATES, to: "failed", ends: true, executionState: "idle" },
+  cancelled: { from: LEASED_SESSION_STATES, to: "cancelled", ends: true, executionState: "idle" },
+};
+
+/**
+ * Where a task goes when its run ends, by kind and how the run ended; undefined keeps the
+ * status (a cancelled run leaves the task in its work status with nothing running, for the
+ * user to move on). A composite task's succeeded planning run waits for the plan's approval;
+ * reading the plan it hands back is a later issue's.
+ */
+export const RUN_END: Record<TaskKind, Record<"succeeded" | "failed" | "cancelled", TaskStatus | undefined>> = {
+  unit: { succeeded: "in_review", failed: "failed", cancelled: undefined },
+  composite: { succeeded: "pending_approval", failed: "failed", cancelled: undefined },
+};
+
+/**
+ * Statuses that say a run finished: UpdateTaskStatus may not move a task into them while its
+ * run is queued, assigned or running (a finished run moves it there itself).
+ */
+export const AFTER_RUN_STATUSES: TaskStatus[] = ["in_review", "pending_approval", "approved"];
+
+/**
+ * Losing a session: its lease expired or its worker went away. It ends as lost and drops its
+ * lease in the same write that queues the next attempt, so the worker that held it can no
+ * longer report for it (fencing).
+ */
+export const SESSION_LOSE: { from: SessionState[]; to: SessionState } = { from: LEASED_SESSION_STATES, to: "lost" };
+
 export interface AgentSession {
   id: string;
   agentTaskId: string;

@@ -48,7 +48,8 @@ export function authInterceptor(core: Core): Interceptor {
     const forWorkers = service === WorkerService.typeName;
 
     // RegisterWorker is how a worker gets its credential: the registration token in the body is
-    // checked there, and an old credential the worker still sends is beside the point.
+    // checked there, and an old credential the worker sends is its previous identity, which core
+    // checks (a restarted worker gets its id back; an unknown credential is ignored).
     if (forWorkers && req.method.name === "RegisterWorker" && (bearer === undefined || bearer.startsWith(WORKER_CREDENTIAL_PREFIX))) {
       return next(req);
     }

@@ -13,11 +13,13 @@ import { OidcProvider } from "../auth/oidc.js";
 import type { SecretBox } from "../auth/secret-box.js";
 import type { Config } from "../config.js";
 import type { Core } from "../core/context.js";
+import { Dispatcher } from "../core/dispatch.js";
 import { LiveLogins } from "../core/live-logins.js";
 import { Notifier } from "../core/notifier.js";
 import { TaskFeeds } from "../core/task-feed.js";
 import type { Db } from "../db/database.js";
 import type { Logger } from "../logger.js";
+import { CLAIMS_CHANNEL } from "../store/agent-sessions.js";
 import { TASK_CHANGES_CHANNEL } from "../store/task-events.js";
 import { authInterceptor } from "./auth-interceptor.js";
 import { connectAdapter } from "./connect-adapter.js";
@@ -39,7 +41,8 @@ export interface Services {
 }
 
 export function composeServices(config: Config, db: Db, logger: Logger, clock: () => Date, secrets: SecretBox): Services {
-  const notifier = new Notifier([TASK_CHANGES_CHANNEL]);
+  // A NOTIFY about queued work wakes one waiting poll per replica, not all of them.
+  const notifier = new Notifier([TASK_CHANGES_CHANNEL, CLAIMS_CHANNEL], { wakeOne: [CLAIMS_CHANNEL] });
   const core = composeCore(config, db, logger, clock, notifier, secrets);
   const health = new HealthStatus();
   const metrics = new Metrics();
@@ -83,6 +86,8 @@ function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, 
     // NOTIFY wakes feeds on other replicas at once; their poll bounds how late a change shows
     // up when a notification is lost.
     taskFeeds: new TaskFeeds(db.kysely, taskChanges, config.streamPollMs, logger),
+    // Likewise for long polls waiting for work: one read of the queue per backstop, for all.
+    dispatch: new Dispatcher(db.kysely, notifier.channel(CLAIMS_CHANNEL), { maxPollSeconds: config.maxPollSeconds, backstopMs: config.streamPollMs }, logger),
     streams: { keepAliveMs: config.streamKeepAliveMs },
     remotes: { allowPrivate: config.allowPrivateRemotes },
     secrets,

@@ -262,6 +262,47 @@ export async function moveTask(
   return result.numUpdatedRows > 0n;
 }
 
+/** What the dispatcher needs of a run's task: where it is and what status it has. */
+export interface TaskPlace {
+  kind: TaskKind;
+  id: string;
+  ownerId: string;
+  workspaceId: string;
+  status: TaskStatus;
+  executionState: ExecutionState;
+}
+
+export async function getTaskPlace(db: Kysely<Database>, task: { kind: TaskKind; id: string; ownerId: string }): Promise<TaskPlace | undefined> {
+  const table = task.kind === "unit" ? "unit_tasks" : "composite_tasks";
+  const row = await db
+    .selectFrom(table)
+    .select(["id", "owner_id", "workspace_id", "status", "execution_state"])
+    .where("id", "=", task.id)
+    .where("owner_id", "=", task.ownerId)
+    .executeTakeFirst();
+  return (
+    row && {
+      kind: task.kind,
+      id: row.id,
+      ownerId: row.owner_id,
+      workspaceId: row.workspace_id,
+      status: row.status as TaskStatus,
+      executionState: row.execution_state as ExecutionState,
+    }
+  );
+}
+
+/** Sets where a task's run stands (a claim, a RUNNING report), its status unchanged. */
+export async function setExecutionState(db: Kysely<Database>, task: { kind: TaskKind; id: string; ownerId: string }, state: ExecutionState, now: Date): Promise<void> {
+  const table = task.kind === "unit" ? "unit_tasks" : "composite_tasks";
+  await db
+    .updateTable(table)
+    .set((eb) => ({ execution_state: state, updated_at: toDbTime(now), version: eb("version", "+", 1) }))
+    .where("id", "=", task.id)
+    .where("owner_id", "=", task.ownerId)
+    .execute();
+}
+
 export async function deleteTask(db: Kysely<Database>, task: { kind: TaskKind; id: string; ownerId: string }): Promise<boolean> {
   const table = task.kind === "unit" ? "unit_tasks" : "composite_tasks";
   const result = await db.deleteFrom(table).where("id", "=", task.id).where("owner_id", "=", task.ownerId).executeTakeFirst();

@@ -180,6 +180,56 @@ export async function findWorkerByCredential(db: Kysely<Database>, credentialHas
   return row && toWorker(row);
 }
 
+const selectWorkerById = prepared((db, id: string) => db.selectFrom("workers").selectAll().where("id", "=", id));
+
+export async function findWorker(db: Kysely<Database>, id: string): Promise<Worker | undefined> {
+  const [row] = await selectWorkerById(db, id);
+  return row && toWorker(row);
+}
+
+/**
+ * A worker registering again with the credential it had (a restarted daemon): the same row, so
+ * the same id, with the new registration's name, capabilities and credential, active again.
+ * Only for a worker of the same owner (null: the configured token's) that was not
+ * unregistered; the old credential stops working in this same write. Undefined otherwise.
+ */
+export async function reregisterWorker(
+  db: Kysely<Database>,
+  previousCredentialHash: string,
+  w: Omit<Worker, "id" | "status" | "lastHeartbeatAt"> & { credentialHash: string },
+): Promise<Worker | undefined> {
+  const row = await db
+    .updateTable("workers")
+    .set({
+      registration_token_id: w.registrationTokenId,
+      name: w.name,
+      hostname: w.hostname,
+      version: w.version,
+      credential_hash: w.credentialHash,
+      status: "active",
+      agent_types: JSON.stringify(w.agentTypes),
+      labels: JSON.stringify(w.labels),
+      max_concurrent_sessions: w.maxConcurrentSessions,
+      last_heartbeat_at: toDbTime(w.registeredAt),
+    })
+    .where("credential_hash", "=", previousCredentialHash)
+    .where("status", "!=", "unregistered")
+    .where((eb) => (w.ownerId === null ? eb("owner_id", "is", null) : eb("owner_id", "=", w.ownerId)))
+    .returningAll()
+    .executeTakeFirst();
+  return row && toWorker(row);
+}
+
+/** A heartbeat: the worker was seen now, and is active again if it was unhealthy. */
+export async function touchWorker(db: Kysely<Database>, id: string, now: Date): Promise<void> {
+  await db
+    .updateTable("workers")
+    .set({ last_heartbeat_at: toDbTime(now), status: "active" })
+    .where("id", "=", id)
+    .where("status", "!=", "unregistered")
+    .execute();
+}
+
 /** Unregisters the worker; its credential stops working at once. Idempotent. */
 export async function unregisterWorker(db: Kysely<Database>, id: string, now: Date): Promise<void> {
   await db

@@ -28,6 +28,7 @@ import { DIALECTS } from "../helpers/databases.js";
 import { caller, signIn, type Caller, type User } from "../helpers/fixtures.js";
 import { startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { UNKNOWN_ID, expectCode, expectInvalid } from "../helpers/rpc-errors.js";
+import { runner } from "../helpers/runner.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 type Tasks = Client<typeof TaskService>;
@@ -109,7 +110,8 @@ async function drain(stream: AsyncIterable<unknown>): Promise<number> {
   return n;
 }
 
-type Rpc = "UpdateTaskStatus" | "ApproveTask" | "RejectTask" | "RequestChanges" | "RetryTask";
+/** The RPCs that move a task, and FinishRun: a worker claims the task's run and reports it succeeded. */
+type Rpc = "UpdateTaskStatus" | "ApproveTask" | "RejectTask" | "RequestChanges" | "RetryTask" | "FinishRun";
 interface Move {
   rpc: Rpc;
   to: StatusName;
@@ -128,6 +130,8 @@ function agentRpc(kind: KindName, from: StatusName, to: StatusName): Rpc {
  * once its plan was approved, which a shortest path from a new task never does.
  */
 function moveFor(kind: KindName, from: StatusName, to: StatusName): Rpc | undefined {
+  // Review follows a run that finished, which UpdateTaskStatus cannot pretend.
+  if (from === workStatus(kind) && to === reviewStatus(kind)) return "FinishRun";
   if (!AGENT_WORK.includes(to)) return "UpdateTaskStatus";
   if (kind === "composite" && (from === "failed" || from === "cancelled") && to === "in_progress") return undefined;
   return agentRpc(kind, from, to);
@@ -238,6 +242,8 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
         return view((await tasks.requestChanges({ id, feedback: "Please also cover the edge cases." })).task);
       case "RetryTask":
         return view((await tasks.retryTask({ id })).task);
+      case "FinishRun":
+        return view(await runner(caller(t)).finish(id));
     }
   }
 
@@ -601,10 +607,10 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
               } as Task);
         made.push(v);
       }
-      await tasks.updateTaskStatus({ id: made[0]!.id, status: TaskStatus.IN_REVIEW });
+      await runner(caller(t)).finish(made[0]!.id);
       await tasks.updateTaskStatus({ id: made[2]!.id, status: TaskStatus.CANCELLED });
       await tasks.updateTaskStatus({ id: made[4]!.id, status: TaskStatus.CANCELLED });
-      await tasks.updateTaskStatus({ id: made[1]!.id, status: TaskStatus.PENDING_APPROVAL });
+      await runner(caller(t)).finish(made[1]!.id);
     });
 
     it("lists both kinds newest first, each as GetTask shows it", async () => {
@@ -758,6 +764,11 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
             } else if (!legal(kind, from, to)) {
               const err = await expectRefused(call, from);
               expect(err.rawMessage, label).toContain(to);
+            } else if (from === workStatus(kind) && to === reviewStatus(kind)) {
+              // Its run is queued: only the run's end moves the task into review.
+              const err = await expectRefused(call, from);
+              expect(err.rawMessage, label).toContain("run is queued");
+              expect(errorMetadata(err).execution_state, label).toBe("queued");
             } else if (AGENT_WORK.includes(to)) {
               const err = await expectCode(call, Code.FailedPrecondition);
               expect(err.rawMessage, label).toContain(agentRpc(kind, from, to));
@@ -844,7 +855,7 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       let v = await createUnit(fx, prompt);
       const branch = v.unit!.branchName;
       const initial = v.agentTasks[0]!;
-      v = await apply(v.id, { rpc: "UpdateTaskStatus", to: "in_review" });
+      v = await apply(v.id, { rpc: "FinishRun", to: "in_review" });
 
       await expectInvalid(tasks.requestChanges({ id: v.id, feedback: "" }), "feedback");
       await expectInvalid(tasks.requestChanges({ id: v.id, feedback: " \n " }), "feedback");
@@ -871,7 +882,7 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       for (const r of remotes) expect(r.branch_name).toBe(branch);
 
       // A second round carries both rounds of feedback.
-      await tasks.updateTaskStatus({ id: v.id, status: TaskStatus.IN_REVIEW });
+      await runner(caller(t)).finish(v.id);
       const third = view((await tasks.requestChanges({ id: v.id, feedback: "Also add a test." })).task).agentTasks[2]!;
       expect(third.kind).toBe(AgentTaskKind.REQUEST_CHANGES);
       expect(third.prompt).toContain(prompt);
@@ -884,7 +895,7 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       const prompt = "Migrate the jobs to the new queue";
       let v = await createComposite(fx, prompt);
       const firstPlanning = v.agentTasks[0]!;
-      v = await apply(v.id, { rpc: "UpdateTaskStatus", to: "pending_approval" });
+      v = await apply(v.id, { rpc: "FinishRun", to: "pending_approval" });
       const after = view((await tasks.requestChanges({ id: v.id, feedback: "Do the email jobs first." })).task);
       expect(after.status).toBe("planning");
       expect(after.execution).toBe(ExecutionState.QUEUED);
@@ -1107,7 +1118,11 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       const review = m.status === reviewStatus(m.kind);
       switch (call.rpc) {
         case "UpdateTaskStatus":
+          // In work status the task's run is queued (or held by the runner): review waits for its end.
+          if (m.status === workStatus(m.kind) && call.to === reviewStatus(m.kind)) return undefined;
           return call.to !== m.status && legal(m.kind, m.status, call.to!) && !AGENT_WORK.includes(call.to!) ? call.to : undefined;
+        case "FinishRun":
+          return m.status === workStatus(m.kind) ? reviewStatus(m.kind) : undefined;
         case "ApproveTask":
           return review ? (m.kind === "unit" ? "approved" : "in_progress") : undefined;
         case "RejectTask":
@@ -1130,6 +1145,8 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       { rpc: "RejectTask" },
       { rpc: "RequestChanges" },
       { rpc: "RetryTask" },
+      // Only chosen when it succeeds: a run that is not there cannot be finished, nor refused.
+      { rpc: "FinishRun" },
     ];
 
     function invoke(id: string, call: Call): Promise<unknown> {
@@ -1144,6 +1161,8 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
           return tasks.requestChanges({ id, feedback: "random feedback" });
         case "RetryTask":
           return tasks.retryTask({ id });
+        case "FinishRun":
+          return runner(caller(t)).finish(id).then((task) => ({ task }));
         case "DeleteTask":
           return tasks.deleteTask({ id });
       }
@@ -1236,8 +1255,8 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
               expect(v.execution).toBe(ExecutionState.IDLE);
               expect(c.active).toBe(0);
             }
-            // With no worker, agent work is queued exactly when the task waits for it.
-            expect(v.execution === ExecutionState.QUEUED).toBe(v.status === workStatus(v.kind));
+            // Agent work is queued (or held by the runner's worker) exactly when the task waits for it.
+            expect(ACTIVE_EXECUTION.includes(v.execution)).toBe(v.status === workStatus(v.kind));
           }
         }
       } catch (error) {
@@ -1371,33 +1390,36 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       const o = await createUnit(other, "Elsewhere");
       await tasks.updateTaskStatus({ id: o.id, status: TaskStatus.CANCELLED });
 
-      const reviewed = await apply(u.id, { rpc: "UpdateTaskStatus", to: "in_review" });
-      changes = await w.changesUpTo(2);
+      // A worker claims the run (one change) and reports it succeeded (another).
+      const reviewed = await apply(u.id, { rpc: "FinishRun", to: "in_review" });
+      changes = await w.changesUpTo(3);
       expect(changes[1]!.type).toBe(TaskChangeType.UPDATED);
-      expect(view(changes[1]!.task)).toEqual(reviewed);
+      expect(view(changes[2]!.task)).toEqual(reviewed);
 
       const c = await createComposite(wf, "Plan while watched");
-      changes = await w.changesUpTo(3);
-      expect(view(changes[2]!.task)).toEqual(c);
-      const approved = await apply(u.id, { rpc: "ApproveTask", to: "approved" });
       changes = await w.changesUpTo(4);
-      expect(view(changes[3]!.task)).toEqual(approved);
-      const pending = await apply(c.id, { rpc: "UpdateTaskStatus", to: "pending_approval" });
+      expect(view(changes[3]!.task)).toEqual(c);
+      const approved = await apply(u.id, { rpc: "ApproveTask", to: "approved" });
       changes = await w.changesUpTo(5);
-      expect(view(changes[4]!.task).status).toBe(pending.status);
+      expect(view(changes[4]!.task)).toEqual(approved);
+      const pending = await apply(c.id, { rpc: "FinishRun", to: "pending_approval" });
+      changes = await w.changesUpTo(7);
+      expect(view(changes[6]!.task).status).toBe(pending.status);
       const replanned = await apply(c.id, { rpc: "RequestChanges", to: "planning" });
-      changes = await w.changesUpTo(6);
-      expect(view(changes[5]!.task)).toEqual(replanned);
+      changes = await w.changesUpTo(8);
+      expect(view(changes[7]!.task)).toEqual(replanned);
 
       await tasks.deleteTask({ id: o.id });
       await tasks.deleteTask({ id: u.id });
-      changes = await w.changesUpTo(7);
+      changes = await w.changesUpTo(9);
 
       expect(summary(changes)).toEqual([
         ["CREATED", u.id],
         ["UPDATED", u.id],
+        ["UPDATED", u.id],
         ["CREATED", c.id],
         ["UPDATED", u.id],
+        ["UPDATED", c.id],
         ["UPDATED", c.id],
         ["UPDATED", c.id],
         ["DELETED", u.id],
@@ -1425,16 +1447,19 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       await first.close();
 
       // Missed while disconnected.
-      await tasks.updateTaskStatus({ id: u1.id, status: TaskStatus.IN_REVIEW });
+      await runner(caller(t)).finish(u1.id);
       const c = await createComposite(wf, "Missed composite");
       await createUnit(other, "Not this workspace");
-      await tasks.updateTaskStatus({ id: c.id, status: TaskStatus.PENDING_APPROVAL });
+      await runner(caller(t)).finish(c.id);
       const u2 = await createUnit(wf, "Missed unit");
       await tasks.requestChanges({ id: c.id, feedback: "Smaller steps." });
       await tasks.deleteTask({ id: u1.id });
+      // A finished run is two changes: its claim and its report.
       const missed = [
         ["UPDATED", u1.id],
+        ["UPDATED", u1.id],
         ["CREATED", c.id],
+        ["UPDATED", c.id],
         ["UPDATED", c.id],
         ["CREATED", u2.id],
         ["UPDATED", c.id],
@@ -1591,8 +1616,8 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       const composite = view({
         task: { case: "compositeTask", value: (await alice.createCompositeTask({ repositoryGroupId: af.group.id, prompt: "Alice's plan" })).compositeTask! },
       } as Task);
-      await alice.updateTaskStatus({ id: unit.id, status: TaskStatus.IN_REVIEW });
-      await alice.updateTaskStatus({ id: composite.id, status: TaskStatus.PENDING_APPROVAL });
+      await runner(aliceUser).finish(unit.id);
+      await runner(aliceUser).finish(composite.id);
       const failed = view({ task: { case: "unitTask", value: (await alice.createUnitTask({ repositoryGroupId: af.group.id, prompt: "Failing" })).unitTask! } } as Task);
       await alice.updateTaskStatus({ id: failed.id, status: TaskStatus.FAILED });
       const before = await Promise.all([unit, composite, failed].map(async (x) => (await alice.getTask({ id: x.id })).task));

@@ -29,9 +29,11 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MAX_TTL_SECONDS = 365 * 86_400;
 
 
-/** A call that passed authentication reaches a handler that is not built yet. */
+/** A call that passed authentication: a heartbeat that holds no leases. */
 async function expectAuthenticated(worker: Client<typeof WorkerService>): Promise<void> {
-  await expectCode(worker.getTask({ pollId: "p", waitSeconds: 0 }), Code.Unimplemented);
+  const res = await worker.heartbeat({});
+  expect(res.lostSessionIds).toEqual([]);
+  expect(res.heartbeatIntervalSeconds).toBeGreaterThan(0);
 }
 
 describe.each(DIALECTS)("worker identity on %s", (dialect) => {
@@ -378,8 +380,8 @@ describe.each(DIALECTS)("worker identity on %s", (dialect) => {
       const worker = clientWith(t, WorkerService, res.workerToken);
 
       await expectAuthenticated(worker);
-      const unbuilt = await expectCode(worker.heartbeat({}), Code.Unimplemented);
-      expect(unbuilt.rawMessage).toBe("WorkerService.Heartbeat (the worker protocol) is not implemented on this server yet");
+      const unbuilt = await expectCode(worker.acknowledgeCommands({}), Code.Unimplemented);
+      expect(unbuilt.rawMessage).toBe("WorkerService.AcknowledgeCommands (the worker protocol) is not implemented on this server yet");
       await expectCode(clientWith(t, WorkspaceService, res.workerToken).listWorkspaces({}), Code.PermissionDenied);
       await expectCode(clientWith(t, AuthService, res.workerToken).getCurrentUser({}), Code.PermissionDenied);
 
@@ -394,8 +396,8 @@ describe.each(DIALECTS)("worker identity on %s", (dialect) => {
       // Only that worker: another one from the same token keeps working.
       await expectAuthenticated(clientWith(t, WorkerService, sibling.workerToken));
 
-      // A worker that registers again while still sending its old credential is let through:
-      // RegisterWorker looks only at the registration token in its body.
+      // A worker that registers again while still sending its old credential is let through, and
+      // since that credential was unregistered, which ends an identity, it is a new worker.
       const again = await worker.registerWorker({ registrationToken: secret, name: "short-lived" });
       secrets.add(again.workerToken);
       expect(again.workerId).not.toBe(res.workerId);

@@ -108,4 +108,25 @@ describe("Notifier", () => {
     channel.notify("q");
     expect(called).toBe(false);
   });
+
+  it("delivers another replica's notification as a wake of one on a wakeOne channel, and of all elsewhere", () => {
+    const n = new Notifier(["tasks", "claims"], { wakeOne: ["claims"] });
+    const { calls, listener } = recorder();
+    n.subscribe("tasks", "w1", listener("t1"));
+    n.subscribe("tasks", "w1", listener("t2"));
+    for (const name of ["c1", "c2", "c3"]) n.subscribe("claims", "alice:codex", listener(name));
+    n.deliver("tasks", "w1");
+    expect(calls).toEqual(["t1", "t2"]);
+    // What follows the first space only tells notifications apart: the key is before it.
+    n.deliver("claims", "alice:codex session-1");
+    n.deliver("claims", "alice:codex session-2");
+    n.deliver("claims", "bob:codex session-3");
+    expect(calls).toEqual(["t1", "t2", "c1", "c2"]);
+    n.notifyAll();
+    expect(calls).toEqual(["t1", "t2", "c1", "c2", "t1", "t2", "c3"]);
+  });
+
+  it("refuses a wakeOne channel it does not have", () => {
+    expect(() => new Notifier(["tasks"], { wakeOne: ["claims"] })).toThrow(/claims/);
+  });
 });

@@ -1,0 +1,453 @@
+// The dispatcher: workers claim queued sessions with fenced leases (GetTask, a long poll),
+// report on them (ReportStatus) and renew them (Heartbeat). The rules are here; each queue
+// transition is a named function with its SQL in store/agent-sessions.ts, and the states they
+// move between are in model/tasks.ts.
+//
+// A claim gives the worker a lease: (session id, attempt, lease token), and only the token's
+// hash is stored. Every later call about the session carries the token; a stale or foreign one
+// is FailedPrecondition with reason LEASE_LOST, so a worker presumed dead can never overwrite the
+// work of its successor. A lease lasts three heartbeat intervals and each heartbeat renews it.
+//
+// A waiting poll is woken, whichever comes first, by:
+//  - the in-process notifier, when this replica queues work it may claim (wake one poll per
+//    queued session: the owner's own workers first, then the pool's);
+//  - NOTIFY from any replica, sent in the transaction that queued the work
+//    (store/agent-sessions.ts insertSession), which wakes one poll per key on each replica. The
+//    replica that queued the work hears its own NOTIFY too, so a second of its polls wakes, finds
+//    the session taken and waits again: one wasted claim query per queued session, which is
+//    cheaper than telling a replica's own notifications apart;
+//  - the backstop: while any poll waits, the replica reads the queue itself every
+//    FOREMAN_STREAM_POLL_SECONDS and wakes as many polls as each owner and agent has sessions
+//    queued. One read for all its polls, not a claim per poll: measured here with 10,000 queued
+//    sessions, the read takes about 2 ms on either database, while a claim that finds nothing
+//    takes 0.7 ms on SQLite and 1.6 ms on PostgreSQL, which ten thousand idle workers polling
+//    every 2 s would make 5,000 a second. A lost notification delays work by at most one
+//    interval and never loses it.
+import { createHmac } from "node:crypto";
+import type { Kysely } from "kysely";
+import { hashToken } from "../auth/opaque-token.js";
+import type { Database } from "../db/schema.js";
+import type { Logger } from "../logger.js";
+import { RUN_END, SESSION_CLAIM, SESSION_REPORT, type ReportedState, type SessionState } from "../model/tasks.js";
+import * as sessions from "../store/agent-sessions.js";
+import { isUniqueViolation } from "../store/errors.js";
+import * as taskEvents from "../store/task-events.js";
+import * as tasksStore from "../store/tasks.js";
+import * as workersStore from "../store/workers.js";
+import { AGENT_TYPES } from "./agents.js";
+import type { Core } from "./context.js";
+import { invalidArgument, leaseLost, notFound, unauthenticated } from "./errors.js";
+import type { NotifierChannel } from "./notifier.js";
+import { quote, truncate } from "./text.js";
+import { Violations } from "./validation.js";
+import { waitForWake } from "./wait.js";
+import { HEARTBEAT_INTERVAL_SECONDS } from "./workers.js";
+
+/**
+ * A lease lasts three heartbeat intervals: a worker that misses three heartbeats loses it (the
+ * health monitor of a later phase then requeues the session as the next attempt).
+ */
+export const LEASE_SECONDS = 3 * HEARTBEAT_INTERVAL_SECONDS;
+export const LEASE_TOKEN_PREFIX = "fls_";
+const POLL_ID_MAX = 128;
+/** Longest error a worker may report, in characters; a task keeps its first REASON_MAX. */
+export const ERROR_MESSAGE_MAX = 4000;
+const REASON_MAX = 2000;
+/** Longer than any lease token this server issues: refused without hashing. */
+const TOKEN_MAX = 1024;
+/** How many (owner, agent) groups of queued work one backstop reads. */
+const BACKSTOP_GROUPS = 1000;
+const HEAD_COMMIT = /^[0-9a-f]{7,64}$/i;
+
+export interface DispatchSettings {
+  /** The longest a GetTask waits (FOREMAN_MAX_POLL_SECONDS). */
+  maxPollSeconds: number;
+  /** How often waiting polls look at the queue themselves (FOREMAN_STREAM_POLL_SECONDS). */
+  backstopMs: number;
+}
+
+/** The replica's long polls: their wake-ups (the claims channel) and the backstop that covers a lost one. */
+export class Dispatcher {
+  private waiting = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private sweeping = false;
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    readonly claims: NotifierChannel,
+    readonly settings: DispatchSettings,
+    private readonly logger: Logger,
+  ) {}
+
+  /** `count` sessions of this owner and agent were queued: wakes as many polls, the owner's own workers' first. */
+  queued(ownerId: string, agentType: string, count = 1): void {
+    const own = this.claims.wake(sessions.claimKey(ownerId, agentType), count);
+    if (own < count) this.claims.wake(sessions.claimKey(null, agentType), count - own);
+  }
+
+  /** One of the worker's sessions ended: wakes its poll if it waits for a free slot. */
+  freed(workerId: string): void {
+    this.claims.wake(sessions.workerKey(workerId), 1);
+  }
+
+  /** A poll waits; the backstop runs while any does. Returns the function that ends the wait. */
+  enterWait(): () => void {
+    this.waiting++;
+    if (this.timer === undefined) {
+      this.timer = setInterval(() => void this.backstop(), this.settings.backstopMs);
+      this.timer.unref();
+    }
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      if (--this.waiting === 0) {
+        clearInterval(this.timer);
+        this.timer = undefined;
+      }
+    };
+  }
+
+  private async backstop(): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      for (const group of await sessions.queuedWork(this.db, BACKSTOP_GROUPS)) this.queued(group.ownerId, group.agentType, group.count);
+    } catch (error) {
+      this.logger.warn({ err: error }, "the claim backstop could not read the queue; it tries again");
+    } finally {
+      this.sweeping = false;
+    }
+  }
+}
+
+/**
+ * The lease token of the claim a poll makes: an HMAC of the poll id under the worker's
+ * credential. Derived rather than random so that a retried poll (the same poll id, the answer
+ * lost on the way) gets the same token back although only its hash is stored: the worker proves
+ * it holds the credential by sending it, and nobody without the credential (the database
+ * included, which keeps only hashes of both) can compute the token. It carries the
+ * credential's 256 random bits on, and a poll id names one claim only (a unique index).
+ */
+export function leaseToken(credential: string, pollId: string): string {
+  return LEASE_TOKEN_PREFIX + createHmac("sha256", credential).update(`foreman lease v1\0${pollId}`, "utf8").digest("base64url");
+}
+
+export interface AssignedRepository {
+  repositoryId: string;
+  name: string;
+  /** Where the worker fetches the workspace from: empty until the git issue serves it. */
+  cloneUrl: string;
+  baseBranch: string;
+  branchName: string;
+  baseCommit: string;
+}
+
+export interface Lease {
+  sessionId: string;
+  attempt: number;
+  token: string;
+  expiresAt: Date;
+}
+
+export interface Assignment {
+  lease: Lease;
+  taskId: string;
+  agentTaskId: string;
+  /** The run's whole prompt, a reviewer's feedback included (RequestChanges). */
+  prompt: string;
+  agentType: string;
+  agentModel: string;
+  repositories: AssignedRepository[];
+  /** Whether a client sent secrets for the task: always false until SecretsService. */
+  hasSecrets: boolean;
+}
+
+/** The calling worker: its id, its owner (null: every user) and the credential it sent. */
+export interface WorkerCaller {
+  workerId: string;
+  ownerId: string | null;
+  credential: string;
+}
+
+function readPollId(v: Violations, raw: string): string {
+  if (raw === "") v.add("poll_id", "is required: a fresh id for each poll (a UUID, say), the same when the poll is retried");
+  else v.text("poll_id", raw, { max: POLL_ID_MAX, singleLine: true });
+  return raw;
+}
+
+/**
+ * GetTask: claims the oldest queued session the worker may serve and returns its assignment,
+ * at once when there is one, else when one arrives within min(wait_seconds, max poll), else
+ * undefined. A retry with the same poll id returns the claim that poll made. `signal` ends the
+ * wait (the client left, or the server shuts down) with undefined.
+ */
+export async function getTask(
+  core: Core,
+  log: Logger,
+  caller: WorkerCaller,
+  input: { pollId: string; waitSeconds: number },
+  signal: AbortSignal,
+): Promise<Assignment | undefined> {
+  const v = new Violations();
+  const pollId = readPollId(v, input.pollId);
+  const maxPoll = core.dispatch.settings.maxPollSeconds;
+  if (input.waitSeconds < 0) v.add("wait_seconds", `must be 0 (answer at once) or more (at most ${maxPoll} are waited), got ${input.waitSeconds}`);
+  v.throwIfAny();
+  const worker = await workersStore.findWorker(core.db, caller.workerId);
+  if (worker === undefined || worker.status === "unregistered") throw unauthenticated("this worker was unregistered; register it again");
+
+  const token = leaseToken(caller.credential, pollId);
+  const claimant: sessions.Claimant = {
+    workerId: worker.id,
+    ownerId: worker.ownerId,
+    agentTypes: worker.agentTypes,
+    maxSessions: worker.maxConcurrentSessions,
+  };
+  const deadline = performance.now() + Math.min(input.waitSeconds, maxPoll) * 1000;
+  const agents = worker.agentTypes.length > 0 ? worker.agentTypes : [...AGENT_TYPES];
+  const workKeys = agents.map((agent) => sessions.claimKey(worker.ownerId, agent));
+  for (;;) {
+    // Subscribed before the claim is tried, so work queued meanwhile still wakes this poll.
+    const wake = new PollWake(core.dispatch.claims, workKeys, sessions.workerKey(worker.id));
+    try {
+      const outcome = await attemptClaim(core, log, claimant, pollId, token);
+      if (outcome !== "none" && outcome !== "full") return outcome;
+      const left = deadline - performance.now();
+      if (signal.aborted || left <= 0) return undefined;
+      // A worker that holds its most sessions waits for one of them to end, not for new work
+      // (which it would take from a worker that can run it).
+      if (outcome === "full") wake.dropWork();
+      if (!wake.woken) {
+        const leave = core.dispatch.enterWait();
+        try {
+          await waitForWake(signal, left, (done) => wake.onWake(done));
+        } finally {
+          leave();
+        }
+      }
+    } finally {
+      wake.close();
+    }
+    if (signal.aborted) return undefined;
+  }
+}
+
+/** One poll's subscriptions: to work it may claim, and to a free slot of its worker. */
+class PollWake {
+  woken = false;
+  private done: (() => void) | undefined;
+  private work: (() => void)[];
+  private readonly slot: () => void;
+
+  constructor(channel: NotifierChannel, workKeys: string[], workerKey: string) {
+    // Woken through one key, it leaves the others at once, so a second wake goes to another poll.
+    const listener = () => {
+      this.woken = true;
+      this.close();
+      this.done?.();
+    };
+    this.work = workKeys.map((key) => channel.subscribe(key, listener));
+    this.slot = channel.subscribe(workerKey, listener);
+  }
+
+  onWake(done: (() => void) | undefined): void {
+    this.done = done;
+  }
+
+  dropWork(): void {
+    for (const leave of this.work) leave();
+    this.work = [];
+  }
+
+  close(): void {
+    this.dropWork();
+    this.slot();
+  }
+}
+
+/** One try: the poll's earlier claim, a new claim, or why there is none. */
+async function attemptClaim(core: Core, log: Logger, w: sessions.Claimant, pollId: string, token: string): Promise<Assignment | "none" | "full"> {
+  const tokenHash = hashToken(token);
+  const now = core.now();
+  const expiresAt = new Date(now.getTime() + LEASE_SECONDS * 1000);
+  let claimed: { session: sessions.LeasedSession; work: sessions.SessionWork; workspaceId: string | undefined } | undefined;
+  try {
+    claimed = await core.db.transaction().execute(async (trx) => {
+      // One claim of a worker at a time, so that its count of sessions is exact (see claimSession).
+      await core.adapter.lockForOrder(trx, `claims:${w.workerId}`);
+      const earlier = await sessions.findByPollId(trx, pollId);
+      if (earlier !== undefined) {
+        if (earlier.workerId !== w.workerId) throw pollIdTaken();
+        const session = await sessions.reclaim(trx, w.workerId, pollId, tokenHash, now);
+        if (session === undefined) {
+          throw invalidArgument([{ field: "poll_id", description: `named an earlier poll, whose claim of session ${earlier.id} has ended; use a fresh id for each poll` }]);
+        }
+        return { session, work: await sessions.workOf(trx, session), workspaceId: undefined };
+      }
+      const session = await sessions.claimSession(trx, core.adapter, w, { tokenHash, expiresAt, pollId }, now);
+      if (session === undefined) return undefined;
+      const work = await sessions.workOf(trx, session);
+      const place = await tasksStore.getTaskPlace(trx, work.task);
+      if (place === undefined) throw new Error(`session ${session.id} has no task`);
+      await tasksStore.setExecutionState(trx, work.task, SESSION_CLAIM.executionState, now);
+      await taskEvents.insertTaskEvent(trx, core.adapter, { ownerId: place.ownerId, workspaceId: place.workspaceId, taskId: place.id, type: "updated" }, now);
+      return { session, work, workspaceId: place.workspaceId };
+    });
+  } catch (error) {
+    // Another worker's claim took this poll id at the same moment (the worker lock keeps one
+    // worker's claims apart, not two workers').
+    if (isUniqueViolation(error)) throw pollIdTaken();
+    throw error;
+  }
+  if (claimed === undefined) return (await sessions.leasedCount(core.db, w.workerId)) >= w.maxSessions ? "full" : "none";
+  const { session, work, workspaceId } = claimed;
+  if (workspaceId !== undefined) {
+    core.taskChanges.notify(workspaceId);
+    log.info({ session_id: session.id, attempt: session.attempt, task_id: work.task.id, worker_id: w.workerId }, "session claimed");
+  }
+  return {
+    lease: { sessionId: session.id, attempt: session.attempt, token, expiresAt: session.leaseExpiresAt! },
+    taskId: work.task.id,
+    agentTaskId: work.agentTask.id,
+    prompt: work.agentTask.prompt,
+    agentType: session.agentType,
+    agentModel: session.agentModel,
+    repositories: work.repositories.map((r) => ({ ...r, cloneUrl: "", baseCommit: r.baseCommit ?? "" })),
+    hasSecrets: false,
+  };
+}
+
+function pollIdTaken() {
+  return invalidArgument([{ field: "poll_id", description: "is the id of another worker's poll; use a fresh id (a UUID, say) for each poll" }]);
+}
+
+export interface ReportInput {
+  sessionId: string;
+  leaseToken: string;
+  /** core's name of the reported state; undefined when not given. */
+  state: string | undefined;
+  exitCode?: number | undefined;
+  errorMessage: string;
+  headCommit: string;
+}
+
+const REPORTABLE = Object.keys(SESSION_REPORT) as ReportedState[];
+
+/**
+ * ReportStatus: moves the session the worker holds, and its task, as SESSION_REPORT and RUN_END
+ * say, fenced by the lease token. The same report again is accepted and changes nothing.
+ */
+export async function reportStatus(core: Core, log: Logger, caller: WorkerCaller, input: ReportInput): Promise<{ state: SessionState; stopRequested: boolean }> {
+  const v = new Violations();
+  const sessionId = v.id("session_id", input.sessionId);
+  if (input.leaseToken === "") v.add("lease_token", "is required: the token of the session's lease, from GetTask");
+  const state = input.state as ReportedState;
+  if (input.state === undefined) v.add("state", `is required: ${REPORTABLE.map((s) => s.toUpperCase()).join(", ")}`);
+  else if (!REPORTABLE.includes(state)) v.add("state", `must be RUNNING, SUCCEEDED, FAILED or CANCELLED, got ${input.state.toUpperCase()}`);
+  const errorMessage = input.errorMessage.trim();
+  v.text("error_message", errorMessage, { max: ERROR_MESSAGE_MAX });
+  const headCommit = input.headCommit.trim();
+  if (headCommit !== "" && !HEAD_COMMIT.test(headCommit)) v.add("head_commit", `must be a commit id (7 to 64 hexadecimal digits), got ${quote(headCommit)}`);
+  v.throwIfAny();
+
+  const session = await sessions.getSession(core.db, sessionId);
+  // Another user's session does not exist for a worker that serves one user.
+  if (session === undefined || (caller.ownerId !== null && session.ownerId !== caller.ownerId)) throw notFound("session", sessionId);
+  if (input.leaseToken.length > TOKEN_MAX) throw leaseLost(sessionId, "the lease token is not this session's lease");
+  const tokenHash = hashToken(input.leaseToken);
+  const transition = SESSION_REPORT[state];
+  const report: sessions.Report = {
+    sessionId,
+    workerId: caller.workerId,
+    tokenHash,
+    state,
+    exitCode: transition.ends ? (input.exitCode ?? null) : null,
+    errorMessage: transition.ends && errorMessage !== "" ? errorMessage : null,
+    headCommit: transition.ends && headCommit !== "" ? headCommit.toLowerCase() : null,
+  };
+  const now = core.now();
+  const done = await core.db.transaction().execute(async (trx) => {
+    // The session first, then its task: the order a claim and a task's status change lock them in.
+    const updated = await sessions.reportSession(trx, report, now);
+    if (updated === undefined) return undefined;
+    const { task } = await sessions.workOf(trx, updated);
+    const place = await tasksStore.getTaskPlace(trx, task);
+    if (place === undefined) throw new Error(`session ${sessionId} has no task`);
+    if (!transition.ends) {
+      await tasksStore.setExecutionState(trx, place, transition.executionState, now);
+    } else {
+      const to = RUN_END[place.kind][state as "succeeded" | "failed" | "cancelled"] ?? place.status;
+      const reason = state === "failed" ? truncate(errorMessage || failedWithout(report.exitCode), REASON_MAX) : null;
+      // A leased session's task is in its work status: whatever moves it from there cancels
+      // the session first, which the fenced report above would have found.
+      if (!(await tasksStore.moveTask(trx, place, place.status, { status: to, executionState: transition.executionState, reason }, now))) {
+        throw new Error(`task ${place.id} moved while session ${sessionId} held a lease`);
+      }
+      await core.adapter.notifyOnCommit(trx, sessions.CLAIMS_CHANNEL, sessions.workerKey(caller.workerId));
+    }
+    await taskEvents.insertTaskEvent(trx, core.adapter, { ownerId: place.ownerId, workspaceId: place.workspaceId, taskId: place.id, type: "updated" }, now);
+    return { updated, place };
+  });
+
+  if (done === undefined) {
+    const current = await sessions.getSession(core.db, sessionId);
+    // Deleted with its task meanwhile.
+    if (current === undefined) throw notFound("session", sessionId);
+    const holder = current.workerId === caller.workerId && current.leaseTokenHash === tokenHash;
+    // A repeat: the report that ended the session, or RUNNING while it runs.
+    const held = transition.ends || (current.leaseExpiresAt !== null && current.leaseExpiresAt > now);
+    if (holder && current.state === transition.to && held) return { state: current.state, stopRequested: current.stopRequested };
+    // A lease revoked (the run cancelled, or requeued) leaves no hash: its worker is told why.
+    const mine = current.workerId === caller.workerId && (current.leaseTokenHash === tokenHash || current.leaseTokenHash === null);
+    throw leaseLost(sessionId, lostBecause(current, mine, now));
+  }
+  core.taskChanges.notify(done.place.workspaceId);
+  if (transition.ends) core.dispatch.freed(caller.workerId);
+  log.info({ session_id: sessionId, task_id: done.place.id, state, exit_code: report.exitCode, worker_id: caller.workerId }, "session reported");
+  return { state: done.updated.state, stopRequested: done.updated.stopRequested };
+}
+
+function failedWithout(exitCode: number | null): string {
+  return exitCode === null ? "the run failed" : `the run failed with exit code ${exitCode}`;
+}
+
+/** Why a lease is not held, for the worker; never the token. */
+function lostBecause(s: sessions.LeasedSession, holder: boolean, now: Date): string {
+  if (!holder) return "the lease token is not this session's lease";
+  if (!["assigned", "running"].includes(s.state)) return `the session ended as ${s.state}`;
+  if (s.leaseExpiresAt === null || s.leaseExpiresAt <= now) return "its lease expired (heartbeats renew it)";
+  return `a ${s.state} session cannot be reported so`;
+}
+
+export interface HeartbeatLease {
+  sessionId: string;
+  leaseToken: string;
+}
+
+/**
+ * Heartbeat: the worker was seen now, and each listed lease it still holds lasts LEASE_SECONDS
+ * from now; the others are lost (ended, requeued, expired, or never its own).
+ */
+export async function heartbeat(core: Core, caller: WorkerCaller, leases: HeartbeatLease[]): Promise<{ renewed: Lease[]; lost: string[] }> {
+  const v = new Violations();
+  const listed = leases.map((l, i) => {
+    const sessionId = v.id(`leases[${i}].session_id`, l.sessionId);
+    if (l.leaseToken === "") v.add(`leases[${i}].lease_token`, "is required: the token GetTask gave with the lease");
+    return { sessionId, token: l.leaseToken, tokenHash: l.leaseToken.length > TOKEN_MAX ? "" : hashToken(l.leaseToken) };
+  });
+  v.throwIfAny();
+  const now = core.now();
+  const expiresAt = new Date(now.getTime() + LEASE_SECONDS * 1000);
+  await workersStore.touchWorker(core.db, caller.workerId, now);
+  const held = await sessions.renewLeases(core.db, caller.workerId, listed.filter((l) => l.tokenHash !== ""), expiresAt, now);
+  // Each session once: renewed if any entry for it held its lease, else lost.
+  const attempts = new Map(held.map((h) => [`${h.id} ${h.tokenHash}`, h.attempt]));
+  const renewed = new Map<string, Lease>();
+  for (const l of listed) {
+    const attempt = attempts.get(`${l.sessionId} ${l.tokenHash}`);
+    if (attempt !== undefined && !renewed.has(l.sessionId)) renewed.set(l.sessionId, { sessionId: l.sessionId, attempt, token: l.token, expiresAt });
+  }
+  const lost = new Set(listed.map((l) => l.sessionId).filter((id) => !renewed.has(id)));
+  return { renewed: [...renewed.values()], lost: [...lost] };
+}
