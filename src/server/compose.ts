@@ -59,6 +59,8 @@ export function composeServices(config: Config, db: Db, logger: Logger, clock: (
     writeMaxBytes: config.maxMessageBytes,
     contextValues: () => createContextValues().set(shutdownSignalKey, shutdown.signal),
     logger,
+    // Counts what connect-es refuses before the logging interceptor sees it.
+    metrics,
   });
   return { core, notifier, health, metrics, shutdown, connect };
 }

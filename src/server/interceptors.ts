@@ -8,15 +8,12 @@
 // succeeded is a debug line (FOREMAN_LOG_LEVEL=debug shows them). A line per successful call
 // cost about a tenth of a cheap call's server CPU, and the worker protocol makes cheap calls
 // by the thousand a second (heartbeats); /metrics counts them all by procedure and code.
-import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { foremanError } from "../core/errors.js";
 import type { Logger } from "../logger.js";
 import { loggerKey, requestIdKey } from "../api/context-keys.js";
-import { clientSignalKey } from "./connect-adapter.js";
+import { adapterCallKey, requestIdFrom } from "./connect-adapter.js";
 import { codeName, type Metrics } from "./metrics.js";
-
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /**
  * Whether a call failed because its client went away: its signal fired (a reset stream, a closed
@@ -44,8 +41,10 @@ function toConnectError(error: unknown, requestId: string, log: Logger, signal: 
 
 export function loggingInterceptor(root: Logger, metrics: Metrics): Interceptor {
   return (next) => async (req) => {
-    const sent = req.header.get("x-request-id");
-    const requestId = sent !== null && REQUEST_ID.test(sent) ? sent : randomUUID();
+    // The adapter made the call's request id, and leaves the logging and counting to this.
+    const call = req.contextValues.get(adapterCallKey);
+    if (call !== undefined) call.observed = true;
+    const requestId = call?.requestId ?? requestIdFrom(req.header.get("x-request-id"));
     const procedure = `/${req.service.typeName}/${req.method.name}`;
     let child: Logger | undefined;
     const callLog = () => (child ??= root.child({ request_id: requestId, procedure }));
@@ -83,7 +82,7 @@ export function loggingInterceptor(root: Logger, metrics: Metrics): Interceptor 
             };
             // A stream that stopped because its client went away ended as canceled, not ok.
             if (code === undefined && req.signal.aborted) code = Code.Canceled;
-            const client = req.contextValues.get(clientSignalKey);
+            const client = call?.clientSignal;
             if (code !== undefined || client === undefined) {
               ended(code);
             } else {

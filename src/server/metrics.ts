@@ -1,6 +1,6 @@
 // GET /metrics in the Prometheus text format: RPCs answered and their durations by procedure
-// and code, streams open now, and the process's memory and CPU. Procedures are the contract's
-// (unknown paths never reach the interceptor), so the label sets stay bounded.
+// and code, streams open now, and the process's memory and CPU. Procedures are the contract's,
+// and every path that names none counts as procedure="unknown", so the label sets stay bounded.
 import { Code } from "@connectrpc/connect";
 
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];

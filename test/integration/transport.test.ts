@@ -298,9 +298,12 @@ describe("raw HTTP", () => {
     expect(res.status).toBe(415);
   });
 
-  it("answers unknown paths with 404", async () => {
-    expect((await postJson(`${ts.url}/foreman.v1.NoSuchService/Get`, "{}")).status).toBe(404);
-    expect((await postJson(`${ts.url}/foreman.v1.WorkspaceService/NoSuchMethod`, "{}")).status).toBe(404);
+  it("answers an unknown method as Connect's unimplemented (501) and any other unknown path with 404", async () => {
+    // The Connect protocol's status for unimplemented is 501; protocol-errors.test.ts has the rest.
+    const service = await postJson(`${ts.url}/foreman.v1.NoSuchService/Get`, "{}");
+    expect([service.status, service.json().code]).toEqual([501, "unimplemented"]);
+    const method = await postJson(`${ts.url}/foreman.v1.WorkspaceService/NoSuchMethod`, "{}");
+    expect([method.status, method.json().code]).toEqual([501, "unimplemented"]);
     expect((await request(`${ts.url}/no/such/page`)).status).toBe(404);
   });
 
