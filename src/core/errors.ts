@@ -21,6 +21,7 @@ export type Reason =
   | "TASK_EXECUTION_FAILED"
   | "NOT_IMPLEMENTED"
   | "RESOURCE_EXHAUSTED"
+  | "CANCELED"
   | "INTERNAL";
 
 export interface FieldViolation {
@@ -45,6 +46,40 @@ export function foremanError(
     } as never);
   }
   return new ConnectError(message, code, undefined, details, options.cause);
+}
+
+/** The reason an error of this code carries when nothing more particular is known. */
+const DEFAULT_REASONS: Partial<Record<Code, Reason>> = {
+  [Code.InvalidArgument]: "INVALID_ARGUMENT",
+  [Code.NotFound]: "NOT_FOUND",
+  [Code.AlreadyExists]: "ALREADY_EXISTS",
+  [Code.ResourceExhausted]: "RESOURCE_EXHAUSTED",
+  [Code.Unimplemented]: "NOT_IMPLEMENTED",
+  [Code.FailedPrecondition]: "FAILED_PRECONDITION",
+  [Code.Unauthenticated]: "UNAUTHENTICATED",
+  [Code.PermissionDenied]: "PERMISSION_DENIED",
+  [Code.Canceled]: "CANCELED",
+};
+
+/**
+ * An error the protocol layer (connect-es) made, made again with an ErrorInfo (its code's
+ * reason and `metadata`) unless it has one; its other details stay as they came.
+ */
+export function withErrorInfo(error: ConnectError, metadata: Record<string, string>): ConnectError {
+  if (error.findDetails(ErrorInfoSchema).length > 0) return error;
+  const again = foremanError(error.code, DEFAULT_REASONS[error.code] ?? "INTERNAL", error.rawMessage, metadata, { cause: error.cause });
+  again.details = [...error.details, ...again.details];
+  return again;
+}
+
+/** An error with no details: what a bare HTTP status (415, 405) tells a client, for the log and /metrics. */
+export function statusError(code: Code, message: string): ConnectError {
+  return new ConnectError(message, code);
+}
+
+/** A call its client ended (it went away, or reset the stream): not a fault of the server's. */
+export function clientCanceled(): ConnectError {
+  return foremanError(Code.Canceled, "CANCELED", "the client ended the call");
 }
 
 /** At most this many violations are reported; the error says how many there were in all. */

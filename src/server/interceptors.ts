@@ -9,7 +9,7 @@
 // cost about a tenth of a cheap call's server CPU, and the worker protocol makes cheap calls
 // by the thousand a second (heartbeats); /metrics counts them all by procedure and code.
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { foremanError } from "../core/errors.js";
+import { clientCanceled, internalError } from "../core/errors.js";
 import type { Logger } from "../logger.js";
 import { loggerKey, requestIdKey } from "../api/context-keys.js";
 import { adapterCallKey, requestIdFrom } from "./connect-adapter.js";
@@ -26,7 +26,7 @@ function clientLeft(error: unknown, signal: AbortSignal): boolean {
 }
 
 function toConnectError(error: unknown, requestId: string, log: Logger, signal: AbortSignal): ConnectError {
-  if (clientLeft(error, signal)) return new ConnectError("the client ended the call", Code.Canceled);
+  if (clientLeft(error, signal)) return clientCanceled();
   if (error instanceof ConnectError) {
     if (error.code === Code.Internal || error.code === Code.Unknown || error.code === Code.DataLoss) {
       log.error({ err: error, cause: error.cause }, "call failed");
@@ -34,9 +34,7 @@ function toConnectError(error: unknown, requestId: string, log: Logger, signal: 
     return error;
   }
   log.error({ err: error }, "call failed with an unexpected error");
-  return foremanError(Code.Internal, "INTERNAL", `internal error (request id ${requestId})`, { request_id: requestId }, {
-    cause: error,
-  });
+  return internalError(requestId, error);
 }
 
 export function loggingInterceptor(root: Logger, metrics: Metrics): Interceptor {

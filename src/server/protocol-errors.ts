@@ -8,15 +8,13 @@
 //    read back here and made again with the request id and an ErrorInfo.
 // The adapter logs and counts both, once; the access log (interceptors.ts) never saw them.
 import { STATUS_CODES } from "node:http";
-import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { encodeEnvelope, type UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { codeFromHttpStatus, codeToHttpStatus, createEndStreamSerialization, endStreamFlag, errorFromJsonBytes, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { ERROR_DOMAIN, type Reason } from "../core/errors.js";
+import { foremanError, statusError, withErrorInfo } from "../core/errors.js";
 import { escapeText, truncate } from "../core/text.js";
 
 /** The RPC protocols, as a request's content type (or a Connect GET's query) names them. */
@@ -40,23 +38,9 @@ export function quotedPath(path: string): string {
   return escapeText(truncate(path, MAX_PATH_QUOTED));
 }
 
-const REASONS: Partial<Record<Code, Reason>> = {
-  [Code.InvalidArgument]: "INVALID_ARGUMENT",
-  [Code.ResourceExhausted]: "RESOURCE_EXHAUSTED",
-  [Code.Unimplemented]: "NOT_IMPLEMENTED",
-  [Code.FailedPrecondition]: "FAILED_PRECONDITION",
-  [Code.Unauthenticated]: "UNAUTHENTICATED",
-  [Code.PermissionDenied]: "PERMISSION_DENIED",
-};
-
 /** The error again, with an ErrorInfo (its code's reason, the request id) unless it has one. */
 function withInfo(error: ConnectError, requestId: string): ConnectError {
-  if (error.findDetails(ErrorInfoSchema).length > 0) return error;
-  const info = create(ErrorInfoSchema, { reason: REASONS[error.code] ?? "INTERNAL", domain: ERROR_DOMAIN, metadata: { request_id: requestId } });
-  const again = new ConnectError(error.rawMessage, error.code, undefined, undefined, error.cause);
-  // Details read back from an answer stay as they came (type and bytes); connect-es writes both kinds.
-  again.details = [...error.details, { desc: ErrorInfoSchema, value: info }];
-  return again;
+  return withErrorInfo(error, { request_id: requestId });
 }
 
 type NodeHeaders = Record<string, string>;
@@ -75,7 +59,9 @@ function plain(headers: Headers): NodeHeaders {
 
 /** Answers a call to a method the server does not have, as Unimplemented in the caller's protocol. */
 export function answerUnknownMethod(res: Reply, protocol: RpcProtocol, contentType: string, path: string, requestId: string): ConnectError {
-  const error = withInfo(new ConnectError(`unknown method ${quotedPath(path)}: this server has no such service or method`, Code.Unimplemented), requestId);
+  const error = foremanError(Code.Unimplemented, "NOT_IMPLEMENTED", `unknown method ${quotedPath(path)}: this server has no such service or method`, {
+    request_id: requestId,
+  });
   const header = { "x-request-id": requestId };
   switch (protocol) {
     case "grpc": {
@@ -155,7 +141,7 @@ export async function reworkRefusal(answer: UniversalServerResponse, requestId: 
     // Connect unary: a JSON error body, maybe compressed.
     const encoding = header.get("content-encoding");
     const bytes = await decompressed(await readAll(answer.body), encoding);
-    const fallback = new ConnectError(`HTTP ${answer.status}`, codeFromHttpStatus(answer.status));
+    const fallback = statusError(codeFromHttpStatus(answer.status), `HTTP ${answer.status}`);
     const error = withInfo(errorFromJsonBytes(bytes, undefined, fallback), requestId);
     const body = errorToJsonBytes(error, {});
     header.delete("content-encoding");
@@ -177,7 +163,7 @@ export async function reworkRefusal(answer: UniversalServerResponse, requestId: 
 
   if (answer.status !== 200) {
     // A bare status (415, 405): no room for details; the client reads the code from the status.
-    const error = new ConnectError(`HTTP ${answer.status} ${STATUS_CODES[answer.status] ?? ""}`.trim(), codeFromHttpStatus(answer.status));
+    const error = statusError(codeFromHttpStatus(answer.status), `HTTP ${answer.status} ${STATUS_CODES[answer.status] ?? ""}`.trim());
     return { answer: { ...answer, header }, error };
   }
   return { answer: { ...answer, header } };
