@@ -29,6 +29,12 @@ export interface Config {
   streamPollMs: number;
   /** The longest a GetTask long poll waits for work before it answers with none. */
   maxPollSeconds: number;
+  /** How often workers heartbeat; a lease lasts three intervals, and three missed ones make a worker unhealthy. */
+  heartbeatSeconds: number;
+  /** How often the worker health monitor looks for silent workers and expired leases. */
+  healthCheckMs: number;
+  /** Attempts a run gets: a run lost this many times fails its task. */
+  maxAttempts: number;
   /** Serve GET /metrics (Prometheus text format). */
   metrics: boolean;
   /** A request must have arrived whole, headers and body, this long after it began (HTTP/2 request streams are exempt). */
@@ -154,6 +160,7 @@ export function loadConfig(env: Env = process.env): Config {
       throw new ConfigError("FOREMAN_CORS_ORIGINS", `"${origin}" is not an origin like https://app.example.com`);
     }
   }
+  const heartbeatSeconds = readInt(env, "FOREMAN_HEARTBEAT_SECONDS", 10, 1, 3600);
   return {
     port: readInt(env, "FOREMAN_PORT", 54871, 0, 65535),
     host,
@@ -172,6 +179,9 @@ export function loadConfig(env: Env = process.env): Config {
     streamKeepAliveMs: readInt(env, "FOREMAN_STREAM_KEEPALIVE_SECONDS", 15, 1, 300) * 1000,
     streamPollMs: readInt(env, "FOREMAN_STREAM_POLL_SECONDS", 2, 1, 3600) * 1000,
     maxPollSeconds: readInt(env, "FOREMAN_MAX_POLL_SECONDS", 30, 1, 300),
+    heartbeatSeconds,
+    healthCheckMs: readInt(env, "FOREMAN_HEALTH_CHECK_SECONDS", heartbeatSeconds, 1, 3600) * 1000,
+    maxAttempts: readInt(env, "FOREMAN_MAX_ATTEMPTS", 3, 1, 100),
     metrics: readBool(env, "FOREMAN_METRICS", true),
     requestBodyTimeoutMs: readInt(env, "FOREMAN_REQUEST_BODY_TIMEOUT_SECONDS", 60, 1, 3600) * 1000,
     idleTimeoutMs: readInt(env, "FOREMAN_IDLE_TIMEOUT_SECONDS", 65, 1, 3600) * 1000,

@@ -34,7 +34,7 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
       return {
         workerId: worker.id,
         workerToken: credential,
-        heartbeatIntervalSeconds: workers.HEARTBEAT_INTERVAL_SECONDS,
+        heartbeatIntervalSeconds: core.dispatch.heartbeatSeconds,
         maxPollSeconds: core.dispatch.settings.maxPollSeconds,
       };
     },
@@ -58,7 +58,7 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
         leases: renewed.map(leaseToProto),
         lostSessionIds: lost,
         commands: [],
-        heartbeatIntervalSeconds: workers.HEARTBEAT_INTERVAL_SECONDS,
+        heartbeatIntervalSeconds: core.dispatch.heartbeatSeconds,
       };
     },
     async unregisterWorker(_req, ctx) {

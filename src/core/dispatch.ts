@@ -45,9 +45,9 @@ import { HEARTBEAT_INTERVAL_SECONDS } from "./workers.js";
 
 /**
  * A lease lasts three heartbeat intervals: a worker that misses three heartbeats loses it (the
- * health monitor of a later phase then requeues the session as the next attempt).
+ * health monitor, core/worker-health.ts, then requeues the session as the next attempt).
  */
-export const LEASE_SECONDS = 3 * HEARTBEAT_INTERVAL_SECONDS;
+export const LEASE_HEARTBEATS = 3;
 export const LEASE_TOKEN_PREFIX = "fls_";
 const POLL_ID_MAX = 128;
 /** Longest error a worker may report, in characters; a task keeps its first REASON_MAX. */
@@ -64,6 +64,8 @@ export interface DispatchSettings {
   maxPollSeconds: number;
   /** How often waiting polls look at the queue themselves (FOREMAN_STREAM_POLL_SECONDS). */
   backstopMs: number;
+  /** How often workers heartbeat (FOREMAN_HEARTBEAT_SECONDS; server.ts sets it); HEARTBEAT_INTERVAL_SECONDS when unset. */
+  heartbeatSeconds?: number;
 }
 
 /** The replica's long polls: their wake-ups (the claims channel) and the backstop that covers a lost one. */
@@ -78,6 +80,15 @@ export class Dispatcher {
     readonly settings: DispatchSettings,
     private readonly logger: Logger,
   ) {}
+
+  get heartbeatSeconds(): number {
+    return this.settings.heartbeatSeconds ?? HEARTBEAT_INTERVAL_SECONDS;
+  }
+
+  /** How long a lease lasts from its claim or its last renewal. */
+  get leaseMs(): number {
+    return LEASE_HEARTBEATS * this.heartbeatSeconds * 1000;
+  }
 
   /** `count` sessions of this owner and agent were queued: wakes as many polls, the owner's own workers' first. */
   queued(ownerId: string, agentType: string, count = 1): void {
@@ -270,7 +281,7 @@ class PollWake {
 async function attemptClaim(core: Core, log: Logger, w: sessions.Claimant, pollId: string, token: string): Promise<Assignment | "none" | "full"> {
   const tokenHash = hashToken(token);
   const now = core.now();
-  const expiresAt = new Date(now.getTime() + LEASE_SECONDS * 1000);
+  const expiresAt = new Date(now.getTime() + core.dispatch.leaseMs);
   let claimed: { session: sessions.LeasedSession; work: sessions.SessionWork; workspaceId: string | undefined } | undefined;
   try {
     claimed = await core.db.transaction().execute(async (trx) => {
@@ -426,7 +437,7 @@ export interface HeartbeatLease {
 }
 
 /**
- * Heartbeat: the worker was seen now, and each listed lease it still holds lasts LEASE_SECONDS
+ * Heartbeat: the worker was seen now, and each listed lease it still holds lasts a lease's length
  * from now; the others are lost (ended, requeued, expired, or never its own).
  */
 export async function heartbeat(core: Core, caller: WorkerCaller, leases: HeartbeatLease[]): Promise<{ renewed: Lease[]; lost: string[] }> {
@@ -438,7 +449,7 @@ export async function heartbeat(core: Core, caller: WorkerCaller, leases: Heartb
   });
   v.throwIfAny();
   const now = core.now();
-  const expiresAt = new Date(now.getTime() + LEASE_SECONDS * 1000);
+  const expiresAt = new Date(now.getTime() + core.dispatch.leaseMs);
   await workersStore.touchWorker(core.db, caller.workerId, now);
   const held = await sessions.renewLeases(core.db, caller.workerId, listed.filter((l) => l.tokenHash !== ""), expiresAt, now);
   // Each session once: renewed if any entry for it held its lease, else lost.

@@ -128,6 +128,14 @@ export const AFTER_RUN_STATUSES: TaskStatus[] = ["in_review", "pending_approval"
  */
 export const SESSION_LOSE: { from: SessionState[]; to: SessionState } = { from: LEASED_SESSION_STATES, to: "lost" };
 
+/**
+ * After a lost session: while the run has attempts left (FOREMAN_MAX_ATTEMPTS), its next attempt
+ * is queued and the task's run is queued again; the last attempt lost fails the task as a
+ * failed run does (RUN_END), with the reason recorded.
+ */
+export const RUN_REQUEUE: { executionState: ExecutionState } = { executionState: "queued" };
+export const RUN_LOST_FOR_GOOD: { executionState: ExecutionState; end: "failed" } = { executionState: "idle", end: "failed" };
+
 export interface AgentSession {
   id: string;
   agentTaskId: string;

@@ -12,6 +12,7 @@ import { PgListener } from "../db/notifications.js";
 import type { Logger } from "../logger.js";
 import { ensureLocalUser } from "../store/users.js";
 import { resealStoredSecrets } from "../core/secrets.js";
+import { WorkerHealth } from "../core/worker-health.js";
 import { composeServices, type Services } from "./compose.js";
 import { httpRoutes } from "./http-routes.js";
 import { createDualServer, type DualServer } from "./listener.js";
@@ -22,6 +23,8 @@ export interface RunningServer {
   url: string;
   port: number;
   db: Db;
+  /** The replica's worker health monitor (tests run its sweep themselves with tick()). */
+  workerHealth: WorkerHealth;
   /** Graceful shutdown; safe to call more than once. */
   close(): Promise<void>;
 }
@@ -35,6 +38,13 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
   const secrets = await openSecretBox(config, logger);
   const db = await openMigratedDatabase(config, logger, clock);
   const { services, listener } = build(config, db, logger, clock, secrets);
+  // The heartbeat interval the leases last three of (compose.ts builds the dispatcher without it).
+  services.core.dispatch.settings.heartbeatSeconds = config.heartbeatSeconds;
+  const workerHealth = new WorkerHealth(
+    services.core,
+    { heartbeatSeconds: config.heartbeatSeconds, maxAttempts: config.maxAttempts, intervalMs: config.healthCheckMs },
+    logger,
+  );
   let notifications: PgListener | undefined;
   let port: number;
   try {
@@ -51,6 +61,7 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
     throw error;
   }
   services.health.set("", ServingStatus.SERVING);
+  workerHealth.start();
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
   const url = `http://${host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host}:${port}`;
   logger.info({ url, database: db.dialect, single_user_mode: config.singleUserMode, data_dir: config.dataDir }, "foreman serving");
@@ -60,12 +71,14 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
     url,
     port,
     db,
+    workerHealth,
     close() {
       closed ??= (async () => {
         logger.info("shutting down: no new connections, ending streams, finishing calls");
         services.health.shutdown();
         services.shutdown.abort();
         await listener.close(config.shutdownTimeoutMs);
+        await workerHealth.stop();
         await notifications?.close();
         await db.close();
         logger.info("shut down");

@@ -429,29 +429,111 @@ export async function renewLeases(
   return rows.map((r) => ({ id: r.id, attempt: r.attempt, tokenHash: r.lease_token_hash! }));
 }
 
+/** Which held sessions a requeue may take: any, or only one whose lease expired before `expiredAt`, or only `workerId`'s. */
+export interface LoseCondition {
+  expiredBefore?: Date;
+  workerId?: string;
+  /** Only a session not yet running (assigned): a draining worker's unstarted work. */
+  unstarted?: boolean;
+}
+
+/**
+ * The lose transition, one conditional UPDATE: a held session (as the condition narrows it)
+ * ends as lost, dropping its lease, with why in its error. Of several monitors (replicas) that
+ * try the same session at once, one finds it held and the others find it lost already: on
+ * PostgreSQL the second UPDATE waits for the first's row lock and re-reads the state. Returns
+ * the lost session, or undefined when it held no lease (any more).
+ */
+export async function loseSession(db: Kysely<Database>, sessionId: string, why: string, now: Date, when: LoseCondition = {}): Promise<LeasedSession | undefined> {
+  const at = toDbTime(now);
+  const row = await db
+    .updateTable("agent_sessions")
+    .set({ state: SESSION_LOSE.to, ended_at: at, updated_at: at, lease_token_hash: null, lease_expires_at: null, error_message: why })
+    .where("id", "=", sessionId)
+    .where("state", "in", when.unstarted ? [SESSION_CLAIM.to] : SESSION_LOSE.from)
+    .$if(when.expiredBefore !== undefined, (qb) => qb.where("lease_expires_at", "<", toDbTime(when.expiredBefore!)))
+    .$if(when.workerId !== undefined, (qb) => qb.where("worker_id", "=", when.workerId!))
+    .returningAll()
+    .executeTakeFirst();
+  return row && toLeased(row);
+}
+
+/** Queues the next attempt of a lost session's run (waking a poll that may claim it); returns its id. */
+export async function queueNextAttempt(db: Kysely<Database>, adapter: DialectAdapter, lost: LeasedSession, newSessionId: string, now: Date): Promise<string> {
+  await insertSession(
+    db,
+    adapter,
+    { id: newSessionId, ownerId: lost.ownerId, agentTaskId: lost.agentTaskId, attempt: lost.attempt + 1, agentType: lost.agentType, agentModel: lost.agentModel },
+    now,
+  );
+  return newSessionId;
+}
+
 /**
  * The requeue transition: a lost session (its lease expired, or its worker went away) ends as
  * lost, dropping its lease, and the next attempt of its run is queued, in the caller's
  * transaction, so the lease is revoked exactly when the work returns to the queue. Returns the
  * new session's id, or undefined when the session held no lease any more.
  */
-export async function requeueSession(db: Kysely<Database>, adapter: DialectAdapter, sessionId: string, newSessionId: string, now: Date): Promise<string | undefined> {
-  const at = toDbTime(now);
-  const lost = await db
-    .updateTable("agent_sessions")
-    .set({ state: SESSION_LOSE.to, ended_at: at, updated_at: at, lease_token_hash: null, lease_expires_at: null })
-    .where("id", "=", sessionId)
-    .where("state", "in", SESSION_LOSE.from)
-    .returningAll()
-    .executeTakeFirst();
-  if (lost === undefined) return undefined;
-  await insertSession(
-    db,
-    adapter,
-    { id: newSessionId, ownerId: lost.owner_id, agentTaskId: lost.agent_task_id, attempt: lost.attempt + 1, agentType: lost.agent_type, agentModel: lost.agent_model },
-    now,
-  );
-  return newSessionId;
+export async function requeueSession(
+  db: Kysely<Database>,
+  adapter: DialectAdapter,
+  sessionId: string,
+  newSessionId: string,
+  now: Date,
+  when: LoseCondition = {},
+): Promise<string | undefined> {
+  const lost = await loseSession(db, sessionId, "requeued", now, when);
+  return lost && queueNextAttempt(db, adapter, lost, newSessionId, now);
+}
+
+/**
+ * How many attempts of the run were lost in a row by requeues: the latest session (lost), and
+ * before it each lost session that the next one requeued (queueNextAttempt inserts the next
+ * attempt in the transaction that loses the last, so its created_at is the lost one's ended_at).
+ * A session that ended otherwise, or one a user queued later (RetryTask after the run failed
+ * for good), starts the count again. A run has few sessions.
+ */
+export async function lostStreak(db: Kysely<Database>, agentTaskId: string): Promise<number> {
+  const rows = await db
+    .selectFrom("agent_sessions")
+    .select(["state", "created_at", "ended_at"])
+    .where("agent_task_id", "=", agentTaskId)
+    .orderBy("id", "desc")
+    .execute();
+  let streak = 0;
+  for (let i = 0; i < rows.length && rows[i]!.state === SESSION_LOSE.to; i++) {
+    streak++;
+    const older = rows[i + 1];
+    if (older === undefined || older.state !== SESSION_LOSE.to || older.ended_at === null) break;
+    if (fromDbTime(older.ended_at).getTime() !== fromDbTime(rows[i]!.created_at).getTime()) break;
+  }
+  return streak;
+}
+
+/** Held sessions whose lease expired before `now`, soonest expired first (the health monitor's sweep). */
+export async function expiredLeases(db: Kysely<Database>, now: Date, limit: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom("agent_sessions")
+    .select("id")
+    .where("state", "in", LEASED_SESSION_STATES)
+    .where("lease_expires_at", "<", toDbTime(now))
+    .orderBy("lease_expires_at")
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.id);
+}
+
+/** The sessions a worker holds (only its unstarted ones, assigned and not running, if asked). */
+export async function heldBy(db: Kysely<Database>, workerId: string, only: { unstarted?: boolean } = {}): Promise<string[]> {
+  const rows = await db
+    .selectFrom("agent_sessions")
+    .select("id")
+    .where("worker_id", "=", workerId)
+    .where("state", "in", only.unstarted ? [SESSION_CLAIM.to] : LEASED_SESSION_STATES)
+    .orderBy("id")
+    .execute();
+  return rows.map((r) => r.id);
 }
 
 /** Queued work by owner and agent, with how many sessions each has (for the poll backstop). */

@@ -110,7 +110,10 @@ export async function useRegistrationToken(db: Kysely<Database>, tokenHash: stri
   return row && toRegistrationToken(row);
 }
 
-export type WorkerStatus = "active" | "unhealthy" | "unregistered";
+export type WorkerStatus = "active" | "draining" | "unhealthy" | "unregistered";
+
+/** A worker in these states heartbeats, and may hold sessions the health monitor watches. */
+const LIVE_STATUSES: WorkerStatus[] = ["active", "draining"];
 
 export interface Worker {
   id: string;
@@ -228,6 +231,34 @@ export async function touchWorker(db: Kysely<Database>, id: string, now: Date): 
     .where("id", "=", id)
     .where("status", "!=", "unregistered")
     .execute();
+}
+
+/** Workers that may hold work (active or draining) and were last seen before `before`. */
+export async function silentWorkers(db: Kysely<Database>, before: Date, limit: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom("workers")
+    .select("id")
+    .where("status", "in", LIVE_STATUSES)
+    .where("last_heartbeat_at", "<", toDbTime(before))
+    .orderBy("last_heartbeat_at")
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.id);
+}
+
+/**
+ * The unhealthy transition, one conditional UPDATE: a worker still silent since before
+ * `before` becomes unhealthy. Of several monitors marking it at once, one does (true).
+ */
+export async function markUnhealthy(db: Kysely<Database>, id: string, before: Date): Promise<boolean> {
+  const result = await db
+    .updateTable("workers")
+    .set({ status: "unhealthy" })
+    .where("id", "=", id)
+    .where("status", "in", LIVE_STATUSES)
+    .where("last_heartbeat_at", "<", toDbTime(before))
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
 }
 
 /** Unregisters the worker; its credential stops working at once. Idempotent. */

@@ -71,6 +71,8 @@ describe.each(DIALECTS)("dispatch on %s", (dialect) => {
         FOREMAN_WORKER_REGISTRATION_TOKEN: CONFIGURED_REGISTRATION_TOKEN,
         FOREMAN_STREAM_POLL_SECONDS: "3600",
         FOREMAN_MAX_POLL_SECONDS: String(LONG_WAIT),
+        // The clock moves past leases here: the health monitor sweeps in its own tests only.
+        FOREMAN_HEALTH_CHECK_SECONDS: "3600",
       },
       { clock: clock.now, logLines },
     );
@@ -706,7 +708,7 @@ describe.each(DIALECTS)("dispatch's backstop and bounds on %s", (dialect) => {
 
   beforeAll(async () => {
     provider = await startOidcProvider();
-    t = await startMultiUserServer(dialect, provider, { FOREMAN_STREAM_POLL_SECONDS: "1", FOREMAN_MAX_POLL_SECONDS: "3" });
+    t = await startMultiUserServer(dialect, provider, { FOREMAN_STREAM_POLL_SECONDS: "1", FOREMAN_MAX_POLL_SECONDS: "3", FOREMAN_HEALTH_CHECK_SECONDS: "3600" });
     user = await signIn(t, provider, "backstop");
     group = (await user.groupOfOne()).group;
   });
