@@ -22,6 +22,11 @@ import { answerUnknownMethod, quotedPath, reworkRefusal, rpcProtocol } from "./p
 import { RateLimitedLog } from "./rate-limited-log.js";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/**
+ * A path that ends as a procedure does, "…/package.Service/Method": a dotted service name, then
+ * a method (a client with a wrong base URL sends "/prefix/package.Service/Method").
+ */
+const PROCEDURE_PATH = /\/[^/]*\.[^/]*\/[^/]+$/;
 
 /** The client's X-Request-Id when it sent a sane one, else a new id. */
 export function requestIdFrom(sent: string | string[] | null | undefined): string {
@@ -81,6 +86,9 @@ export function connectAdapter(options: ConnectAdapterOptions): (req: NodeReques
     const path = queryAt === -1 ? url : url.slice(0, queryAt);
     const handler = paths.get(path);
     if (handler === undefined) {
+      // Only a path shaped like a procedure is an RPC to a method the server lacks; any other
+      // (/webhooks/gitlab) gets the caller's plain 404, whatever its content type.
+      if (!PROCEDURE_PATH.test(path)) return false;
       const contentType = req.headers["content-type"];
       const protocol = rpcProtocol(req.method, contentType, queryAt === -1 ? "" : url.slice(queryAt + 1));
       if (protocol === undefined) return false; // not an RPC: the caller's plain 404
