@@ -52,8 +52,8 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
       return { state: SESSION_STATES.value(result.state), stopRequested: result.stopRequested };
     },
     async heartbeat(req, ctx) {
-      WORKER_STATUSES.readKnown(req.status, "status", "worker status");
-      const { renewed, lost } = await dispatch.heartbeat(core, caller(ctx), req.leases);
+      const status = WORKER_STATUSES.readKnown(req.status, "status", "worker status");
+      const { renewed, lost } = await dispatch.heartbeat(core, log(ctx), caller(ctx), status, req.leases);
       return {
         leases: renewed.map(leaseToProto),
         lostSessionIds: lost,

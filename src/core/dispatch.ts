@@ -41,6 +41,7 @@ import type { NotifierChannel } from "./notifier.js";
 import { quote, truncate } from "./text.js";
 import { Violations } from "./validation.js";
 import { waitForWake } from "./wait.js";
+import { DEFAULT_MAX_ATTEMPTS, returnUnstarted } from "./worker-health.js";
 import { HEARTBEAT_INTERVAL_SECONDS } from "./workers.js";
 
 /**
@@ -66,6 +67,8 @@ export interface DispatchSettings {
   backstopMs: number;
   /** How often workers heartbeat (FOREMAN_HEARTBEAT_SECONDS; server.ts sets it); HEARTBEAT_INTERVAL_SECONDS when unset. */
   heartbeatSeconds?: number;
+  /** FOREMAN_MAX_ATTEMPTS (server.ts sets it); DEFAULT_MAX_ATTEMPTS when unset. */
+  maxAttempts?: number;
 }
 
 /** The replica's long polls: their wake-ups (the claims channel) and the backstop that covers a lost one. */
@@ -83,6 +86,10 @@ export class Dispatcher {
 
   get heartbeatSeconds(): number {
     return this.settings.heartbeatSeconds ?? HEARTBEAT_INTERVAL_SECONDS;
+  }
+
+  get maxAttempts(): number {
+    return this.settings.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
   }
 
   /** How long a lease lasts from its claim or its last renewal. */
@@ -207,6 +214,8 @@ export async function getTask(
   v.throwIfAny();
   const worker = await workersStore.findWorker(core.db, caller.workerId);
   if (worker === undefined || worker.status === "unregistered") throw unauthenticated("this worker was unregistered; register it again");
+  // A draining worker claims nothing: it answers at once, empty.
+  if (worker.status === "draining") return undefined;
 
   const token = leaseToken(caller.credential, pollId);
   const claimant: sessions.Claimant = {
@@ -241,6 +250,9 @@ export async function getTask(
       wake.close();
     }
     if (signal.aborted) return undefined;
+    // Woken: a worker that started draining (or was unregistered) meanwhile waits no more.
+    const now = await workersStore.findWorker(core.db, worker.id);
+    if (now === undefined || now.status === "draining" || now.status === "unregistered") return undefined;
   }
 }
 
@@ -440,7 +452,13 @@ export interface HeartbeatLease {
  * Heartbeat: the worker was seen now, and each listed lease it still holds lasts a lease's length
  * from now; the others are lost (ended, requeued, expired, or never its own).
  */
-export async function heartbeat(core: Core, caller: WorkerCaller, leases: HeartbeatLease[]): Promise<{ renewed: Lease[]; lost: string[] }> {
+export async function heartbeat(
+  core: Core,
+  log: Logger,
+  caller: WorkerCaller,
+  status: "idle" | "busy" | "draining" | undefined,
+  leases: HeartbeatLease[],
+): Promise<{ renewed: Lease[]; lost: string[] }> {
   const v = new Violations();
   const listed = leases.map((l, i) => {
     const sessionId = v.id(`leases[${i}].session_id`, l.sessionId);
@@ -450,7 +468,13 @@ export async function heartbeat(core: Core, caller: WorkerCaller, leases: Heartb
   v.throwIfAny();
   const now = core.now();
   const expiresAt = new Date(now.getTime() + core.dispatch.leaseMs);
-  await workersStore.touchWorker(core.db, caller.workerId, now);
+  if (status === "draining") {
+    // Draining: no new claims, and what it has not started goes back to the queue at once (its
+    // leases are then lost below); what runs it may finish and report.
+    await returnUnstarted(core, log, caller.workerId, "its worker is draining", (trx) => workersStore.touchWorker(trx, caller.workerId, now, "draining"));
+  } else {
+    await workersStore.touchWorker(core.db, caller.workerId, now);
+  }
   const held = await sessions.renewLeases(core.db, caller.workerId, listed.filter((l) => l.tokenHash !== ""), expiresAt, now);
   // Each session once: renewed if any entry for it held its lease, else lost.
   const attempts = new Map(held.map((h) => [`${h.id} ${h.tokenHash}`, h.attempt]));

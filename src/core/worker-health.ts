@@ -15,7 +15,7 @@
 import type { Kysely } from "kysely";
 import type { Database } from "../db/schema.js";
 import type { Logger } from "../logger.js";
-import { RUN_END, RUN_LOST_FOR_GOOD, RUN_REQUEUE } from "../model/tasks.js";
+import { RUN_END, RUN_LOST_FOR_GOOD, RUN_REQUEUE, SESSION_RETURN } from "../model/tasks.js";
 import * as sessions from "../store/agent-sessions.js";
 import { newId } from "../store/codec.js";
 import * as taskEvents from "../store/task-events.js";
@@ -24,6 +24,8 @@ import * as workersStore from "../store/workers.js";
 import type { Core } from "./context.js";
 import { truncate } from "./text.js";
 
+/** Attempts a run gets when the server sets none (FOREMAN_MAX_ATTEMPTS). */
+export const DEFAULT_MAX_ATTEMPTS = 3;
 /** Missed heartbeat intervals that make a worker unhealthy (and a lease's length). */
 export const MISSED_HEARTBEATS = 3;
 /** Most workers, and most expired leases, one sweep takes; the next sweep takes the rest. */
@@ -180,4 +182,39 @@ function afterLoss(core: Core, logger: Logger, l: Lost, why: string, sweep: Heal
     { session_id: l.session.id, attempt: l.session.attempt, task_id: l.taskId, worker_id: l.session.workerId, requeued_as: l.requeuedAs ?? null, why },
     l.requeuedAs === undefined ? "session lost; its task failed, out of attempts" : "session lost; requeued as the next attempt",
   );
+}
+
+/**
+ * Returns the worker's unstarted sessions (assigned, not running) to the queue, each as the
+ * same attempt (SESSION_RETURN), in one transaction under the worker's claim lock, after
+ * `first` (the drain or unregistration that stops its claims) in the same transaction: so a
+ * claim of the worker either came before and is returned here, or comes after and finds the
+ * worker draining. Wakes a poll per returned session, and the worker's own waiting poll (which
+ * then finds it draining and answers empty). Returns the returned sessions' ids.
+ */
+export async function returnUnstarted(core: Core, logger: Logger, workerId: string, why: string, first: (trx: Kysely<Database>) => Promise<void>): Promise<string[]> {
+  const now = core.now();
+  const returned = await core.db.transaction().execute(async (trx) => {
+    await core.adapter.lockForOrder(trx, `claims:${workerId}`);
+    await first(trx);
+    const done: { session: sessions.LeasedSession; workspaceId: string }[] = [];
+    for (const id of await sessions.heldBy(trx, workerId, { unstarted: true })) {
+      const session = await sessions.returnSession(trx, core.adapter, id, workerId, now);
+      if (session === undefined) continue;
+      const { task } = await sessions.workOf(trx, session);
+      const place = await tasksStore.getTaskPlace(trx, task);
+      if (place === undefined) throw new Error(`session ${id} has no task`);
+      await tasksStore.setExecutionState(trx, place, SESSION_RETURN.executionState, now);
+      await taskEvents.insertTaskEvent(trx, core.adapter, { ownerId: place.ownerId, workspaceId: place.workspaceId, taskId: place.id, type: "updated" }, now);
+      done.push({ session, workspaceId: place.workspaceId });
+    }
+    return done;
+  });
+  for (const r of returned) {
+    core.taskChanges.notify(r.workspaceId);
+    core.dispatch.queued(r.session.ownerId, r.session.agentType);
+    logger.info({ session_id: r.session.id, attempt: r.session.attempt, worker_id: workerId, why }, "session returned to the queue unstarted");
+  }
+  core.dispatch.freed(workerId);
+  return returned.map((r) => r.session.id);
 }

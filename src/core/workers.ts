@@ -5,12 +5,14 @@
 import { WORKER_CREDENTIAL_PREFIX, WORKER_REGISTRATION_TOKEN_PREFIX, hashToken, newOpaqueToken, sameSecret } from "../auth/opaque-token.js";
 import { newId } from "../store/codec.js";
 import * as store from "../store/workers.js";
+import * as sessions from "../store/agent-sessions.js";
 import type { Logger } from "../logger.js";
 import { isAgentType } from "./agents.js";
 import type { Core } from "./context.js";
 import { notFound, unauthenticated } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { quote } from "./text.js";
+import { loseSessions, returnUnstarted } from "./worker-health.js";
 import { Violations, readId } from "./validation.js";
 
 export type { RegistrationToken, Worker } from "../store/workers.js";
@@ -163,7 +165,15 @@ export async function authenticateWorker(core: Core, credential: string): Promis
   return worker;
 }
 
+/**
+ * Unregisters the worker: its credential stops working, what it had not started goes back to
+ * the queue as the same attempt (in the transaction that unregisters it), and what it was
+ * running is lost and requeued as the next attempt (its worker can no longer report it).
+ */
 export async function unregisterWorker(core: Core, log: Logger, workerId: string): Promise<void> {
-  await store.unregisterWorker(core.db, workerId, core.now());
-  log.info({ worker_id: workerId }, "worker unregistered");
+  const why = "its worker unregistered";
+  const returned = await returnUnstarted(core, log, workerId, why, (trx) => store.unregisterWorker(trx, workerId, core.now()));
+  const running = await sessions.heldBy(core.db, workerId);
+  const { lost } = await loseSessions(core, running, why, { workerId }, core.dispatch.maxAttempts, log);
+  log.info({ worker_id: workerId, returned_sessions: returned.length, requeued_sessions: lost.length }, "worker unregistered");
 }

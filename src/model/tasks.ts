@@ -134,6 +134,16 @@ export const SESSION_LOSE: { from: SessionState[]; to: SessionState } = { from: 
  * failed run does (RUN_END), with the reason recorded.
  */
 export const RUN_REQUEUE: { executionState: ExecutionState } = { executionState: "queued" };
+/**
+ * Returning a session its worker had not started (a draining or unregistering worker's): it
+ * is queued again as the same attempt, its lease revoked and its worker cleared, and its
+ * task's run is queued again. It counts as no attempt: the agent never ran.
+ */
+export const SESSION_RETURN: { from: SessionState; to: SessionState; executionState: ExecutionState } = {
+  from: "assigned",
+  to: "queued",
+  executionState: "queued",
+};
 export const RUN_LOST_FOR_GOOD: { executionState: ExecutionState; end: "failed" } = { executionState: "idle", end: "failed" };
 
 export interface AgentSession {

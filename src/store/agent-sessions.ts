@@ -11,6 +11,7 @@ import {
   SESSION_CLAIM,
   SESSION_LOSE,
   SESSION_REPORT,
+  SESSION_RETURN,
   SESSION_START,
   type AgentSession,
   type AgentTask,
@@ -238,6 +239,7 @@ function toLeased(row: Selectable<AgentSessionsTable>): LeasedSession {
  *          lease_expires_at = $expiry, claim_poll_id = $poll, updated_at = $now
  *    WHERE id = (SELECT q.id FROM agent_sessions q
  *                 WHERE q.state = 'queued' [AND q.owner_id = $owner] [AND q.agent_type IN (...)]
+ *                   AND EXISTS (SELECT 1 FROM workers w WHERE w.id = $worker AND w.status NOT IN ('draining', 'unregistered'))
  *                   AND (SELECT count(*) FROM agent_sessions h
  *                         WHERE h.worker_id = $worker AND h.state IN ('assigned', 'running')) < $max
  *                 ORDER BY q.id LIMIT 1 [FOR UPDATE SKIP LOCKED])
@@ -266,6 +268,8 @@ export async function claimSession(
       .where("q.state", "=", SESSION_CLAIM.from)
       .$if(w.ownerId !== null, (qb) => qb.where("q.owner_id", "=", w.ownerId!))
       .$if(w.agentTypes.length > 0, (qb) => qb.where("q.agent_type", "in", w.agentTypes))
+      // A draining (or unregistered) worker claims nothing: its lock orders this against the drain.
+      .where((eb) => eb.exists(eb.selectFrom("workers as w").select("w.id").where("w.id", "=", w.workerId).where("w.status", "not in", ["draining", "unregistered"])))
       .where((eb) =>
         eb(
           eb.selectFrom("agent_sessions as h").select(eb.fn.countAll<number>().as("n")).where("h.worker_id", "=", w.workerId).where("h.state", "in", LEASED_SESSION_STATES),
@@ -433,8 +437,6 @@ export async function renewLeases(
 export interface LoseCondition {
   expiredBefore?: Date;
   workerId?: string;
-  /** Only a session not yet running (assigned): a draining worker's unstarted work. */
-  unstarted?: boolean;
 }
 
 /**
@@ -450,12 +452,35 @@ export async function loseSession(db: Kysely<Database>, sessionId: string, why: 
     .updateTable("agent_sessions")
     .set({ state: SESSION_LOSE.to, ended_at: at, updated_at: at, lease_token_hash: null, lease_expires_at: null, error_message: why })
     .where("id", "=", sessionId)
-    .where("state", "in", when.unstarted ? [SESSION_CLAIM.to] : SESSION_LOSE.from)
+    .where("state", "in", SESSION_LOSE.from)
     .$if(when.expiredBefore !== undefined, (qb) => qb.where("lease_expires_at", "<", toDbTime(when.expiredBefore!)))
     .$if(when.workerId !== undefined, (qb) => qb.where("worker_id", "=", when.workerId!))
     .returningAll()
     .executeTakeFirst();
   return row && toLeased(row);
+}
+
+/**
+ * The return transition: a session the worker holds but has not started goes back to the
+ * queue as it is (the same attempt), with no worker, lease or poll, and wakes a poll that may
+ * claim it on every replica once the transaction commits. Undefined when the worker no longer
+ * holds it unstarted.
+ */
+export async function returnSession(db: Kysely<Database>, adapter: DialectAdapter, sessionId: string, workerId: string, now: Date): Promise<LeasedSession | undefined> {
+  const at = toDbTime(now);
+  const row = await db
+    .updateTable("agent_sessions")
+    .set({ state: SESSION_RETURN.to, worker_id: null, lease_token_hash: null, lease_expires_at: null, claim_poll_id: null, updated_at: at })
+    .where("id", "=", sessionId)
+    .where("worker_id", "=", workerId)
+    .where("state", "=", SESSION_RETURN.from)
+    .returningAll()
+    .executeTakeFirst();
+  if (row === undefined) return undefined;
+  // Distinct from the insertion's notification, and from another return of the same session.
+  await adapter.notifyOnCommit(db, CLAIMS_CHANNEL, `${claimKey(row.owner_id, row.agent_type)} ${row.id}@${at}`);
+  await adapter.notifyOnCommit(db, CLAIMS_CHANNEL, `${claimKey(null, row.agent_type)} ${row.id}@${at}`);
+  return toLeased(row);
 }
 
 /** Queues the next attempt of a lost session's run (waking a poll that may claim it); returns its id. */

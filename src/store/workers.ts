@@ -223,11 +223,14 @@ export async function reregisterWorker(
   return row && toWorker(row);
 }
 
-/** A heartbeat: the worker was seen now, and is active again if it was unhealthy. */
-export async function touchWorker(db: Kysely<Database>, id: string, now: Date): Promise<void> {
+/**
+ * A heartbeat: the worker was seen now, with the status it says (draining, or else active, as
+ * an unhealthy worker that heartbeats again is).
+ */
+export async function touchWorker(db: Kysely<Database>, id: string, now: Date, status: "active" | "draining" = "active"): Promise<void> {
   await db
     .updateTable("workers")
-    .set({ last_heartbeat_at: toDbTime(now), status: "active" })
+    .set({ last_heartbeat_at: toDbTime(now), status })
     .where("id", "=", id)
     .where("status", "!=", "unregistered")
     .execute();

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExecutionState, SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import type { RepositoryGroup } from "../../gen/foreman/v1/repository_pb.js";
 import { TaskService, type Task, type UnitTask } from "../../gen/foreman/v1/task_pb.js";
-import { WorkerService, type Assignment } from "../../gen/foreman/v1/worker_pb.js";
+import { WorkerService, WorkerStatus, type Assignment } from "../../gen/foreman/v1/worker_pb.js";
 import { DIALECTS } from "../helpers/databases.js";
 import { registerWorker, signIn, type RegisterInit, type User } from "../helpers/fixtures.js";
 import { clientWith, movableClock, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
@@ -236,6 +236,81 @@ describe.each(DIALECTS)("the worker health monitor on %s", (dialect) => {
       ]);
     }
     expect(sweeps.filter((s) => s.unhealthy.includes(silent.id))).toHaveLength(1);
+  });
+
+  describe("draining and UnregisterWorker", () => {
+    it("a draining worker claims nothing, returns what it has not started to the queue at once, and may still report what runs", async () => {
+      const alice = await newUser();
+      const [unstarted, running] = [await createTask(alice), await createTask(alice)];
+      const w = await newWorker(alice, { maxConcurrentSessions: 3 });
+      const [a, b] = [await claim(w), await claim(w)];
+      expect([a.taskId, b.taskId]).toEqual([unstarted.id, running.id]);
+      await report(w, b, SessionState.RUNNING);
+      await createTask(alice);
+
+      const drained = await w.client.heartbeat({ status: WorkerStatus.DRAINING, leases: [a.lease!, b.lease!] });
+      expect(drained.leases.map((l) => l.sessionId)).toEqual([b.lease!.sessionId]);
+      expect(drained.lostSessionIds).toEqual([a.lease!.sessionId]);
+      expect(await workerStatus(w.id)).toBe("draining");
+      // The unstarted run is queued again as the same attempt: the agent never ran.
+      const back = await getTask(alice, unstarted.id);
+      expect(back.executionState).toBe(ExecutionState.QUEUED);
+      expect(back.agentTasks[0]!.sessions.map((s) => [s.id, s.attempt, s.state])).toEqual([[a.lease!.sessionId, 1, SessionState.QUEUED]]);
+      await expectLeaseLost(report(w, a, SessionState.RUNNING), "not this session's lease");
+      // No new claim, though work is queued, and a long poll answers at once (within the test's time).
+      expect((await w.client.getTask({ pollId: randomUUID(), waitSeconds: 0 })).assignment).toBeUndefined();
+      expect((await w.client.getTask({ pollId: randomUUID(), waitSeconds: LONG_WAIT })).assignment).toBeUndefined();
+      // What runs finishes.
+      expect((await report(w, b, SessionState.SUCCEEDED)).state).toBe(SessionState.SUCCEEDED);
+      expect((await getTask(alice, running.id)).status).toBe(TaskStatus.IN_REVIEW);
+      // Another worker takes the returned session, with a lease of its own.
+      const other = await newWorker(alice);
+      const again = await claim(other);
+      expect(again.lease!.sessionId).toBe(a.lease!.sessionId);
+      expect(again.lease!.attempt).toBe(1);
+      expect(again.lease!.leaseToken).not.toBe(a.lease!.leaseToken);
+      // A heartbeat without DRAINING makes the worker claim again.
+      await w.client.heartbeat({ status: WorkerStatus.IDLE, leases: [] });
+      expect(await workerStatus(w.id)).toBe("active");
+      expect((await claim(w)).taskId).not.toBe(unstarted.id);
+    }, TEST_TIMEOUT);
+
+    it("ends a waiting poll of a worker that starts draining", async () => {
+      const alice = await newUser();
+      const w = await newWorker(alice);
+      const waiting = w.client.getTask({ pollId: randomUUID(), waitSeconds: LONG_WAIT });
+      // Nothing is queued, so the poll waits; the heartbeat that drains wakes it.
+      expect((await w.client.getTask({ pollId: randomUUID(), waitSeconds: 0 })).assignment).toBeUndefined();
+      await w.client.heartbeat({ status: WorkerStatus.DRAINING, leases: [] });
+      expect((await waiting).assignment).toBeUndefined();
+      // Work queued now goes to nobody but a worker that is not draining.
+      const task = await createTask(alice);
+      expect((await w.client.getTask({ pollId: randomUUID(), waitSeconds: 0 })).assignment).toBeUndefined();
+      expect((await claim(await newWorker(alice))).taskId).toBe(task.id);
+    }, TEST_TIMEOUT);
+
+    it("UnregisterWorker returns unstarted work to the queue and requeues running work as the next attempt", async () => {
+      const alice = await newUser();
+      const [unstarted, running] = [await createTask(alice), await createTask(alice)];
+      const w = await newWorker(alice, { maxConcurrentSessions: 2 });
+      const [a, b] = [await claim(w), await claim(w)];
+      await report(w, b, SessionState.RUNNING);
+      await w.client.unregisterWorker({});
+      expect(await workerStatus(w.id)).toBe("unregistered");
+      expect((await sessionsOf(alice, unstarted.id)).map((s) => [s.id, s.attempt, s.state])).toEqual([[a.lease!.sessionId, 1, SessionState.QUEUED]]);
+      const requeued = await getTask(alice, running.id);
+      expect(requeued.executionState).toBe(ExecutionState.QUEUED);
+      expect(requeued.agentTasks[0]!.sessions.map((s) => [s.attempt, s.state, s.errorMessage])).toEqual([
+        [1, SessionState.LOST, "its worker unregistered"],
+        [2, SessionState.QUEUED, ""],
+      ]);
+      const other = await newWorker(alice, { maxConcurrentSessions: 2 });
+      const taken = [await claim(other), await claim(other)].map((x) => [x.taskId, x.lease!.attempt]);
+      expect(taken).toEqual([
+        [unstarted.id, 1],
+        [running.id, 2],
+      ]);
+    });
   });
 
   it("logs the lost sessions, and no lease token", () => {
