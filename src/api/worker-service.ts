@@ -4,7 +4,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { AssignmentSchema, LeaseSchema, WorkerService, type Lease } from "../../gen/foreman/v1/worker_pb.js";
+import { AssignmentSchema, LeaseSchema, WorkerCommandSchema, WorkerService, type Lease } from "../../gen/foreman/v1/worker_pb.js";
 import { callLogger, whileOpen } from "./context-keys.js";
 import { presentedWorkerCredential, requireWorker } from "./principal.js";
 import type { Core } from "../core/context.js";
@@ -53,11 +53,13 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
     },
     async heartbeat(req, ctx) {
       const status = WORKER_STATUSES.readKnown(req.status, "status", "worker status");
-      const { renewed, lost } = await dispatch.heartbeat(core, log(ctx), caller(ctx), status, req.leases);
+      const { renewed, lost, commands } = await dispatch.heartbeat(core, log(ctx), caller(ctx), status, req.leases);
       return {
         leases: renewed.map(leaseToProto),
         lostSessionIds: lost,
-        commands: [],
+        commands: commands.map((c) =>
+          create(WorkerCommandSchema, { id: c.id, command: { case: "stopSession", value: { sessionId: c.sessionId, reason: c.reason } } }),
+        ),
         heartbeatIntervalSeconds: core.dispatch.heartbeatSeconds,
       };
     },

@@ -443,6 +443,17 @@ function lostBecause(s: sessions.LeasedSession, holder: boolean, now: Date): str
   return `a ${s.state} session cannot be reported so`;
 }
 
+/**
+ * Stop a session: a user cancelled or moved on its task while the worker held it. Derived from
+ * the session (stop_requested_at), so it needs no acknowledgement: the worker drops the lease
+ * it lists as lost, and with it the command. The id is the session's, prefixed.
+ */
+export interface StopCommand {
+  id: string;
+  sessionId: string;
+  reason: string;
+}
+
 export interface HeartbeatLease {
   sessionId: string;
   leaseToken: string;
@@ -458,7 +469,7 @@ export async function heartbeat(
   caller: WorkerCaller,
   status: "idle" | "busy" | "draining" | undefined,
   leases: HeartbeatLease[],
-): Promise<{ renewed: Lease[]; lost: string[] }> {
+): Promise<{ renewed: Lease[]; lost: string[]; commands: StopCommand[] }> {
   const v = new Violations();
   const listed = leases.map((l, i) => {
     const sessionId = v.id(`leases[${i}].session_id`, l.sessionId);
@@ -484,5 +495,7 @@ export async function heartbeat(
     if (attempt !== undefined && !renewed.has(l.sessionId)) renewed.set(l.sessionId, { sessionId: l.sessionId, attempt, token: l.token, expiresAt });
   }
   const lost = new Set(listed.map((l) => l.sessionId).filter((id) => !renewed.has(id)));
-  return { renewed: [...renewed.values()], lost: [...lost] };
+  // A lost session a user stopped comes with a stop command saying why.
+  const stopped = await sessions.stoppedOf(core.db, caller.workerId, [...lost]);
+  return { renewed: [...renewed.values()], lost: [...lost], commands: stopped.map((s) => ({ id: `stop:${s.id}`, sessionId: s.id, reason: s.reason })) };
 }

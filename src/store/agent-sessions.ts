@@ -495,6 +495,24 @@ export async function queueNextAttempt(db: Kysely<Database>, adapter: DialectAda
 }
 
 /**
+ * Of the given sessions, those a user stopped (a task cancelled, moved on or deleted ends its
+ * run so) while this worker held them, with why: a lost lease the worker should stop at once.
+ * A deleted task's sessions are gone with it, and come back lost without a reason.
+ */
+export async function stoppedOf(db: Kysely<Database>, workerId: string, sessionIds: string[]): Promise<{ id: string; reason: string }[]> {
+  if (sessionIds.length === 0) return [];
+  const rows = await db
+    .selectFrom("agent_sessions")
+    .select(["id", "stop_reason"])
+    .where("id", "in", sessionIds)
+    .where("worker_id", "=", workerId)
+    .where("stop_requested_at", "is not", null)
+    .orderBy("id")
+    .execute();
+  return rows.map((r) => ({ id: r.id, reason: r.stop_reason ?? "" }));
+}
+
+/**
  * The requeue transition: a lost session (its lease expired, or its worker went away) ends as
  * lost, dropping its lease, and the next attempt of its run is queued, in the caller's
  * transaction, so the lease is revoked exactly when the work returns to the queue. Returns the

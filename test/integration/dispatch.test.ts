@@ -584,8 +584,29 @@ describe.each(DIALECTS)("dispatch on %s", (dialect) => {
       await alice.client(TaskService).updateTaskStatus({ id: task.id, status: TaskStatus.CANCELLED });
       await expectLeaseLost(report(w, a, SessionState.SUCCEEDED));
       expect(unit(await getTask(alice, task.id)).status).toBe(TaskStatus.CANCELLED);
-      const { lostSessionIds } = await w.client.heartbeat({ leases: [a.lease!] });
+      const { lostSessionIds, commands } = await w.client.heartbeat({ leases: [a.lease!] });
       expect(lostSessionIds).toEqual([a.lease!.sessionId]);
+      // With a command to stop it, saying why.
+      expect(commands.map((c) => [c.id, c.command.case, c.command.value])).toEqual([
+        [`stop:${a.lease!.sessionId}`, "stopSession", expect.objectContaining({ sessionId: a.lease!.sessionId, reason: "task cancelled" })],
+      ]);
+    });
+
+    it("revokes the lease of a running run whose task is deleted: the next heartbeat names it lost", async () => {
+      const alice = await newUser();
+      const task = await createTask(alice);
+      const w = await newWorker(alice);
+      const a = await claim(w);
+      await report(w, a, SessionState.RUNNING);
+      await alice.client(TaskService).deleteTask({ id: task.id });
+      const res = await w.client.heartbeat({ leases: [a.lease!] });
+      expect(res.leases).toEqual([]);
+      expect(res.lostSessionIds).toEqual([a.lease!.sessionId]);
+      // The session went with its task.
+      await expectCode(report(w, a, SessionState.SUCCEEDED), Code.NotFound);
+      // Its slot is free again.
+      await createTask(alice);
+      expect((await claim(w)).lease!.sessionId).not.toBe(a.lease!.sessionId);
     });
 
     it("refuses invalid reports and unknown sessions", async () => {
