@@ -5,6 +5,7 @@
 // once requeue a lease once. The clock moves (no test waits for time to pass), and each test runs
 // the monitor's sweep itself (tick()); one server runs it on a short interval of its own.
 import { randomUUID } from "node:crypto";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExecutionState, SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
@@ -289,6 +290,21 @@ describe.each(DIALECTS)("the worker health monitor on %s", (dialect) => {
       expect((await claim(await newWorker(alice))).taskId).toBe(task.id);
     }, TEST_TIMEOUT);
 
+    it("marks a draining worker that goes silent unhealthy too, and requeues what it ran", async () => {
+      const alice = await newUser();
+      const task = await createTask(alice);
+      const w = await newWorker(alice);
+      const a = await claim(w);
+      await report(w, a, SessionState.RUNNING);
+      await w.client.heartbeat({ status: WorkerStatus.DRAINING, leases: [a.lease!] });
+      clock.advance(SILENT);
+      expect((await sweep()).unhealthy).toContain(w.id);
+      expect((await sessionsOf(alice, task.id)).map((s) => [s.attempt, s.state])).toEqual([
+        [1, SessionState.LOST],
+        [2, SessionState.QUEUED],
+      ]);
+    });
+
     it("UnregisterWorker returns unstarted work to the queue and requeues running work as the next attempt", async () => {
       const alice = await newUser();
       const [unstarted, running] = [await createTask(alice), await createTask(alice)];
@@ -328,7 +344,12 @@ describe.each(DIALECTS)("the worker health monitor's own timer on %s", (dialect)
 
   beforeAll(async () => {
     provider = await startOidcProvider();
-    t = await startMultiUserServer(dialect, provider, { FOREMAN_STREAM_POLL_SECONDS: "3600", FOREMAN_HEALTH_CHECK_SECONDS: "1", FOREMAN_MAX_POLL_SECONDS: "30" }, { clock: clock.now });
+    t = await startMultiUserServer(
+      dialect,
+      provider,
+      { FOREMAN_STREAM_POLL_SECONDS: "3600", FOREMAN_HEALTH_CHECK_SECONDS: "1", FOREMAN_HEARTBEAT_SECONDS: "5", FOREMAN_MAX_POLL_SECONDS: "30" },
+      { clock: clock.now },
+    );
   });
 
   afterAll(async () => {
@@ -341,8 +362,15 @@ describe.each(DIALECTS)("the worker health monitor's own timer on %s", (dialect)
     const { group } = await alice.groupOfOne();
     await alice.client(TaskService).createUnitTask({ repositoryGroupId: group.id, prompt: "Requeue me" });
     const token = (await alice.registrationToken()).secret;
-    const silent = clientWith(t, WorkerService, (await registerWorker(t, token)).workerToken);
+    const registered = await registerWorker(t, token);
+    // FOREMAN_HEARTBEAT_SECONDS: workers are told it, and a lease lasts three of it.
+    expect(registered.heartbeatIntervalSeconds).toBe(5);
+    const silent = clientWith(t, WorkerService, registered.workerToken);
+    const before = clock.now().getTime();
     const lost = (await silent.getTask({ pollId: randomUUID(), waitSeconds: 0 })).assignment!;
+    const expires = timestampDate(lost.lease!.expireTime!).getTime();
+    expect(expires).toBeGreaterThanOrEqual(before + 15_000);
+    expect(expires).toBeLessThanOrEqual(clock.now().getTime() + 15_000);
     const waiting = clientWith(t, WorkerService, (await registerWorker(t, token)).workerToken);
     clock.advance(SILENT);
     await waiting.heartbeat({ leases: [] });
