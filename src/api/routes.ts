@@ -16,6 +16,7 @@ import { authService } from "./auth-service.js";
 import { registerHealthService, type HealthStatus } from "./health-service.js";
 import { registerReflectionService } from "./reflection-service.js";
 import { repositoryService } from "./repository-service.js";
+import { sessionService } from "./session-service.js";
 import { todoService } from "./todo-service.js";
 import { registerUnimplemented } from "./unimplemented.js";
 import { taskService } from "./task-service.js";
@@ -39,7 +40,7 @@ export function registerRoutes(router: ConnectRouter, core: Core, health: Health
   router.service(RepositoryService, repositoryService(core));
   router.service(TaskService, taskService(core));
   router.service(TodoService, todoService(core));
-  registerUnimplemented(router, SessionService, "sessions and logs");
+  router.service(SessionService, sessionService(core));
   registerUnimplemented(router, SecretsService, "secret relay");
   router.service(WorkerService, workerService(core));
   router.service(AuthService, authService(core));

@@ -16,7 +16,7 @@ import {
 import type * as core from "../core/tasks.js";
 import { AGENT_TASK_KINDS, AGENT_TYPES, EXECUTION_STATES, SESSION_STATES, TASK_STATUSES } from "./enums.js";
 
-function sessionToProto(s: core.AgentSession): AgentSession {
+export function sessionToProto(s: core.AgentSession): AgentSession {
   return create(AgentSessionSchema, {
     id: s.id,
     agentTaskId: s.agentTaskId,

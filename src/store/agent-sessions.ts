@@ -193,6 +193,30 @@ export async function cancelActiveSessions(db: Kysely<Database>, agentTaskIds: s
   return Number(result.numUpdatedRows);
 }
 
+/**
+ * Stopping one session (SessionService.StopSession): an active one ends as cancelled, as
+ * SESSION_CANCEL says, its lease dropped in the same write, with who stopped it and why.
+ * Undefined when it is not active (any more).
+ */
+export async function stopSession(db: Kysely<Database>, sessionId: string, reason: string, now: Date): Promise<LeasedSession | undefined> {
+  const at = toDbTime(now);
+  const row = await db
+    .updateTable("agent_sessions")
+    .set({
+      state: SESSION_CANCEL.to,
+      ended_at: at,
+      updated_at: at,
+      stop_requested_at: at,
+      stop_reason: reason,
+      ...(SESSION_CANCEL.dropsLease ? { lease_token_hash: null, lease_expires_at: null } : {}),
+    })
+    .where("id", "=", sessionId)
+    .where("state", "in", SESSION_CANCEL.from)
+    .returningAll()
+    .executeTakeFirst();
+  return row && toLeased(row);
+}
+
 /** Who claims: a worker, whose owner (null: every owner) and agents (empty: every agent) bound what it may take. */
 export interface Claimant {
   workerId: string;

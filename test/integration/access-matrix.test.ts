@@ -389,7 +389,7 @@ rows(TaskService, {
 rows(SessionService, {
   getLog: { expect: UNBUILT, call: () => ({ request: { sessionId: UNKNOWN_ID } }) },
   streamLog: { expect: UNBUILT, call: () => ({ request: { sessionId: UNKNOWN_ID } }) },
-  stopSession: { expect: UNBUILT, call: () => ({ request: { sessionId: UNKNOWN_ID, reason: "enough" } }) },
+  stopSession: { expect: users(NotFound, NotFound), call: () => ({ request: { sessionId: UNKNOWN_ID, reason: "enough" } }) },
   submitTtyInput: { expect: UNBUILT, call: () => ({ request: { requestId: UNKNOWN_ID, response: "yes" } }) },
   listTtyInputRequests: { expect: UNBUILT, call: () => ({ request: { sessionId: UNKNOWN_ID } }) },
 });

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentType, ExecutionState, SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import type { RepositoryGroup } from "../../gen/foreman/v1/repository_pb.js";
 import { TaskService, type Task, type TaskChange, type UnitTask } from "../../gen/foreman/v1/task_pb.js";
+import { SessionService } from "../../gen/foreman/v1/session_pb.js";
 import { WorkerService, type Assignment, type WorkerServiceGetTaskResponse } from "../../gen/foreman/v1/worker_pb.js";
 import { newId } from "../../src/store/codec.js";
 import { requeueSession } from "../../src/store/agent-sessions.js";
@@ -590,6 +591,39 @@ describe.each(DIALECTS)("dispatch on %s", (dialect) => {
       expect(commands.map((c) => [c.id, c.command.case, c.command.value])).toEqual([
         [`stop:${a.lease!.sessionId}`, "stopSession", expect.objectContaining({ sessionId: a.lease!.sessionId, reason: "task cancelled" })],
       ]);
+    });
+
+    it("revokes the lease of a session its user stops (StopSession): the next heartbeat names it lost, with a stop command; the task stays in progress, idle", async () => {
+      const alice = await newUser();
+      const task = await createTask(alice);
+      const w = await newWorker(alice);
+      const a = await claim(w);
+      await report(w, a, SessionState.RUNNING);
+      const sessionsClient = alice.client(SessionService);
+      const { session } = await sessionsClient.stopSession({ sessionId: a.lease!.sessionId, reason: "wrong repository" });
+      expect(session?.state).toBe(SessionState.CANCELLED);
+      await expectLeaseLost(report(w, a, SessionState.SUCCEEDED), "ended as cancelled");
+      const res = await w.client.heartbeat({ leases: [a.lease!] });
+      expect(res.lostSessionIds).toEqual([a.lease!.sessionId]);
+      expect(res.commands.map((c) => c.command.value)).toEqual([
+        expect.objectContaining({ sessionId: a.lease!.sessionId, reason: "stopped by its user: wrong repository" }),
+      ]);
+      const after = unit(await getTask(alice, task.id));
+      expect(after.status).toBe(TaskStatus.IN_PROGRESS);
+      expect(after.executionState).toBe(ExecutionState.IDLE);
+      // Again: the ended session as it is.
+      expect((await sessionsClient.stopSession({ sessionId: a.lease!.sessionId, reason: "" })).session?.state).toBe(SessionState.CANCELLED);
+      // A queued session stops too, and no worker gets it.
+      const queued = await createTask(alice);
+      const pending = await sessionOf(alice, queued.id);
+      await sessionsClient.stopSession({ sessionId: pending.id, reason: "" });
+      expect((await poll(w)).assignment).toBeUndefined();
+      expect(unit(await getTask(alice, queued.id)).executionState).toBe(ExecutionState.IDLE);
+      // Another user's session does not exist for them; a bad id or reason is named.
+      const bob = await newUser();
+      await expectCode(bob.client(SessionService).stopSession({ sessionId: pending.id, reason: "" }), Code.NotFound);
+      await expectInvalid(sessionsClient.stopSession({ sessionId: "nope", reason: "" }), "session_id");
+      await expectInvalid(sessionsClient.stopSession({ sessionId: pending.id, reason: "a\nb" }), "reason");
     });
 
     it("revokes the lease of a running run whose task is deleted: the next heartbeat names it lost", async () => {
