@@ -17,13 +17,23 @@ const PAGE = (title: string, text: string) =>
   `<!doctype html><meta charset="utf-8"><title>${title}</title><p>${text.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`)}</p>\n`;
 
 /** Waits for the provider's redirect to /callback, then finishes the login with it. */
-function awaitCallback(
+/**
+ * Listens on the loopback port for the provider's redirect. Resolves once it listens (so the
+ * address is printed only when a browser can come back to it) with the login's outcome.
+ */
+function listenForCallback(
   port: number,
   expectedState: string,
   finish: (code: string) => Promise<string>,
   timeoutMs: number,
-): Promise<string> {
-  return new Promise((resolve, reject) => {
+): Promise<{ outcome: Promise<string> }> {
+  let listening!: () => void;
+  let refused!: (error: unknown) => void;
+  const ready = new Promise<void>((resolve, reject) => {
+    listening = resolve;
+    refused = reject;
+  });
+  const outcome = new Promise<string>((resolve, reject) => {
     const server = http.createServer((req, res) => {
       const url = new URL(req.url ?? "/", `http://127.0.0.1:${port}`);
       if (url.pathname !== "/callback") {
@@ -58,14 +68,18 @@ function awaitCallback(
     }, timeoutMs);
     server.once("error", (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      reject(
+      const failure =
         error.code === "EADDRINUSE"
           ? new UsageError(`port ${port} is taken; choose another with --port (and allow its redirect URI on the server)`)
-          : error,
-      );
+          : error;
+      refused(failure);
+      reject(failure);
     });
-    server.listen(port, "127.0.0.1");
+    server.listen(port, "127.0.0.1", () => listening());
   });
+  // A failure to listen is reported through `ready`; the outcome's copy of it is not separate news.
+  outcome.catch(() => undefined);
+  return ready.then(() => ({ outcome }));
 }
 
 /** portArg: --port's value, if given. */
@@ -82,7 +96,7 @@ export async function login(portArg: string | undefined, env: NodeJS.ProcessEnv,
     throw explain(error);
   }
   const deadline = started.expireTime ? timestampDate(started.expireTime).getTime() : Date.now() + 600_000;
-  const waiting = awaitCallback(
+  const waiting = await listenForCallback(
     port,
     started.state,
     async (code) => {
@@ -94,7 +108,7 @@ export async function login(portArg: string | undefined, env: NodeJS.ProcessEnv,
   );
   out(`Open this address in a browser to log in to ${server}:`);
   out(started.url);
-  const who = await waiting;
+  const who = await waiting.outcome;
   out(`Logged in as ${who}; the login is kept in ${credentialsPath(env)}.`);
 }
 

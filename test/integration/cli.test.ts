@@ -337,6 +337,14 @@ describe("foreman login, whoami and logout against a multi-user server", () => {
       loggingIn.child.stdout!.on("data", look);
       void loggingIn.exited.then((e) => reject(new Error(`foreman login exited early: ${e.stdout}${e.stderr}`)));
     });
+    // The address is printed only once the CLI listens for the redirect: a fast browser is not refused.
+    await new Promise<void>((resolve, reject) => {
+      const socket = net.connect(port, "127.0.0.1", () => {
+        socket.destroy();
+        resolve();
+      });
+      socket.once("error", reject);
+    });
     const { redirectedTo } = await authorize(loginUrl);
     expect(redirectedTo.origin).toBe(`http://127.0.0.1:${port}`);
     const page = await fetch(redirectedTo);
