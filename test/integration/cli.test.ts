@@ -386,6 +386,21 @@ describe("foreman login, whoami and logout against a multi-user server", () => {
     expect(after.stderr.trim()).toMatch(/^foreman whoami: Unauthenticated: authentication required/);
   });
 
+  it("says so when the port for the redirect is taken, and prints no address to open", async () => {
+    const provider = await startOidcProvider();
+    cleanups.push(() => provider.close());
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise((resolve) => busy.close(() => resolve())));
+    const port = (busy.address() as net.AddressInfo).port;
+    const server = await startMultiUserServer("sqlite", provider, { FOREMAN_OIDC_REDIRECT_URIS: `${REDIRECT_URI},http://127.0.0.1:${port}/callback` });
+    cleanups.push(() => server.close());
+    const exited = await run(["login", "--port", String(port)], { FOREMAN_URL: server.url, FOREMAN_CREDENTIALS: path.join(await dataDir(), "c.json") });
+    expect(exited.code).toBe(2);
+    expect(exited.stderr).toContain(`port ${port} is taken; choose another with --port`);
+    expect(exited.stdout).not.toContain("code_challenge=");
+  });
+
   it("says which port to allow when the server does not accept the redirect", async () => {
     const provider = await startOidcProvider();
     cleanups.push(() => provider.close());
