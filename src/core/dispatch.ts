@@ -65,9 +65,9 @@ export interface DispatchSettings {
   maxPollSeconds: number;
   /** How often waiting polls look at the queue themselves (FOREMAN_STREAM_POLL_SECONDS). */
   backstopMs: number;
-  /** How often workers heartbeat (FOREMAN_HEARTBEAT_SECONDS; server.ts sets it); HEARTBEAT_INTERVAL_SECONDS when unset. */
+  /** How often workers heartbeat (FOREMAN_HEARTBEAT_SECONDS); HEARTBEAT_INTERVAL_SECONDS when unset. */
   heartbeatSeconds?: number;
-  /** FOREMAN_MAX_ATTEMPTS (server.ts sets it); DEFAULT_MAX_ATTEMPTS when unset. */
+  /** FOREMAN_MAX_ATTEMPTS; DEFAULT_MAX_ATTEMPTS when unset. */
   maxAttempts?: number;
 }
 

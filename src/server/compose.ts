@@ -89,7 +89,12 @@ function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, 
     // up when a notification is lost.
     taskFeeds: new TaskFeeds(db.kysely, taskChanges, config.streamPollMs, logger),
     // Likewise for long polls waiting for work: one read of the queue per backstop, for all.
-    dispatch: new Dispatcher(db.kysely, notifier.channel(CLAIMS_CHANNEL), { maxPollSeconds: config.maxPollSeconds, backstopMs: config.streamPollMs }, logger),
+    dispatch: new Dispatcher(
+      db.kysely,
+      notifier.channel(CLAIMS_CHANNEL),
+      { maxPollSeconds: config.maxPollSeconds, backstopMs: config.streamPollMs, heartbeatSeconds: config.heartbeatSeconds, maxAttempts: config.maxAttempts },
+      logger,
+    ),
     streams: { keepAliveMs: config.streamKeepAliveMs },
     remotes: { allowPrivate: config.allowPrivateRemotes },
     secrets,

@@ -38,10 +38,6 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
   const secrets = await openSecretBox(config, logger);
   const db = await openMigratedDatabase(config, logger, clock);
   const { services, listener } = build(config, db, logger, clock, secrets);
-  // The heartbeat interval the leases last three of, and the attempts a run gets (compose.ts
-  // builds the dispatcher without them).
-  services.core.dispatch.settings.heartbeatSeconds = config.heartbeatSeconds;
-  services.core.dispatch.settings.maxAttempts = config.maxAttempts;
   const workerHealth = new WorkerHealth(
     services.core,
     { heartbeatSeconds: config.heartbeatSeconds, maxAttempts: config.maxAttempts, intervalMs: config.healthCheckMs },
