@@ -21,22 +21,37 @@ export function callLogger(ctx: HandlerContext, fallback: Logger): Logger {
 }
 
 /**
- * Runs a long-lived stream with a signal that fires when the client goes away or the server
- * shuts down, so the stream ends cleanly either way; the listeners are removed when it ends
- * (AbortSignal.any would leak them on Node 20).
+ * A signal that fires when the client goes away or the server shuts down (fired already if
+ * either has), and the function that removes its listeners (AbortSignal.any would leak them on
+ * Node 20).
  */
-export async function* untilClosed<T>(ctx: HandlerContext, stream: (signal: AbortSignal) => AsyncIterable<T>): AsyncGenerator<T> {
+function untilEither(ctx: HandlerContext): { signal: AbortSignal; release(): void } {
   const stop = new AbortController();
   const abort = () => stop.abort();
   const shutdown = ctx.values.get(shutdownSignalKey);
+  if (ctx.signal.aborted || shutdown.aborted) stop.abort();
   ctx.signal.addEventListener("abort", abort);
   shutdown.addEventListener("abort", abort);
+  return {
+    signal: stop.signal,
+    release() {
+      ctx.signal.removeEventListener("abort", abort);
+      shutdown.removeEventListener("abort", abort);
+    },
+  };
+}
+
+/**
+ * Runs a long-lived stream with a signal that fires when the client goes away or the server
+ * shuts down, so the stream ends cleanly either way; the listeners are removed when it ends.
+ */
+export async function* untilClosed<T>(ctx: HandlerContext, stream: (signal: AbortSignal) => AsyncIterable<T>): AsyncGenerator<T> {
+  const closed = untilEither(ctx);
   try {
-    if (ctx.signal.aborted || shutdown.aborted) return;
-    yield* stream(stop.signal);
+    if (closed.signal.aborted) return;
+    yield* stream(closed.signal);
   } finally {
-    ctx.signal.removeEventListener("abort", abort);
-    shutdown.removeEventListener("abort", abort);
+    closed.release();
   }
 }
 
@@ -45,16 +60,11 @@ export async function* untilClosed<T>(ctx: HandlerContext, stream: (signal: Abor
  * or the server shuts down, so the wait ends either way; the listeners are removed when it ends.
  */
 export async function whileOpen<T>(ctx: HandlerContext, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const stop = new AbortController();
-  const abort = () => stop.abort();
-  const shutdown = ctx.values.get(shutdownSignalKey);
-  ctx.signal.addEventListener("abort", abort);
-  shutdown.addEventListener("abort", abort);
+  const closed = untilEither(ctx);
   try {
-    if (ctx.signal.aborted || shutdown.aborted) stop.abort();
-    return await run(stop.signal);
+    return await run(closed.signal);
   } finally {
-    ctx.signal.removeEventListener("abort", abort);
-    shutdown.removeEventListener("abort", abort);
+    closed.release();
   }
 }
+
