@@ -147,6 +147,22 @@ function toWorker(row: Selectable<WorkersTable>): Worker {
   };
 }
 
+/** What a registration (a first one, or a restarted worker's) writes: its capabilities, credential, and active as of now. */
+function registrationColumns(w: Omit<Worker, "id" | "ownerId" | "status" | "lastHeartbeatAt"> & { credentialHash: string }) {
+  return {
+    registration_token_id: w.registrationTokenId,
+    name: w.name,
+    hostname: w.hostname,
+    version: w.version,
+    credential_hash: w.credentialHash,
+    status: "active" as const,
+    agent_types: JSON.stringify(w.agentTypes),
+    labels: JSON.stringify(w.labels),
+    max_concurrent_sessions: w.maxConcurrentSessions,
+    last_heartbeat_at: toDbTime(w.registeredAt),
+  };
+}
+
 export async function insertWorker(
   db: Kysely<Database>,
   w: Omit<Worker, "status" | "lastHeartbeatAt"> & { credentialHash: string },
@@ -156,16 +172,7 @@ export async function insertWorker(
     .values({
       id: w.id,
       owner_id: w.ownerId,
-      registration_token_id: w.registrationTokenId,
-      name: w.name,
-      hostname: w.hostname,
-      version: w.version,
-      credential_hash: w.credentialHash,
-      status: "active",
-      agent_types: JSON.stringify(w.agentTypes),
-      labels: JSON.stringify(w.labels),
-      max_concurrent_sessions: w.maxConcurrentSessions,
-      last_heartbeat_at: toDbTime(w.registeredAt),
+      ...registrationColumns(w),
       registered_at: toDbTime(w.registeredAt),
     })
     .returningAll()
@@ -203,18 +210,7 @@ export async function reregisterWorker(
 ): Promise<Worker | undefined> {
   const row = await db
     .updateTable("workers")
-    .set({
-      registration_token_id: w.registrationTokenId,
-      name: w.name,
-      hostname: w.hostname,
-      version: w.version,
-      credential_hash: w.credentialHash,
-      status: "active",
-      agent_types: JSON.stringify(w.agentTypes),
-      labels: JSON.stringify(w.labels),
-      max_concurrent_sessions: w.maxConcurrentSessions,
-      last_heartbeat_at: toDbTime(w.registeredAt),
-    })
+    .set(registrationColumns(w))
     .where("credential_hash", "=", previousCredentialHash)
     .where("status", "!=", "unregistered")
     .where((eb) => (w.ownerId === null ? eb("owner_id", "is", null) : eb("owner_id", "=", w.ownerId)))
