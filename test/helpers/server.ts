@@ -13,6 +13,17 @@ import { createTestDatabase, type TestDatabase } from "./databases.js";
 
 export type Protocol = "connect-http1" | "connect-h2c" | "grpc" | "grpc-web";
 
+/** A transport of the protocol to baseUrl (a server's URL, or one with a path in front). */
+export function transportFor(baseUrl: string, protocol: Protocol): Transport {
+  return protocol === "connect-http1"
+    ? createConnectTransport({ baseUrl, httpVersion: "1.1" })
+    : protocol === "connect-h2c"
+      ? createConnectTransport({ baseUrl, httpVersion: "2" })
+      : protocol === "grpc"
+        ? createGrpcTransport({ baseUrl })
+        : createGrpcWebTransport({ baseUrl, httpVersion: "1.1" });
+}
+
 export interface TestServer {
   server: RunningServer;
   database: TestDatabase;
@@ -63,15 +74,7 @@ export async function startTestServer(
   const transport = (protocol: Protocol = "connect-h2c"): Transport => {
     let t = transports.get(protocol);
     if (t === undefined) {
-      const baseUrl = server.url;
-      t =
-        protocol === "connect-http1"
-          ? createConnectTransport({ baseUrl, httpVersion: "1.1" })
-          : protocol === "connect-h2c"
-            ? createConnectTransport({ baseUrl, httpVersion: "2" })
-            : protocol === "grpc"
-              ? createGrpcTransport({ baseUrl })
-              : createGrpcWebTransport({ baseUrl, httpVersion: "1.1" });
+      t = transportFor(server.url, protocol);
       transports.set(protocol, t);
     }
     return t;

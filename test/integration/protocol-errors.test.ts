@@ -7,14 +7,13 @@ import http2 from "node:http2";
 import { fromBinary } from "@bufbuild/protobuf";
 import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { DIALECTS } from "../helpers/databases.js";
 import { rpcError } from "../helpers/rpc-errors.js";
-import { startTestServer, type Protocol, type TestServer } from "../helpers/server.js";
+import { startTestServer, transportFor, type Protocol, type TestServer } from "../helpers/server.js";
 
 const PROTOCOLS: Protocol[] = ["connect-http1", "connect-h2c", "grpc", "grpc-web"];
 const CREATE = "/foreman.v1.WorkspaceService/CreateWorkspace";
@@ -133,15 +132,7 @@ describe.each(DIALECTS)("errors of the protocol layer, on %s", (dialect) => {
   describe("an unknown method", () => {
     // A base URL with a path in front makes every generated call name a method the server lacks.
     function lostClient(protocol: Protocol) {
-      const baseUrl = `${t.url}/nowhere`;
-      const transport =
-        protocol === "connect-http1"
-          ? createConnectTransport({ baseUrl, httpVersion: "1.1" })
-          : protocol === "connect-h2c"
-            ? createConnectTransport({ baseUrl, httpVersion: "2" })
-            : protocol === "grpc"
-              ? createGrpcTransport({ baseUrl })
-              : createGrpcWebTransport({ baseUrl, httpVersion: "1.1" });
+      const transport = transportFor(`${t.url}/nowhere`, protocol);
       return { workspaces: createClient(WorkspaceService, transport), tasks: createClient(TaskService, transport) };
     }
 
