@@ -162,14 +162,17 @@ describe.each(DIALECTS)("streams the client ends, on %s", (dialect) => {
     await waitFor(() => logged(before).filter((l) => l.msg === "call").length === 2, "both call lines");
     expect(lines.slice(before).join("")).not.toMatch(/stack|ERR_STREAM_PREMATURE_CLOSE|unexpected error/);
     expect(logged(before).filter((l) => l.level >= 40)).toEqual([]);
-    expect(logged(before).filter((l) => l.msg === "call")).toEqual(
-      expect.arrayContaining([
-        expect.objectContaining({ procedure: WATCH, code: "Canceled" }),
-        expect.objectContaining({ procedure: REFLECTION, code: "Canceled" }),
-      ]),
-    );
+    const calls = logged(before).filter((l) => l.msg === "call");
+    expect(calls).toEqual(expect.arrayContaining([expect.objectContaining({ procedure: WATCH, code: "Canceled" })]));
+    // buf's reflection client sometimes half-closes its stream on SIGINT before the connection
+    // goes (a clean end, ok) and sometimes loses it with the connection (Canceled); never internal.
+    const reflection = calls.find((l) => l.procedure === REFLECTION);
+    expect(["Canceled", "ok"]).toContain(reflection?.code);
     expect((await callCounts(t.url, WATCH)).canceled).toBe((watched.canceled ?? 0) + 1);
-    expect((await callCounts(t.url, REFLECTION)).canceled).toBe((reflected.canceled ?? 0) + 1);
+    const reflectedAfter = await callCounts(t.url, REFLECTION);
+    const key = reflection?.code === "ok" ? "ok" : "canceled";
+    expect(reflectedAfter[key]).toBe((reflected[key] ?? 0) + 1);
+    expect(reflectedAfter.internal ?? 0).toBe(reflected.internal ?? 0);
   });
 });
 
