@@ -10,16 +10,16 @@ import { Code, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentType, ExecutionState, SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import type { RepositoryGroup } from "../../gen/foreman/v1/repository_pb.js";
-import { TaskService, type Task, type TaskChange, type UnitTask } from "../../gen/foreman/v1/task_pb.js";
+import { TaskService, type TaskChange, type UnitTask } from "../../gen/foreman/v1/task_pb.js";
 import { SessionService } from "../../gen/foreman/v1/session_pb.js";
-import { WorkerService, type Assignment, type WorkerServiceGetTaskResponse } from "../../gen/foreman/v1/worker_pb.js";
+import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
 import { newId } from "../../src/store/codec.js";
 import { requeueSession } from "../../src/store/agent-sessions.js";
 import { DIALECTS } from "../helpers/databases.js";
-import { registerWorker, signIn, type RegisterInit, type User } from "../helpers/fixtures.js";
+import { dispatchFixtures, expectLeaseLost, sleep, tracked, unit } from "../helpers/dispatch.js";
+import { registerWorker, signIn, type User } from "../helpers/fixtures.js";
 import { clientWith, movableClock, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { UNKNOWN_ID, expectCode, expectError, expectInvalid } from "../helpers/rpc-errors.js";
-import { activeSession } from "../helpers/runner.js";
 import type { TestServer } from "../helpers/server.js";
 
 const CONFIGURED_REGISTRATION_TOKEN = "configured-worker-registration-token-for-dispatch";
@@ -28,39 +28,20 @@ const LONG_WAIT = 60;
 const TEST_TIMEOUT = 20_000;
 const LEASE_SECONDS = 30;
 
-interface TestWorker {
-  id: string;
-  token: string;
-  client: Client<typeof WorkerService>;
-}
-
 const sha256 = (text: string) => createHash("sha256").update(text, "utf8").digest("hex");
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** A promise with whether it has settled yet. */
-function tracked<T>(promise: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
-  let done = false;
-  void promise.then(
-    () => (done = true),
-    () => (done = true),
-  );
-  return { promise, settled: () => done };
-}
-
-function unit(task: Task | undefined): UnitTask {
-  expect(task?.task.case).toBe("unitTask");
-  return task!.task.value as UnitTask;
-}
 
 describe.each(DIALECTS)("dispatch on %s", (dialect) => {
   let provider: TestProvider;
   let t: TestServer;
   const clock = movableClock();
   const logLines: string[] = [];
-  /** Every lease token handed out, to look for in the database and the logs. */
-  const leaseTokens = new Set<string>();
-  let users = 0;
-  const groups = new Map<string, RepositoryGroup>();
+  const { leaseTokens, groups, newUser, newWorker, createTask, getTask, sessionOf, poll, claim, report } = dispatchFixtures({
+    server: () => t,
+    provider: () => provider,
+    userPrefix: "dispatch",
+    workerName: "dispatch worker",
+    configuredToken: CONFIGURED_REGISTRATION_TOKEN,
+  });
 
   beforeAll(async () => {
     provider = await startOidcProvider();
@@ -85,47 +66,6 @@ describe.each(DIALECTS)("dispatch on %s", (dialect) => {
   });
 
   const db = () => t.server.db.kysely;
-
-  /** A new user, with a workspace and a group of one repository to file tasks against. */
-  async function newUser(): Promise<User> {
-    const user = await signIn(t, provider, `dispatch-${++users}-${randomUUID().slice(0, 6)}`);
-    const { group } = await user.groupOfOne();
-    groups.set(user.id, group);
-    return user;
-  }
-
-  async function newWorker(who: User | "configured", init: RegisterInit = {}): Promise<TestWorker> {
-    const secret = who === "configured" ? CONFIGURED_REGISTRATION_TOKEN : (await who.registrationToken()).secret;
-    const res = await registerWorker(t, secret, { name: "dispatch worker", ...init });
-    return { id: res.workerId, token: res.workerToken, client: clientWith(t, WorkerService, res.workerToken) };
-  }
-
-  async function createTask(user: User, init: { agentType?: AgentType; agentModel?: string; prompt?: string } = {}): Promise<UnitTask> {
-    const { unitTask } = await user.client(TaskService).createUnitTask({ repositoryGroupId: groups.get(user.id)!.id, prompt: "Fix the flaky test", ...init });
-    return unitTask!;
-  }
-
-  const getTask = async (user: User, id: string) => (await user.client(TaskService).getTask({ id })).task;
-  const sessionOf = async (user: User, id: string) => activeSession(await getTask(user, id))!;
-
-  function poll(w: TestWorker, waitSeconds = 0, pollId = randomUUID(), signal?: AbortSignal): Promise<WorkerServiceGetTaskResponse> {
-    return w.client.getTask({ pollId, waitSeconds }, signal === undefined ? {} : { signal }).then((res) => {
-      if (res.assignment?.lease) leaseTokens.add(res.assignment.lease.leaseToken);
-      return res;
-    });
-  }
-
-  async function claim(w: TestWorker, waitSeconds = 0): Promise<Assignment> {
-    const { assignment } = await poll(w, waitSeconds);
-    expect(assignment, "an assignment").toBeDefined();
-    return assignment!;
-  }
-
-  const report = (w: TestWorker, a: Assignment, state: SessionState, more: { errorMessage?: string; exitCode?: number; headCommit?: string } = {}) =>
-    w.client.reportStatus({ sessionId: a.lease!.sessionId, leaseToken: a.lease!.leaseToken, state, errorMessage: "", headCommit: "", ...more });
-
-  const expectLeaseLost = (call: Promise<unknown>, message?: string | RegExp) =>
-    expectError(call, { code: Code.FailedPrecondition, reason: "LEASE_LOST", ...(message === undefined ? {} : { message }) });
 
   describe("RegisterWorker", () => {
     it("gives a restarted worker that presents its previous credential its id back, with a new credential and the new capabilities", async () => {

@@ -6,16 +6,14 @@
 // the monitor's sweep itself (tick()); one server runs it on a short interval of its own.
 import { randomUUID } from "node:crypto";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { Code, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExecutionState, SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
-import type { RepositoryGroup } from "../../gen/foreman/v1/repository_pb.js";
-import { TaskService, type Task, type UnitTask } from "../../gen/foreman/v1/task_pb.js";
-import { WorkerService, WorkerStatus, type Assignment } from "../../gen/foreman/v1/worker_pb.js";
+import { TaskService } from "../../gen/foreman/v1/task_pb.js";
+import { WorkerService, WorkerStatus } from "../../gen/foreman/v1/worker_pb.js";
 import { DIALECTS } from "../helpers/databases.js";
-import { registerWorker, signIn, type RegisterInit, type User } from "../helpers/fixtures.js";
+import { dispatchFixtures, expectLeaseLost } from "../helpers/dispatch.js";
+import { registerWorker, signIn } from "../helpers/fixtures.js";
 import { clientWith, movableClock, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
-import { expectError } from "../helpers/rpc-errors.js";
 import type { TestServer } from "../helpers/server.js";
 
 /** Past three missed heartbeats of the default 10 s interval, and so past a lease. */
@@ -23,24 +21,17 @@ const SILENT = 31;
 const LONG_WAIT = 60;
 const TEST_TIMEOUT = 20_000;
 
-interface TestWorker {
-  id: string;
-  client: Client<typeof WorkerService>;
-}
-
-function unit(task: Task | undefined): UnitTask {
-  expect(task?.task.case).toBe("unitTask");
-  return task!.task.value as UnitTask;
-}
-
 describe.each(DIALECTS)("the worker health monitor on %s", (dialect) => {
   let provider: TestProvider;
   let t: TestServer;
   const clock = movableClock();
   const logLines: string[] = [];
-  const leaseTokens = new Set<string>();
-  let users = 0;
-  const groups = new Map<string, RepositoryGroup>();
+  const { leaseTokens, newUser, newWorker, createTask, getUnit: getTask, sessionsOf, claim, report } = dispatchFixtures({
+    server: () => t,
+    provider: () => provider,
+    userPrefix: "health",
+    workerName: "health worker",
+  });
 
   beforeAll(async () => {
     provider = await startOidcProvider();
@@ -62,35 +53,7 @@ describe.each(DIALECTS)("the worker health monitor on %s", (dialect) => {
   const db = () => t.server.db.kysely;
   const sweep = () => t.server.workerHealth.tick();
 
-  async function newUser(): Promise<User> {
-    const user = await signIn(t, provider, `health-${++users}-${randomUUID().slice(0, 6)}`);
-    groups.set(user.id, (await user.groupOfOne()).group);
-    return user;
-  }
-
-  async function newWorker(user: User, init: RegisterInit = {}): Promise<TestWorker> {
-    const res = await registerWorker(t, (await user.registrationToken()).secret, { name: "health worker", ...init });
-    return { id: res.workerId, client: clientWith(t, WorkerService, res.workerToken) };
-  }
-
-  async function createTask(user: User): Promise<UnitTask> {
-    const { unitTask } = await user.client(TaskService).createUnitTask({ repositoryGroupId: groups.get(user.id)!.id, prompt: "Fix the flaky test" });
-    return unitTask!;
-  }
-
-  async function claim(w: TestWorker, waitSeconds = 0): Promise<Assignment> {
-    const { assignment } = await w.client.getTask({ pollId: randomUUID(), waitSeconds });
-    expect(assignment, "an assignment").toBeDefined();
-    leaseTokens.add(assignment!.lease!.leaseToken);
-    return assignment!;
-  }
-
-  const getTask = async (user: User, id: string) => unit((await user.client(TaskService).getTask({ id })).task);
-  const sessionsOf = async (user: User, id: string) => (await getTask(user, id)).agentTasks.flatMap((a) => a.sessions);
   const workerStatus = async (id: string) => (await db().selectFrom("workers").select("status").where("id", "=", id).executeTakeFirstOrThrow()).status;
-  const report = (w: TestWorker, a: Assignment, state: SessionState) =>
-    w.client.reportStatus({ sessionId: a.lease!.sessionId, leaseToken: a.lease!.leaseToken, state, errorMessage: "", headCommit: "" });
-  const expectLeaseLost = (call: Promise<unknown>, message: string) => expectError(call, { code: Code.FailedPrecondition, reason: "LEASE_LOST", message });
 
   it("marks a worker silent for three heartbeat intervals unhealthy, and requeues each session it held as the next attempt, the old one lost", async () => {
     const alice = await newUser();
