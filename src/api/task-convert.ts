@@ -46,7 +46,8 @@ function agentTaskToProto(a: core.AgentTask): AgentTask {
   });
 }
 
-function common(t: core.Task) {
+/** `waitingReason`: why its queued run has no worker ("" for none; core/waiting-reasons.ts). */
+function common(t: core.Task, waitingReason: string) {
   return {
     id: t.id,
     workspaceId: t.workspaceId,
@@ -57,14 +58,15 @@ function common(t: core.Task) {
     executionState: EXECUTION_STATES.value(t.executionState),
     baseBranch: t.baseBranch,
     statusReason: t.statusReason ?? "",
+    waitingReason,
     createTime: timestampFromDate(t.createdAt),
     updateTime: timestampFromDate(t.updatedAt),
   };
 }
 
-export function unitTaskToProto(t: core.UnitTask): UnitTask {
+export function unitTaskToProto(t: core.UnitTask, waitingReason: string): UnitTask {
   return create(UnitTaskSchema, {
-    ...common(t),
+    ...common(t, waitingReason),
     agentType: AGENT_TYPES.value(t.agentType),
     agentModel: t.agentModel,
     branchName: t.branchName,
@@ -76,11 +78,11 @@ export function unitTaskToProto(t: core.UnitTask): UnitTask {
   });
 }
 
-export function compositeTaskToProto(t: core.CompositeTask): CompositeTask {
+export function compositeTaskToProto(t: core.CompositeTask, waitingReason: string): CompositeTask {
   // The latest planning run: after RequestChanges, the one that re-plans with the feedback.
   const planning = t.agentTasks[t.agentTasks.length - 1];
   return create(CompositeTaskSchema, {
-    ...common(t),
+    ...common(t, waitingReason),
     ...(planning ? { planningAgentTask: agentTaskToProto(planning) } : {}),
     executionAgentType: AGENT_TYPES.value(t.executionAgentType),
     executionAgentModel: t.executionAgentModel,
@@ -88,8 +90,11 @@ export function compositeTaskToProto(t: core.CompositeTask): CompositeTask {
   });
 }
 
-export function taskToProto(t: core.Task): Task {
+export function taskToProto(t: core.Task, waitingReason: string): Task {
   return create(TaskSchema, {
-    task: t.kind === "unit" ? { case: "unitTask", value: unitTaskToProto(t) } : { case: "compositeTask", value: compositeTaskToProto(t) },
+    task:
+      t.kind === "unit"
+        ? { case: "unitTask", value: unitTaskToProto(t, waitingReason) }
+        : { case: "compositeTask", value: compositeTaskToProto(t, waitingReason) },
   });
 }

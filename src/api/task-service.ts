@@ -12,6 +12,7 @@ import { callLogger, untilClosed } from "./context-keys.js";
 import type { Core } from "../core/context.js";
 import type { FeedItem } from "../core/task-feed.js";
 import * as tasks from "../core/tasks.js";
+import { waitingReasons } from "../core/waiting-reasons.js";
 import { AGENT_TYPES, TASK_CHANGE_TYPES, TASK_KINDS, TASK_STATUSES } from "./enums.js";
 import { compositeTaskToProto, taskToProto, unitTaskToProto } from "./task-convert.js";
 import { unimplementedMethods } from "./unimplemented.js";
@@ -19,6 +20,10 @@ import { unimplementedMethods } from "./unimplemented.js";
 export function taskService(core: Core): ServiceImpl<typeof TaskService> {
   // Core logs a call's work on the call's logger, which carries its request id.
   const log = (ctx: HandlerContext) => callLogger(ctx, core.logger);
+  // Each task answered carries why its queued run has no worker: one read for a whole page.
+  const reasons = (list: tasks.Task[]) => waitingReasons(core, list);
+  const reasonOf = async (task: tasks.Task) => (await reasons([task])).get(task.id) ?? "";
+  const answer = async (task: tasks.Task) => ({ task: taskToProto(task, await reasonOf(task)) });
   return {
     ...(unimplementedMethods(TaskService, "task diffs") as unknown as ServiceImpl<typeof TaskService>),
     async createUnitTask(req, ctx) {
@@ -26,7 +31,7 @@ export function taskService(core: Core): ServiceImpl<typeof TaskService> {
         ...req,
         agentType: AGENT_TYPES.read(req.agentType),
       });
-      return { unitTask: unitTaskToProto(task) };
+      return { unitTask: unitTaskToProto(task, await reasonOf(task)) };
     },
     async createCompositeTask(req, ctx) {
       const task = await tasks.createCompositeTask(core, log(ctx), requireUser(ctx), {
@@ -34,10 +39,10 @@ export function taskService(core: Core): ServiceImpl<typeof TaskService> {
         planningAgentType: AGENT_TYPES.read(req.planningAgentType),
         executionAgentType: AGENT_TYPES.read(req.executionAgentType),
       });
-      return { compositeTask: compositeTaskToProto(task) };
+      return { compositeTask: compositeTaskToProto(task, await reasonOf(task)) };
     },
     async getTask(req, ctx) {
-      return { task: taskToProto(await tasks.getTask(core, requireUser(ctx), req.id)) };
+      return answer(await tasks.getTask(core, requireUser(ctx), req.id));
     },
     async listTasks(req, ctx) {
       const page = await tasks.listTasks(core, requireUser(ctx), {
@@ -45,27 +50,27 @@ export function taskService(core: Core): ServiceImpl<typeof TaskService> {
         statuses: TASK_STATUSES.readAll(req.statuses),
         kind: TASK_KINDS.read(req.kind),
       });
-      return { tasks: page.items.map(taskToProto), nextPageToken: page.nextPageToken };
+      const why = await reasons(page.items);
+      return { tasks: page.items.map((t) => taskToProto(t, why.get(t.id) ?? "")), nextPageToken: page.nextPageToken };
     },
     async updateTaskStatus(req, ctx) {
-      const task = await tasks.updateTaskStatus(core, log(ctx), requireUser(ctx), { id: req.id, status: TASK_STATUSES.read(req.status) });
-      return { task: taskToProto(task) };
+      return answer(await tasks.updateTaskStatus(core, log(ctx), requireUser(ctx), { id: req.id, status: TASK_STATUSES.read(req.status) }));
     },
     async deleteTask(req, ctx) {
       await tasks.deleteTask(core, log(ctx), requireUser(ctx), req.id);
       return {};
     },
     async retryTask(req, ctx) {
-      return { task: taskToProto(await tasks.retryTask(core, log(ctx), requireUser(ctx), req.id)) };
+      return answer(await tasks.retryTask(core, log(ctx), requireUser(ctx), req.id));
     },
     async approveTask(req, ctx) {
-      return { task: taskToProto(await tasks.approveTask(core, log(ctx), requireUser(ctx), req.id)) };
+      return answer(await tasks.approveTask(core, log(ctx), requireUser(ctx), req.id));
     },
     async rejectTask(req, ctx) {
-      return { task: taskToProto(await tasks.rejectTask(core, log(ctx), requireUser(ctx), req)) };
+      return answer(await tasks.rejectTask(core, log(ctx), requireUser(ctx), req));
     },
     async requestChanges(req, ctx) {
-      return { task: taskToProto(await tasks.requestChanges(core, log(ctx), requireUser(ctx), req)) };
+      return answer(await tasks.requestChanges(core, log(ctx), requireUser(ctx), req));
     },
     async *watchTasks(req, ctx): AsyncGenerator<WatchTasksResponse> {
       const userId = requireUser(ctx);
@@ -93,7 +98,7 @@ function changeMessage(item: FeedItem): WatchTasksResponse {
         value: create(TaskChangeSchema, {
           type: TASK_CHANGE_TYPES.value(item.type),
           taskId: item.taskId,
-          ...(item.task ? { task: taskToProto(item.task) } : {}),
+          ...(item.task ? { task: taskToProto(item.task, item.waitingReason) } : {}),
           cursor: String(item.id),
           changeTime: timestampFromDate(item.at),
         }),

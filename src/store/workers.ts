@@ -269,3 +269,28 @@ export async function unregisterWorker(db: Kysely<Database>, id: string, now: Da
     .where("status", "!=", "unregistered")
     .execute();
 }
+
+/** Workers alike for what they may take: whom they serve (null: every owner), their status, their agents. */
+export interface WorkerKind {
+  ownerId: string | null;
+  status: WorkerStatus;
+  /** Empty: every agent. */
+  agentTypes: string[];
+}
+
+/**
+ * The kinds of worker registered now (not unregistered) that may serve any of these owners:
+ * their own and the configured token's. One row per kind, however many workers share it, so
+ * a pool of thousands of alike workers is a row or two.
+ */
+export async function workerKindsServing(db: Kysely<Database>, ownerIds: readonly string[]): Promise<WorkerKind[]> {
+  if (ownerIds.length === 0) return [];
+  const rows = await db
+    .selectFrom("workers")
+    .select(["owner_id", "status", "agent_types"])
+    .distinct()
+    .where("status", "in", [...LIVE_STATUSES, "unhealthy"])
+    .where((eb) => eb.or([eb("owner_id", "is", null), eb("owner_id", "in", ownerIds)]))
+    .execute();
+  return rows.map((r) => ({ ownerId: r.owner_id, status: r.status as WorkerStatus, agentTypes: fromDbJson<string[]>(r.agent_types) }));
+}
