@@ -274,8 +274,9 @@ export async function getSecrets(core: Core, log: Logger, caller: SecretsCaller,
     return values ?? {};
   }
   const request: HolderRequest = { taskId: task.id, sessionId, workerId: caller.workerId, leaseTokenHash: tokenHash, generation: holder.generation, holderReplicaId: holder.replicaId };
-  const answer: HolderAnswer =
-    holder.replicaUrl === null || vault.peers === undefined ? { kind: "gone" } : await vault.peers.ask(holder.replicaUrl, request);
+  // No address, or this replica's own (a restart of it, whose memory went with the old process): nobody to ask.
+  const nobody = holder.replicaUrl === null || holder.replicaUrl === vault.url || vault.peers === undefined;
+  const answer: HolderAnswer = nobody ? { kind: "gone" } : await vault.peers!.ask(holder.replicaUrl!, request);
   switch (answer.kind) {
     case "secrets":
       log.info({ task_id: task.id, session_id: sessionId, holder_replica_id: holder.replicaId }, "task secrets fetched from the replica holding them");
@@ -288,7 +289,7 @@ export async function getSecrets(core: Core, log: Logger, caller: SecretsCaller,
       await holders.deleteHolder(core.db, task.id, holder.generation);
       log.warn({ task_id: task.id, holder_replica_id: holder.replicaId }, "the replica holding a task's secrets restarted or stopped: they are gone");
       throw failedPrecondition(
-        `the secrets of task ${task.id} were held in memory by another server replica, which has restarted or stopped since, so they are gone; ` +
+        `the secrets of task ${task.id} were held in memory by the server replica that received them, which has restarted or stopped since, so they are gone; ` +
           "the client must send them again (SecretsService.SendSecrets)",
         { task_id: task.id },
       );

@@ -370,6 +370,46 @@ describe.each(DIALECTS)("task secrets on %s", (dialect) => {
   });
 });
 
+describe.each(DIALECTS)("task secrets across a restart on %s", (dialect) => {
+  it(
+    "are gone after the server restarts, and GetSecrets says to send them again; the stale row goes",
+    async () => {
+      const database = await createTestDatabase(dialect);
+      const env = { FOREMAN_STREAM_POLL_SECONDS: "3600", FOREMAN_HEALTH_CHECK_SECONDS: "3600" };
+      let first: TestServer | undefined = await startTestServer(dialect, env, database);
+      let second: TestServer | undefined;
+      try {
+        const me = caller(first);
+        const { group } = await me.groupOfOne();
+        const { unitTask } = await me.client(TaskService).createUnitTask({ repositoryGroupId: group.id, prompt: "Fix the flaky test" });
+        await me.client(SecretsService).sendSecrets({ taskId: unitTask!.id, secrets: { BEFORE: secretValue("restart") }, ttlSeconds: 0 });
+        const { secret } = await me.registrationToken();
+        const { workerToken } = await registerWorker(first, secret, { name: "restart worker" });
+        const { assignment } = await clientWith(first, WorkerService, workerToken).getTask({ pollId: randomUUID(), waitSeconds: 0 });
+        expect(assignment?.taskId).toBe(unitTask!.id);
+        expect(assignment?.hasSecrets).toBe(true);
+        const lease = { sessionId: assignment!.lease!.sessionId, leaseToken: assignment!.lease!.leaseToken };
+        await first.server.close();
+        first = undefined;
+        // The same database (and data folder) again: the lease is still the worker's, the secrets are not.
+        second = await startTestServer(dialect, env, database);
+        const worker = clientWith(second, WorkerService, workerToken);
+        const error = keepError(await expectCode(worker.getSecrets(lease), Code.FailedPrecondition));
+        expect(error.rawMessage).toMatch(/restarted or stopped since, so they are gone; the client must send them again/);
+        expect(await second.server.db.kysely.selectFrom("secret_holders").selectAll().where("task_id", "=", unitTask!.id).executeTakeFirst()).toBeUndefined();
+        // The row gone, the next read is an empty map, as for a task with none.
+        expect((await worker.getSecrets(lease)).secrets).toEqual({});
+        expect(valuesIn(await databaseText(database))).toEqual([]);
+      } finally {
+        await first?.server.close();
+        await second?.server.close();
+        await database.drop();
+      }
+    },
+    TEST_TIMEOUT,
+  );
+});
+
 describe("the vault", () => {
   it("drops a set at its TTL by itself, and keeps a newer one", async () => {
     const vault = new SecretVault();
