@@ -643,6 +643,35 @@ describe.each(DIALECTS)("dispatch on %s", (dialect) => {
       expect(late.lostSessionIds.sort()).toEqual([a.lease!.sessionId, b.lease!.sessionId].sort());
     });
 
+    it("renews only the caller's own leases: another worker's lease, its token and all, comes back lost and unrenewed, with no command", async () => {
+      const alice = await newUser();
+      const task = await createTask(alice);
+      const holder = await newWorker(alice);
+      const a = await claim(holder);
+      await report(holder, a, SessionState.RUNNING);
+      const expiry = async () => (await db().selectFrom("agent_sessions").select("lease_expires_at").where("id", "=", a.lease!.sessionId).executeTakeFirstOrThrow()).lease_expires_at;
+      const before = await expiry();
+      clock.advance(5);
+      // The same user's other worker, and another user's, with the leaked lease.
+      const other = await newWorker(alice);
+      const bobs = await newWorker(await newUser());
+      for (const w of [other, bobs]) {
+        const res = await w.client.heartbeat({ leases: [a.lease!] });
+        expect(res.leases).toEqual([]);
+        expect(res.lostSessionIds).toEqual([a.lease!.sessionId]);
+        expect(res.commands).toEqual([]);
+      }
+      expect(await expiry()).toEqual(before);
+      // Nor may either report on it; the holder still may.
+      await expectLeaseLost(report(other, a, SessionState.SUCCEEDED), "not this session's lease");
+      await expectCode(report(bobs, a, SessionState.SUCCEEDED), Code.NotFound);
+      expect(unit(await getTask(alice, task.id)).executionState).toBe(ExecutionState.RUNNING);
+      const renewed = await holder.client.heartbeat({ leases: [a.lease!] });
+      expect(renewed.leases.map((l) => l.sessionId)).toEqual([a.lease!.sessionId]);
+      expect(await expiry()).not.toEqual(before);
+      expect((await report(holder, a, SessionState.SUCCEEDED)).state).toBe(SessionState.SUCCEEDED);
+    });
+
     it("refuses leases it cannot read, naming the field", async () => {
       const w = await newWorker(await newUser());
       await expectInvalid(w.client.heartbeat({ leases: [{ sessionId: "nope", leaseToken: "t" }] }), "leases[0].session_id");
