@@ -42,7 +42,7 @@ export interface WorkerSettings {
 /** One line on stdout. */
 export type WorkerEvent =
   | { event: "registered"; workerId: string; heartbeatIntervalSeconds: number; maxPollSeconds: number; presentedCredential: boolean }
-  | { event: "claimed"; sessionId: string; taskId: string; attempt: number; pollId: string }
+  | { event: "claimed"; sessionId: string; taskId: string; attempt: number; pollId: string; expireTime: string }
   | { event: "saved"; sessionId: string; file: string }
   | { event: "reported"; sessionId: string; taskId: string; state: "RUNNING" | "SUCCEEDED" }
   | { event: "refused"; sessionId: string; state: string; code: string; reason: string; message: string }
@@ -74,8 +74,8 @@ const worker = createClient(WorkerService, createConnectTransport({ baseUrl: set
 const stopping = new AbortController();
 const codeName = (e: ConnectError) => Code[e.code];
 const reasonOf = (e: ConnectError) => e.findDetails(ErrorInfoSchema)[0]?.reason ?? "";
-/** The server is away (restarting) or the connection broke: try again. */
-const transient = (e: unknown) => e instanceof ConnectError && [Code.Unavailable, Code.Unknown, Code.Internal, Code.DeadlineExceeded].includes(e.code);
+/** The server is away (restarting) or the connection broke: try again. An answer of the server's (internal included) is no such thing. */
+const transient = (e: unknown) => e instanceof ConnectError && [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded].includes(e.code);
 
 /** A call retried until it is answered, while the server is away. */
 async function answered<T>(call: string, run: () => Promise<T>): Promise<T> {
@@ -229,7 +229,8 @@ async function slot(): Promise<void> {
       throw error;
     }
     if (assignment?.lease === undefined) continue;
-    emit({ event: "claimed", sessionId: assignment.lease.sessionId, taskId: assignment.taskId, attempt: assignment.lease.attempt, pollId });
+    const { sessionId, attempt, expireTime } = assignment.lease;
+    emit({ event: "claimed", sessionId, taskId: assignment.taskId, attempt, pollId, expireTime: timestampDate(expireTime!).toISOString() });
     await run(assignment);
   }
 }

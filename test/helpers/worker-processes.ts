@@ -3,7 +3,7 @@
 // kills every child it started when told to (afterAll) or when the test process exits, so no
 // test leaves an orphan behind, whether it passed or not.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -207,6 +207,14 @@ export async function startWorkerProcess(settings: WorkerProcessSettings): Promi
     throw new Error(`the worker did not register: ${String(error)}\n${stderr}`);
   }
   return w;
+}
+
+/** A running child's user + system CPU time so far, in seconds (from /proc; clock ticks of 1/100 s). */
+export function cpuSeconds(child: ChildProcess): number {
+  const stat = readFileSync(`/proc/${child.pid}/stat`, "utf8");
+  // The command name (field 2) may hold spaces: count from its closing parenthesis.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** A port free now (the OS picks it), for a server that must come back on the same one. */

@@ -20,6 +20,7 @@ import { caller } from "../helpers/fixtures.js";
 import { clientWith } from "../helpers/oidc.js";
 import { startTestServer, transportFor } from "../helpers/server.js";
 import {
+  cpuSeconds,
   freePort,
   killAllChildren,
   startServerProcess,
@@ -80,6 +81,8 @@ describe.each(DIALECTS)("dispatch to worker processes on %s", (dialect) => {
         const tasks = local.client(TaskService);
         const filed: string[] = [];
         const filing = performance.now();
+        const cpuBefore = process.cpuUsage();
+        const workersCpuBefore = workers.reduce((sum, w) => sum + cpuSeconds(w.child), 0);
         for (let i = 0; i < TASKS; i += 20) {
           const batch = await Promise.all(
             Array.from({ length: Math.min(20, TASKS - i) }, (_, j) => tasks.createUnitTask({ repositoryGroupId: group.id, prompt: `task ${i + j}`, agentType: AgentType.COMMAND })),
@@ -89,8 +92,11 @@ describe.each(DIALECTS)("dispatch to worker processes on %s", (dialect) => {
         const succeeded = () => workers.reduce((n, w) => n + w.all("reported").filter((r) => r.state === "SUCCEEDED").length, 0);
         await until(() => succeeded() >= TASKS, `${TASKS} SUCCEEDED reports`, MANY_TIMEOUT - 30_000);
         const doneMs = performance.now() - filing;
+        const cpu = process.cpuUsage(cpuBefore);
+        const serverCpu = (cpu.user + cpu.system) / 1e6;
+        const workersCpu = workers.reduce((sum, w) => sum + cpuSeconds(w.child), 0) - workersCpuBefore;
         console.log(
-          `${dialect}: ${WORKERS} worker processes started in ${Math.round(startMs)} ms; ${TASKS} tasks filed and finished in ${Math.round(doneMs)} ms (${Math.round((TASKS * 1000) / doneMs)} tasks/s)`,
+          `${dialect}: ${WORKERS} worker processes started in ${Math.round(startMs)} ms; ${TASKS} tasks filed and finished in ${Math.round(doneMs)} ms (${Math.round((TASKS * 1000) / doneMs)} tasks/s); CPU meanwhile: the test process (server and filing client) ${serverCpu.toFixed(1)} s, the workers ${workersCpu.toFixed(1)} s`,
         );
 
         const claims = workers.flatMap((w) => w.all("claimed"));
@@ -108,6 +114,8 @@ describe.each(DIALECTS)("dispatch to worker processes on %s", (dialect) => {
           expect(w.all("reported").every((r) => mine.has(r.sessionId))).toBe(true);
         }
         expect(workers.flatMap((w) => w.all("refused"))).toEqual([]);
+        // Nor was the server ever away for them.
+        expect(workers.flatMap((w) => [...w.all("retry"), ...w.all("heartbeat-failed")])).toEqual([]);
         // Work was spread: more than one worker claimed.
         expect(workers.filter((w) => w.all("claimed").length > 0).length).toBeGreaterThan(1);
         // The replays: the first run's RUNNING after it ended, and its token on the next session.
@@ -165,10 +173,12 @@ describe.each(DIALECTS)("dispatch to worker processes on %s", (dialect) => {
         const rescuer = await startWorkerProcess({ url: t.url, registrationToken: secret, name: "rescuer" });
         expect(rescuer.all("claimed")).toEqual([]);
         await victim.kill();
+        const killed = performance.now();
         expect(victim.child.signalCode).toBe("SIGKILL");
         expect(rescuer.all("claimed")).toEqual([]);
 
         const rescued = await rescuer.waitFor("claimed", (e) => e.taskId === task.id);
+        const rescuedMs = performance.now() - killed;
         expect(rescued.attempt).toBe(2);
         expect(rescued.sessionId).not.toBe(claimed.sessionId);
         await rescuer.waitFor("reported", (e) => e.sessionId === rescued.sessionId && e.state === "SUCCEEDED");
@@ -191,6 +201,7 @@ describe.each(DIALECTS)("dispatch to worker processes on %s", (dialect) => {
         ]);
         expect(after.agentTasks[0]!.sessions[0]!.errorMessage).toContain("missed 3 heartbeats");
         expect(rescuer.all("refused")).toEqual([]);
+        console.log(`${dialect}: a SIGKILLed worker's task (lease 3 s, sweeps every 1 s) was claimed by another worker ${Math.round(rescuedMs)} ms after the kill`);
         await rescuer.stop();
         expect(rescuer.child.exitCode).toBe(0);
       } finally {
@@ -236,19 +247,30 @@ describe.each(DIALECTS)("dispatch to worker processes on %s", (dialect) => {
         const queued = (await tasks.createUnitTask({ repositoryGroupId: repositoryGroup!.id, prompt: "Wait through a restart" })).unitTask!;
         const before = (await tasks.getTask({ id: task.id })).task;
 
+        const lastRenewal = w.all("heartbeat").findLast((e) => e.renewed.some((l) => l.sessionId === claimed.sessionId));
         await server.kill();
+        const killed = performance.now();
         expect(server.child.signalCode).toBe("SIGKILL");
         const down = w.events.length;
         // The worker notices: a heartbeat (or its poll) fails while nothing listens on the port.
         await w.waitFor("heartbeat-failed", undefined, { from: down, timeoutMs: 30_000 });
         server = await startServerProcess(env);
+        const upMs = performance.now() - killed;
         expect(server.url).toBe(`http://127.0.0.1:${port}`);
         // Its next heartbeat renews the lease it held: the server found it unexpired.
         const renewed = await w.waitFor("heartbeat", (e) => e.renewed.some((l) => l.sessionId === claimed.sessionId), { from: down });
+        const renewedMs = performance.now() - killed;
         expect(renewed.lost).toEqual([]);
+        // Renewed past the lease it had before the crash.
+        const expiresBefore = lastRenewal?.renewed.find((l) => l.sessionId === claimed.sessionId)?.expireTime ?? claimed.expireTime;
+        expect(Date.parse(renewed.renewed.find((l) => l.sessionId === claimed.sessionId)!.expireTime)).toBeGreaterThan(Date.parse(expiresBefore));
+        console.log(`${dialect}: the server answered again ${Math.round(upMs)} ms after its SIGKILL, and the worker's lease was renewed ${Math.round(renewedMs)} ms after it (a lease lasts 30 s)`);
         w.send("finish");
         await w.waitFor("reported", (e) => e.sessionId === claimed.sessionId && e.state === "SUCCEEDED", { from: down });
         expect(w.all("refused")).toEqual([]);
+        // What failed meanwhile failed for the server's absence (a refused or cut connection), nothing else.
+        const failures = [...w.all("heartbeat-failed"), ...w.all("retry")];
+        expect(failures.every((f) => f.code === "Unavailable")).toBe(true);
 
         // Nothing lost: the task went to review on its one session, attempt 1, by the same worker.
         const after = unit((await tasks.getTask({ id: task.id })).task);
