@@ -6,11 +6,12 @@
 # binds only loopback unless told otherwise, which inside a container is unreachable from outside.
 # Choose one:
 #   - multi-user: set DATABASE_URL=postgres://... and the login settings (README); the server
-#     then listens on 0.0.0.0.
+#     then listens on 0.0.0.0, so it needs FOREMAN_REPLICA_URL too: where other replicas reach it.
 #       docker run -e DATABASE_URL=postgres://user:pass@db:5432/foreman \
 #         -e FOREMAN_OIDC_ISSUER=https://login.example.com -e FOREMAN_OIDC_CLIENT_ID=foreman \
 #         -e FOREMAN_OIDC_REDIRECT_URIS=https://foreman.example.com/auth/callback \
 #         -e FOREMAN_JWT_SECRET=<32+ random characters> -e FOREMAN_SECRET_KEY=<openssl rand -base64 32> \
+#         -e FOREMAN_REPLICA_URL=http://<this container's address>:54871 \
 #         -p 54871:54871 foreman
 #   - single-user: set FOREMAN_SINGLE_USER_ALLOW_REMOTE=true and FOREMAN_HOST=0.0.0.0, and publish
 #     the port on the host's loopback only, so no one else can reach the unauthenticated server:

@@ -7,6 +7,8 @@ import { taskReviewAndSearch } from "./0002_task_review_and_search.js";
 import { lookupIndexes } from "./0003_lookup_indexes.js";
 import { markClearSecrets } from "./0004_mark_clear_secrets.js";
 import { claimPollIds } from "./0005_claim_poll_ids.js";
+import { workerCommands } from "./0006_worker_commands.js";
+import { secretHolders } from "./0007_secret_holders.js";
 
 export function migrations(dialect: DialectName): Record<string, Migration> {
   return {
@@ -15,5 +17,7 @@ export function migrations(dialect: DialectName): Record<string, Migration> {
     "0003_lookup_indexes": lookupIndexes(),
     "0004_mark_clear_secrets": markClearSecrets(),
     "0005_claim_poll_ids": claimPollIds(),
+    "0006_worker_commands": workerCommands(dialect),
+    "0007_secret_holders": secretHolders(dialect),
   };
 }

@@ -43,6 +43,8 @@ export interface Config {
   idleTimeoutMs: number;
   /** Most connections open at once from one client address (IPv6: one /64); 0 means no cap. */
   maxConnectionsPerAddress: number;
+  /** FOREMAN_REPLICA_URL: where other replicas reach this one (http(s)://host:port); undefined: derived at start (server/replica-secrets.ts). */
+  replicaUrl: string | undefined;
   auth: AuthConfig;
   secrets: SecretKeys;
 }
@@ -186,9 +188,26 @@ export function loadConfig(env: Env = process.env): Config {
     requestBodyTimeoutMs: readInt(env, "FOREMAN_REQUEST_BODY_TIMEOUT_SECONDS", 60, 1, 3600) * 1000,
     idleTimeoutMs: readInt(env, "FOREMAN_IDLE_TIMEOUT_SECONDS", 65, 1, 3600) * 1000,
     maxConnectionsPerAddress: readInt(env, "FOREMAN_MAX_CONNECTIONS_PER_ADDRESS", 256, 0, 1_000_000),
+    replicaUrl: readReplicaUrl(env),
     auth: loadAuthConfig(env, singleUserMode),
     secrets: loadSecretKeys(env, singleUserMode),
   };
+}
+
+/** An http(s) origin, with no path, query or fragment: what the replica route is reached at. */
+function readReplicaUrl(env: Env): string | undefined {
+  const raw = read(env, "FOREMAN_REPLICA_URL");
+  if (raw === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError("FOREMAN_REPLICA_URL", `"${raw}" is not a URL like http://10.0.0.5:54871`);
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || url.pathname !== "/" || url.search !== "" || url.hash !== "" || url.username !== "") {
+    throw new ConfigError("FOREMAN_REPLICA_URL", `"${raw}" must be an http or https address with no path, like http://10.0.0.5:54871`);
+  }
+  return url.origin;
 }
 
 /**

@@ -1,14 +1,25 @@
 // The worker protocol: registration, the long poll that claims work (GetTask), reports,
-// heartbeats and unregistration. Logs, TTY requests, secrets and the command stream answer
-// Unimplemented until their phases serve them.
+// heartbeats, unregistration and the worker's commands (a stream, and their acknowledgement).
+// Logs and TTY requests answer Unimplemented until their phases serve them.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { AssignmentSchema, LeaseSchema, WorkerCommandSchema, WorkerService, type Lease } from "../../gen/foreman/v1/worker_pb.js";
-import { callLogger, whileOpen } from "./context-keys.js";
+import {
+  AssignmentSchema,
+  LeaseSchema,
+  ReceiveCommandsResponseSchema,
+  WorkerCommandSchema,
+  WorkerService,
+  type Lease,
+  type ReceiveCommandsResponse,
+  type WorkerCommand,
+} from "../../gen/foreman/v1/worker_pb.js";
+import { callLogger, untilClosed, whileOpen } from "./context-keys.js";
 import { presentedWorkerCredential, requireWorker } from "./principal.js";
 import type { Core } from "../core/context.js";
+import * as commands from "../core/commands.js";
 import * as dispatch from "../core/dispatch.js";
+import * as secretVault from "../core/secret-vault.js";
 import { unauthenticated } from "../core/errors.js";
 import * as workers from "../core/workers.js";
 import { AGENT_TYPES, SESSION_STATES, WORKER_STATUSES } from "./enums.js";
@@ -40,9 +51,8 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
     },
     async getTask(req, ctx) {
       const who = caller(ctx);
-      const assignment = await whileOpen(ctx, (signal) => dispatch.getTask(core, log(ctx), who, req, signal));
-      // Commands (stop a session, a TTY answer) come with a later phase: none yet.
-      return { ...(assignment ? { assignment: assignmentToProto(assignment) } : {}), commands: [] };
+      const { assignment, commands } = await whileOpen(ctx, (signal) => dispatch.getTask(core, log(ctx), who, req, signal));
+      return { ...(assignment ? { assignment: assignmentToProto(assignment) } : {}), commands: commands.map(commandToProto) };
     },
     async reportStatus(req, ctx) {
       const result = await dispatch.reportStatus(core, log(ctx), caller(ctx), {
@@ -51,15 +61,16 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
       });
       return { state: SESSION_STATES.value(result.state), stopRequested: result.stopRequested };
     },
+    async getSecrets(req, ctx) {
+      return { secrets: await secretVault.getSecrets(core, log(ctx), requireWorker(ctx), req) };
+    },
     async heartbeat(req, ctx) {
       const status = WORKER_STATUSES.readKnown(req.status, "status", "worker status");
       const { renewed, lost, commands } = await dispatch.heartbeat(core, log(ctx), caller(ctx), status, req.leases);
       return {
         leases: renewed.map(leaseToProto),
         lostSessionIds: lost,
-        commands: commands.map((c) =>
-          create(WorkerCommandSchema, { id: c.id, command: { case: "stopSession", value: { sessionId: c.sessionId, reason: c.reason } } }),
-        ),
+        commands: commands.map(commandToProto),
         heartbeatIntervalSeconds: core.dispatch.heartbeatSeconds,
       };
     },
@@ -67,7 +78,23 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
       await workers.unregisterWorker(core, log(ctx), requireWorker(ctx).workerId);
       return {};
     },
+    async *receiveCommands(_req, ctx): AsyncGenerator<ReceiveCommandsResponse> {
+      const { workerId } = requireWorker(ctx);
+      for await (const item of untilClosed(ctx, (signal) => commands.receiveCommands(core, workerId, signal))) {
+        yield "keepAlive" in item ? KEEP_ALIVE : create(ReceiveCommandsResponseSchema, { event: { case: "command", value: commandToProto(item.command) } });
+      }
+    },
+    async acknowledgeCommands(req, ctx) {
+      await commands.acknowledgeCommands(core, log(ctx), requireWorker(ctx).workerId, req.commandIds);
+      return {};
+    },
   };
+}
+
+const KEEP_ALIVE = create(ReceiveCommandsResponseSchema, { event: { case: "keepAlive", value: {} } });
+
+function commandToProto(c: commands.WorkerCommand): WorkerCommand {
+  return create(WorkerCommandSchema, { id: c.id, command: { case: "stopSession", value: { sessionId: c.sessionId, reason: c.reason } } });
 }
 
 function leaseToProto(l: dispatch.Lease): Lease {

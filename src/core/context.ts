@@ -11,6 +11,7 @@ import type { Logger } from "../logger.js";
 import type { Dispatcher } from "./dispatch.js";
 import type { LiveLogins } from "./live-logins.js";
 import type { NotifierChannel } from "./notifier.js";
+import type { SecretVault } from "./secret-vault.js";
 import type { TaskFeeds } from "./task-feed.js";
 
 export interface Core {
@@ -26,10 +27,14 @@ export interface Core {
   taskFeeds: TaskFeeds;
   /** The long polls' wake-ups (the claims channel, here and across replicas) and settings. */
   dispatch: Dispatcher;
+  /** Told (key: worker id) when a worker has a new command, here or on another replica (core/commands.ts). */
+  commands: NotifierChannel;
   streams: StreamTiming;
   remotes: RemoteRules;
   /** Seals and opens the secrets the server stores (core/secrets.ts). */
   secrets: SecretBox;
+  /** This replica's task secrets, in memory only (SecretsService; core/secret-vault.ts). */
+  taskSecrets: SecretVault;
 }
 
 export interface RemoteRules {
@@ -40,6 +45,8 @@ export interface RemoteRules {
 export interface StreamTiming {
   /** A long-lived stream sends a keep-alive after this long without a message. */
   keepAliveMs: number;
+  /** How often a stream that follows the database looks itself, in case a notification was lost (FOREMAN_STREAM_POLL_SECONDS). */
+  pollMs: number;
 }
 
 export interface AuthSettings {

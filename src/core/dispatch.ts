@@ -35,9 +35,11 @@ import * as taskEvents from "../store/task-events.js";
 import * as tasksStore from "../store/tasks.js";
 import * as workersStore from "../store/workers.js";
 import { AGENT_TYPES } from "./agents.js";
+import { pendingCommands, type WorkerCommand } from "./commands.js";
 import type { Core } from "./context.js";
 import { invalidArgument, leaseLost, notFound, unauthenticated } from "./errors.js";
 import type { NotifierChannel } from "./notifier.js";
+import { hasSecrets } from "./secret-vault.js";
 import { quote, truncate } from "./text.js";
 import { Violations } from "./validation.js";
 import { waitForWake } from "./wait.js";
@@ -197,10 +199,23 @@ function readPollId(v: Violations, raw: string): string {
 /**
  * GetTask: claims the oldest queued session the worker may serve and returns its assignment,
  * at once when there is one, else when one arrives within min(wait_seconds, max poll), else
- * undefined. A retry with the same poll id returns the claim that poll made. `signal` ends the
- * wait (the client left, or the server shuts down) with undefined.
+ * none; with the worker's pending commands either way. A retry with the same poll id returns
+ * the claim that poll made. A new command for the worker ends the wait at once, with no
+ * claim, so that a worker that only polls gets a stop as soon as one on its stream would.
+ * `signal` ends the wait (the client left, or the server shuts down) with no claim.
  */
 export async function getTask(
+  core: Core,
+  log: Logger,
+  caller: WorkerCaller,
+  input: { pollId: string; waitSeconds: number },
+  signal: AbortSignal,
+): Promise<{ assignment: Assignment | undefined; commands: WorkerCommand[] }> {
+  const assignment = await claimWithin(core, log, caller, input, signal);
+  return { assignment, commands: await pendingCommands(core, caller.workerId) };
+}
+
+async function claimWithin(
   core: Core,
   log: Logger,
   caller: WorkerCaller,
@@ -229,7 +244,7 @@ export async function getTask(
   const workKeys = agents.map((agent) => sessions.claimKey(worker.ownerId, agent));
   for (;;) {
     // Subscribed before the claim is tried, so work queued meanwhile still wakes this poll.
-    const wake = new PollWake(core.dispatch.claims, workKeys, sessions.workerKey(worker.id));
+    const wake = new PollWake(core.dispatch.claims, workKeys, sessions.workerKey(worker.id), core.commands, worker.id);
     try {
       const outcome = await attemptClaim(core, log, claimant, pollId, token);
       if (outcome !== "none" && outcome !== "full") return outcome;
@@ -249,21 +264,24 @@ export async function getTask(
     } finally {
       wake.close();
     }
-    if (signal.aborted) return undefined;
+    if (signal.aborted || wake.command) return undefined;
     // Woken: a worker that started draining (or was unregistered) meanwhile waits no more.
     const now = await workersStore.findWorker(core.db, worker.id);
     if (now === undefined || now.status === "draining" || now.status === "unregistered") return undefined;
   }
 }
 
-/** One poll's subscriptions: to work it may claim, and to a free slot of its worker. */
+/** One poll's subscriptions: to work it may claim, to a free slot of its worker, and to its worker's commands. */
 class PollWake {
   woken = false;
+  /** Woken by a new command for the worker: the poll answers at once, with it. */
+  command = false;
   private done: (() => void) | undefined;
   private work: (() => void)[];
   private readonly slot: () => void;
+  private readonly commands: () => void;
 
-  constructor(channel: NotifierChannel, workKeys: string[], workerKey: string) {
+  constructor(channel: NotifierChannel, workKeys: string[], workerKey: string, commands: NotifierChannel, workerId: string) {
     // Woken through one key, it leaves the others at once, so a second wake goes to another poll.
     const listener = () => {
       this.woken = true;
@@ -272,6 +290,10 @@ class PollWake {
     };
     this.work = workKeys.map((key) => channel.subscribe(key, listener));
     this.slot = channel.subscribe(workerKey, listener);
+    this.commands = commands.subscribe(workerId, () => {
+      this.command = true;
+      listener();
+    });
   }
 
   onWake(done: (() => void) | undefined): void {
@@ -286,6 +308,7 @@ class PollWake {
   close(): void {
     this.dropWork();
     this.slot();
+    this.commands();
   }
 }
 
@@ -337,7 +360,7 @@ async function attemptClaim(core: Core, log: Logger, w: sessions.Claimant, pollI
     agentType: session.agentType,
     agentModel: session.agentModel,
     repositories: work.repositories.map((r) => ({ ...r, cloneUrl: "", baseCommit: r.baseCommit ?? "" })),
-    hasSecrets: false,
+    hasSecrets: await hasSecrets(core, work.task.id),
   };
 }
 
@@ -443,17 +466,6 @@ function lostBecause(s: sessions.LeasedSession, holder: boolean, now: Date): str
   return `a ${s.state} session cannot be reported so`;
 }
 
-/**
- * Stop a session: a user cancelled or moved on its task while the worker held it. Derived from
- * the session (stop_requested_at), so it needs no acknowledgement: the worker drops the lease
- * it lists as lost, and with it the command. The id is the session's, prefixed.
- */
-export interface StopCommand {
-  id: string;
-  sessionId: string;
-  reason: string;
-}
-
 export interface HeartbeatLease {
   sessionId: string;
   leaseToken: string;
@@ -469,7 +481,7 @@ export async function heartbeat(
   caller: WorkerCaller,
   status: "idle" | "busy" | "draining" | undefined,
   leases: HeartbeatLease[],
-): Promise<{ renewed: Lease[]; lost: string[]; commands: StopCommand[] }> {
+): Promise<{ renewed: Lease[]; lost: string[]; commands: WorkerCommand[] }> {
   const v = new Violations();
   const listed = leases.map((l, i) => {
     const sessionId = v.id(`leases[${i}].session_id`, l.sessionId);
@@ -495,7 +507,6 @@ export async function heartbeat(
     if (attempt !== undefined && !renewed.has(l.sessionId)) renewed.set(l.sessionId, { sessionId: l.sessionId, attempt, token: l.token, expiresAt });
   }
   const lost = new Set(listed.map((l) => l.sessionId).filter((id) => !renewed.has(id)));
-  // A lost session a user stopped comes with a stop command saying why.
-  const stopped = await sessions.stoppedOf(core.db, caller.workerId, [...lost]);
-  return { renewed: [...renewed.values()], lost: [...lost], commands: stopped.map((s) => ({ id: `stop:${s.id}`, sessionId: s.id, reason: s.reason })) };
+  // A session whose lease was revoked while the worker held it has a stop command saying why.
+  return { renewed: [...renewed.values()], lost: [...lost], commands: await pendingCommands(core, caller.workerId) };
 }

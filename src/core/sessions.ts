@@ -1,13 +1,14 @@
 // A user's calls about one session (SessionService). StopSession ends an active session at
 // once: it is cancelled and its lease revoked in one write, so its worker's reports are
-// LEASE_LOST from then on, and the worker's next Heartbeat lists it lost with a stop_session
-// command carrying the reason (core/dispatch.ts heartbeat). The task stays in its work status
+// LEASE_LOST from then on, and its worker is sent a stop_session command carrying the reason
+// (core/commands.ts), on its command stream at once and with its next heartbeat and poll. The task stays in its work status
 // with nothing running, as after a worker's CANCELLED report (RUN_END), for the user to move on.
 import type { Logger } from "../logger.js";
 import { RUN_END, SESSION_REPORT, type AgentSession } from "../model/tasks.js";
 import * as sessions from "../store/agent-sessions.js";
 import * as taskEvents from "../store/task-events.js";
 import * as tasksStore from "../store/tasks.js";
+import { commandsQueued } from "./commands.js";
 import type { Core } from "./context.js";
 import { notFound } from "./errors.js";
 import { Violations } from "./validation.js";
@@ -27,7 +28,7 @@ export async function stopSession(core: Core, log: Logger, ownerId: string, inpu
   const why = reason === "" ? "stopped by its user" : `stopped by its user: ${reason}`;
   const done = await core.db.transaction().execute(async (trx) => {
     // The session first, then its task: the order claims, reports and task moves lock them in.
-    const stopped = await sessions.stopSession(trx, sessionId, why, now);
+    const stopped = await sessions.stopSession(trx, core.adapter, sessionId, why, now);
     if (stopped === undefined) return undefined;
     const { task } = await sessions.workOf(trx, stopped);
     const place = await tasksStore.getTaskPlace(trx, task);
@@ -42,7 +43,10 @@ export async function stopSession(core: Core, log: Logger, ownerId: string, inpu
   });
   if (done === undefined) return found;
   core.taskChanges.notify(done.place.workspaceId);
-  if (done.stopped.workerId !== null) core.dispatch.freed(done.stopped.workerId);
+  if (done.stopped.workerId !== null) {
+    commandsQueued(core, [done.stopped.workerId]);
+    core.dispatch.freed(done.stopped.workerId);
+  }
   log.info({ session_id: sessionId, task_id: done.place.id, worker_id: done.stopped.workerId }, "session stopped");
   return done.stopped;
 }

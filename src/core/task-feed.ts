@@ -8,6 +8,7 @@ import * as store from "../store/tasks.js";
 import type * as model from "../model/tasks.js";
 import type { NotifierChannel } from "./notifier.js";
 import { SharedFeeds, type SharedFeed } from "./shared-feed.js";
+import { waitingReasons } from "./waiting-reasons.js";
 
 export interface FeedItem {
   id: number;
@@ -15,6 +16,8 @@ export interface FeedItem {
   taskId: string;
   /** The task when the feed read the change; undefined when deleted (then or since). */
   task: model.Task | undefined;
+  /** Why the task's queued run has no worker, as of this read ("" for none). */
+  waitingReason: string;
   at: Date;
 }
 
@@ -30,11 +33,13 @@ async function readChanges(db: Kysely<Database>, ownerId: string, workspaceId: s
   const events = await taskEvents.listTaskEvents(db, ownerId, workspaceId, afterId, limit);
   // The batch's tasks in one read, not one read per change.
   const tasks = await store.getTasks(db, ownerId, events.filter((e) => e.type !== "deleted").map((e) => e.taskId));
+  const reasons = await waitingReasons({ db }, [...tasks.values()]);
   return events.map((e) => ({
     id: e.id,
     type: e.type,
     taskId: e.taskId,
     task: e.type === "deleted" ? undefined : tasks.get(e.taskId),
+    waitingReason: e.type === "deleted" ? "" : (reasons.get(e.taskId) ?? ""),
     at: e.createdAt,
   }));
 }

@@ -23,6 +23,7 @@ import {
   type UnitTask,
 } from "../model/tasks.js";
 import { DEFAULT_AGENT_TYPE, isAgentType } from "./agents.js";
+import { commandsQueued } from "./commands.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, invalidArgument, notFound } from "./errors.js";
 import { branchNameProblem } from "./git-names.js";
@@ -319,6 +320,7 @@ async function transition(core: Core, log: Logger, ownerId: string, rawId: strin
   const task = await loadTask(core, ownerId, id);
   const p = plan(task);
   const now = core.now();
+  let cancelled: sessions.CancelledSession[] = [];
   const moved = await core.db
     .transaction()
     .execute(async (trx) => {
@@ -326,7 +328,7 @@ async function transition(core: Core, log: Logger, ownerId: string, rawId: strin
       // The sessions first, then the task: the order a claim and a report lock them in
       // (core/dispatch.ts), so that neither waits for the other in a cycle. A task that moved
       // meanwhile undoes the cancel with the rest.
-      if (p.cancelRuns) await sessions.cancelActiveSessions(trx, task.agentTasks.map((a) => a.id), `task ${p.to}`, now);
+      if (p.cancelRuns) cancelled = await sessions.cancelActiveSessions(trx, core.adapter, task.agentTasks.map((a) => a.id), `task ${p.to}`, now);
       if (!(await store.moveTask(trx, task, task.status, to, now))) throw new MovedMeanwhile();
       await p.queue?.(trx, task, now);
       await recordChange(core, trx, task, "updated", now);
@@ -344,10 +346,17 @@ async function transition(core: Core, log: Logger, ownerId: string, rawId: strin
     });
   }
   core.taskChanges.notify(task.workspaceId);
+  runsCancelled(core, cancelled);
   // Both queueing moves (a retry, a new run with feedback) run the latest run's agent.
   if (p.queue !== undefined) core.dispatch.queued(task.ownerId, task.agentTasks[task.agentTasks.length - 1]!.agentType);
   log.info({ task_id: id, operation, from: task.status, to: p.to }, "task status changed");
   return loadTask(core, ownerId, id);
+}
+
+/** After runs were cancelled: their workers hear of it (a stop command) and have a slot free again. */
+function runsCancelled(core: Core, cancelled: sessions.CancelledSession[]): void {
+  commandsQueued(core, cancelled.map((s) => s.workerId));
+  for (const s of cancelled) if (s.workerId !== null) core.dispatch.freed(s.workerId);
 }
 
 /** A new session of the task's latest agent task: the next attempt. */
@@ -480,14 +489,15 @@ export async function deleteTask(core: Core, log: Logger, ownerId: string, rawId
   const task = await loadTask(core, ownerId, id);
   const now = core.now();
   const deleted = await core.db.transaction().execute(async (trx) => {
-    const cancelled = await sessions.cancelActiveSessions(trx, task.agentTasks.map((a) => a.id), "task deleted", now);
+    const cancelled = await sessions.cancelActiveSessions(trx, core.adapter, task.agentTasks.map((a) => a.id), "task deleted", now);
     if (!(await store.deleteTask(trx, task))) return undefined;
     await recordChange(core, trx, task, "deleted", now);
     return cancelled;
   });
   if (deleted === undefined) throw notFound("task", id);
   core.taskChanges.notify(task.workspaceId);
-  log.info({ task_id: id, cancelled_sessions: deleted }, "task deleted");
+  runsCancelled(core, deleted);
+  log.info({ task_id: id, cancelled_sessions: deleted.length }, "task deleted");
 }
 
 function watchCursorProblem(cursor: string): string | undefined {

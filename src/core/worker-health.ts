@@ -21,6 +21,7 @@ import { newId } from "../store/codec.js";
 import * as taskEvents from "../store/task-events.js";
 import * as tasksStore from "../store/tasks.js";
 import * as workersStore from "../store/workers.js";
+import { commandsQueued } from "./commands.js";
 import type { Core } from "./context.js";
 import { truncate } from "./text.js";
 
@@ -152,7 +153,7 @@ async function loseInTransaction(
   maxAttempts: number,
   now: Date,
 ): Promise<Lost | undefined> {
-  const session = await sessions.loseSession(trx, sessionId, why, now, when);
+  const session = await sessions.loseSession(trx, core.adapter, sessionId, why, now, when);
   if (session === undefined) return undefined;
   const { task } = await sessions.workOf(trx, session);
   const place = await tasksStore.getTaskPlace(trx, task);
@@ -176,7 +177,10 @@ async function loseInTransaction(
 function afterLoss(core: Core, logger: Logger, l: Lost, why: string, sweep: HealthSweep): void {
   core.taskChanges.notify(l.workspaceId);
   if (l.requeuedAs !== undefined) core.dispatch.queued(l.session.ownerId, l.session.agentType);
-  if (l.session.workerId !== null) core.dispatch.freed(l.session.workerId);
+  if (l.session.workerId !== null) {
+    commandsQueued(core, [l.session.workerId]);
+    core.dispatch.freed(l.session.workerId);
+  }
   sweep.lost.push({ sessionId: l.session.id, requeuedAs: l.requeuedAs });
   logger.info(
     { session_id: l.session.id, attempt: l.session.attempt, task_id: l.taskId, worker_id: l.session.workerId, requeued_as: l.requeuedAs ?? null, why },
@@ -215,6 +219,7 @@ export async function returnUnstarted(core: Core, logger: Logger, workerId: stri
     core.dispatch.queued(r.session.ownerId, r.session.agentType);
     logger.info({ session_id: r.session.id, attempt: r.session.attempt, worker_id: workerId, why }, "session returned to the queue unstarted");
   }
+  if (returned.length > 0) commandsQueued(core, [workerId]);
   core.dispatch.freed(workerId);
   return returned.map((r) => r.session.id);
 }

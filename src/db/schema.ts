@@ -208,13 +208,26 @@ export interface LogBatchesTable {
   created_at: Time;
 }
 
+/** Kept until the worker acknowledges it (migrations/0006_worker_commands.ts). */
 export interface WorkerCommandsTable {
   id: string;
+  worker_id: string;
   session_id: string;
   kind: string;
   payload: Json;
   created_at: Time;
-  acknowledged_at: NullableTime;
+}
+
+/** Which replica holds a task's secrets in memory, until when; never a value or a name (migrations/0007_secret_holders.ts). */
+export interface SecretHoldersTable {
+  task_id: string;
+  owner_id: string;
+  replica_id: string;
+  replica_url: string | null;
+  generation: string;
+  ended_runs: number;
+  sent_at: Time;
+  expires_at: Time;
 }
 
 export interface TtyInputRequestsTable {
@@ -306,4 +319,5 @@ export interface Database {
   task_events: TaskEventsTable;
   auth_states: AuthStatesTable;
   refresh_tokens: RefreshTokensTable;
+  secret_holders: SecretHoldersTable;
 }

@@ -16,11 +16,13 @@ import type { Core } from "../core/context.js";
 import { Dispatcher } from "../core/dispatch.js";
 import { LiveLogins } from "../core/live-logins.js";
 import { Notifier } from "../core/notifier.js";
+import { SecretVault } from "../core/secret-vault.js";
 import { TaskFeeds } from "../core/task-feed.js";
 import type { Db } from "../db/database.js";
 import type { Logger } from "../logger.js";
 import { CLAIMS_CHANNEL } from "../store/agent-sessions.js";
 import { TASK_CHANGES_CHANNEL } from "../store/task-events.js";
+import { COMMANDS_CHANNEL } from "../store/worker-commands.js";
 import { authInterceptor } from "./auth-interceptor.js";
 import { connectAdapter } from "./connect-adapter.js";
 import { installConnectErrorGuard } from "./connect-errors.js";
@@ -42,7 +44,7 @@ export interface Services {
 
 export function composeServices(config: Config, db: Db, logger: Logger, clock: () => Date, secrets: SecretBox): Services {
   // A NOTIFY about queued work wakes one waiting poll per replica, not all of them.
-  const notifier = new Notifier([TASK_CHANGES_CHANNEL, CLAIMS_CHANNEL], { wakeOne: [CLAIMS_CHANNEL] });
+  const notifier = new Notifier([TASK_CHANGES_CHANNEL, CLAIMS_CHANNEL, COMMANDS_CHANNEL], { wakeOne: [CLAIMS_CHANNEL] });
   const core = composeCore(config, db, logger, clock, notifier, secrets);
   const health = new HealthStatus();
   const metrics = new Metrics();
@@ -95,8 +97,10 @@ function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, 
       { maxPollSeconds: config.maxPollSeconds, backstopMs: config.streamPollMs, heartbeatSeconds: config.heartbeatSeconds, maxAttempts: config.maxAttempts },
       logger,
     ),
-    streams: { keepAliveMs: config.streamKeepAliveMs },
+    commands: notifier.channel(COMMANDS_CHANNEL),
+    streams: { keepAliveMs: config.streamKeepAliveMs, pollMs: config.streamPollMs },
     remotes: { allowPrivate: config.allowPrivateRemotes },
     secrets,
+    taskSecrets: new SecretVault(),
   };
 }

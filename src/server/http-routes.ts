@@ -9,6 +9,7 @@ import type { Logger } from "../logger.js";
 import type { Services } from "./compose.js";
 import { applyCors } from "./cors.js";
 import { GITHUB_WEBHOOK_PATH, handleGithubWebhook } from "./github-webhook.js";
+import { REPLICA_SECRETS_PATH, replicaSecretsRoute } from "./replica-secrets.js";
 import type { RequestHandler } from "./listener.js";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
@@ -31,6 +32,8 @@ export function httpRoutes(config: Config, db: Db, services: Services, logger: L
   if (config.metrics) routes.set("/metrics", { methods: READS, handle: (_req, res) => serveMetrics(res, services) });
   // Any method: the webhook answers a wrong one with 405 itself.
   routes.set(GITHUB_WEBHOOK_PATH, { query: true, handle: (req, res) => void handleGithubWebhook(services.core, config.maxMessageBytes, req, res) });
+  // Replica to replica only (signed with FOREMAN_SECRET_KEY): a task's secrets, sealed.
+  routes.set(REPLICA_SECRETS_PATH, { methods: ["POST"], handle: replicaSecretsRoute(config, services.core, logger) });
 
   return (req, res) => {
     if (applyCors(config.corsOrigins, req, res)) return;

@@ -16,6 +16,7 @@ import { WorkerHealth } from "../core/worker-health.js";
 import { composeServices, type Services } from "./compose.js";
 import { httpRoutes } from "./http-routes.js";
 import { createDualServer, type DualServer } from "./listener.js";
+import { replicaAddress, startReplicaSecrets } from "./replica-secrets.js";
 import { openSecretBox } from "./secret-key.js";
 
 export interface RunningServer {
@@ -35,6 +36,8 @@ export function sqlitePath(config: Pick<Config, "dataDir">): string {
 
 /** clock: the one clock core reads (tests move it); the wall clock by default. */
 export async function startServer(config: Config, logger: Logger, clock: () => Date = () => new Date()): Promise<RunningServer> {
+  // Before anything opens: a replica other replicas could not reach stops here, saying what to set.
+  const replicaUrl = replicaAddress(config);
   const secrets = await openSecretBox(config, logger);
   const db = await openMigratedDatabase(config, logger, clock);
   const { services, listener } = build(config, db, logger, clock, secrets);
@@ -58,6 +61,7 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
     await db.close();
     throw error;
   }
+  startReplicaSecrets(config, services.core, logger, replicaUrl(port));
   services.health.set("", ServingStatus.SERVING);
   workerHealth.start();
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
@@ -77,6 +81,8 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
         services.shutdown.abort();
         await listener.close(config.shutdownTimeoutMs);
         await workerHealth.stop();
+        // Task secrets live in memory only: they end with the process.
+        services.core.taskSecrets.close();
         await notifications?.close();
         await db.close();
         logger.info("shut down");

@@ -21,6 +21,7 @@ import {
   type TaskKind,
 } from "../model/tasks.js";
 import { fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
+import { insertStopCommands } from "./worker-commands.js";
 
 /**
  * The NOTIFY channel that wakes long polls (GetTask) on every replica. Its keys say whose work
@@ -174,10 +175,25 @@ export async function baseRemotesOf(db: Kysely<Database>, agentTaskId: string): 
   return rows.map((r) => ({ repositoryId: r.repository_id, baseBranch: r.base_branch, branchName: r.branch_name }));
 }
 
-/** Cancels the agent tasks' active sessions as SESSION_CANCEL says; returns how many. */
-export async function cancelActiveSessions(db: Kysely<Database>, agentTaskIds: string[], reason: string, now: Date): Promise<number> {
-  if (agentTaskIds.length === 0) return 0;
-  const result = await db
+/** A session a cancel or stop ended, with the worker that held it (null: it was queued). */
+export interface CancelledSession {
+  id: string;
+  workerId: string | null;
+}
+
+/**
+ * Cancels the agent tasks' active sessions as SESSION_CANCEL says; a worker that held one is
+ * sent a stop command in the same transaction. Returns the cancelled sessions.
+ */
+export async function cancelActiveSessions(
+  db: Kysely<Database>,
+  adapter: DialectAdapter,
+  agentTaskIds: string[],
+  reason: string,
+  now: Date,
+): Promise<CancelledSession[]> {
+  if (agentTaskIds.length === 0) return [];
+  const rows = await db
     .updateTable("agent_sessions")
     .set({
       state: SESSION_CANCEL.to,
@@ -189,16 +205,24 @@ export async function cancelActiveSessions(db: Kysely<Database>, agentTaskIds: s
     })
     .where("agent_task_id", "in", agentTaskIds)
     .where("state", "in", SESSION_CANCEL.from)
-    .executeTakeFirst();
-  return Number(result.numUpdatedRows);
+    .returning(["id", "worker_id"])
+    .execute();
+  const cancelled = rows.map((r) => ({ id: r.id, workerId: r.worker_id }));
+  await insertStopCommands(db, adapter, heldStops(cancelled, reason), now);
+  return cancelled;
+}
+
+/** The stops to send for sessions that workers held (a queued one had no worker to tell). */
+function heldStops(ended: CancelledSession[], reason: string) {
+  return ended.flatMap((s) => (s.workerId === null ? [] : [{ sessionId: s.id, workerId: s.workerId, reason }]));
 }
 
 /**
  * Stopping one session (SessionService.StopSession): an active one ends as cancelled, as
- * SESSION_CANCEL says, its lease dropped in the same write, with who stopped it and why.
- * Undefined when it is not active (any more).
+ * SESSION_CANCEL says, its lease dropped in the same write, with who stopped it and why, and
+ * the worker that held it is sent a stop command. Undefined when it is not active (any more).
  */
-export async function stopSession(db: Kysely<Database>, sessionId: string, reason: string, now: Date): Promise<LeasedSession | undefined> {
+export async function stopSession(db: Kysely<Database>, adapter: DialectAdapter, sessionId: string, reason: string, now: Date): Promise<LeasedSession | undefined> {
   const at = toDbTime(now);
   const row = await db
     .updateTable("agent_sessions")
@@ -214,7 +238,9 @@ export async function stopSession(db: Kysely<Database>, sessionId: string, reaso
     .where("state", "in", SESSION_CANCEL.from)
     .returningAll()
     .executeTakeFirst();
-  return row && toLeased(row);
+  if (row === undefined) return undefined;
+  await insertStopCommands(db, adapter, heldStops([{ id: row.id, workerId: row.worker_id }], reason), now);
+  return toLeased(row);
 }
 
 /** Who claims: a worker, whose owner (null: every owner) and agents (empty: every agent) bound what it may take. */
@@ -467,10 +493,18 @@ export interface LoseCondition {
  * The lose transition, one conditional UPDATE: a held session (as the condition narrows it)
  * ends as lost, dropping its lease, with why in its error. Of several monitors (replicas) that
  * try the same session at once, one finds it held and the others find it lost already: on
- * PostgreSQL the second UPDATE waits for the first's row lock and re-reads the state. Returns
- * the lost session, or undefined when it held no lease (any more).
+ * PostgreSQL the second UPDATE waits for the first's row lock and re-reads the state. Its
+ * worker, should it still be alive, is sent a stop command. Returns the lost session, or
+ * undefined when it held no lease (any more).
  */
-export async function loseSession(db: Kysely<Database>, sessionId: string, why: string, now: Date, when: LoseCondition = {}): Promise<LeasedSession | undefined> {
+export async function loseSession(
+  db: Kysely<Database>,
+  adapter: DialectAdapter,
+  sessionId: string,
+  why: string,
+  now: Date,
+  when: LoseCondition = {},
+): Promise<LeasedSession | undefined> {
   const at = toDbTime(now);
   const row = await db
     .updateTable("agent_sessions")
@@ -481,14 +515,16 @@ export async function loseSession(db: Kysely<Database>, sessionId: string, why: 
     .$if(when.workerId !== undefined, (qb) => qb.where("worker_id", "=", when.workerId!))
     .returningAll()
     .executeTakeFirst();
-  return row && toLeased(row);
+  if (row === undefined) return undefined;
+  await insertStopCommands(db, adapter, heldStops([{ id: row.id, workerId: row.worker_id }], `its lease was lost: ${why}`), now);
+  return toLeased(row);
 }
 
 /**
  * The return transition: a session the worker holds but has not started goes back to the
  * queue as it is (the same attempt), with no worker, lease or poll, and wakes a poll that may
- * claim it on every replica once the transaction commits. Undefined when the worker no longer
- * holds it unstarted.
+ * claim it on every replica once the transaction commits; the worker is sent a stop command.
+ * Undefined when the worker no longer holds it unstarted.
  */
 export async function returnSession(db: Kysely<Database>, adapter: DialectAdapter, sessionId: string, workerId: string, now: Date): Promise<LeasedSession | undefined> {
   const at = toDbTime(now);
@@ -501,6 +537,7 @@ export async function returnSession(db: Kysely<Database>, adapter: DialectAdapte
     .returningAll()
     .executeTakeFirst();
   if (row === undefined) return undefined;
+  await insertStopCommands(db, adapter, [{ sessionId: row.id, workerId, reason: "it went back to the queue unstarted" }], now);
   // Distinct from the insertion's notification, and from another return of the same session.
   await adapter.notifyOnCommit(db, CLAIMS_CHANNEL, `${claimKey(row.owner_id, row.agent_type)} ${row.id}@${at}`);
   await adapter.notifyOnCommit(db, CLAIMS_CHANNEL, `${claimKey(null, row.agent_type)} ${row.id}@${at}`);
@@ -519,24 +556,6 @@ export async function queueNextAttempt(db: Kysely<Database>, adapter: DialectAda
 }
 
 /**
- * Of the given sessions, those a user stopped (a task cancelled, moved on or deleted ends its
- * run so) while this worker held them, with why: a lost lease the worker should stop at once.
- * A deleted task's sessions are gone with it, and come back lost without a reason.
- */
-export async function stoppedOf(db: Kysely<Database>, workerId: string, sessionIds: string[]): Promise<{ id: string; reason: string }[]> {
-  if (sessionIds.length === 0) return [];
-  const rows = await db
-    .selectFrom("agent_sessions")
-    .select(["id", "stop_reason"])
-    .where("id", "in", sessionIds)
-    .where("worker_id", "=", workerId)
-    .where("stop_requested_at", "is not", null)
-    .orderBy("id")
-    .execute();
-  return rows.map((r) => ({ id: r.id, reason: r.stop_reason ?? "" }));
-}
-
-/**
  * The requeue transition: a lost session (its lease expired, or its worker went away) ends as
  * lost, dropping its lease, and the next attempt of its run is queued, in the caller's
  * transaction, so the lease is revoked exactly when the work returns to the queue. Returns the
@@ -550,7 +569,7 @@ export async function requeueSession(
   now: Date,
   when: LoseCondition = {},
 ): Promise<string | undefined> {
-  const lost = await loseSession(db, sessionId, "requeued", now, when);
+  const lost = await loseSession(db, adapter, sessionId, "requeued", now, when);
   return lost && queueNextAttempt(db, adapter, lost, newSessionId, now);
 }
 

@@ -301,7 +301,7 @@ rows(WorkerService, {
     expect: workers(NotFound),
     call: () => ({ request: { sessionId: UNKNOWN_ID, leaseToken: LEASE, state: SessionState.RUNNING } }),
   },
-  getSecrets: { expect: workers(Unimplemented), call: () => ({ request: { sessionId: UNKNOWN_ID, leaseToken: LEASE } }) },
+  getSecrets: { expect: workers(NotFound), call: () => ({ request: { sessionId: UNKNOWN_ID, leaseToken: LEASE } }) },
   appendLogs: { expect: workers(Unimplemented), call: () => ({ request: { sessionId: UNKNOWN_ID, leaseToken: LEASE, batches: [] } }) },
   createTtyInputRequest: {
     expect: workers(Unimplemented),
@@ -309,8 +309,14 @@ rows(WorkerService, {
       request: { sessionId: UNKNOWN_ID, leaseToken: LEASE, prompt: "Go on?", inputType: TtyInputType.CONFIRM, clientRequestId: "r1" },
     }),
   },
-  receiveCommands: { expect: workers(Unimplemented), call: () => ({ request: {} }) },
-  acknowledgeCommands: { expect: workers(Unimplemented), call: () => ({ request: { commandIds: [UNKNOWN_ID] } }) },
+  receiveCommands: {
+    expect: workers(OK),
+    call: () => ({ request: {} }),
+    // The stream says at once that it is live.
+    check: (res) => expect(res.event.case).toBe("keepAlive"),
+  },
+  // An id the worker does not have changes nothing.
+  acknowledgeCommands: { expect: workers(OK), call: () => ({ request: { commandIds: [UNKNOWN_ID] } }) },
 });
 
 rows(TaskService, {
@@ -411,8 +417,12 @@ rows(TodoService, {
 });
 
 rows(SecretsService, {
-  sendSecrets: { expect: UNBUILT, call: () => ({ request: { taskId: UNKNOWN_ID, secrets: { API_KEY: "s3cret" }, ttlSeconds: 60 } }) },
-  clearSecrets: { expect: UNBUILT, call: () => ({ request: { taskId: UNKNOWN_ID } }) },
+  sendSecrets: {
+    expect: users(OK, NotFound),
+    call: (fx) => ({ request: { taskId: fx.taskId, secrets: { API_KEY: "s3cret" }, ttlSeconds: 60 } }),
+    check: (res) => expect(res.names).toEqual(["API_KEY"]),
+  },
+  clearSecrets: { expect: users(OK, NotFound), call: (fx) => ({ request: { taskId: fx.taskId } }) },
 });
 
 /** Every method of every service, by "Service/Method". */

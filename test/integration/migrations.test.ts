@@ -37,6 +37,7 @@ const EXPECTED_TABLES = [
   "task_events",
   "webhook_deliveries",
   "agent_task_base_remotes",
+  "secret_holders",
 ].sort();
 
 /** The migrator's own bookkeeping tables. */

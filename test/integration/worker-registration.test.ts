@@ -380,8 +380,9 @@ describe.each(DIALECTS)("worker identity on %s", (dialect) => {
       const worker = clientWith(t, WorkerService, res.workerToken);
 
       await expectAuthenticated(worker);
-      const unbuilt = await expectCode(worker.acknowledgeCommands({}), Code.Unimplemented);
-      expect(unbuilt.rawMessage).toBe("WorkerService.AcknowledgeCommands (the worker protocol) is not implemented on this server yet");
+      await worker.acknowledgeCommands({});
+      const unbuilt = await expectCode(worker.appendLogs({}), Code.Unimplemented);
+      expect(unbuilt.rawMessage).toBe("WorkerService.AppendLogs (the worker protocol) is not implemented on this server yet");
       await expectCode(clientWith(t, WorkspaceService, res.workerToken).listWorkspaces({}), Code.PermissionDenied);
       await expectCode(clientWith(t, AuthService, res.workerToken).getCurrentUser({}), Code.PermissionDenied);
 

@@ -25,7 +25,9 @@ export type SendSecretsRequest = Message<"foreman.v1.SendSecretsRequest"> & {
   taskId: string;
 
   /**
-   * Environment-variable style names (A-Z, 0-9, _) to values.
+   * Environment-variable style names (A-Z, 0-9 and _, not starting with a digit, at most 128
+   * characters) to values (each at most 65536 bytes of UTF-8; names and values together at
+   * most 262144 bytes). At most 100; an empty map holds an empty set.
    *
    * @generated from field: map<string, string> secrets = 2;
    */
@@ -33,7 +35,7 @@ export type SendSecretsRequest = Message<"foreman.v1.SendSecretsRequest"> & {
 
   /**
    * How long the server keeps them if the task does not end first; 0 means the default
-   * (1 hour), and 86400 is the most.
+   * (1 hour), and 86400 is the most; a negative value is refused.
    *
    * @generated from field: int32 ttl_seconds = 3;
    */
@@ -103,12 +105,22 @@ export const ClearSecretsResponseSchema: GenMessage<ClearSecretsResponse> = /*@_
 
 /**
  * Secrets are relayed from a client to the one worker holding the task's lease. The server
- * keeps them in memory only and never returns them to a client.
+ * keeps them in memory only (never in its database, a log line or an error) and never returns
+ * them to a client. They are handed (WorkerService.GetSecrets) only to the worker holding the
+ * current lease of a session of the task, and nobody gets them any more once the task ends
+ * (done, rejected, failed, cancelled), once a session of the task ends lost, cancelled or failed
+ * after they were sent (a lease lost: even the next attempt's worker gets none), after
+ * ClearSecrets, at their TTL, and when the server replica that received them restarts: in each
+ * case send them again for a later run.
  *
  * @generated from service foreman.v1.SecretsService
  */
 export const SecretsService: GenService<{
   /**
+   * Holds the task's secrets, replacing any set sent before (a second call replaces the whole
+   * set, it does not merge). The caller's own task only (another's is NOT_FOUND); a task that
+   * has ended is FAILED_PRECONDITION. No error ever carries a value.
+   *
    * @generated from rpc foreman.v1.SecretsService.SendSecrets
    */
   sendSecrets: {
@@ -117,6 +129,8 @@ export const SecretsService: GenService<{
     output: typeof SendSecretsResponseSchema;
   },
   /**
+   * Nobody gets the task's secrets any more. Clearing a task that has none is no error.
+   *
    * @generated from rpc foreman.v1.SecretsService.ClearSecrets
    */
   clearSecrets: {

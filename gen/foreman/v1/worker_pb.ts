@@ -423,7 +423,8 @@ export type Assignment = Message<"foreman.v1.Assignment"> & {
   repositories: AssignedRepository[];
 
   /**
-   * Whether the client sent secrets for the task; fetch them with GetSecrets.
+   * Whether the task has secrets this worker may fetch with GetSecrets: its client sent them,
+   * and they were not cleared, did not expire and were not withdrawn by a lost lease since.
    *
    * @generated from field: bool has_secrets = 8;
    */
@@ -449,6 +450,9 @@ export type WorkerServiceGetTaskResponse = Message<"foreman.v1.WorkerServiceGetT
   assignment?: Assignment | undefined;
 
   /**
+   * The worker's commands not yet acknowledged (as ReceiveCommands sends them). A new command
+   * ends a waiting poll at once, with no assignment.
+   *
    * @generated from field: repeated foreman.v1.WorkerCommand commands = 2;
    */
   commands: WorkerCommand[];
@@ -841,6 +845,13 @@ export const WorkerService: GenService<{
     output: typeof ReportStatusResponseSchema;
   },
   /**
+   * The secrets a client sent for the session's task (SecretsService), for the worker holding
+   * the session's current lease only (LEASE_LOST otherwise). An empty map when the task has
+   * none to hand out: none sent, cleared, expired, or no longer handed out (the task ended, or
+   * a session of it was lost or cancelled since they were sent). FAILED_PRECONDITION when the
+   * server replica that received them restarted or stopped, so they are gone: the client must
+   * send them again. Call it once the assignment's has_secrets is true; never log the values.
+   *
    * @generated from rpc foreman.v1.WorkerService.GetSecrets
    */
   getSecrets: {
@@ -869,7 +880,12 @@ export const WorkerService: GenService<{
     output: typeof CreateTtyInputRequestResponseSchema;
   },
   /**
-   * Streams commands for the worker's sessions (stop, TTY answers) as they happen.
+   * Streams the worker's commands (stop a session; TTY answers): a keep-alive at once, then
+   * every command not yet acknowledged, then each new one the moment it is made, on whichever
+   * replica. A worker should keep this stream open and take its commands from it: a stop
+   * reaches it within a second. Heartbeat and GetTask responses carry the same pending
+   * commands, for when the stream is down, so a command never waits for a channel that is not
+   * there. Delivery is at least once: act on a command id once, then acknowledge it.
    *
    * @generated from rpc foreman.v1.WorkerService.ReceiveCommands
    */
@@ -879,7 +895,8 @@ export const WorkerService: GenService<{
     output: typeof ReceiveCommandsResponseSchema;
   },
   /**
-   * Tells the server the worker has acted on commands, so they are not sent again.
+   * Tells the server the worker has acted on commands, so they are not sent again. Ids the
+   * worker does not have (acknowledged already, unknown) are ignored.
    *
    * @generated from rpc foreman.v1.WorkerService.AcknowledgeCommands
    */
