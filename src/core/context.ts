@@ -29,6 +29,8 @@ export interface Core {
   dispatch: Dispatcher;
   /** Told (key: worker id) when a worker has a new command, here or on another replica (core/commands.ts). */
   commands: NotifierChannel;
+  /** Told (key: session id) when a session's log grows, a TTY request is raised or the session ends, here or on another replica. */
+  logs: NotifierChannel;
   streams: StreamTiming;
   remotes: RemoteRules;
   /** Seals and opens the secrets the server stores (core/secrets.ts). */

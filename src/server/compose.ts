@@ -22,6 +22,7 @@ import type { Db } from "../db/database.js";
 import type { Logger } from "../logger.js";
 import { CLAIMS_CHANNEL } from "../store/agent-sessions.js";
 import { TASK_CHANGES_CHANNEL } from "../store/task-events.js";
+import { LOGS_CHANNEL } from "../store/log-batches.js";
 import { COMMANDS_CHANNEL } from "../store/worker-commands.js";
 import { authInterceptor } from "./auth-interceptor.js";
 import { connectAdapter } from "./connect-adapter.js";
@@ -44,7 +45,7 @@ export interface Services {
 
 export function composeServices(config: Config, db: Db, logger: Logger, clock: () => Date, secrets: SecretBox): Services {
   // A NOTIFY about queued work wakes one waiting poll per replica, not all of them.
-  const notifier = new Notifier([TASK_CHANGES_CHANNEL, CLAIMS_CHANNEL, COMMANDS_CHANNEL], { wakeOne: [CLAIMS_CHANNEL] });
+  const notifier = new Notifier([TASK_CHANGES_CHANNEL, CLAIMS_CHANNEL, COMMANDS_CHANNEL, LOGS_CHANNEL], { wakeOne: [CLAIMS_CHANNEL] });
   const core = composeCore(config, db, logger, clock, notifier, secrets);
   const health = new HealthStatus();
   const metrics = new Metrics();
@@ -98,6 +99,7 @@ function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, 
       logger,
     ),
     commands: notifier.channel(COMMANDS_CHANNEL),
+    logs: notifier.channel(LOGS_CHANNEL),
     streams: { keepAliveMs: config.streamKeepAliveMs, pollMs: config.streamPollMs },
     remotes: { allowPrivate: config.allowPrivateRemotes },
     secrets,
