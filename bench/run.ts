@@ -5,12 +5,24 @@
 // folders and databases (bench/cleanup.ts).
 import { runAuth } from "./auth.js";
 import { cleanUpOnSignals, interrupted } from "./cleanup.js";
+import {
+  cpuPressure,
+  formatDispatchIdle,
+  formatDispatchLatency,
+  formatDispatchThroughput,
+  LATENCY_GOAL_P99_MS,
+  pressureNote,
+  runDispatchIdle,
+  runDispatchLatency,
+  runDispatchThroughput,
+  type Spread,
+} from "./dispatch.js";
 import { formatH2load, h2loadAvailable, runH2load } from "./h2load.js";
 import { formatHostile, runHostile } from "./hostile.js";
 import { formatWatch, runWatch } from "./watch.js";
 import { formatUnary, runUnary, type UnaryResult } from "./unary.js";
 
-const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile"] as const;
+const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle"] as const;
 
 const HELP = `npm run bench [-- --help]
 
@@ -31,25 +43,48 @@ is 1 only if a call failed or a hostile request took the server down.
            server CPU per change
   hostile  the worst single requests (largest bodies full of violations, hostile JSON), each on a
            fresh server: answer size, time, memory growth, event-loop stall, survival
+  dispatch-latency
+           task created → a worker long-polling in GetTask has the assignment: p50/p99/max with
+           idle workers waiting, tasks one at a time, on SQLite and, when it answers, PostgreSQL
+           (goal: p99 ≤ 5 ms)
+  dispatch-throughput
+           claim + completion (GetTask, ReportStatus RUNNING and SUCCEEDED, no agent) by 1, 10
+           and 100 workers draining pre-queued tasks, jobs/s, on PostgreSQL beside graphile-worker
+           (get_job + complete_job per job, its own database on the same server), and on SQLite
+           (goal: at least graphile-worker's jobs/s with 100 workers)
+  dispatch-idle
+           simulated workers in processes of their own, heartbeating at the default interval and
+           long-polling GetTask for the default longest wait: registration time, server CPU (% of
+           one core) and RSS, on SQLite and, when it answers, PostgreSQL (goal: under one core)
 
 Quick mode, to see that everything runs (figures too short to compare):
   BENCH_DURATION_MS=500 BENCH_WARMUP_MS=0 BENCH_REPEATS=1 npm run bench
 
 Environment:
   BENCH_ONLY              run one benchmark: ${BENCHMARKS.join(", ")} (default: all)
-  BENCH_DURATION_MS       unary, h2load, auth: one measured window, ms (default 3000; h2load
-                          rounds to whole seconds)
+  BENCH_DURATION_MS       unary, h2load, auth, dispatch-latency: one measured window, ms (default
+                          3000; h2load rounds to whole seconds); dispatch-throughput sizes its
+                          drains to last about this long
   BENCH_WARMUP_MS         unary, h2load, auth: warm-up before each window, ms (default 1000; 0: none)
   BENCH_REPEATS           measured rounds per target, after one discarded round (default 5)
   BENCH_CONCURRENCY       calls in flight per target in unary and auth (default 32)
   BENCH_WATCH_CHANGES     task changes per watch window (default 50)
+  BENCH_DISPATCH_WORKERS  idle workers waiting in dispatch-latency (default 10)
+  BENCH_DISPATCH_JOBS     jobs per dispatch-throughput drain (default: what the warm-up drain's
+                          rate gets through in BENCH_DURATION_MS, at least 100)
+  BENCH_DISPATCH_IDLE_WORKERS    simulated workers in dispatch-idle (default 10000; 1000 when
+                          BENCH_DURATION_MS is under 1000, as in quick mode)
+  BENCH_DISPATCH_IDLE_WINDOW_MS  one dispatch-idle window, ms (default 10 × BENCH_DURATION_MS:
+                          30000, the default longest poll; 5000 in quick mode)
+  BENCH_DISPATCH_IDLE_PROCESSES  processes the simulated workers run in (default 2)
   BENCH_SERVER_NODE_ARGS  flags for the servers' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
   BENCH_H2LOAD_BASELINE   another checkout (built) whose server h2load measures as one more row
-  FOREMAN_BENCH_DATABASE_URL  the PostgreSQL auth creates its database on
+  FOREMAN_BENCH_DATABASE_URL  the PostgreSQL auth and dispatch-* create their databases on
                           (default postgres://postgres@127.0.0.1:5432/postgres)
 
 Ctrl-C (or SIGTERM) stops the servers and removes their temporary folders (foreman-bench-*,
-foreman-h2load-* under $TMPDIR or /tmp) and auth's database, then exits 130 (143 for SIGTERM).
+foreman-h2load-* under $TMPDIR or /tmp), the simulated workers' processes, and the databases of auth
+and dispatch-*, then exits 130 (143 for SIGTERM).
 `;
 
 /** A mistake in how the bench was called: printed without a stack, exit code 2. */
@@ -102,6 +137,11 @@ async function main(): Promise<number> {
     concurrency: envInt("BENCH_CONCURRENCY", 32, 1, 1000),
   };
   const watchChanges = envInt("BENCH_WATCH_CHANGES", 50, 1, 10_000);
+  const dispatchWorkers = envInt("BENCH_DISPATCH_WORKERS", 10, 1, 1000);
+  const dispatchJobs = process.env.BENCH_DISPATCH_JOBS?.trim() ? envInt("BENCH_DISPATCH_JOBS", 0, 1, 1_000_000) : undefined;
+  const idleWorkers = envInt("BENCH_DISPATCH_IDLE_WORKERS", options.durationMs < 1000 ? 1000 : 10_000, 1, 100_000);
+  const idleWindowMs = envInt("BENCH_DISPATCH_IDLE_WINDOW_MS", Math.min(600_000, options.durationMs * 10), 100, 600_000);
+  const idleProcesses = envInt("BENCH_DISPATCH_IDLE_PROCESSES", 2, 1, 64);
   const only = readOnly();
   cleanUpOnSignals();
   let errors = 0;
@@ -226,6 +266,104 @@ async function main(): Promise<number> {
     const down = results.filter((r) => !r.survived || r.status === undefined).length;
     if (down > 0) console.error(`hostile: ${down} requests went unanswered or took the server down`);
     errors += down;
+  }
+  const spread = (s: Spread, digits: number) => ({ median: round(s.median, digits), min: round(s.min, digits), max: round(s.max, digits) });
+  const dispatchOptions = { durationMs: options.durationMs, warmupMs: options.warmupMs, repeats: options.repeats };
+  if (only === undefined || only === "dispatch-latency") {
+    process.stderr.write(`dispatch-latency: ${dispatchWorkers} workers long-polling, tasks created one at a time (progress on stderr)\n`);
+    const latencyOptions = { ...dispatchOptions, workers: dispatchWorkers };
+    const pressure = cpuPressure();
+    const results = await runDispatchLatency(latencyOptions);
+    const cpuPressureShare = pressure.stop();
+    console.log(formatDispatchLatency(results, latencyOptions));
+    console.log(pressureNote(cpuPressureShare));
+    console.log(
+      JSON.stringify({
+        benchmark: "dispatch-latency",
+        method: "foreman.v1.TaskService/CreateUnitTask → foreman.v1.WorkerService/GetTask",
+        ...latencyOptions,
+        cpu_pressure: cpuPressureShare === undefined ? null : round(cpuPressureShare, 2),
+        goal_p99_ms: LATENCY_GOAL_P99_MS,
+        results: results.map((r) => ({
+          target: r.target,
+          p50_ms: spread(r.p50Ms, 3),
+          p99_ms: spread(r.p99Ms, 3),
+          max_ms: round(r.maxMs, 3),
+          create_p50_ms: round(r.createP50Ms, 3),
+          after_answer_p50_ms: round(r.afterAnswerP50Ms, 3),
+          after_answer_p99_ms: round(r.afterAnswerP99Ms, 3),
+          goal_met: r.p99Ms.median <= LATENCY_GOAL_P99_MS,
+          tasks: r.tasks,
+          errors: r.errors,
+        })),
+      }),
+    );
+    const failed = results.reduce((sum, r) => sum + r.errors, 0);
+    if (failed > 0) console.error(`dispatch-latency: ${failed} calls failed`);
+    errors += failed;
+  }
+  if (only === undefined || only === "dispatch-throughput") {
+    process.stderr.write(`dispatch-throughput: 1, 10 and 100 workers draining pre-queued tasks, beside graphile-worker (progress on stderr)\n`);
+    const throughputOptions = { ...dispatchOptions, concurrencies: [1, 10, 100], jobs: dispatchJobs };
+    const pressure = cpuPressure();
+    const results = await runDispatchThroughput(throughputOptions);
+    const cpuPressureShare = pressure.stop();
+    console.log(formatDispatchThroughput(results, throughputOptions));
+    console.log(pressureNote(cpuPressureShare));
+    console.log(
+      JSON.stringify({
+        benchmark: "dispatch-throughput",
+        method: "foreman.v1.WorkerService/GetTask + ReportStatus RUNNING + ReportStatus SUCCEEDED",
+        ...dispatchOptions,
+        jobs: dispatchJobs ?? null,
+        cpu_pressure: cpuPressureShare === undefined ? null : round(cpuPressureShare, 2),
+        results: results.map((r) => ({
+          target: r.target,
+          workers: r.workers,
+          jobs_per_s: spread(r.jobsPerSecond, 0),
+          server_cpu_us_per_job: r.serverCpuMicrosPerJob === undefined ? null : round(r.serverCpuMicrosPerJob),
+          client_cpu_us_per_job: round(r.clientCpuMicrosPerJob),
+          jobs: r.jobs,
+          errors: r.errors,
+        })),
+      }),
+    );
+    const failed = results.reduce((sum, r) => sum + r.errors, 0);
+    if (failed > 0) console.error(`dispatch-throughput: ${failed} calls failed`);
+    errors += failed;
+  }
+  if (only === undefined || only === "dispatch-idle") {
+    process.stderr.write(`dispatch-idle: ${idleWorkers} simulated workers heartbeating and long-polling (progress on stderr)\n`);
+    const idleOptions = { ...dispatchOptions, workers: idleWorkers, windowMs: idleWindowMs, processes: idleProcesses };
+    const pressure = cpuPressure();
+    const results = await runDispatchIdle(idleOptions);
+    const cpuPressureShare = pressure.stop();
+    console.log(formatDispatchIdle(results, idleOptions));
+    console.log(pressureNote(cpuPressureShare));
+    console.log(
+      JSON.stringify({
+        benchmark: "dispatch-idle",
+        method: "foreman.v1.WorkerService/Heartbeat + GetTask (long poll)",
+        ...idleOptions,
+        cpu_pressure: cpuPressureShare === undefined ? null : round(cpuPressureShare, 2),
+        results: results.map((r) => ({
+          target: r.target,
+          workers: r.workers,
+          registration_ms: round(r.registrationMs),
+          server_core_percent: spread(r.serverCpuPercent, 1),
+          goal_met: r.serverCpuPercent.median < 100,
+          rss_mb: round(r.rssMb),
+          peak_rss_mb: round(r.peakRssMb),
+          heartbeats_per_s: round(r.heartbeatsPerSecond),
+          polls_per_s: round(r.pollsPerSecond),
+          workers_processes_core_percent: round(r.clientCpuPercent),
+          errors: r.errors,
+        })),
+      }),
+    );
+    const failed = results.reduce((sum, r) => sum + r.errors, 0);
+    if (failed > 0) console.error(`dispatch-idle: ${failed} calls failed`);
+    errors += failed;
   }
   if (errors > 0) return 1;
   return 0;

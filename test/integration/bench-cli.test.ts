@@ -16,6 +16,8 @@ import { adminUrl, runsOn } from "../helpers/databases.js";
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const run = promisify(execFile);
 
+const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle"];
+
 const SETTINGS = [
   "BENCH_ONLY",
   "BENCH_DURATION_MS",
@@ -23,6 +25,11 @@ const SETTINGS = [
   "BENCH_REPEATS",
   "BENCH_CONCURRENCY",
   "BENCH_WATCH_CHANGES",
+  "BENCH_DISPATCH_WORKERS",
+  "BENCH_DISPATCH_JOBS",
+  "BENCH_DISPATCH_IDLE_WORKERS",
+  "BENCH_DISPATCH_IDLE_WINDOW_MS",
+  "BENCH_DISPATCH_IDLE_PROCESSES",
   "BENCH_SERVER_NODE_ARGS",
   "BENCH_H2LOAD_BASELINE",
   "FOREMAN_BENCH_DATABASE_URL",
@@ -51,7 +58,8 @@ describe("npm run bench's command line", () => {
   it("--help prints what it runs, every setting and the quick mode, runs nothing, and exits 0", async () => {
     const { code, stdout, stderr } = await outcome("npx", ["tsx", "bench/run.ts", "--help"]);
     expect(code, stderr).toBe(0);
-    for (const benchmark of ["unary", "h2load", "auth", "watch", "hostile"]) expect(stdout).toMatch(new RegExp(`^  ${benchmark} `, "m"));
+    // Each benchmark is listed at the start of a line, its description after it or on the next.
+    for (const benchmark of BENCHMARKS) expect(stdout).toMatch(new RegExp(`^  ${benchmark}(?: |\n)`, "m"));
     for (const setting of SETTINGS) expect(stdout).toContain(setting);
     expect(stdout).toContain("BENCH_DURATION_MS=500 BENCH_WARMUP_MS=0 BENCH_REPEATS=1 npm run bench");
     expect(stdout).toMatch(/Ctrl-C/);
@@ -78,13 +86,14 @@ describe("npm run bench's command line", () => {
 
     const only = await outcome("npx", ["tsx", "bench/run.ts"], benchEnv({ BENCH_ONLY: "unray" }));
     expect(only.code).toBe(2);
-    expect(only.stderr).toContain('BENCH_ONLY must be one of unary, h2load, auth, watch, hostile, got "unray"');
+    expect(only.stderr).toContain(`BENCH_ONLY must be one of ${BENCHMARKS.join(", ")}, got "unray"`);
     expect(only.stderr).not.toMatch(/starting the server/);
     const duration = await outcome("npx", ["tsx", "bench/run.ts"], benchEnv({ BENCH_DURATION_MS: "soon" }));
     expect(duration.code).toBe(2);
     expect(duration.stderr).toContain('BENCH_DURATION_MS must be a whole number from 100 to 600000, got "soon"');
     expect(duration.stderr).not.toMatch(/\n\s+at /); // no stack trace for a mistake in the call
-  }, 60_000);
+    // Six runs of the bench's command line, each a few seconds on a loaded machine.
+  }, 180_000);
 });
 
 /** Processes whose environment holds TMPDIR=dir: the bench and everything it started. */
@@ -238,4 +247,31 @@ describe("an interrupted npm run bench", () => {
     });
     expect(await databaseExists(name)).toBe(false);
   }, 120_000);
+
+  it.runIf(runsOn("postgres"))("stops dispatch-idle's simulated workers' processes and drops its PostgreSQL database", async () => {
+    // Interrupted once its first server's simulated workers are all registered and running.
+    const CREATED = /created PostgreSQL database (foreman_bench_[0-9a-f]+)/;
+    const REGISTERED = /workers registered in \S+ s \(processes ([\d, ]+)\)/;
+    let workerPids: number[] = [];
+    const workersRun = (stderr: string) => {
+      const match = REGISTERED.exec(stderr);
+      if (match === null) return false;
+      workerPids = match[1]!.split(", ").map(Number);
+      return workerPids.every(alive);
+    };
+    const stderr = await interrupt({ command: "script", signal: "SIGINT", to: "process" }, "dispatch-idle", workersRun, {
+      FOREMAN_BENCH_DATABASE_URL: adminUrl(),
+      BENCH_DISPATCH_IDLE_WORKERS: "100",
+    });
+    expect(workerPids).toHaveLength(2);
+    for (const pid of workerPids) expect(alive(pid)).toBe(false);
+    const name = CREATED.exec(stderr)![1]!;
+    cleanups.push(async () => {
+      const client = new pg.Client({ connectionString: adminUrl() });
+      await client.connect();
+      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await client.end();
+    });
+    expect(await databaseExists(name)).toBe(false);
+  }, 180_000);
 });
