@@ -22,6 +22,7 @@ import { ConfigError, type Config } from "../config.js";
 import type { Core } from "../core/context.js";
 import { answerHolderRequest, sweepSecrets, type HolderAnswer, type HolderRequest, type SecretPeers } from "../core/secret-vault.js";
 import type { Logger } from "../logger.js";
+import { RateLimitedLog } from "./rate-limited-log.js";
 import { secretKeyFile } from "./secret-key.js";
 
 export const REPLICA_SECRETS_PATH = "/internal/replica/v1/task-secrets";
@@ -115,12 +116,14 @@ function parseRequest(body: string): WireRequest | undefined {
 /** The holder's side: the handler of REPLICA_SECRETS_PATH. */
 export function replicaSecretsRoute(config: Config, core: Core, logger: Logger): (req: Request, res: Response) => void {
   const seen = new Map<string, number>();
+  // Anyone who reaches the port can send refused requests: they must not flood the log.
+  const refusals = new RateLimitedLog(logger, "warn");
   const answer = (res: Response, status: number, body: string, signature?: string) => {
     res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store", ...(signature === undefined ? {} : { [SIGNATURE_HEADER]: signature }) });
     res.end(body);
   };
   const refuse = (res: Response, status: number, problem: string) => {
-    logger.warn({ path: REPLICA_SECRETS_PATH, status, problem }, "replica route: a request was refused");
+    refusals.log({ path: REPLICA_SECRETS_PATH, status, problem }, "replica route: a request was refused");
     answer(res, status, JSON.stringify({ error: problem }));
   };
   return (req, res) =>
