@@ -53,6 +53,9 @@ describe.each(DIALECTS)("dispatch on %s", (dialect) => {
         FOREMAN_WORKER_REGISTRATION_TOKEN: CONFIGURED_REGISTRATION_TOKEN,
         FOREMAN_STREAM_POLL_SECONDS: "3600",
         FOREMAN_MAX_POLL_SECONDS: String(LONG_WAIT),
+        // Every worker and user of this file is a client of its own, with an HTTP/2 connection
+        // that stays open, all from 127.0.0.1: more than the default cap of 256 by the end.
+        FOREMAN_MAX_CONNECTIONS_PER_ADDRESS: "0",
         // The clock moves past leases here: the health monitor sweeps in its own tests only.
         FOREMAN_HEALTH_CHECK_SECONDS: "3600",
       },
