@@ -564,7 +564,9 @@ export async function* watchTasks(
   try {
     let after = start ?? (await taskEvents.latestTaskEventId(core.db, workspaceId));
     // Keep-alives are paced by real timers, so they are timed by the monotonic clock, not core.now().
-    let lastSent = performance.now();
+    // Never sent yet: with nothing to replay, the first message is a keep-alive, at once, so a
+    // client can tell a live stream (its response headers come with it) from a stuck one.
+    let lastSent = -Infinity;
     while (!signal.aborted) {
       pending = false;
       const items = await feed.itemsAfter(after);

@@ -1683,6 +1683,35 @@ describe.each(DIALECTS)("WatchTasks at shutdown on %s", (dialect) => {
   });
 });
 
+describe.each(DIALECTS)("WatchTasks says at once that it is live on %s", (dialect) => {
+  it("sends a keep-alive as its first message when there is nothing to replay, long before the keep-alive interval, and a change first when there is", async () => {
+    // Keep-alives every 5 minutes: a keep-alive within the test's time is the opening one.
+    const t = await startTestServer(dialect, { FOREMAN_STREAM_KEEPALIVE_SECONDS: "300" });
+    try {
+      const workspace = await caller(t).workspace({ name: "live at once" });
+      const first = async (cursor: string) => {
+        const controller = new AbortController();
+        try {
+          for await (const res of t.client(TaskService).watchTasks({ workspaceId: workspace.id, cursor }, { signal: controller.signal })) return res.event.case;
+        } finally {
+          controller.abort();
+        }
+        return undefined;
+      };
+      expect(await first("")).toBe("keepAlive");
+      const repository = await caller(t).repository(workspace.id);
+      const group = await caller(t).group(workspace.id, [repository.id]);
+      await t.client(TaskService).createUnitTask({ repositoryGroupId: group.id, prompt: "Fix the flaky test" });
+      // Cursor 0 replays the workspace's changes: the first message is one of them.
+      expect(await first("0")).toBe("change");
+      // And from now, with nothing new, a keep-alive again.
+      expect(await first("")).toBe("keepAlive");
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe.each(DIALECTS)("WatchTasks past the shared feed's buffer on %s", (dialect) => {
   it("delivers every change in order to streams behind the buffer, from the database, with no gap or repeat", async () => {
     const t = await startTestServer(dialect, { FOREMAN_STREAM_KEEPALIVE_SECONDS: "1", FOREMAN_STREAM_POLL_SECONDS: "1" });
