@@ -17,9 +17,16 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file foreman/v1/session.proto.
  */
 export const file_foreman_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("Chhmb3JlbWFuL3YxL3Nlc3Npb24ucHJvdG8SCmZvcmVtYW4udjEiaAoHTG9nTGluZRIlCgZzdHJlYW0YASABKA4yFS5mb3JlbWFuLnYxLkxvZ1N0cmVhbRIMCgR0ZXh0GAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKCExvZ0JhdGNoEhAKCHNlcXVlbmNlGAEgASgNEikKBWxpbmVzGAIgAygLMhMuZm9yZW1hbi52MS5Mb2dMaW5lQgWItRiIJyJQCg1HZXRMb2dSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKA0SEwoLbWF4X2JhdGNoZXMYAyABKAUiZQoOR2V0TG9nUmVzcG9uc2USJQoHYmF0Y2hlcxgBIAMoCzIULmZvcmVtYW4udjEuTG9nQmF0Y2gSFQoNbGFzdF9zZXF1ZW5jZRgCIAEoDRIVCg1zZXNzaW9uX2VuZGVkGAMgASgIIj4KEFN0cmVhbUxvZ1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoDSKLAQoMU2Vzc2lvbkVuZGVkEicKBXN0YXRlGAEgASgOMhguZm9yZW1hbi52MS5TZXNzaW9uU3RhdGUSFgoJZXhpdF9jb2RlGAIgASgFSACIAQESFQoNZXJyb3JfbWVzc2FnZRgDIAEoCRIVCg1sYXN0X3NlcXVlbmNlGAQgASgNQgwKCl9leGl0X2NvZGUi1QEKEVN0cmVhbUxvZ1Jlc3BvbnNlEiUKBWJhdGNoGAEgASgLMhQuZm9yZW1hbi52MS5Mb2dCYXRjaEgAEisKCmtlZXBfYWxpdmUYAiABKAsyFS5mb3JlbWFuLnYxLktlZXBBbGl2ZUgAEjgKEXR0eV9pbnB1dF9yZXF1ZXN0GAMgASgLMhsuZm9yZW1hbi52MS5UdHlJbnB1dFJlcXVlc3RIABIpCgVlbmRlZBgEIAEoCzIYLmZvcmVtYW4udjEuU2Vzc2lvbkVuZGVkSABCBwoFZXZlbnQiOAoSU3RvcFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJIkAKE1N0b3BTZXNzaW9uUmVzcG9uc2USKQoHc2Vzc2lvbhgBIAEoCzIYLmZvcmVtYW4udjEuQWdlbnRTZXNzaW9uIrECCg9UdHlJbnB1dFJlcXVlc3QSCgoCaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIPCgd0YXNrX2lkGAMgASgJEg4KBnByb21wdBgEIAEoCRIsCgppbnB1dF90eXBlGAUgASgOMhguZm9yZW1hbi52MS5UdHlJbnB1dFR5cGUSDwoHb3B0aW9ucxgGIAMoCRIqCgZzdGF0dXMYByABKA4yGi5mb3JlbWFuLnYxLlR0eUlucHV0U3RhdHVzEhAKCHJlc3BvbnNlGAggASgJEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgthbnN3ZXJfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoVU3VibWl0VHR5SW5wdXRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSEAoIcmVzcG9uc2UYAiABKAkiRgoWU3VibWl0VHR5SW5wdXRSZXNwb25zZRIsCgdyZXF1ZXN0GAEgASgLMhsuZm9yZW1hbi52MS5UdHlJbnB1dFJlcXVlc3QilQEKG0xpc3RUdHlJbnB1dFJlcXVlc3RzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSKgoGc3RhdHVzGAMgASgOMhouZm9yZW1hbi52MS5UdHlJbnB1dFN0YXR1cxIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJmChxMaXN0VHR5SW5wdXRSZXF1ZXN0c1Jlc3BvbnNlEi0KCHJlcXVlc3RzGAEgAygLMhsuZm9yZW1hbi52MS5UdHlJbnB1dFJlcXVlc3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKmwKCUxvZ1N0cmVhbRIaChZMT0dfU1RSRUFNX1VOU1BFQ0lGSUVEEAASFQoRTE9HX1NUUkVBTV9TVERPVVQQARIVChFMT0dfU1RSRUFNX1NUREVSUhACEhUKEUxPR19TVFJFQU1fU1lTVEVNEAMqfgoMVHR5SW5wdXRUeXBlEh4KGlRUWV9JTlBVVF9UWVBFX1VOU1BFQ0lGSUVEEAASFwoTVFRZX0lOUFVUX1RZUEVfVEVYVBABEhoKFlRUWV9JTlBVVF9UWVBFX0NPTkZJUk0QAhIZChVUVFlfSU5QVVRfVFlQRV9DSE9JQ0UQAyqPAQoOVHR5SW5wdXRTdGF0dXMSIAocVFRZX0lOUFVUX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGFRUWV9JTlBVVF9TVEFUVVNfUEVORElORxABEh0KGVRUWV9JTlBVVF9TVEFUVVNfQU5TV0VSRUQQAhIeChpUVFlfSU5QVVRfU1RBVFVTX0NBTkNFTExFRBADMrsDCg5TZXNzaW9uU2VydmljZRJECgZHZXRMb2cSGS5mb3JlbWFuLnYxLkdldExvZ1JlcXVlc3QaGi5mb3JlbWFuLnYxLkdldExvZ1Jlc3BvbnNlIgOQAgESSgoJU3RyZWFtTG9nEhwuZm9yZW1hbi52MS5TdHJlYW1Mb2dSZXF1ZXN0Gh0uZm9yZW1hbi52MS5TdHJlYW1Mb2dSZXNwb25zZTABEk4KC1N0b3BTZXNzaW9uEh4uZm9yZW1hbi52MS5TdG9wU2Vzc2lvblJlcXVlc3QaHy5mb3JlbWFuLnYxLlN0b3BTZXNzaW9uUmVzcG9uc2USVwoOU3VibWl0VHR5SW5wdXQSIS5mb3JlbWFuLnYxLlN1Ym1pdFR0eUlucHV0UmVxdWVzdBoiLmZvcmVtYW4udjEuU3VibWl0VHR5SW5wdXRSZXNwb25zZRJuChRMaXN0VHR5SW5wdXRSZXF1ZXN0cxInLmZvcmVtYW4udjEuTGlzdFR0eUlucHV0UmVxdWVzdHNSZXF1ZXN0GiguZm9yZW1hbi52MS5MaXN0VHR5SW5wdXRSZXF1ZXN0c1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_foreman_v1_common, file_foreman_v1_options, file_foreman_v1_task, file_google_protobuf_timestamp]);
+  fileDesc("Chhmb3JlbWFuL3YxL3Nlc3Npb24ucHJvdG8SCmZvcmVtYW4udjEipQEKB0xvZ0xpbmUSJQoGc3RyZWFtGAEgASgOMhUuZm9yZW1hbi52MS5Mb2dTdHJlYW0SDAoEdGV4dBgCIAEoCRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgRraW5kGAQgASgOMhcuZm9yZW1hbi52MS5Mb2dMaW5lS2luZBIUCgxwYXlsb2FkX2pzb24YBSABKAkiRwoITG9nQmF0Y2gSEAoIc2VxdWVuY2UYASABKA0SKQoFbGluZXMYAiADKAsyEy5mb3JlbWFuLnYxLkxvZ0xpbmVCBYi1GIgnIlAKDUdldExvZ1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoDRITCgttYXhfYmF0Y2hlcxgDIAEoBSJlCg5HZXRMb2dSZXNwb25zZRIlCgdiYXRjaGVzGAEgAygLMhQuZm9yZW1hbi52MS5Mb2dCYXRjaBIVCg1sYXN0X3NlcXVlbmNlGAIgASgNEhUKDXNlc3Npb25fZW5kZWQYAyABKAgiPgoQU3RyZWFtTG9nUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgNIosBCgxTZXNzaW9uRW5kZWQSJwoFc3RhdGUYASABKA4yGC5mb3JlbWFuLnYxLlNlc3Npb25TdGF0ZRIWCglleGl0X2NvZGUYAiABKAVIAIgBARIVCg1lcnJvcl9tZXNzYWdlGAMgASgJEhUKDWxhc3Rfc2VxdWVuY2UYBCABKA1CDAoKX2V4aXRfY29kZSLVAQoRU3RyZWFtTG9nUmVzcG9uc2USJQoFYmF0Y2gYASABKAsyFC5mb3JlbWFuLnYxLkxvZ0JhdGNoSAASKwoKa2VlcF9hbGl2ZRgCIAEoCzIVLmZvcmVtYW4udjEuS2VlcEFsaXZlSAASOAoRdHR5X2lucHV0X3JlcXVlc3QYAyABKAsyGy5mb3JlbWFuLnYxLlR0eUlucHV0UmVxdWVzdEgAEikKBWVuZGVkGAQgASgLMhguZm9yZW1hbi52MS5TZXNzaW9uRW5kZWRIAEIHCgVldmVudCI4ChJTdG9wU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiQAoTU3RvcFNlc3Npb25SZXNwb25zZRIpCgdzZXNzaW9uGAEgASgLMhguZm9yZW1hbi52MS5BZ2VudFNlc3Npb24isQIKD1R0eUlucHV0UmVxdWVzdBIKCgJpZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEg8KB3Rhc2tfaWQYAyABKAkSDgoGcHJvbXB0GAQgASgJEiwKCmlucHV0X3R5cGUYBSABKA4yGC5mb3JlbWFuLnYxLlR0eUlucHV0VHlwZRIPCgdvcHRpb25zGAYgAygJEioKBnN0YXR1cxgHIAEoDjIaLmZvcmVtYW4udjEuVHR5SW5wdXRTdGF0dXMSEAoIcmVzcG9uc2UYCCABKAkSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2Fuc3dlcl90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI9ChVTdWJtaXRUdHlJbnB1dFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIQCghyZXNwb25zZRgCIAEoCSJGChZTdWJtaXRUdHlJbnB1dFJlc3BvbnNlEiwKB3JlcXVlc3QYASABKAsyGy5mb3JlbWFuLnYxLlR0eUlucHV0UmVxdWVzdCKVAQobTGlzdFR0eUlucHV0UmVxdWVzdHNSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIqCgZzdGF0dXMYAyABKA4yGi5mb3JlbWFuLnYxLlR0eUlucHV0U3RhdHVzEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImYKHExpc3RUdHlJbnB1dFJlcXVlc3RzUmVzcG9uc2USLQoIcmVxdWVzdHMYASADKAsyGy5mb3JlbWFuLnYxLlR0eUlucHV0UmVxdWVzdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqbAoJTG9nU3RyZWFtEhoKFkxPR19TVFJFQU1fVU5TUEVDSUZJRUQQABIVChFMT0dfU1RSRUFNX1NURE9VVBABEhUKEUxPR19TVFJFQU1fU1RERVJSEAISFQoRTE9HX1NUUkVBTV9TWVNURU0QAyquAgoLTG9nTGluZUtpbmQSHQoZTE9HX0xJTkVfS0lORF9VTlNQRUNJRklFRBAAEhYKEkxPR19MSU5FX0tJTkRfVEVYVBABEiMKH0xPR19MSU5FX0tJTkRfQVNTSVNUQU5UX01FU1NBR0UQAhIaChZMT0dfTElORV9LSU5EX1RISU5LSU5HEAMSGwoXTE9HX0xJTkVfS0lORF9UT09MX0NBTEwQBBIdChlMT0dfTElORV9LSU5EX1RPT0xfUkVTVUxUEAUSFwoTTE9HX0xJTkVfS0lORF9VU0FHRRAGEhgKFExPR19MSU5FX0tJTkRfUkVTVUxUEAcSFwoTTE9HX0xJTkVfS0lORF9FUlJPUhAIEh8KG0xPR19MSU5FX0tJTkRfU0VTU0lPTl9FVkVOVBAJKn4KDFR0eUlucHV0VHlwZRIeChpUVFlfSU5QVVRfVFlQRV9VTlNQRUNJRklFRBAAEhcKE1RUWV9JTlBVVF9UWVBFX1RFWFQQARIaChZUVFlfSU5QVVRfVFlQRV9DT05GSVJNEAISGQoVVFRZX0lOUFVUX1RZUEVfQ0hPSUNFEAMqjwEKDlR0eUlucHV0U3RhdHVzEiAKHFRUWV9JTlBVVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIcChhUVFlfSU5QVVRfU1RBVFVTX1BFTkRJTkcQARIdChlUVFlfSU5QVVRfU1RBVFVTX0FOU1dFUkVEEAISHgoaVFRZX0lOUFVUX1NUQVRVU19DQU5DRUxMRUQQAzK7AwoOU2Vzc2lvblNlcnZpY2USRAoGR2V0TG9nEhkuZm9yZW1hbi52MS5HZXRMb2dSZXF1ZXN0GhouZm9yZW1hbi52MS5HZXRMb2dSZXNwb25zZSIDkAIBEkoKCVN0cmVhbUxvZxIcLmZvcmVtYW4udjEuU3RyZWFtTG9nUmVxdWVzdBodLmZvcmVtYW4udjEuU3RyZWFtTG9nUmVzcG9uc2UwARJOCgtTdG9wU2Vzc2lvbhIeLmZvcmVtYW4udjEuU3RvcFNlc3Npb25SZXF1ZXN0Gh8uZm9yZW1hbi52MS5TdG9wU2Vzc2lvblJlc3BvbnNlElcKDlN1Ym1pdFR0eUlucHV0EiEuZm9yZW1hbi52MS5TdWJtaXRUdHlJbnB1dFJlcXVlc3QaIi5mb3JlbWFuLnYxLlN1Ym1pdFR0eUlucHV0UmVzcG9uc2USbgoUTGlzdFR0eUlucHV0UmVxdWVzdHMSJy5mb3JlbWFuLnYxLkxpc3RUdHlJbnB1dFJlcXVlc3RzUmVxdWVzdBooLmZvcmVtYW4udjEuTGlzdFR0eUlucHV0UmVxdWVzdHNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_foreman_v1_common, file_foreman_v1_options, file_foreman_v1_task, file_google_protobuf_timestamp]);
 
 /**
+ * One line of a session's log. AppendLogs refuses (InvalidArgument naming the field) a line
+ * whose text and payload_json together pass 64 KiB of UTF-8, a NUL character in either, and a
+ * payload_json that is not a JSON object. Other control characters are kept: terminal output
+ * carries ANSI escapes, and they are the agent's output as it was. Every value of the task's
+ * secrets (see AppendLogs) is replaced by `***` in text and payload_json before a line is stored
+ * or streamed.
+ *
  * @generated from message foreman.v1.LogLine
  */
 export type LogLine = Message<"foreman.v1.LogLine"> & {
@@ -37,6 +44,23 @@ export type LogLine = Message<"foreman.v1.LogLine"> & {
    * @generated from field: google.protobuf.Timestamp time = 3;
    */
   time?: Timestamp | undefined;
+
+  /**
+   * UNSPECIFIED reads as TEXT.
+   *
+   * @generated from field: foreman.v1.LogLineKind kind = 4;
+   */
+  kind: LogLineKind;
+
+  /**
+   * The structured event, as the JSON text of one object (the agent's own event as it printed
+   * it, or the worker's rendering of it); empty for a plain line. JSON text rather than a
+   * google.protobuf.Struct: agents' events hold 64-bit ids and numbers a Struct would turn
+   * into doubles, the bound is simply its bytes, and the server masks it and stores it as it is.
+   *
+   * @generated from field: string payload_json = 5;
+   */
+  payloadJson: string;
 };
 
 /**
@@ -48,7 +72,7 @@ export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
 
 /**
  * Lines are sent in batches; each batch has the next sequence number of its session,
- * starting at 1.
+ * starting at 1. A batch holds at most 5000 lines and 1 MiB (text and payload_json of its lines).
  *
  * @generated from message foreman.v1.LogBatch
  */
@@ -72,6 +96,8 @@ export const LogBatchSchema: GenMessage<LogBatch> = /*@__PURE__*/
   messageDesc(file_foreman_v1_session, 1);
 
 /**
+ * The caller's own sessions only: another user's session, like an unknown id, is NotFound.
+ *
  * @generated from message foreman.v1.GetLogRequest
  */
 export type GetLogRequest = Message<"foreman.v1.GetLogRequest"> & {
@@ -81,14 +107,16 @@ export type GetLogRequest = Message<"foreman.v1.GetLogRequest"> & {
   sessionId: string;
 
   /**
-   * Return batches after this sequence; 0 starts at the beginning.
+   * Return batches after this sequence; 0 starts at the beginning. At or past the end, the
+   * answer has no batches (not an error), and last_sequence says where the end is.
    *
    * @generated from field: uint32 after_sequence = 2;
    */
   afterSequence: number;
 
   /**
-   * At most this many batches; 0 means the default of 500, and 5000 is the most.
+   * At most this many batches; 0 means the default of 500, and 5000 is the most (more, or
+   * a negative number, is InvalidArgument).
    *
    * @generated from field: int32 max_batches = 3;
    */
@@ -107,13 +135,16 @@ export const GetLogRequestSchema: GenMessage<GetLogRequest> = /*@__PURE__*/
  */
 export type GetLogResponse = Message<"foreman.v1.GetLogResponse"> & {
   /**
+   * In sequence order, each after the one before. A sequence may be missing only after the
+   * log was cut off (a SYSTEM line says so): those batches were acknowledged and not stored.
+   *
    * @generated from field: repeated foreman.v1.LogBatch batches = 1;
    */
   batches: LogBatch[];
 
   /**
-   * The highest sequence stored; call again with after_sequence set to the last batch
-   * returned while it is below this.
+   * The highest sequence the server has acknowledged (AppendLogsResponse.stored_sequence);
+   * call again with after_sequence set to the last batch returned while it is below this.
    *
    * @generated from field: uint32 last_sequence = 2;
    */
@@ -468,6 +499,91 @@ export const LogStreamSchema: GenEnum<LogStream> = /*@__PURE__*/
   enumDesc(file_foreman_v1_session, 0);
 
 /**
+ * What a line is. Plain output is LOG_LINE_KIND_UNSPECIFIED or TEXT (the same thing); the
+ * others are an agent's structured events (Claude Code's `--output-format stream-json`, Codex's
+ * `exec --json`), whose JSON is the line's payload_json and whose text is a one-line summary.
+ *
+ * @generated from enum foreman.v1.LogLineKind
+ */
+export enum LogLineKind {
+  /**
+   * A plain line of output, as TEXT.
+   *
+   * @generated from enum value: LOG_LINE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: LOG_LINE_KIND_TEXT = 1;
+   */
+  TEXT = 1,
+
+  /**
+   * Text the agent wrote to the user (Claude Code: an assistant message's text block; Codex:
+   * item.completed of an agent_message).
+   *
+   * @generated from enum value: LOG_LINE_KIND_ASSISTANT_MESSAGE = 2;
+   */
+  ASSISTANT_MESSAGE = 2,
+
+  /**
+   * The agent's reasoning (Claude Code: a thinking block; Codex: a reasoning item).
+   *
+   * @generated from enum value: LOG_LINE_KIND_THINKING = 3;
+   */
+  THINKING = 3,
+
+  /**
+   * A tool the agent calls, with its input (Claude Code: a tool_use block; Codex: a
+   * command_execution, file_change, mcp_tool_call or web_search item started).
+   *
+   * @generated from enum value: LOG_LINE_KIND_TOOL_CALL = 4;
+   */
+  TOOL_CALL = 4,
+
+  /**
+   * What a tool call returned (Claude Code: a tool_result block; Codex: that item completed).
+   *
+   * @generated from enum value: LOG_LINE_KIND_TOOL_RESULT = 5;
+   */
+  TOOL_RESULT = 5,
+
+  /**
+   * Tokens used (Claude Code: a message's usage; Codex: turn.completed's usage).
+   *
+   * @generated from enum value: LOG_LINE_KIND_USAGE = 6;
+   */
+  USAGE = 6,
+
+  /**
+   * The run's final result (Claude Code: the result message, with cost and duration).
+   *
+   * @generated from enum value: LOG_LINE_KIND_RESULT = 7;
+   */
+  RESULT = 7,
+
+  /**
+   * An error the agent reported (Codex: error, turn.failed).
+   *
+   * @generated from enum value: LOG_LINE_KIND_ERROR = 8;
+   */
+  ERROR = 8,
+
+  /**
+   * The agent session's own events (Claude Code: system init; Codex: thread.started, turn.started).
+   *
+   * @generated from enum value: LOG_LINE_KIND_SESSION_EVENT = 9;
+   */
+  SESSION_EVENT = 9,
+}
+
+/**
+ * Describes the enum foreman.v1.LogLineKind.
+ */
+export const LogLineKindSchema: GenEnum<LogLineKind> = /*@__PURE__*/
+  enumDesc(file_foreman_v1_session, 1);
+
+/**
  * @generated from enum foreman.v1.TtyInputType
  */
 export enum TtyInputType {
@@ -502,7 +618,7 @@ export enum TtyInputType {
  * Describes the enum foreman.v1.TtyInputType.
  */
 export const TtyInputTypeSchema: GenEnum<TtyInputType> = /*@__PURE__*/
-  enumDesc(file_foreman_v1_session, 1);
+  enumDesc(file_foreman_v1_session, 2);
 
 /**
  * @generated from enum foreman.v1.TtyInputStatus
@@ -535,7 +651,7 @@ export enum TtyInputStatus {
  * Describes the enum foreman.v1.TtyInputStatus.
  */
 export const TtyInputStatusSchema: GenEnum<TtyInputStatus> = /*@__PURE__*/
-  enumDesc(file_foreman_v1_session, 2);
+  enumDesc(file_foreman_v1_session, 3);
 
 /**
  * Agent sessions: their logs (stored, replayable, live), stopping them, and answering the

@@ -608,7 +608,11 @@ export const AppendLogsRequestSchema: GenMessage<AppendLogsRequest> = /*@__PURE_
  */
 export type AppendLogsResponse = Message<"foreman.v1.AppendLogsResponse"> & {
   /**
-   * The highest sequence the server has stored for the session.
+   * The highest sequence the server has for the session: send the next batch after it. Once
+   * a session's log passes FOREMAN_MAX_LOG_BYTES_PER_SESSION (default 100 MiB), the server
+   * stores the lines up to it and one SYSTEM line saying the log was cut off at that many
+   * bytes; later batches are acknowledged here (so the worker stops resending them) but not
+   * stored.
    *
    * @generated from field: uint32 stored_sequence = 1;
    */
@@ -860,7 +864,19 @@ export const WorkerService: GenService<{
     output: typeof GetSecretsResponseSchema;
   },
   /**
-   * A retried batch (same sequence) is recognised and not stored twice.
+   * Appends log batches, fenced by the session's lease (assigned or running, this worker's,
+   * its token, not expired; an ended session's lease is gone): FailedPrecondition LEASE_LOST
+   * otherwise. Each batch has the session's next sequence (1, 2, ...). A retried batch (a
+   * stored sequence with the same lines, compared after masking) is acknowledged and not
+   * stored twice. Refused with FailedPrecondition and ErrorInfo metadata stored_sequence (the
+   * highest sequence the server has): reason SEQUENCE_GAP for a batch past stored_sequence + 1
+   * (send from stored_sequence + 1 again), SEQUENCE_CONFLICT for other lines under a stored
+   * sequence (metadata sequence names it). Bounds, InvalidArgument naming the field: 5000 lines
+   * and 1 MiB per batch, 64 KiB per line, 4 MiB per call (and FOREMAN_MAX_MESSAGE_BYTES). Every
+   * value of the task's secrets at least 6 characters long is replaced by `***` before anything
+   * is stored or streamed: in text and payload_json, also when split across consecutive lines of
+   * one stream in one batch, each line of a multi-line value, and its base64 (standard and
+   * URL-safe, at any alignment). One call is one transaction: all its batches or none.
    *
    * @generated from rpc foreman.v1.WorkerService.AppendLogs
    */
