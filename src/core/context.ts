@@ -10,6 +10,7 @@ import type { DialectAdapter } from "../db/dialect-adapter.js";
 import type { Logger } from "../logger.js";
 import type { Dispatcher } from "./dispatch.js";
 import type { LiveLogins } from "./live-logins.js";
+import type { LogFeeds } from "./log-stream.js";
 import type { NotifierChannel } from "./notifier.js";
 import type { SecretVault } from "./secret-vault.js";
 import type { TaskFeeds } from "./task-feed.js";
@@ -29,8 +30,13 @@ export interface Core {
   dispatch: Dispatcher;
   /** Told (key: worker id) when a worker has a new command, here or on another replica (core/commands.ts). */
   commands: NotifierChannel;
-  /** Told (key: session id) when a session's log grows, a TTY request is raised or the session ends, here or on another replica. */
+  /**
+   * Told when a session's log grows or the session ends (key: the session id), or when one of
+   * its TTY requests is raised or answered (key: log-stream.ts ttyKey), here or on another replica.
+   */
   logs: NotifierChannel;
+  /** The shared readers StreamLog streams follow, one per followed session. */
+  logFeeds: LogFeeds;
   streams: StreamTiming;
   remotes: RemoteRules;
   /** Seals and opens the secrets the server stores (core/secrets.ts). */

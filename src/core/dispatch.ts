@@ -179,7 +179,7 @@ export interface Assignment {
   agentType: string;
   agentModel: string;
   repositories: AssignedRepository[];
-  /** Whether a client sent secrets for the task: always false until SecretsService. */
+  /** Whether the task has secrets its worker may fetch with GetSecrets (core/secret-vault.ts hasSecrets). */
   hasSecrets: boolean;
 }
 
@@ -415,7 +415,7 @@ export async function reportStatus(core: Core, log: Logger, caller: WorkerCaller
   const now = core.now();
   const done = await core.db.transaction().execute(async (trx) => {
     // The session first, then its task: the order a claim and a task's status change lock them in.
-    const updated = await sessions.reportSession(trx, report, now);
+    const updated = await sessions.reportSession(trx, core.adapter, report, now);
     if (updated === undefined) return undefined;
     const { task } = await sessions.workOf(trx, updated);
     const place = await tasksStore.getTaskPlace(trx, task);
@@ -449,7 +449,11 @@ export async function reportStatus(core: Core, log: Logger, caller: WorkerCaller
     throw leaseLost(sessionId, lostBecause(current, mine, now));
   }
   core.taskChanges.notify(done.place.workspaceId);
-  if (transition.ends) core.dispatch.freed(caller.workerId);
+  if (transition.ends) {
+    core.dispatch.freed(caller.workerId);
+    // Readers of its log end their streams.
+    core.logs.notify(sessionId);
+  }
   log.info({ session_id: sessionId, task_id: done.place.id, state, exit_code: report.exitCode, worker_id: caller.workerId }, "session reported");
   return { state: done.updated.state, stopRequested: done.updated.stopRequested };
 }

@@ -43,6 +43,7 @@ export async function stopSession(core: Core, log: Logger, ownerId: string, inpu
   });
   if (done === undefined) return found;
   core.taskChanges.notify(done.place.workspaceId);
+  core.logs.notify(sessionId);
   if (done.stopped.workerId !== null) {
     commandsQueued(core, [done.stopped.workerId]);
     core.dispatch.freed(done.stopped.workerId);

@@ -353,10 +353,14 @@ async function transition(core: Core, log: Logger, ownerId: string, rawId: strin
   return loadTask(core, ownerId, id);
 }
 
-/** After runs were cancelled: their workers hear of it (a stop command) and have a slot free again. */
+/** After runs were cancelled: their workers hear of it (a stop command) and have a slot free again, and their logs' readers end. */
 function runsCancelled(core: Core, cancelled: sessions.CancelledSession[]): void {
   commandsQueued(core, cancelled.map((s) => s.workerId));
-  for (const s of cancelled) if (s.workerId !== null) core.dispatch.freed(s.workerId);
+  for (const s of cancelled) {
+    if (s.workerId !== null) core.dispatch.freed(s.workerId);
+    // Readers of its log end their streams.
+    core.logs.notify(s.id);
+  }
 }
 
 /** A new session of the task's latest agent task: the next attempt. */

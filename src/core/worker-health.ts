@@ -176,6 +176,7 @@ async function loseInTransaction(
 
 function afterLoss(core: Core, logger: Logger, l: Lost, why: string, sweep: HealthSweep): void {
   core.taskChanges.notify(l.workspaceId);
+  core.logs.notify(l.session.id);
   if (l.requeuedAs !== undefined) core.dispatch.queued(l.session.ownerId, l.session.agentType);
   if (l.session.workerId !== null) {
     commandsQueued(core, [l.session.workerId]);

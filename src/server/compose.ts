@@ -17,6 +17,7 @@ import { Dispatcher } from "../core/dispatch.js";
 import { LiveLogins } from "../core/live-logins.js";
 import { Notifier } from "../core/notifier.js";
 import { SecretVault } from "../core/secret-vault.js";
+import { LogFeeds } from "../core/log-stream.js";
 import { TaskFeeds } from "../core/task-feed.js";
 import type { Db } from "../db/database.js";
 import type { Logger } from "../logger.js";
@@ -71,6 +72,7 @@ export function composeServices(config: Config, db: Db, logger: Logger, clock: (
 function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, notifier: Notifier, secrets: SecretBox): Core {
   const auth = config.auth;
   const taskChanges = notifier.channel(TASK_CHANGES_CHANNEL);
+  const logs = notifier.channel(LOGS_CHANNEL);
   return {
     db: db.kysely,
     adapter: db.adapter,
@@ -99,7 +101,9 @@ function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, 
       logger,
     ),
     commands: notifier.channel(COMMANDS_CHANNEL),
-    logs: notifier.channel(LOGS_CHANNEL),
+    logs,
+    // One reader per followed session, woken like the task feeds.
+    logFeeds: new LogFeeds(db.kysely, logs, config.streamPollMs, logger),
     streams: { keepAliveMs: config.streamKeepAliveMs, pollMs: config.streamPollMs },
     remotes: { allowPrivate: config.allowPrivateRemotes },
     secrets,

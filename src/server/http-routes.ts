@@ -72,6 +72,9 @@ async function healthz(res: Response, db: Db, logger: Logger, closing: () => boo
 function serveMetrics(res: Response, { metrics, core }: Services): void {
   res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8", "cache-control": "no-store" });
   res.end(
-    metrics.render([{ name: "foreman_task_watchers", help: "WatchTasks streams waiting for changes on this server.", value: core.taskFeeds.streams }]),
+    metrics.render([
+      { name: "foreman_task_watchers", help: "WatchTasks streams waiting for changes on this server.", value: core.taskFeeds.streams },
+      { name: "foreman_log_readers", help: "StreamLog streams following a session's log on this server.", value: core.logFeeds.streams },
+    ]),
   );
 }

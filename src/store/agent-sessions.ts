@@ -21,6 +21,7 @@ import {
   type TaskKind,
 } from "../model/tasks.js";
 import { fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
+import { LOGS_CHANNEL } from "./log-batches.js";
 import { insertStopCommands } from "./worker-commands.js";
 
 /**
@@ -209,7 +210,13 @@ export async function cancelActiveSessions(
     .execute();
   const cancelled = rows.map((r) => ({ id: r.id, workerId: r.worker_id }));
   await insertStopCommands(db, adapter, heldStops(cancelled, reason), now);
+  await notifyEnded(db, adapter, cancelled.map((s) => s.id));
   return cancelled;
+}
+
+/** Wakes the readers of the sessions' logs on every replica once the transaction commits: the sessions ended. */
+async function notifyEnded(db: Kysely<Database>, adapter: DialectAdapter, sessionIds: string[]): Promise<void> {
+  for (const id of sessionIds) await adapter.notifyOnCommit(db, LOGS_CHANNEL, `${id} end`);
 }
 
 /** The stops to send for sessions that workers held (a queued one had no worker to tell). */
@@ -240,6 +247,7 @@ export async function stopSession(db: Kysely<Database>, adapter: DialectAdapter,
     .executeTakeFirst();
   if (row === undefined) return undefined;
   await insertStopCommands(db, adapter, heldStops([{ id: row.id, workerId: row.worker_id }], reason), now);
+  await notifyEnded(db, adapter, [row.id]);
   return toLeased(row);
 }
 
@@ -438,7 +446,7 @@ export interface Report {
  * expiry) but keeps the token's hash, by which a repeat of the same report is recognised.
  * Returns undefined when nothing applied; the caller tells a repeat from a lost lease.
  */
-export async function reportSession(db: Kysely<Database>, r: Report, now: Date): Promise<LeasedSession | undefined> {
+export async function reportSession(db: Kysely<Database>, adapter: DialectAdapter, r: Report, now: Date): Promise<LeasedSession | undefined> {
   const transition = SESSION_REPORT[r.state];
   const at = toDbTime(now);
   const row = await db
@@ -455,7 +463,9 @@ export async function reportSession(db: Kysely<Database>, r: Report, now: Date):
     .where("lease_expires_at", ">", at)
     .returningAll()
     .executeTakeFirst();
-  return row && toLeased(row);
+  if (row === undefined) return undefined;
+  if (transition.ends) await notifyEnded(db, adapter, [row.id]);
+  return toLeased(row);
 }
 
 /**
@@ -517,6 +527,7 @@ export async function loseSession(
     .executeTakeFirst();
   if (row === undefined) return undefined;
   await insertStopCommands(db, adapter, heldStops([{ id: row.id, workerId: row.worker_id }], `its lease was lost: ${why}`), now);
+  await notifyEnded(db, adapter, [row.id]);
   return toLeased(row);
 }
 
