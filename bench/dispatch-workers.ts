@@ -19,7 +19,8 @@ const connections = Number(process.env.BENCH_WORKERS_CONNECTIONS);
 const registrationToken = process.env.BENCH_WORKERS_TOKEN!;
 const REGISTRATIONS_IN_FLIGHT = 64;
 
-const stats = { registered: 0, ready: false, heartbeats: 0, polls: 0, errors: 0 };
+/** What the parent reads: progress, calls started and answered, failures, and the intervals the server gave. */
+const stats = { registered: 0, ready: false, heartbeats: 0, polls: 0, answered: 0, errors: 0, heartbeatSeconds: 0, maxPollSeconds: 0 };
 let firstError: string | undefined;
 const controller = new AbortController();
 // Every worker's calls and waits listen to it: up to three each.
@@ -52,8 +53,10 @@ function live(i: number, worker: Client<typeof WorkerService>, heartbeatSeconds:
     while (!controller.signal.aborted) {
       const next = performance.now() + heartbeatSeconds * 1000;
       try {
-        await worker.heartbeat({ status: WorkerStatus.IDLE }, { signal: controller.signal });
+        // Counted as it starts, as polls are: the load offered, whether or not the server keeps up.
         stats.heartbeats++;
+        await worker.heartbeat({ status: WorkerStatus.IDLE }, { signal: controller.signal });
+        stats.answered++;
       } catch (error) {
         failed(error);
       }
@@ -67,6 +70,7 @@ function live(i: number, worker: Client<typeof WorkerService>, heartbeatSeconds:
       stats.polls++;
       try {
         const { assignment } = await worker.getTask({ pollId: randomUUID(), waitSeconds: maxPollSeconds }, { signal: controller.signal });
+        stats.answered++;
         if (assignment !== undefined) failed(new Error(`worker ${i} was assigned a task: nothing should be queued`));
       } catch (error) {
         failed(error);
@@ -96,6 +100,8 @@ await Promise.all(
       try {
         const res = await anonymous.registerWorker({ registrationToken, name: `idle worker ${i}`, hostname: "bench", maxConcurrentSessions: 1 });
         stats.registered++;
+        stats.heartbeatSeconds = res.heartbeatIntervalSeconds;
+        stats.maxPollSeconds = res.maxPollSeconds;
         live(i, clientFor(i, res.workerToken), res.heartbeatIntervalSeconds, res.maxPollSeconds);
       } catch (error) {
         failed(error);

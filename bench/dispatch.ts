@@ -616,8 +616,13 @@ export interface IdleResult {
   /** Server RSS, MB: the median of each window's mean, and the highest sample. */
   rssMb: number;
   peakRssMb: number;
+  /** Calls started per second, and what the workers' intervals make them at full rate. */
   heartbeatsPerSecond: number;
   pollsPerSecond: number;
+  expectedCallsPerSecond: number;
+  /** Server CPU per heartbeat or poll answered, µs, and the % of one core that makes at full rate. */
+  serverCpuMicrosPerCall: number;
+  projectedCpuPercent: number;
   errors: number;
 }
 
@@ -626,9 +631,15 @@ const IDLE_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), "dis
 interface WorkerStats {
   registered: number;
   ready: boolean;
+  /** Calls started. */
   heartbeats: number;
   polls: number;
+  /** Heartbeats and polls answered. */
+  answered: number;
   errors: number;
+  /** What RegisterWorker gave: the interval and the longest wait the workers keep to. */
+  heartbeatSeconds: number;
+  maxPollSeconds: number;
 }
 
 /** One process of simulated workers, and its latest stats line. */
@@ -646,7 +657,7 @@ function startWorkerProcess(url: string, count: number, connections: number): { 
       resolve();
     }),
   );
-  let latest: WorkerStats = { registered: 0, ready: false, heartbeats: 0, polls: 0, errors: 0 };
+  let latest: WorkerStats = { registered: 0, ready: false, heartbeats: 0, polls: 0, answered: 0, errors: 0, heartbeatSeconds: 0, maxPollSeconds: 0 };
   readline.createInterface({ input: child.stdout! }).on("line", (line) => {
     try {
       latest = JSON.parse(line) as WorkerStats;
@@ -697,7 +708,7 @@ export async function runDispatchIdle(options: IdleOptions): Promise<IdleResult[
             `warming up ${options.warmupMs} ms\n`,
         );
         await sleep(options.warmupMs);
-        const windows: { cpu: number; client: number; rss: number; peak: number; heartbeats: number; polls: number }[] = [];
+        const windows: { cpu: number; client: number; rss: number; peak: number; heartbeats: number; polls: number; perCall: number }[] = [];
         let peak = 0;
         for (let round = 1; round <= options.repeats; round++) {
           const statsBefore = procs.map((p) => p.stats());
@@ -714,7 +725,7 @@ export async function runDispatchIdle(options: IdleOptions): Promise<IdleResult[
           const client = ((procs.reduce((n, p) => n + processCpuMicros(p.child.pid!), 0) - clientBefore) / (elapsed * 1000)) * 100;
           samples.push(rssMb(server.pid));
           const statsAfter = procs.map((p) => p.stats());
-          const delta = (key: "heartbeats" | "polls") => statsAfter.reduce((n, s, i) => n + s[key] - statsBefore[i]![key], 0);
+          const delta = (key: "heartbeats" | "polls" | "answered") => statsAfter.reduce((n, s, i) => n + s[key] - statsBefore[i]![key], 0);
           const w = {
             cpu,
             client,
@@ -722,6 +733,7 @@ export async function runDispatchIdle(options: IdleOptions): Promise<IdleResult[
             peak: Math.max(...samples),
             heartbeats: (delta("heartbeats") * 1000) / elapsed,
             polls: (delta("polls") * 1000) / elapsed,
+            perCall: (cpu * elapsed * 10) / Math.max(1, delta("answered")),
           };
           peak = Math.max(peak, w.peak);
           windows.push(w);
@@ -730,8 +742,14 @@ export async function runDispatchIdle(options: IdleOptions): Promise<IdleResult[
               `${w.heartbeats.toFixed(0)} heartbeats/s, ${w.polls.toFixed(0)} polls/s; workers' processes ${client.toFixed(0)}%\n`,
           );
         }
+        const given = procs[0]!.stats();
+        const expectedCallsPerSecond = options.workers / given.heartbeatSeconds + options.workers / given.maxPollSeconds;
+        const perCall = median(windows.map((w) => w.perCall));
         results.push({
           target: db.dialect,
+          expectedCallsPerSecond,
+          serverCpuMicrosPerCall: perCall,
+          projectedCpuPercent: (perCall * expectedCallsPerSecond) / 1e4,
           workers: options.workers,
           registrationMs,
           serverCpuPercent: spread(windows.map((w) => w.cpu)),
@@ -754,26 +772,36 @@ export async function runDispatchIdle(options: IdleOptions): Promise<IdleResult[
   }
 }
 
+/**
+ * The goal (issue 16): under one core. Judged on the CPU the full rate takes: a starved server
+ * answers fewer calls than its workers make, and then uses less CPU than they would cost.
+ */
+export function idleGoalMet(r: IdleResult): boolean {
+  return Math.max(r.serverCpuPercent.median, r.projectedCpuPercent) < 100;
+}
+
 export function formatDispatchIdle(results: IdleResult[], options: IdleOptions): string {
   const rows = results.map((r) => [
     r.target,
     String(r.workers),
     `${(r.registrationMs / 1000).toFixed(1)} s`,
     fixed(r.serverCpuPercent, 1),
-    `${r.serverCpuPercent.median < 100 ? "met" : "missed"} (< 100%)`,
+    `${idleGoalMet(r) ? "met" : "missed"} (< 100%)`,
     r.rssMb.toFixed(0),
     r.peakRssMb.toFixed(0),
-    r.heartbeatsPerSecond.toFixed(0),
-    r.pollsPerSecond.toFixed(0),
+    `${r.heartbeatsPerSecond.toFixed(0)} + ${r.pollsPerSecond.toFixed(0)} of ${r.expectedCallsPerSecond.toFixed(0)}`,
+    String(Math.round(r.serverCpuMicrosPerCall)),
+    r.projectedCpuPercent.toFixed(0),
     r.clientCpuPercent.toFixed(0),
     String(r.errors),
   ]);
   return [
     `dispatch idle: simulated workers in ${options.processes} processes of their own, over HTTP/2 (${WORKERS_PER_CONNECTION} workers a connection), ` +
       `each heartbeating at the interval RegisterWorker gives and long-polling GetTask for the longest wait it gives; ` +
-      `${options.repeats} windows of ${(options.windowMs / 1000).toFixed(1)} s; median [range]`,
+      `${options.repeats} windows of ${(options.windowMs / 1000).toFixed(1)} s; median [range]. Full rate: the calls the workers' intervals make; ` +
+      `% at full rate: server µs per answered call × full rate (what a server that kept up would use)`,
     ...table(
-      ["database", "workers", "registration", "server % of a core", "goal", "RSS MB", "peak RSS MB", "heartbeats/s", "polls/s", "workers' procs %", "errors"],
+      ["database", "workers", "registration", "server % of a core", "goal", "RSS MB", "peak RSS MB", "heartbeats + polls/s of full rate", "server µs/call", "% at full rate", "workers' procs %", "errors"],
       rows,
     ),
   ].join("\n");
