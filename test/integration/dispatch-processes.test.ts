@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { fromBinary } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { afterAll, describe, expect, it } from "vitest";
 import { AgentType, ExecutionState, SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
@@ -19,6 +19,7 @@ import { DIALECTS, createTestDatabase, type TestDatabase } from "../helpers/data
 import { expectLeaseLost, unit } from "../helpers/dispatch.js";
 import { caller } from "../helpers/fixtures.js";
 import { clientWith } from "../helpers/oidc.js";
+import { expectCode } from "../helpers/rpc-errors.js";
 import { startTestServer, transportFor } from "../helpers/server.js";
 import {
   cpuSeconds,
@@ -205,6 +206,14 @@ describe.each(DIALECTS)("dispatch to worker processes on %s", (dialect) => {
         // Lost after the kill, not before: the victim held its lease while it lived.
         expect(timestampDate(after.agentTasks[0]!.sessions[0]!.endTime!).getTime()).toBeGreaterThanOrEqual(killedAt.getTime());
         expect(rescuer.all("refused")).toEqual([]);
+        // The victim started again presents its saved credential and gets its id back; the old credential ends.
+        const restarted = await startWorkerProcess({ url: t.url, registrationToken: secret, name: "victim again", credentialFile: victim.credentialFile });
+        const again = restarted.all("registered")[0]!;
+        expect(again.presentedCredential).toBe(true);
+        expect(again.workerId).toBe(victim.all("registered")[0]!.workerId);
+        await expectCode(dead.heartbeat({ leases: [] }), Code.Unauthenticated);
+        await restarted.stop();
+        expect(restarted.all("claimed")).toEqual([]);
         console.log(`${dialect}: a SIGKILLed worker's task (lease 3 s, sweeps every 1 s) was claimed by another worker ${Math.round(rescuedMs)} ms after the kill`);
         await rescuer.stop();
         expect(rescuer.child.exitCode).toBe(0);
