@@ -1,12 +1,14 @@
-// SessionService: StopSession; logs and TTY requests answer Unimplemented until their phases
-// serve them.
+// SessionService: StopSession and TTY input (ListTtyInputRequests, SubmitTtyInput); logs answer
+// Unimplemented until their phase serves them.
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { SessionService } from "../../gen/foreman/v1/session_pb.js";
 import type { Core } from "../core/context.js";
 import * as sessions from "../core/sessions.js";
+import * as ttyRequests from "../core/tty-requests.js";
 import { callLogger } from "./context-keys.js";
 import { requireUser } from "./principal.js";
 import { sessionToProto } from "./task-convert.js";
+import { TTY_INPUT_STATUSES, ttyRequestToProto } from "./tty-convert.js";
 import { unimplementedMethods } from "./unimplemented.js";
 
 export function sessionService(core: Core): ServiceImpl<typeof SessionService> {
@@ -16,6 +18,13 @@ export function sessionService(core: Core): ServiceImpl<typeof SessionService> {
     async stopSession(req, ctx) {
       const session = await sessions.stopSession(core, log(ctx), requireUser(ctx), req);
       return { session: sessionToProto(session) };
+    },
+    async submitTtyInput(req, ctx) {
+      return { request: ttyRequestToProto(await ttyRequests.submitTtyInput(core, log(ctx), requireUser(ctx), req)) };
+    },
+    async listTtyInputRequests(req, ctx) {
+      const page = await ttyRequests.listTtyRequests(core, requireUser(ctx), { ...req, status: TTY_INPUT_STATUSES.read(req.status) });
+      return { requests: page.items.map(ttyRequestToProto), nextPageToken: page.nextPageToken };
     },
   };
 }

@@ -1,6 +1,6 @@
 // The worker protocol: registration, the long poll that claims work (GetTask), reports,
 // heartbeats, unregistration and the worker's commands (a stream, and their acknowledgement).
-// Logs and TTY requests answer Unimplemented until their phases serve them.
+// TTY questions are raised here (CreateTtyInputRequest); logs answer Unimplemented until their phase serves them.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
@@ -20,9 +20,11 @@ import type { Core } from "../core/context.js";
 import * as commands from "../core/commands.js";
 import * as dispatch from "../core/dispatch.js";
 import * as secretVault from "../core/secret-vault.js";
+import * as ttyRequests from "../core/tty-requests.js";
 import { unauthenticated } from "../core/errors.js";
 import * as workers from "../core/workers.js";
 import { AGENT_TYPES, SESSION_STATES, WORKER_STATUSES } from "./enums.js";
+import { TTY_INPUT_TYPES, ttyRequestToProto } from "./tty-convert.js";
 import { unimplementedMethods } from "./unimplemented.js";
 
 export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
@@ -61,6 +63,10 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
       });
       return { state: SESSION_STATES.value(result.state), stopRequested: result.stopRequested };
     },
+    async createTtyInputRequest(req, ctx) {
+      const request = await ttyRequests.createTtyRequest(core, log(ctx), requireWorker(ctx), { ...req, inputType: TTY_INPUT_TYPES.read(req.inputType) });
+      return { request: ttyRequestToProto(request) };
+    },
     async getSecrets(req, ctx) {
       return { secrets: await secretVault.getSecrets(core, log(ctx), requireWorker(ctx), req) };
     },
@@ -94,7 +100,15 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
 const KEEP_ALIVE = create(ReceiveCommandsResponseSchema, { event: { case: "keepAlive", value: {} } });
 
 function commandToProto(c: commands.WorkerCommand): WorkerCommand {
-  return create(WorkerCommandSchema, { id: c.id, command: { case: "stopSession", value: { sessionId: c.sessionId, reason: c.reason } } });
+  switch (c.kind) {
+    case "stop_session":
+      return create(WorkerCommandSchema, { id: c.id, command: { case: "stopSession", value: { sessionId: c.sessionId, reason: c.reason } } });
+    case "tty_input_answer":
+      return create(WorkerCommandSchema, {
+        id: c.id,
+        command: { case: "ttyInputAnswer", value: { requestId: c.requestId, sessionId: c.sessionId, response: c.response } },
+      });
+  }
 }
 
 function leaseToProto(l: dispatch.Lease): Lease {

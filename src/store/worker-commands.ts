@@ -1,6 +1,6 @@
 // Commands for a worker, kept until it acknowledges them: stop a session whose lease was
 // revoked while the worker held it (a user cancelled, stopped or deleted its task, or the
-// lease was lost or handed back). Each is delivered by the worker's command stream
+// lease was lost or handed back), and a user's answer to a question its agent asked. Each is delivered by the worker's command stream
 // (ReceiveCommands), its heartbeats and its polls until acknowledged. The row says why, never
 // anything secret.
 import type { Kysely } from "kysely";
@@ -21,7 +21,19 @@ export interface StopCommand {
   createdAt: Date;
 }
 
-export type WorkerCommand = StopCommand;
+/** A user's answer to a TTY input request of a session the worker holds, for its agent. */
+export interface TtyAnswerCommand {
+  kind: "tty_input_answer";
+  /** The command's id: one per request, which is answered once. */
+  id: string;
+  workerId: string;
+  sessionId: string;
+  requestId: string;
+  response: string;
+  createdAt: Date;
+}
+
+export type WorkerCommand = StopCommand | TtyAnswerCommand;
 
 /** A stop for a session a worker held: who held it and why it must stop. */
 export interface HeldStop {
@@ -58,6 +70,35 @@ export async function insertStopCommands(db: Kysely<Database>, adapter: DialectA
   for (const workerId of new Set(stops.map((s) => s.workerId))) await adapter.notifyOnCommit(db, COMMANDS_CHANNEL, workerId);
 }
 
+export function ttyAnswerCommandId(requestId: string): string {
+  return `tty:${requestId}`;
+}
+
+/**
+ * Queues the answer to a request for the worker holding its session, in the caller's
+ * transaction (the one that answers the request), and wakes the worker's stream on every replica
+ * once it commits.
+ */
+export async function insertTtyAnswerCommand(
+  db: Kysely<Database>,
+  adapter: DialectAdapter,
+  answer: { workerId: string; sessionId: string; requestId: string; response: string },
+  now: Date,
+): Promise<void> {
+  await db
+    .insertInto("worker_commands")
+    .values({
+      id: ttyAnswerCommandId(answer.requestId),
+      worker_id: answer.workerId,
+      session_id: answer.sessionId,
+      kind: "tty_input_answer",
+      payload: JSON.stringify({ request_id: answer.requestId, response: answer.response }),
+      created_at: toDbTime(now),
+    })
+    .execute();
+  await adapter.notifyOnCommit(db, COMMANDS_CHANNEL, answer.workerId);
+}
+
 /**
  * The worker's unacknowledged commands, oldest first: the newest `limit` of them, so that a
  * worker that never acknowledges still sees each new one.
@@ -71,14 +112,14 @@ export async function pendingCommands(db: Kysely<Database>, workerId: string, li
     .orderBy("id", "desc")
     .limit(limit)
     .execute();
-  return rows.reverse().map((r) => ({
-    kind: r.kind as WorkerCommand["kind"],
-    id: r.id,
-    workerId: r.worker_id,
-    sessionId: r.session_id,
-    reason: fromDbJson<{ reason?: string }>(r.payload).reason ?? "",
-    createdAt: fromDbTime(r.created_at),
-  }));
+  return rows.reverse().map((r): WorkerCommand => {
+    const common = { id: r.id, workerId: r.worker_id, sessionId: r.session_id, createdAt: fromDbTime(r.created_at) };
+    if (r.kind === "tty_input_answer") {
+      const p = fromDbJson<{ request_id: string; response: string }>(r.payload);
+      return { kind: "tty_input_answer", ...common, requestId: p.request_id, response: p.response };
+    }
+    return { kind: "stop_session", ...common, reason: fromDbJson<{ reason?: string }>(r.payload).reason ?? "" };
+  });
 }
 
 /** Removes the worker's commands with these ids (another worker's, or unknown ones, stay as they are); returns how many. */

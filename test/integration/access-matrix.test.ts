@@ -304,7 +304,7 @@ rows(WorkerService, {
   getSecrets: { expect: workers(NotFound), call: () => ({ request: { sessionId: UNKNOWN_ID, leaseToken: LEASE } }) },
   appendLogs: { expect: workers(Unimplemented), call: () => ({ request: { sessionId: UNKNOWN_ID, leaseToken: LEASE, batches: [] } }) },
   createTtyInputRequest: {
-    expect: workers(Unimplemented),
+    expect: workers(NotFound),
     call: () => ({
       request: { sessionId: UNKNOWN_ID, leaseToken: LEASE, prompt: "Go on?", inputType: TtyInputType.CONFIRM, clientRequestId: "r1" },
     }),
@@ -396,8 +396,12 @@ rows(SessionService, {
   getLog: { expect: UNBUILT, call: () => ({ request: { sessionId: UNKNOWN_ID } }) },
   streamLog: { expect: UNBUILT, call: () => ({ request: { sessionId: UNKNOWN_ID } }) },
   stopSession: { expect: users(NotFound, NotFound), call: () => ({ request: { sessionId: UNKNOWN_ID, reason: "enough" } }) },
-  submitTtyInput: { expect: UNBUILT, call: () => ({ request: { requestId: UNKNOWN_ID, response: "yes" } }) },
-  listTtyInputRequests: { expect: UNBUILT, call: () => ({ request: { sessionId: UNKNOWN_ID } }) },
+  submitTtyInput: { expect: users(NotFound, NotFound), call: () => ({ request: { requestId: UNKNOWN_ID, response: "yes" } }) },
+  listTtyInputRequests: {
+    expect: users(OK, NotFound),
+    call: (fx) => ({ request: { taskId: fx.taskId } }),
+    check: (res) => expect(res.requests).toEqual([]),
+  },
 });
 
 rows(TodoService, {
