@@ -9,7 +9,7 @@ import { expect } from "vitest";
 import { AgentType, SessionState } from "../../gen/foreman/v1/common_pb.js";
 import type { RepositoryGroup } from "../../gen/foreman/v1/repository_pb.js";
 import { TaskService, type AgentSession, type Task, type UnitTask } from "../../gen/foreman/v1/task_pb.js";
-import { WorkerService, type Assignment, type WorkerServiceGetTaskResponse } from "../../gen/foreman/v1/worker_pb.js";
+import { WorkerService, type Assignment, type WorkerCommand, type WorkerServiceGetTaskResponse } from "../../gen/foreman/v1/worker_pb.js";
 import { registerWorker, signIn, type RegisterInit, type User } from "./fixtures.js";
 import { clientWith, type TestProvider } from "./oidc.js";
 import { expectError } from "./rpc-errors.js";
@@ -21,6 +21,49 @@ export interface TestWorker {
   /** Its credential (RegisterWorker's worker_token). */
   token: string;
   client: Client<typeof WorkerService>;
+}
+
+/** A worker's open ReceiveCommands stream: what it has received, and a wait for the next command. */
+export function openCommands(w: TestWorker, timeoutMs = 20_000) {
+  const controller = new AbortController();
+  const received: WorkerCommand[] = [];
+  let keepAlives = 0;
+  let waiting: { count: number; resolve: () => void } | undefined;
+  let opened!: () => void;
+  const live = new Promise<void>((resolve) => (opened = resolve));
+  const reading = (async () => {
+    try {
+      for await (const res of w.client.receiveCommands({}, { signal: controller.signal })) {
+        if (res.event.case === "keepAlive") {
+          keepAlives++;
+          opened();
+        } else if (res.event.case === "command") {
+          received.push(res.event.value);
+        }
+        if (waiting !== undefined && received.length >= waiting.count) waiting.resolve();
+      }
+    } catch (error) {
+      if (!controller.signal.aborted) throw error;
+    }
+  })();
+  return {
+    received,
+    keepAlives: () => keepAlives,
+    /** Resolves once the stream said it is live (its first keep-alive). */
+    live,
+    /** Resolves when `count` commands in all have arrived. */
+    until(count: number): Promise<WorkerCommand[]> {
+      if (received.length >= count) return Promise.resolve(received);
+      return new Promise((resolve, reject) => {
+        waiting = { count, resolve: () => resolve(received) };
+        setTimeout(() => reject(new Error(`${received.length} of ${count} commands within ${timeoutMs} ms`)), timeoutMs).unref();
+      });
+    },
+    async close() {
+      controller.abort();
+      await reading;
+    },
+  };
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -11,7 +11,7 @@ import { SessionService } from "../../gen/foreman/v1/session_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { WorkerService, WorkerStatus, type WorkerCommand } from "../../gen/foreman/v1/worker_pb.js";
 import { createTestDatabase, DIALECTS, runsOn, type TestDatabase } from "../helpers/databases.js";
-import { dispatchFixtures, tracked, type TestWorker } from "../helpers/dispatch.js";
+import { dispatchFixtures, openCommands, tracked } from "../helpers/dispatch.js";
 import { clientWith, movableClock, multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { expectCode, expectInvalid } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -23,49 +23,6 @@ const ENV = {
   FOREMAN_HEALTH_CHECK_SECONDS: "3600",
   FOREMAN_MAX_POLL_SECONDS: "120",
 };
-
-/** A worker's open ReceiveCommands stream: what it has received, and a wait for the next command. */
-function openCommands(w: TestWorker) {
-  const controller = new AbortController();
-  const received: WorkerCommand[] = [];
-  let keepAlives = 0;
-  let waiting: { count: number; resolve: () => void } | undefined;
-  let opened!: () => void;
-  const live = new Promise<void>((resolve) => (opened = resolve));
-  const reading = (async () => {
-    try {
-      for await (const res of w.client.receiveCommands({}, { signal: controller.signal })) {
-        if (res.event.case === "keepAlive") {
-          keepAlives++;
-          opened();
-        } else if (res.event.case === "command") {
-          received.push(res.event.value);
-        }
-        if (waiting !== undefined && received.length >= waiting.count) waiting.resolve();
-      }
-    } catch (error) {
-      if (!controller.signal.aborted) throw error;
-    }
-  })();
-  return {
-    received,
-    keepAlives: () => keepAlives,
-    /** Resolves once the stream said it is live (its first keep-alive). */
-    live,
-    /** Resolves when `count` commands in all have arrived. */
-    until(count: number): Promise<WorkerCommand[]> {
-      if (received.length >= count) return Promise.resolve(received);
-      return new Promise((resolve, reject) => {
-        waiting = { count, resolve: () => resolve(received) };
-        setTimeout(() => reject(new Error(`${received.length} of ${count} commands within ${TEST_TIMEOUT} ms`)), TEST_TIMEOUT).unref();
-      });
-    },
-    async close() {
-      controller.abort();
-      await reading;
-    },
-  };
-}
 
 const stop = (c: WorkerCommand) => (c.command.case === "stopSession" ? { id: c.id, ...c.command.value } : undefined);
 
