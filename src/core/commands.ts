@@ -1,4 +1,4 @@
-// A worker's commands (stop a session; TTY answers with the logs issue), and the three ways
+// A worker's commands (stop a session; a user's answer to its agent's question), and the three ways
 // they reach it. A command is queued in the transaction that makes it (store/worker-commands.ts)
 // and stays until the worker acknowledges it by id:
 //  - ReceiveCommands, a stream: the way a worker should take them. A command reaches it the

@@ -1,8 +1,9 @@
 // Commands for a worker, kept until it acknowledges them: stop a session whose lease was
 // revoked while the worker held it (a user cancelled, stopped or deleted its task, or the
-// lease was lost or handed back), and a user's answer to a question its agent asked. Each is delivered by the worker's command stream
-// (ReceiveCommands), its heartbeats and its polls until acknowledged. The row says why, never
-// anything secret.
+// lease was lost or handed back), and a user's answer to a question its agent asked
+// (tty_input_answer, whose payload carries the answer). Each is delivered by the worker's
+// command stream (ReceiveCommands), its heartbeats and its polls until acknowledged. The row
+// says why, never anything secret.
 import type { Kysely } from "kysely";
 import type { DialectAdapter } from "../db/dialect-adapter.js";
 import type { Database } from "../db/schema.js";
