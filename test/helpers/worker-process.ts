@@ -131,7 +131,7 @@ async function heartbeats(): Promise<void> {
     let next = interval;
     try {
       const runs = [...held.values()];
-      const res = await worker.heartbeat({ leases: runs.map((r) => r.assignment.lease!) });
+      const res = await worker.heartbeat({ leases: runs.map((r) => r.assignment.lease!) }, { signal: stopping.signal });
       interval = res.heartbeatIntervalSeconds * 1000;
       next = interval;
       emit({
@@ -252,3 +252,5 @@ try {
   lines.close();
   emit({ event: "stopped" });
 }
+// Done: nothing is left to wait for (its HTTP agent's idle sockets would keep it a while).
+process.exit(0);

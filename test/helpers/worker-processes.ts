@@ -16,7 +16,7 @@ const WORKER_SOURCE = path.join(ROOT, "test/helpers/worker-process.ts");
 /** Generous: tsx compiles on start, and the machine may be busy. */
 export const PROCESS_START_MS = 60_000;
 /** How long a child has to end on SIGTERM before it gets SIGKILL. */
-const STOP_GRACE_MS = 10_000;
+const STOP_GRACE_MS = 30_000;
 
 const children = new Set<ChildProcess>();
 const folders = new Set<string>();

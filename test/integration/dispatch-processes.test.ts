@@ -145,7 +145,7 @@ describe.each(DIALECTS)("dispatch to worker processes on %s", (dialect) => {
         // Each worker ends cleanly on SIGTERM.
         await Promise.all(workers.map((w) => w.stop()));
         for (const w of workers) {
-          expect(w.child.exitCode, w.stderr()).toBe(0);
+          expect([w.child.exitCode, w.child.signalCode], `${w.stderr()}\n${JSON.stringify(w.events.slice(-5))}`).toEqual([0, null]);
           expect(w.events.at(-1)).toEqual({ event: "stopped" });
         }
       } finally {
