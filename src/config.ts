@@ -20,6 +20,8 @@ export interface Config {
   corsOrigins: string[];
   /** Largest request or response message, in bytes. */
   maxMessageBytes: number;
+  /** FOREMAN_MAX_LOG_BYTES_PER_SESSION: past this many bytes a session's log is cut off (a SYSTEM line says so). */
+  maxLogBytesPerSession: number;
   /** How long a graceful shutdown waits for in-flight calls before closing them. */
   shutdownTimeoutMs: number;
   dbPoolSize: number;
@@ -176,6 +178,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     corsOrigins,
     maxMessageBytes: readInt(env, "FOREMAN_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
+    maxLogBytesPerSession: readInt(env, "FOREMAN_MAX_LOG_BYTES_PER_SESSION", 100 * 1024 * 1024, 1024, Number.MAX_SAFE_INTEGER),
     shutdownTimeoutMs: readInt(env, "FOREMAN_SHUTDOWN_TIMEOUT_SECONDS", 10, 0, 600) * 1000,
     dbPoolSize: readInt(env, "FOREMAN_DB_POOL_SIZE", 10, 1, 1000),
     streamKeepAliveMs: readInt(env, "FOREMAN_STREAM_KEEPALIVE_SECONDS", 15, 1, 300) * 1000,

@@ -1,6 +1,6 @@
 // The worker protocol: registration, the long poll that claims work (GetTask), reports,
 // heartbeats, unregistration and the worker's commands (a stream, and their acknowledgement).
-// TTY questions are raised here (CreateTtyInputRequest); logs answer Unimplemented until their phase serves them.
+// TTY questions are raised here (CreateTtyInputRequest), and log batches appended (AppendLogs).
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
@@ -20,10 +20,12 @@ import type { Core } from "../core/context.js";
 import * as commands from "../core/commands.js";
 import * as dispatch from "../core/dispatch.js";
 import * as secretVault from "../core/secret-vault.js";
+import * as sessionLogs from "../core/session-logs.js";
 import * as ttyRequests from "../core/tty-requests.js";
 import { unauthenticated } from "../core/errors.js";
 import * as workers from "../core/workers.js";
 import { AGENT_TYPES, SESSION_STATES, WORKER_STATUSES } from "./enums.js";
+import { logLineFromProto } from "./log-convert.js";
 import { TTY_INPUT_TYPES, ttyRequestToProto } from "./tty-convert.js";
 import { unimplementedMethods } from "./unimplemented.js";
 
@@ -66,6 +68,10 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
     async createTtyInputRequest(req, ctx) {
       const request = await ttyRequests.createTtyRequest(core, log(ctx), requireWorker(ctx), { ...req, inputType: TTY_INPUT_TYPES.read(req.inputType) });
       return { request: ttyRequestToProto(request) };
+    },
+    async appendLogs(req, ctx) {
+      const batches = req.batches.map((b) => ({ sequence: b.sequence, lines: b.lines.map(logLineFromProto) }));
+      return await sessionLogs.appendLogs(core, log(ctx), requireWorker(ctx), { sessionId: req.sessionId, leaseToken: req.leaseToken, batches });
     },
     async getSecrets(req, ctx) {
       return { secrets: await secretVault.getSecrets(core, log(ctx), requireWorker(ctx), req) };

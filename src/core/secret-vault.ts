@@ -339,3 +339,35 @@ export async function sweepSecrets(core: Core, log: Logger): Promise<void> {
     log.warn({ err: error }, "the task secrets sweep could not read the database; it tries again");
   }
 }
+
+/** How long a replica keeps values it fetched from the holder to mask a session's log. */
+const MASK_CACHE_MS = 10_000;
+const maskCaches = new WeakMap<SecretVault, Map<string, { generation: string; values: string[]; until: number }>>();
+
+/**
+ * The values of the task's secrets, to mask the log of a session whose lease the caller holds
+ * (AppendLogs, core/session-logs.ts): this replica's own copy, else the holder's as GetSecrets
+ * would fetch it, kept here for MASK_CACHE_MS (in memory only) so a busy log does not ask for
+ * every batch. Masking more than needed is harmless, so this checks less than GetSecrets (a set
+ * held here masks even if no longer handed out). None when the task has none. The holder not
+ * answering is an error worth a retry: an unmasked line must not be stored.
+ */
+export async function secretValuesToMask(core: Core, request: Omit<HolderRequest, "generation" | "holderReplicaId">): Promise<string[]> {
+  const vault = core.taskSecrets;
+  const here = vault.entries().find((e) => e.taskId === request.taskId);
+  if (here !== undefined) return Object.values(vault.take(request.taskId, here.generation) ?? {});
+  const holder = await holders.getHolder(core.db, request.taskId);
+  if (holder === undefined || holder.replicaId === vault.replicaId || holder.replicaUrl === null || holder.replicaUrl === vault.url || vault.peers === undefined) return [];
+  let cache = maskCaches.get(vault);
+  if (cache === undefined) maskCaches.set(vault, (cache = new Map()));
+  const now = core.now().getTime();
+  const hit = cache.get(request.taskId);
+  if (hit !== undefined && hit.generation === holder.generation && hit.until > now) return hit.values;
+  const answer = await vault.peers.ask(holder.replicaUrl, { ...request, generation: holder.generation, holderReplicaId: holder.replicaId });
+  if (answer.kind === "lease_lost") throw leaseLost(request.sessionId, answer.why);
+  if (answer.kind === "unreachable") throw holderUnreachable(request.taskId, answer.why);
+  const values = answer.kind === "secrets" ? Object.values(answer.values) : [];
+  for (const [taskId, entry] of cache) if (entry.until <= now) cache.delete(taskId);
+  cache.set(request.taskId, { generation: holder.generation, values, until: now + MASK_CACHE_MS });
+  return values;
+}

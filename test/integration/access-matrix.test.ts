@@ -302,7 +302,7 @@ rows(WorkerService, {
     call: () => ({ request: { sessionId: UNKNOWN_ID, leaseToken: LEASE, state: SessionState.RUNNING } }),
   },
   getSecrets: { expect: workers(NotFound), call: () => ({ request: { sessionId: UNKNOWN_ID, leaseToken: LEASE } }) },
-  appendLogs: { expect: workers(Unimplemented), call: () => ({ request: { sessionId: UNKNOWN_ID, leaseToken: LEASE, batches: [] } }) },
+  appendLogs: { expect: workers(NotFound), call: () => ({ request: { sessionId: UNKNOWN_ID, leaseToken: LEASE, batches: [] } }) },
   createTtyInputRequest: {
     expect: workers(NotFound),
     call: () => ({
@@ -393,7 +393,7 @@ rows(TaskService, {
 });
 
 rows(SessionService, {
-  getLog: { expect: UNBUILT, call: () => ({ request: { sessionId: UNKNOWN_ID } }) },
+  getLog: { expect: users(NotFound, NotFound), call: () => ({ request: { sessionId: UNKNOWN_ID } }) },
   streamLog: { expect: UNBUILT, call: () => ({ request: { sessionId: UNKNOWN_ID } }) },
   stopSession: { expect: users(NotFound, NotFound), call: () => ({ request: { sessionId: UNKNOWN_ID, reason: "enough" } }) },
   submitTtyInput: { expect: users(NotFound, NotFound), call: () => ({ request: { requestId: UNKNOWN_ID, response: "yes" } }) },
