@@ -16,14 +16,15 @@ import { SessionState } from "../../gen/foreman/v1/common_pb.js";
 import { SecretsService } from "../../gen/foreman/v1/secrets_pb.js";
 import { LogLineKind, LogStream, SessionService, type LogBatchSchema } from "../../gen/foreman/v1/session_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
-import { AppendLogsRequestSchema, type Assignment } from "../../gen/foreman/v1/worker_pb.js";
+import { AppendLogsRequestSchema, WorkerService, type Assignment } from "../../gen/foreman/v1/worker_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { DIALECTS, type TestDatabase } from "../helpers/databases.js";
+import { randomUUID } from "node:crypto";
+import { DIALECTS, createTestDatabase, runsOn, type TestDatabase } from "../helpers/databases.js";
 import { dispatchFixtures, expectLeaseLost, type TestWorker } from "../helpers/dispatch.js";
-import type { User } from "../helpers/fixtures.js";
-import { movableClock, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
+import { caller, registerWorker, type User } from "../helpers/fixtures.js";
+import { clientWith, movableClock, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { UNKNOWN_ID, expectCode, expectError, expectInvalid } from "../helpers/rpc-errors.js";
-import type { TestServer } from "../helpers/server.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const TEST_TIMEOUT = 60_000;
 const LEASE_SECONDS = 30;
@@ -397,4 +398,59 @@ describe.each(DIALECTS)("session logs on %s", (dialect) => {
     const unitTask = task?.task.case === "unitTask" ? task.task.value : undefined;
     return unitTask?.agentTasks.at(-1)?.sessions.at(-1)?.id;
   }
+});
+
+describe.runIf(runsOn("postgres"))("session logs with two replicas on one PostgreSQL database", () => {
+  let database: TestDatabase;
+  let a: TestServer;
+  let b: TestServer;
+  const logLines: string[] = [];
+
+  beforeAll(async () => {
+    database = await createTestDatabase("postgres");
+    // Single-user mode on one data folder: both replicas read one secret key, as replicas given one FOREMAN_SECRET_KEY do.
+    const env = { FOREMAN_STREAM_POLL_SECONDS: "3600", FOREMAN_HEALTH_CHECK_SECONDS: "3600" };
+    [a, b] = await Promise.all([startTestServer("postgres", env, database, { logLines }), startTestServer("postgres", env, database, { logLines })]);
+  });
+
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await database?.drop();
+  });
+
+  it(
+    "masks secrets held by one replica in a batch appended through the other, and reads it back through either",
+    async () => {
+      const key = `sk-${randomBytes(16).toString("hex")}`;
+      const { group } = await caller(a).groupOfOne();
+      const { unitTask } = await caller(a).client(TaskService).createUnitTask({ repositoryGroupId: group.id, prompt: "Print the key" });
+      await caller(a).client(SecretsService).sendSecrets({ taskId: unitTask!.id, secrets: { API_KEY: key }, ttlSeconds: 0 });
+      const { secret } = await caller(a).registrationToken();
+      const reg = await registerWorker(b, secret, { name: "replica worker" });
+      const worker = clientWith(b, WorkerService, reg.workerToken);
+      const { assignment } = await worker.getTask({ pollId: randomUUID(), waitSeconds: 0 });
+      expect(assignment?.taskId).toBe(unitTask!.id);
+      const sessionId = assignment!.lease!.sessionId;
+      const lines = [line(`key=${key.slice(0, 10)}`), line(`${key.slice(10)}!`)];
+      const res = await worker.appendLogs({ sessionId, leaseToken: assignment!.lease!.leaseToken, batches: [{ sequence: 1, lines }, { sequence: 2, lines: [line(key)] }] });
+      expect(res.storedSequence).toBe(2);
+      for (const via of [a, b]) {
+        const log = await caller(via).client(SessionService).getLog({ sessionId, afterSequence: 0, maxBatches: 0 });
+        expect(log.batches.map((x) => x.lines.map((l) => l.text))).toEqual([["key=***", "***!"], ["***"]]);
+      }
+      // B asked A for the values (A handed them over sealed), and kept them briefly: a second append asks no more.
+      const handed = () => logLines.filter((l) => l.includes("task secrets handed to a replica, sealed")).length;
+      const before = handed();
+      expect(before).toBeGreaterThan(0);
+      await worker.appendLogs({ sessionId, leaseToken: assignment!.lease!.leaseToken, batches: [{ sequence: 3, lines: [line(`again ${key}`)] }] });
+      expect(handed()).toBe(before);
+      const texts = JSON.stringify((await caller(b).client(SessionService).getLog({ sessionId, afterSequence: 0, maxBatches: 0 })).batches);
+      expect(texts).toContain("again ***");
+      expect(texts).not.toContain(key);
+      expect(logLines.join("\n")).not.toContain(key);
+      expect(await databaseText(database)).not.toContain(key);
+    },
+    TEST_TIMEOUT,
+  );
 });
