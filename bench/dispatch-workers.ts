@@ -2,7 +2,8 @@
 // the server's CPU is the server's. Registers BENCH_WORKERS_COUNT workers with the configured
 // registration token (64 registrations in flight), then each worker heartbeats at the interval
 // RegisterWorker gave and long-polls GetTask for the longest wait it gave, again and again, its
-// calls over BENCH_WORKERS_CONNECTIONS shared HTTP/2 connections. Each worker starts its
+// calls over BENCH_WORKERS_CONNECTIONS shared HTTP/2 connections. Failed calls are counted (the
+// first one's message goes to stderr) and tried again after a pause. Each worker starts its
 // heartbeats and its polls at a random point of their period, as workers started at different
 // times would, so that the load is the steady one from the start. Prints a JSON stats line on
 // stdout every 200 ms; exits on SIGTERM.
@@ -18,6 +19,7 @@ const count = Number(process.env.BENCH_WORKERS_COUNT);
 const connections = Number(process.env.BENCH_WORKERS_CONNECTIONS);
 const registrationToken = process.env.BENCH_WORKERS_TOKEN!;
 const REGISTRATIONS_IN_FLIGHT = 64;
+const REGISTRATION_ATTEMPTS = 5;
 
 /** What the parent reads: progress, calls started and answered, failures, and the intervals the server gave. */
 const stats = { registered: 0, ready: false, heartbeats: 0, polls: 0, answered: 0, errors: 0, heartbeatSeconds: 0, maxPollSeconds: 0 };
@@ -97,14 +99,19 @@ await Promise.all(
   Array.from({ length: REGISTRATIONS_IN_FLIGHT }, async () => {
     while (next < count && !controller.signal.aborted) {
       const i = next++;
-      try {
-        const res = await anonymous.registerWorker({ registrationToken, name: `idle worker ${i}`, hostname: "bench", maxConcurrentSessions: 1 });
-        stats.registered++;
-        stats.heartbeatSeconds = res.heartbeatIntervalSeconds;
-        stats.maxPollSeconds = res.maxPollSeconds;
-        live(i, clientFor(i, res.workerToken), res.heartbeatIntervalSeconds, res.maxPollSeconds);
-      } catch (error) {
-        failed(error);
+      // A refused registration is tried again a second later, as a worker daemon would, a few times.
+      for (let attempt = 1; attempt <= REGISTRATION_ATTEMPTS && !controller.signal.aborted; attempt++) {
+        try {
+          const res = await anonymous.registerWorker({ registrationToken, name: `idle worker ${i}`, hostname: "bench", maxConcurrentSessions: 1 });
+          stats.registered++;
+          stats.heartbeatSeconds = res.heartbeatIntervalSeconds;
+          stats.maxPollSeconds = res.maxPollSeconds;
+          live(i, clientFor(i, res.workerToken), res.heartbeatIntervalSeconds, res.maxPollSeconds);
+          break;
+        } catch (error) {
+          failed(error);
+          await sleep(1000);
+        }
       }
     }
   }),

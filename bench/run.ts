@@ -350,6 +350,7 @@ async function main(): Promise<number> {
         results: results.map((r) => ({
           target: r.target,
           workers: r.workers,
+          registered: r.registered,
           registration_ms: round(r.registrationMs),
           server_core_percent: spread(r.serverCpuPercent, 1),
           goal_met: idleGoalMet(r),
