@@ -160,10 +160,10 @@ export async function appendLogs(core: Core, log: Logger, caller: LogCaller, inp
           at += b.lineBytes[i]!;
         }
         kept.push(cutOffLine(cap, now));
-        toStore.push({ sequence: b.sequence, lines: kept, byteCount: b.bytes });
+        toStore.push({ sequence: b.sequence, lines: kept, receivedBytes: received + b.bytes });
         log.warn({ session_id: sessionId, sequence: b.sequence, max_bytes: cap }, "a session's log passed its cap and was cut off");
       } else {
-        toStore.push({ sequence: b.sequence, lines: b.lines, byteCount: b.bytes });
+        toStore.push({ sequence: b.sequence, lines: b.lines, receivedBytes: received + b.bytes });
       }
       received += b.bytes;
     }

@@ -66,7 +66,7 @@ export interface LogWriter {
  * the session's lease (its worker, its token's hash, a leased state, an expiry still ahead) the
  * row is locked until the transaction ends (a no-op UPDATE), so two appends of one session, or an
  * append and the report that ends the session, take turns. Returns the acknowledged sequence and
- * the bytes received so far, or undefined when the lease is not held.
+ * the bytes received so far (byte_count of the newest batch), or undefined when the lease is not held.
  */
 export async function lockForAppend(db: Kysely<Database>, w: LogWriter, now: Date): Promise<{ lastSequence: number; receivedBytes: number } | undefined> {
   const row = await db
@@ -80,19 +80,26 @@ export async function lockForAppend(db: Kysely<Database>, w: LogWriter, now: Dat
     .returning("last_log_sequence")
     .executeTakeFirst();
   if (row === undefined) return undefined;
-  const sum = await db
+  // The newest row's running total: one index step, however long the log.
+  const newest = await db
     .selectFrom("log_batches")
-    .select((eb) => eb.fn.coalesce(eb.fn.sum<number | string>("byte_count"), sql<number>`0`).as("bytes"))
+    .select("byte_count")
     .where("session_id", "=", w.sessionId)
-    .executeTakeFirstOrThrow();
-  return { lastSequence: Number(row.last_log_sequence), receivedBytes: Number(sum.bytes) };
+    .orderBy("sequence", "desc")
+    .limit(1)
+    .executeTakeFirst();
+  return { lastSequence: Number(row.last_log_sequence), receivedBytes: newest === undefined ? 0 : Number(newest.byte_count) };
 }
 
 export interface NewBatch {
   sequence: number;
   lines: LogLine[];
-  /** The bytes the worker sent in it (text and payload, before masking and any cut-off). */
-  byteCount: number;
+  /**
+   * The bytes the worker has sent in the session's log up to and including this batch (text and
+   * payload, before masking and any cut-off): a running total, stored as byte_count, so that the
+   * session's size is its newest row's, not a sum over all of them.
+   */
+  receivedBytes: number;
 }
 
 /**
@@ -110,7 +117,7 @@ export async function appendBatches(db: Kysely<Database>, adapter: DialectAdapte
           sequence: b.sequence,
           lines: JSON.stringify(b.lines.map(toStoredLine)),
           line_count: b.lines.length,
-          byte_count: b.byteCount,
+          byte_count: b.receivedBytes,
           created_at: toDbTime(now),
         })),
       )

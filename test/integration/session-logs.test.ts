@@ -103,17 +103,21 @@ describe.each(DIALECTS)("session logs on %s", (dialect) => {
       // The same batch again (the worker lost the answer), alone and with the next one.
       expect((await append(w, a, batch(3, "four", "\u001b[32mgreen\u001b[0m\ttab"))).storedSequence).toBe(3);
       expect((await append(w, a, batch(3, "four", "\u001b[32mgreen\u001b[0m\ttab"), batch(4, "five"))).storedSequence).toBe(4);
+      // The same batch sent five times at once (a worker retrying over several connections): one is stored, all are acknowledged.
+      const same = await Promise.all(Array.from({ length: 5 }, () => append(w, a, batch(5, "six", "seven"))));
+      expect(same.map((r) => r.storedSequence)).toEqual([5, 5, 5, 5, 5]);
+      expect(await rowCount(sessionId)).toBe(5);
       // An empty call says where the server is.
-      expect((await append(w, a)).storedSequence).toBe(4);
-      expect(await rowCount(sessionId)).toBe(4);
+      expect((await append(w, a)).storedSequence).toBe(5);
       expect(await texts(alice, sessionId)).toEqual([
         [1, ["one", "two"]],
         [2, ["three"]],
         [3, ["four", "\u001b[32mgreen\u001b[0m\ttab"]],
         [4, ["five"]],
+        [5, ["six", "seven"]],
       ]);
       const log = await getLog(alice, sessionId);
-      expect(log.lastSequence).toBe(4);
+      expect(log.lastSequence).toBe(5);
       expect(log.sessionEnded).toBe(false);
       expect(log.batches[0]!.lines[0]!.stream).toBe(LogStream.STDOUT);
     },
