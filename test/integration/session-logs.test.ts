@@ -217,7 +217,7 @@ describe.each(DIALECTS)("session logs on %s", (dialect) => {
   );
 
   it(
-    "refuses invalid UTF-8 in a line's text over the wire, storing nothing",
+    "refuses invalid UTF-8 (binary) and a lone surrogate (JSON) in a line's text over the wire, storing nothing",
     async () => {
       const { w, a, sessionId } = await claimed();
       const body = toBinary(
@@ -236,6 +236,17 @@ describe.each(DIALECTS)("session logs on %s", (dialect) => {
       expect(res.status).toBe(400);
       expect(answer.code).toBe("invalid_argument");
       expect(await rowCount(sessionId)).toBe(0);
+      // JSON has no invalid UTF-8 but can carry a lone surrogate, which no database would store: the protocol layer refuses it too (a pair is kept).
+      const json = await fetch(`${t.url}/foreman.v1.WorkerService/AppendLogs`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${w.token}` },
+        body: `{"sessionId":"${sessionId}","leaseToken":"${a.lease!.leaseToken}","batches":[{"sequence":1,"lines":[{"text":"half \\ud800 of a pair"}]}]}`,
+      });
+      const refused = (await json.json()) as { code: string; message: string };
+      expect([json.status, refused.code]).toEqual([400, "invalid_argument"]);
+      expect(refused.message).toContain("LogLine.text");
+      expect(await rowCount(sessionId)).toBe(0);
+      expect((await append(w, a, batch(1, "pair \u{1F600}"))).storedSequence).toBe(1);
     },
     TEST_TIMEOUT,
   );
