@@ -27,7 +27,6 @@ import * as workers from "../core/workers.js";
 import { AGENT_TYPES, SESSION_STATES, WORKER_STATUSES } from "./enums.js";
 import { logLineFromProto } from "./log-convert.js";
 import { TTY_INPUT_TYPES, ttyRequestToProto } from "./tty-convert.js";
-import { unimplementedMethods } from "./unimplemented.js";
 
 export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
   // Core logs a call's work on the call's logger, which carries its request id.
@@ -39,7 +38,6 @@ export function workerService(core: Core): ServiceImpl<typeof WorkerService> {
     return { ...requireWorker(ctx), credential };
   };
   return {
-    ...(unimplementedMethods(WorkerService, "the worker protocol") as unknown as ServiceImpl<typeof WorkerService>),
     async registerWorker(req, ctx) {
       const { worker, credential } = await workers.registerWorker(core, log(ctx), {
         ...req,

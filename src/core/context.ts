@@ -13,6 +13,7 @@ import type { LiveLogins } from "./live-logins.js";
 import type { LogFeeds } from "./log-stream.js";
 import type { NotifierChannel } from "./notifier.js";
 import type { SecretVault } from "./secret-vault.js";
+import type { LogLimits } from "./session-logs.js";
 import type { TaskFeeds } from "./task-feed.js";
 
 export interface Core {
@@ -35,6 +36,8 @@ export interface Core {
    * its TTY requests is raised or answered (key: log-stream.ts ttyKey), here or on another replica.
    */
   logs: NotifierChannel;
+  /** Bounds of a session's log (FOREMAN_MAX_LOG_BYTES_PER_SESSION); absent: the defaults. */
+  logLimits?: LogLimits;
   /** The shared readers StreamLog streams follow, one per followed session. */
   logFeeds: LogFeeds;
   streams: StreamTiming;

@@ -14,6 +14,8 @@ export type Reason =
   | "ALREADY_EXISTS"
   | "FAILED_PRECONDITION"
   | "LEASE_LOST"
+  | "SEQUENCE_GAP"
+  | "SEQUENCE_CONFLICT"
   | "UNAUTHENTICATED"
   | "PERMISSION_DENIED"
   | "WORKER_UNAVAILABLE"
@@ -122,6 +124,11 @@ export function failedPrecondition(message: string, metadata: Record<string, str
  */
 export function leaseLost(sessionId: string, why: string): ConnectError {
   return foremanError(Code.FailedPrecondition, "LEASE_LOST", `session ${sessionId}: ${why}; stop it and report nothing more`, { session_id: sessionId });
+}
+
+/** An AppendLogs batch whose sequence does not follow what is stored; metadata stored_sequence says what is. */
+export function logSequenceRefused(reason: "SEQUENCE_GAP" | "SEQUENCE_CONFLICT", message: string, metadata: Record<string, string>): ConnectError {
+  return foremanError(Code.FailedPrecondition, reason, message, metadata);
 }
 
 export function unauthenticated(message: string, cause?: unknown): ConnectError {

@@ -65,12 +65,12 @@ async function readLog(db: Kysely<Database>, sessionId: string, afterId: number,
   }
   const batches = await listBatches(db, sessionId, afterId, limit);
   const items: LogFeedItem[] = batches.map((batch) => ({ id: batch.sequence, batch }));
-  const last = batches.at(-1)?.sequence ?? afterId;
-  if (ended(session.state) && batches.length < limit && last >= session.lastLogSequence) {
-    items.push({
-      id: END_ID,
-      end: { state: session.state, exitCode: session.exitCode, errorMessage: session.errorMessage ?? "", lastSequence: session.lastLogSequence },
-    });
+  // Ended before its batches were read: every batch it has is among them.
+  if (ended(session.state) && batches.length < limit) {
+    const lastSequence = batches.at(-1)?.sequence ?? afterId;
+    // A stopped or cancelled session has no error, but the reason it was stopped.
+    const errorMessage = session.errorMessage ?? session.stopReason ?? "";
+    items.push({ id: END_ID, end: { state: session.state, exitCode: session.exitCode, errorMessage, lastSequence } });
   }
   return items;
 }
@@ -130,6 +130,12 @@ export async function* streamLog(
     throw invalidArgument([
       { field: "after_sequence", description: `is past the session's last stored sequence, ${session.lastLogSequence}; use 0, or the last sequence a stream or GetLog gave` },
     ]);
+  }
+
+  if (ended(session.state)) {
+    // Over already: its stored batches from the database, then its end; no feed to follow.
+    yield* replayEnded(core, sessionId, input.afterSequence);
+    return;
   }
 
   let wake: (() => void) | undefined;
@@ -192,5 +198,23 @@ export async function* streamLog(
   } finally {
     leaveTty();
     leave();
+  }
+}
+
+/** An ended session's stream: its batches after the sequence, its TTY requests as they ended, and its end. */
+async function* replayEnded(core: Core, sessionId: string, afterSequence: number): AsyncGenerator<LogStreamItem> {
+  let after = afterSequence;
+  for (;;) {
+    const items = await readLog(core.db, sessionId, after, READ_BATCH);
+    if (items.length === 0) return;
+    for (const item of items) {
+      if (item.end !== undefined) {
+        for (const request of await ttyRequestsOf(core.db, sessionId)) yield { tty: request };
+        yield { end: item.end };
+        return;
+      }
+      yield { batch: item };
+      after = item.id;
+    }
   }
 }

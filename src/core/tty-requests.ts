@@ -11,6 +11,7 @@ import { LEASED_SESSION_STATES } from "../model/tasks.js";
 import * as sessions from "../store/agent-sessions.js";
 import { newId } from "../store/codec.js";
 import { LOGS_CHANNEL } from "../store/log-batches.js";
+import { ttyKey } from "./log-stream.js";
 import { getTask } from "../store/tasks.js";
 import * as store from "../store/tty-requests.js";
 import { insertTtyAnswerCommand } from "../store/worker-commands.js";
@@ -102,7 +103,7 @@ export async function createTtyRequest(core: Core, log: Logger, caller: TtyWorke
       { id, ownerId: session.ownerId, sessionId, taskId: task.id, clientRequestId: input.clientRequestId, ...asked },
       now,
     );
-    if (stored) await core.adapter.notifyOnCommit(trx, LOGS_CHANNEL, `${sessionId} tty`);
+    if (stored) await core.adapter.notifyOnCommit(trx, LOGS_CHANNEL, ttyKey(sessionId));
     return stored;
   });
   const request = await store.findByClientRequestId(core.db, sessionId, input.clientRequestId);
@@ -110,7 +111,7 @@ export async function createTtyRequest(core: Core, log: Logger, caller: TtyWorke
   if (request === undefined) throw notFound("session", sessionId);
   // A retry that raced the first call: the first one's request.
   if (!inserted) return sameQuestion(request, asked);
-  core.logs.notify(sessionId);
+  core.logs.notify(ttyKey(sessionId));
   log.info({ tty_request_id: id, session_id: sessionId, task_id: task.id, input_type: inputType, worker_id: caller.workerId }, "tty input requested");
   return request;
 }
@@ -188,7 +189,7 @@ export async function submitTtyInput(core: Core, log: Logger, ownerId: string, i
     const held = await store.answerTtyRequest(trx, ownerId, requestId, response, now);
     if (held === undefined) return undefined;
     await insertTtyAnswerCommand(trx, core.adapter, { ...held, requestId, response }, now);
-    await core.adapter.notifyOnCommit(trx, LOGS_CHANNEL, `${held.sessionId} tty`);
+    await core.adapter.notifyOnCommit(trx, LOGS_CHANNEL, ttyKey(held.sessionId));
     return held;
   });
   const current = await store.getTtyRequest(core.db, ownerId, requestId);
@@ -202,7 +203,7 @@ export async function submitTtyInput(core: Core, log: Logger, ownerId: string, i
     );
   }
   commandsQueued(core, [answered.workerId]);
-  core.logs.notify(answered.sessionId);
+  core.logs.notify(ttyKey(answered.sessionId));
   // The answer is the user's, maybe private: logged by its length only.
   log.info({ tty_request_id: requestId, session_id: answered.sessionId, worker_id: answered.workerId, response_chars: response.length }, "tty input answered");
   return current;

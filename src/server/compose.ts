@@ -102,6 +102,7 @@ function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, 
     ),
     commands: notifier.channel(COMMANDS_CHANNEL),
     logs,
+    logLimits: { maxBytesPerSession: config.maxLogBytesPerSession },
     // One reader per followed session, woken like the task feeds.
     logFeeds: new LogFeeds(db.kysely, logs, config.streamPollMs, logger),
     streams: { keepAliveMs: config.streamKeepAliveMs, pollMs: config.streamPollMs },

@@ -274,6 +274,8 @@ export interface LeasedSession extends AgentSession {
   claimPollId: string | null;
   headCommit: string | null;
   stopRequested: boolean;
+  /** Why a user's stop or cancel ended it; null otherwise. */
+  stopReason: string | null;
 }
 
 function toLeased(row: Selectable<AgentSessionsTable>): LeasedSession {
@@ -285,6 +287,7 @@ function toLeased(row: Selectable<AgentSessionsTable>): LeasedSession {
     claimPollId: row.claim_poll_id,
     headCommit: row.head_commit,
     stopRequested: row.stop_requested_at !== null,
+    stopReason: row.stop_reason,
   };
 }
 

@@ -394,7 +394,7 @@ rows(TaskService, {
 
 rows(SessionService, {
   getLog: { expect: users(NotFound, NotFound), call: () => ({ request: { sessionId: UNKNOWN_ID } }) },
-  streamLog: { expect: UNBUILT, call: () => ({ request: { sessionId: UNKNOWN_ID } }) },
+  streamLog: { expect: users(NotFound, NotFound), call: () => ({ request: { sessionId: UNKNOWN_ID } }) },
   stopSession: { expect: users(NotFound, NotFound), call: () => ({ request: { sessionId: UNKNOWN_ID, reason: "enough" } }) },
   submitTtyInput: { expect: users(NotFound, NotFound), call: () => ({ request: { requestId: UNKNOWN_ID, response: "yes" } }) },
   listTtyInputRequests: {

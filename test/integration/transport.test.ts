@@ -12,7 +12,6 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SessionService } from "../../gen/foreman/v1/session_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
@@ -177,7 +176,7 @@ describe.each(DIALECTS)("on %s", (dialect) => {
     });
 
     it("shows a failed call's code and ErrorInfo and exits non-zero", async () => {
-      const failure = (await bufCurl(`${ts.url}/foreman.v1.SessionService/GetLog`).then(
+      const failure = (await bufCurl(`${ts.url}/foreman.v1.TaskService/GetTaskDiff`).then(
         () => {
           throw new Error("buf curl succeeded");
         },
@@ -340,21 +339,21 @@ describe("raw HTTP", () => {
   });
 
   it("answers an unimplemented method with unimplemented and ErrorInfo NOT_IMPLEMENTED", async () => {
-    const res = await postJson(`${ts.url}/foreman.v1.SessionService/GetLog`, JSON.stringify({ sessionId: "x" }));
+    const res = await postJson(`${ts.url}/foreman.v1.TaskService/GetTaskDiff`, JSON.stringify({ id: "x" }));
     expect(res.status).toBe(501);
     const body = res.json();
     expect(body.code).toBe("unimplemented");
-    expect(body.message).toContain("GetLog");
+    expect(body.message).toContain("GetTaskDiff");
     // It names the capability, never a plan of ours.
-    expect(body.message).toBe("SessionService.GetLog (sessions and logs) is not implemented on this server yet");
+    expect(body.message).toBe("TaskService.GetTaskDiff (task diffs) is not implemented on this server yet");
     const [info] = errorInfos(body);
     expect(info?.reason).toBe("NOT_IMPLEMENTED");
     expect(info?.domain).toBe("foreman.dev");
-    expect(info?.metadata.capability).toContain("SessionService.GetLog");
+    expect(info?.metadata.capability).toContain("TaskService.GetTaskDiff");
   });
 
   it.each(PROTOCOLS)("carries ErrorInfo NOT_IMPLEMENTED over %s", async (protocol) => {
-    const error = await rejection(ts.client(SessionService, protocol).getLog({ sessionId: "x" }));
+    const error = await rejection(ts.client(TaskService, protocol).getTaskDiff({ id: "x" }));
     expect(error.code).toBe(Code.Unimplemented);
     expect(error.findDetails(ErrorInfoSchema).map((d) => d.reason)).toEqual(["NOT_IMPLEMENTED"]);
   });

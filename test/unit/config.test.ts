@@ -40,6 +40,7 @@ describe("loadConfig defaults", () => {
       logLevel: "info",
       corsOrigins: [],
       maxMessageBytes: 4 * 1024 * 1024,
+      maxLogBytesPerSession: 100 * 1024 * 1024,
       shutdownTimeoutMs: 10_000,
       dbPoolSize: 10,
       streamKeepAliveMs: 15_000,
