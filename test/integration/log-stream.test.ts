@@ -11,6 +11,7 @@ import { Code, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { GetLogRequestSchema, LogStream, SessionService, StreamLogRequestSchema, TtyInputStatus, TtyInputType, type StreamLogResponse } from "../../gen/foreman/v1/session_pb.js";
+import { SecretsService } from "../../gen/foreman/v1/secrets_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import type { Assignment } from "../../gen/foreman/v1/worker_pb.js";
 import { createTestDatabase, DIALECTS, runsOn, type TestDatabase } from "../helpers/databases.js";
@@ -319,6 +320,30 @@ describe.each(DIALECTS)("StreamLog on %s", (dialect) => {
       await user.client(SessionService).submitTtyInput({ requestId: request!.id, response: "yes" });
       await reader.until("the answer", () => ttyEvents().length >= 2);
       expect(ttyEvents()[1]).toEqual(expect.objectContaining({ id: request!.id, status: TtyInputStatus.ANSWERED, response: "yes" }));
+    } finally {
+      await reader.cancel();
+    }
+  });
+
+  it("never hands a reader a secret the agent printed: the line arrives masked", async () => {
+    const user = await fx.newUser();
+    const task = await fx.createTask(user);
+    const secret = "sk-live-0123456789abcdef";
+    await user.client(SecretsService).sendSecrets({ taskId: task.id, secrets: { API_KEY: secret } });
+    const w = await fx.newWorker(user);
+    const a = await fx.claim(w);
+    const reader = read(user.client(SessionService), a.lease!.sessionId);
+    try {
+      await reader.until("a first message", () => reader.events.length > 0);
+      await w.client.appendLogs({
+        sessionId: a.lease!.sessionId,
+        leaseToken: a.lease!.leaseToken,
+        batches: [{ sequence: 1, lines: [{ stream: LogStream.STDOUT, text: `export API_KEY=${secret}` }] }],
+      });
+      await reader.batches(1);
+      const batch = reader.events.find((e) => e.case === "batch");
+      expect(batch?.case === "batch" && batch.value.lines.map((l) => l.text)).toEqual(["export API_KEY=***"]);
+      expect(JSON.stringify(reader.events)).not.toContain(secret);
     } finally {
       await reader.cancel();
     }
