@@ -37,6 +37,7 @@ import * as workersStore from "../store/workers.js";
 import { AGENT_TYPES } from "./agents.js";
 import { pendingCommands, type WorkerCommand } from "./commands.js";
 import type { Core } from "./context.js";
+import { leaseTokenHash } from "./leases.js";
 import { invalidArgument, leaseLost, notFound, unauthenticated } from "./errors.js";
 import type { NotifierChannel } from "./notifier.js";
 import { hasSecrets } from "./secret-vault.js";
@@ -56,8 +57,6 @@ const POLL_ID_MAX = 128;
 /** Longest error a worker may report, in characters; a task keeps its first REASON_MAX. */
 export const ERROR_MESSAGE_MAX = 4000;
 const REASON_MAX = 2000;
-/** Longer than any lease token this server issues: refused without hashing. */
-const TOKEN_MAX = 1024;
 /** How many (owner, agent) groups of queued work one backstop reads. */
 const BACKSTOP_GROUPS = 1000;
 const HEAD_COMMIT = /^[0-9a-f]{7,64}$/i;
@@ -400,8 +399,8 @@ export async function reportStatus(core: Core, log: Logger, caller: WorkerCaller
   const session = await sessions.getSession(core.db, sessionId);
   // Another user's session does not exist for a worker that serves one user.
   if (session === undefined || (caller.ownerId !== null && session.ownerId !== caller.ownerId)) throw notFound("session", sessionId);
-  if (input.leaseToken.length > TOKEN_MAX) throw leaseLost(sessionId, "the lease token is not this session's lease");
-  const tokenHash = hashToken(input.leaseToken);
+  const tokenHash = leaseTokenHash(input.leaseToken);
+  if (tokenHash === "") throw leaseLost(sessionId, "the lease token is not this session's lease");
   const transition = SESSION_REPORT[state];
   const report: sessions.Report = {
     sessionId,
@@ -490,7 +489,7 @@ export async function heartbeat(
   const listed = leases.map((l, i) => {
     const sessionId = v.id(`leases[${i}].session_id`, l.sessionId);
     if (l.leaseToken === "") v.add(`leases[${i}].lease_token`, "is required: the token GetTask gave with the lease");
-    return { sessionId, token: l.leaseToken, tokenHash: l.leaseToken.length > TOKEN_MAX ? "" : hashToken(l.leaseToken) };
+    return { sessionId, token: l.leaseToken, tokenHash: leaseTokenHash(l.leaseToken) };
   });
   v.throwIfAny();
   const now = core.now();

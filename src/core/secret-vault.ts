@@ -12,12 +12,12 @@
 // database, so a lease lost or a task ended through another replica counts at once; a sweep now
 // and then (and a timer at the TTL) frees the memory.
 import { randomUUID } from "node:crypto";
-import { hashToken } from "../auth/opaque-token.js";
 import type { Logger } from "../logger.js";
-import { LEASED_SESSION_STATES, type TaskStatus } from "../model/tasks.js";
+import type { TaskStatus } from "../model/tasks.js";
 import * as sessions from "../store/agent-sessions.js";
 import * as holders from "../store/secret-holders.js";
 import type { Core } from "./context.js";
+import { heldSession, leaseProblem } from "./leases.js";
 import { failedPrecondition, leaseLost, notFound } from "./errors.js";
 import { quote } from "./text.js";
 import { Violations } from "./validation.js";
@@ -35,8 +35,6 @@ export const MAX_TTL_SECONDS = 86400;
 export const SWEEP_MS = 30_000;
 /** A task in one of these has ended: it takes no secrets, and those it had are gone. */
 export const ENDED_STATUSES: TaskStatus[] = ["done", "rejected", "failed", "cancelled"];
-/** Longer than any lease token this server issues: refused without hashing. */
-const TOKEN_MAX = 1024;
 
 interface Held {
   generation: string;
@@ -239,14 +237,6 @@ export interface SecretsCaller {
   ownerId: string | null;
 }
 
-/** Why the caller does not hold the session's lease now, or undefined when it does. */
-function leaseProblem(s: sessions.LeasedSession, workerId: string, tokenHash: string, now: Date): string | undefined {
-  if (s.workerId !== workerId || s.leaseTokenHash !== tokenHash) return "the lease token is not this session's lease";
-  if (!LEASED_SESSION_STATES.includes(s.state)) return `the session ended as ${s.state}`;
-  if (s.leaseExpiresAt === null || s.leaseExpiresAt <= now) return "its lease expired (heartbeats renew it)";
-  return undefined;
-}
-
 /**
  * GetSecrets: the secrets of the session's task, for the worker holding the session's current
  * lease only (LEASE_LOST otherwise). An empty map when the task has none to hand out (never
@@ -258,12 +248,7 @@ export async function getSecrets(core: Core, log: Logger, caller: SecretsCaller,
   const sessionId = v.id("session_id", input.sessionId);
   if (input.leaseToken === "") v.add("lease_token", "is required: the token of the session's lease, from GetTask");
   v.throwIfAny();
-  const session = await sessions.getSession(core.db, sessionId);
-  // Another user's session does not exist for a worker that serves one user.
-  if (session === undefined || (caller.ownerId !== null && session.ownerId !== caller.ownerId)) throw notFound("session", sessionId);
-  const tokenHash = input.leaseToken.length > TOKEN_MAX ? "" : hashToken(input.leaseToken);
-  const problem = leaseProblem(session, caller.workerId, tokenHash, core.now());
-  if (problem !== undefined) throw leaseLost(sessionId, problem);
+  const { session, tokenHash } = await heldSession(core, caller, sessionId, input.leaseToken);
   const { task } = await sessions.workOf(core.db, session);
   const holder = await currentHolder(core, task.id);
   if (holder === undefined) return {};

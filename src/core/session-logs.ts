@@ -2,13 +2,13 @@
 // session's lease; users read them back (SessionService.GetLog). Every line is masked
 // (core/log-masking.ts) against the task's secrets before it is stored, so neither the table,
 // a reader nor this server's log ever holds a secret value. Lines are never logged, only counts.
-import { hashToken } from "../auth/opaque-token.js";
 import type { Logger } from "../logger.js";
 import { LOG_LINE_KINDS, LOG_STREAMS, type LogLine } from "../model/logs.js";
 import { LEASED_SESSION_STATES } from "../model/tasks.js";
 import * as sessions from "../store/agent-sessions.js";
 import * as logBatches from "../store/log-batches.js";
 import type { Core } from "./context.js";
+import { heldSession, leaseProblem } from "./leases.js";
 import { leaseLost, logSequenceRefused, notFound } from "./errors.js";
 import { isJsonObject, maskLines, maskPatterns } from "./log-masking.js";
 import { secretValuesToMask } from "./secret-vault.js";
@@ -25,8 +25,6 @@ export const MAX_CALL_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_MAX_LOG_BYTES_PER_SESSION = 100 * 1024 * 1024;
 export const DEFAULT_GET_LOG_BATCHES = 500;
 export const MAX_GET_LOG_BATCHES = 5000;
-/** Longer than any lease token this server issues: refused without hashing. */
-const TOKEN_MAX = 1024;
 
 /** FOREMAN_MAX_LOG_BYTES_PER_SESSION: past it a session's log is cut off. */
 export interface LogLimits {
@@ -103,15 +101,10 @@ export async function appendLogs(core: Core, log: Logger, caller: LogCaller, inp
   const batches = readBatches(v, input.batches);
   v.throwIfAny();
 
-  const session = await sessions.getSession(core.db, sessionId);
-  // Another user's session does not exist for a worker that serves one user.
-  if (session === undefined || (caller.ownerId !== null && session.ownerId !== caller.ownerId)) throw notFound("session", sessionId);
-  const tokenHash = input.leaseToken.length > TOKEN_MAX ? "" : hashToken(input.leaseToken);
+  // Checked before asking for the secrets, which only the lease's holder may have.
+  const { session, tokenHash } = await heldSession(core, caller, sessionId, input.leaseToken);
   const writer = { sessionId, workerId: caller.workerId, tokenHash };
   const now = core.now();
-  // Checked before asking for the secrets, which only the lease's holder may have.
-  const problem = leaseProblem(session, writer, now);
-  if (problem !== undefined) throw leaseLost(sessionId, problem);
   // Outside the transaction: the values may come from another replica.
   const { task } = await sessions.workOf(core.db, session);
   const patterns = maskPatterns(await secretValuesToMask(core, { taskId: task.id, sessionId, workerId: caller.workerId, leaseTokenHash: tokenHash }));
@@ -175,19 +168,11 @@ export async function appendLogs(core: Core, log: Logger, caller: LogCaller, inp
   if (result === undefined) {
     const current = await sessions.getSession(core.db, sessionId);
     if (current === undefined) throw notFound("session", sessionId);
-    throw leaseLost(sessionId, leaseProblem(current, writer, core.now()) ?? "the lease changed during the call");
+    throw leaseLost(sessionId, leaseProblem(current, caller.workerId, tokenHash, core.now()) ?? "the lease changed during the call");
   }
   if (result.appended) core.logs.notify(sessionId);
   log.debug({ session_id: sessionId, stored_sequence: result.last, batches: result.stored, lines: result.lines, dropped: result.dropped }, "log batches appended");
   return { storedSequence: result.last };
-}
-
-/** Why the writer does not hold the session's lease now, or undefined when it does. */
-function leaseProblem(s: sessions.LeasedSession, w: logBatches.LogWriter, now: Date): string | undefined {
-  if (s.workerId !== w.workerId || s.leaseTokenHash !== w.tokenHash || w.tokenHash === "") return "the lease token is not this session's lease";
-  if (!LEASED_SESSION_STATES.includes(s.state)) return `the session ended as ${s.state}`;
-  if (s.leaseExpiresAt === null || s.leaseExpiresAt <= now) return "its lease expired (heartbeats renew it)";
-  return undefined;
 }
 
 function cutOffLine(cap: number, now: Date): LogLine {

@@ -5,9 +5,7 @@
 // A pending request of a session that has ended reads as cancelled (model/tty.ts), so nothing
 // that ends a session needs to know about questions; requests are rows, so they outlive a
 // worker's or the server's restart.
-import { hashToken } from "../auth/opaque-token.js";
 import type { Logger } from "../logger.js";
-import { LEASED_SESSION_STATES } from "../model/tasks.js";
 import * as sessions from "../store/agent-sessions.js";
 import { newId } from "../store/codec.js";
 import { LOGS_CHANNEL } from "../store/log-batches.js";
@@ -18,7 +16,8 @@ import { insertTtyAnswerCommand } from "../store/worker-commands.js";
 import type { TtyInputRequest, TtyInputStatus, TtyInputType } from "../model/tty.js";
 import { commandsQueued } from "./commands.js";
 import type { Core } from "./context.js";
-import { failedPrecondition, invalidArgument, leaseLost, notFound } from "./errors.js";
+import { heldSession } from "./leases.js";
+import { failedPrecondition, invalidArgument, notFound } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { quote } from "./text.js";
 import { Violations } from "./validation.js";
@@ -29,7 +28,6 @@ export const OPTIONS_MAX = 64;
 export const OPTION_MAX = 200;
 export const RESPONSE_MAX = 4000;
 const CLIENT_REQUEST_ID_MAX = 128;
-const TOKEN_MAX = 1024;
 
 const INPUT_TYPES: TtyInputType[] = ["text", "confirm", "choice"];
 const STATUSES: TtyInputStatus[] = ["pending", "answered", "cancelled"];
@@ -84,12 +82,7 @@ export async function createTtyRequest(core: Core, log: Logger, caller: TtyWorke
   }
   v.throwIfAny();
 
-  const session = await sessions.getSession(core.db, sessionId);
-  // Another user's session does not exist for a worker that serves one user.
-  if (session === undefined || (caller.ownerId !== null && session.ownerId !== caller.ownerId)) throw notFound("session", sessionId);
-  const tokenHash = input.leaseToken.length > TOKEN_MAX ? "" : hashToken(input.leaseToken);
-  const problem = leaseProblem(session, caller.workerId, tokenHash, core.now());
-  if (problem !== undefined) throw leaseLost(sessionId, problem);
+  const { session } = await heldSession(core, caller, sessionId, input.leaseToken);
 
   const asked = { prompt: input.prompt, inputType, options: inputType === "choice" ? options : [] };
   const earlier = await store.findByClientRequestId(core.db, sessionId, input.clientRequestId);
@@ -129,14 +122,6 @@ function sameQuestion(earlier: TtyInputRequest, asked: { prompt: string; inputTy
       description: `was used for request ${earlier.id} of this session with another prompt, input type or options; use a fresh id for each question`,
     },
   ]);
-}
-
-/** Why the caller does not hold the session's lease now, or undefined when it does. */
-function leaseProblem(s: sessions.LeasedSession, workerId: string, tokenHash: string, now: Date): string | undefined {
-  if (s.workerId !== workerId || s.leaseTokenHash !== tokenHash) return "the lease token is not this session's lease";
-  if (!LEASED_SESSION_STATES.includes(s.state)) return `the session ended as ${s.state}`;
-  if (s.leaseExpiresAt === null || s.leaseExpiresAt <= now) return "its lease expired (heartbeats renew it)";
-  return undefined;
 }
 
 export interface ListInput {
