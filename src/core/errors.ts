@@ -20,6 +20,7 @@ export type Reason =
   | "PERMISSION_DENIED"
   | "WORKER_UNAVAILABLE"
   | "PROVIDER_UNAVAILABLE"
+  | "REPLICA_UNAVAILABLE"
   | "TASK_EXECUTION_FAILED"
   | "NOT_IMPLEMENTED"
   | "RESOURCE_EXHAUSTED"
@@ -142,6 +143,11 @@ export function permissionDenied(message: string): ConnectError {
 /** The identity provider could not be reached or answered nonsense: worth trying again later. */
 export function providerUnavailable(message: string, cause: unknown): ConnectError {
   return foremanError(Code.Unavailable, "PROVIDER_UNAVAILABLE", message, {}, { cause });
+}
+
+/** Another server replica this call needs (the holder of a task's secrets) did not answer: worth trying again shortly. */
+export function replicaUnavailable(message: string, metadata: Record<string, string> = {}): ConnectError {
+  return foremanError(Code.Unavailable, "REPLICA_UNAVAILABLE", message, metadata);
 }
 
 export function resourceExhausted(message: string): ConnectError {

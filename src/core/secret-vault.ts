@@ -18,7 +18,7 @@ import * as sessions from "../store/agent-sessions.js";
 import * as holders from "../store/secret-holders.js";
 import type { Core } from "./context.js";
 import { heldSession, leaseProblem } from "./leases.js";
-import { failedPrecondition, leaseLost, notFound } from "./errors.js";
+import { failedPrecondition, leaseLost, notFound, replicaUnavailable } from "./errors.js";
 import { quote } from "./text.js";
 import { Violations } from "./validation.js";
 
@@ -286,7 +286,7 @@ export async function getSecrets(core: Core, log: Logger, caller: SecretsCaller,
 
 /** The holder replica did not answer: it may still hold them, so the worker should try again shortly. */
 function holderUnreachable(taskId: string, why: string) {
-  return failedPrecondition(`the server replica holding the secrets of task ${taskId} did not answer (${why}); try again in a few seconds`, { task_id: taskId, retry: "true" });
+  return replicaUnavailable(`the server replica holding the secrets of task ${taskId} did not answer (${why}); try again in a few seconds`, { task_id: taskId });
 }
 
 /**

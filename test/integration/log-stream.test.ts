@@ -25,6 +25,9 @@ const ENV = {
   FOREMAN_STREAM_POLL_SECONDS: "3600",
   FOREMAN_STREAM_KEEPALIVE_SECONDS: "300",
   FOREMAN_HEALTH_CHECK_SECONDS: "3600",
+  // Leases of half an hour: the tests' workers append for a long while on a loaded machine
+  // without heartbeating.
+  FOREMAN_HEARTBEAT_SECONDS: "600",
   // A thousand readers of one client, each a stream of one HTTP/2 connection or its own.
   FOREMAN_MAX_CONNECTIONS_PER_ADDRESS: "0",
 };
