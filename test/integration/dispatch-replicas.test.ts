@@ -7,11 +7,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentType, SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { SessionService } from "../../gen/foreman/v1/session_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
-import { createTestDatabase, runsOn, type TestDatabase } from "../helpers/databases.js";
+import { runsOn } from "../helpers/databases.js";
 import { dispatchFixtures, expectLeaseLost, sleep, tracked, type TestWorker } from "../helpers/dispatch.js";
 import { caller } from "../helpers/fixtures.js";
 import { movableClock, multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
-import { startTestServer, type TestServer } from "../helpers/server.js";
+import { startReplicas, type Replicas } from "../helpers/replicas.js";
+import type { TestServer } from "../helpers/server.js";
 
 /** Longer than any test waits: a poll that returns with work was woken for it. */
 const LONG_WAIT = 120;
@@ -20,24 +21,23 @@ const WAKE_BOUND_MS = 10_000;
 const TEST_TIMEOUT = 60_000;
 
 describe.runIf(runsOn("postgres"))("dispatch across two replicas on one PostgreSQL database", () => {
-  let database: TestDatabase;
+  let replicas: Replicas;
   let provider: TestProvider;
   let a: TestServer;
   let b: TestServer;
   const d = dispatchFixtures({ server: () => a, provider: () => provider, userPrefix: "replicas", workerName: "replica worker" });
 
   beforeAll(async () => {
-    database = await createTestDatabase("postgres");
     provider = await startOidcProvider();
     // No backstop and no health sweep within a test: what crosses replicas is NOTIFY and the database.
-    const env = multiUserEnv(provider, { FOREMAN_STREAM_POLL_SECONDS: "3600", FOREMAN_MAX_POLL_SECONDS: String(LONG_WAIT), FOREMAN_HEALTH_CHECK_SECONDS: "3600" });
-    [a, b] = await Promise.all([startTestServer("postgres", env, database), startTestServer("postgres", env, database)]);
+    replicas = await startReplicas(
+      multiUserEnv(provider, { FOREMAN_STREAM_POLL_SECONDS: "3600", FOREMAN_MAX_POLL_SECONDS: String(LONG_WAIT), FOREMAN_HEALTH_CHECK_SECONDS: "3600" }),
+    );
+    ({ a, b } = replicas);
   });
 
   afterAll(async () => {
-    await a?.close();
-    await b?.close();
-    await database?.drop();
+    await replicas?.close();
     await provider?.close();
   });
 
@@ -129,7 +129,7 @@ describe.runIf(runsOn("postgres"))("dispatch across two replicas on one PostgreS
 });
 
 describe.runIf(runsOn("postgres"))("the health monitors of two replicas on one PostgreSQL database", () => {
-  let database: TestDatabase;
+  let replicas: Replicas;
   let provider: TestProvider;
   let a: TestServer;
   let b: TestServer;
@@ -138,20 +138,15 @@ describe.runIf(runsOn("postgres"))("the health monitors of two replicas on one P
   const d = dispatchFixtures({ server: () => a, provider: () => provider, userPrefix: "replica-health", workerName: "replica worker" });
 
   beforeAll(async () => {
-    database = await createTestDatabase("postgres");
     provider = await startOidcProvider();
     // Both monitors sweep every second, on one clock the test moves past a lease.
     const env = multiUserEnv(provider, { FOREMAN_STREAM_POLL_SECONDS: "3600", FOREMAN_MAX_POLL_SECONDS: String(LONG_WAIT), FOREMAN_HEALTH_CHECK_SECONDS: "1" });
-    [a, b] = await Promise.all([
-      startTestServer("postgres", env, database, { clock: clock.now, logLines }),
-      startTestServer("postgres", env, database, { clock: clock.now, logLines }),
-    ]);
+    replicas = await startReplicas(env, { clock: clock.now, logLines });
+    ({ a, b } = replicas);
   });
 
   afterAll(async () => {
-    await a?.close();
-    await b?.close();
-    await database?.drop();
+    await replicas?.close();
     await provider?.close();
   });
 

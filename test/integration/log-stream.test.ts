@@ -14,10 +14,11 @@ import { GetLogRequestSchema, LogStream, SessionService, StreamLogRequestSchema,
 import { SecretsService } from "../../gen/foreman/v1/secrets_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import type { Assignment } from "../../gen/foreman/v1/worker_pb.js";
-import { createTestDatabase, DIALECTS, runsOn, type TestDatabase } from "../helpers/databases.js";
+import { DIALECTS, runsOn } from "../helpers/databases.js";
 import { dispatchFixtures, type TestWorker } from "../helpers/dispatch.js";
 import { clientWith, multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { UNKNOWN_ID, expectCode, expectInvalid } from "../helpers/rpc-errors.js";
+import { startReplicas, type Replicas } from "../helpers/replicas.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const TEST_TIMEOUT = 60_000;
@@ -370,21 +371,18 @@ describe.each(DIALECTS)("StreamLog on %s", (dialect) => {
 
 describe.runIf(runsOn("postgres"))("StreamLog across two replicas", () => {
   let provider: TestProvider;
-  let database: TestDatabase;
+  let replicas: Replicas;
   let a: TestServer;
   let b: TestServer;
 
   beforeAll(async () => {
     provider = await startOidcProvider();
-    database = await createTestDatabase("postgres");
-    const env = multiUserEnv(provider, ENV);
-    [a, b] = await Promise.all([startTestServer("postgres", env, database), startTestServer("postgres", env, database)]);
+    replicas = await startReplicas(multiUserEnv(provider, ENV));
+    ({ a, b } = replicas);
   });
 
   afterAll(async () => {
-    await a?.close();
-    await b?.close();
-    await database?.drop();
+    await replicas?.close();
     await provider?.close();
   });
 

@@ -10,10 +10,11 @@ import { SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { SessionService } from "../../gen/foreman/v1/session_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { WorkerService, WorkerStatus, type WorkerCommand } from "../../gen/foreman/v1/worker_pb.js";
-import { createTestDatabase, DIALECTS, runsOn, type TestDatabase } from "../helpers/databases.js";
+import { DIALECTS, runsOn } from "../helpers/databases.js";
 import { dispatchFixtures, openCommands, tracked } from "../helpers/dispatch.js";
 import { clientWith, movableClock, multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { expectCode, expectInvalid } from "../helpers/rpc-errors.js";
+import { startReplicas, type Replicas } from "../helpers/replicas.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const TEST_TIMEOUT = 20_000;
@@ -259,21 +260,18 @@ describe.each(DIALECTS)("worker commands on %s", (dialect) => {
 
 describe.runIf(runsOn("postgres"))("worker commands across two replicas", () => {
   let provider: TestProvider;
-  let database: TestDatabase;
+  let replicas: Replicas;
   let a: TestServer;
   let b: TestServer;
 
   beforeAll(async () => {
     provider = await startOidcProvider();
-    database = await createTestDatabase("postgres");
-    const env = multiUserEnv(provider, ENV);
-    [a, b] = await Promise.all([startTestServer("postgres", env, database), startTestServer("postgres", env, database)]);
+    replicas = await startReplicas(multiUserEnv(provider, ENV));
+    ({ a, b } = replicas);
   });
 
   afterAll(async () => {
-    await a?.close();
-    await b?.close();
-    await database?.drop();
+    await replicas?.close();
     await provider?.close();
   });
 
