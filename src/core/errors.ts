@@ -21,6 +21,7 @@ export type Reason =
   | "WORKER_UNAVAILABLE"
   | "PROVIDER_UNAVAILABLE"
   | "REPLICA_UNAVAILABLE"
+  | "SERVER_BUSY"
   | "TASK_EXECUTION_FAILED"
   | "NOT_IMPLEMENTED"
   | "RESOURCE_EXHAUSTED"
@@ -148,6 +149,11 @@ export function providerUnavailable(message: string, cause: unknown): ConnectErr
 /** Another server replica this call needs (the holder of a task's secrets) did not answer: worth trying again shortly. */
 export function replicaUnavailable(message: string, metadata: Record<string, string> = {}): ConnectError {
   return foremanError(Code.Unavailable, "REPLICA_UNAVAILABLE", message, metadata);
+}
+
+/** The server is overloaded right now (its database connections all stayed busy): worth trying again shortly. */
+export function serverBusy(): ConnectError {
+  return foremanError(Code.Unavailable, "SERVER_BUSY", "the server is too busy to answer now (all its database connections are in use); try again shortly");
 }
 
 export function resourceExhausted(message: string): ConnectError {

@@ -99,3 +99,11 @@ export function openDatabase(options: DatabaseOptions): Db {
   const kysely = new Kysely<Database>({ dialect: new ForemanSqliteDialect({ database: withStatementCache(sqlite) }) });
   return { kysely, dialect: "sqlite", adapter: sqliteAdapter, close: () => kysely.destroy() };
 }
+
+/**
+ * Whether a query failed because every connection of the pool stayed busy for
+ * connectionTimeoutMillis: the server is overloaded (pg-pool says so only in its message).
+ */
+export function isPoolTimeout(error: unknown): boolean {
+  return error instanceof Error && error.message === "timeout exceeded when trying to connect";
+}

@@ -9,11 +9,13 @@
 // cost about a tenth of a cheap call's server CPU, and the worker protocol makes cheap calls
 // by the thousand a second (heartbeats); /metrics counts them all by procedure and code.
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { clientCanceled, internalError } from "../core/errors.js";
+import { clientCanceled, internalError, serverBusy } from "../core/errors.js";
+import { isPoolTimeout } from "../db/database.js";
 import type { Logger } from "../logger.js";
 import { loggerKey, requestIdKey } from "../api/context-keys.js";
 import { adapterCallKey, requestIdFrom } from "./connect-adapter.js";
 import { codeName, type Metrics } from "./metrics.js";
+import { RateLimitedLog } from "./rate-limited-log.js";
 
 /**
  * Whether a call failed because its client went away: its signal fired (a reset stream, a closed
@@ -25,8 +27,13 @@ function clientLeft(error: unknown, signal: AbortSignal): boolean {
   return !(error instanceof ConnectError) || error.code === Code.Canceled || error.code === Code.Aborted;
 }
 
-function toConnectError(error: unknown, requestId: string, log: Logger, signal: AbortSignal): ConnectError {
+function toConnectError(error: unknown, requestId: string, log: Logger, signal: AbortSignal, busy: RateLimitedLog): ConnectError {
   if (clientLeft(error, signal)) return clientCanceled();
+  // Overload, not a fault: the client may retry, and thousands of such calls log a few lines.
+  if (isPoolTimeout(error)) {
+    busy.log({ request_id: requestId }, "calls refused: every database connection stayed busy (FOREMAN_DB_POOL_SIZE)");
+    return serverBusy();
+  }
   if (error instanceof ConnectError) {
     if (error.code === Code.Internal || error.code === Code.Unknown || error.code === Code.DataLoss) {
       log.error({ err: error, cause: error.cause }, "call failed");
@@ -38,6 +45,7 @@ function toConnectError(error: unknown, requestId: string, log: Logger, signal: 
 }
 
 export function loggingInterceptor(root: Logger, metrics: Metrics): Interceptor {
+  const busy = new RateLimitedLog(root, "warn");
   return (next) => async (req) => {
     // The adapter made the call's request id, and leaves the logging and counting to this.
     const call = req.contextValues.get(adapterCallKey);
@@ -68,7 +76,7 @@ export function loggingInterceptor(root: Logger, metrics: Metrics): Interceptor 
           try {
             yield* messages;
           } catch (error) {
-            const connectError = toConnectError(error, requestId, callLog(), req.signal);
+            const connectError = toConnectError(error, requestId, callLog(), req.signal, busy);
             code = connectError.code;
             connectError.metadata.set("x-request-id", requestId);
             throw connectError;
@@ -93,7 +101,7 @@ export function loggingInterceptor(root: Logger, metrics: Metrics): Interceptor 
         })(),
       };
     } catch (error) {
-      const connectError = toConnectError(error, requestId, callLog(), req.signal);
+      const connectError = toConnectError(error, requestId, callLog(), req.signal, busy);
       connectError.metadata.set("x-request-id", requestId);
       callLog().info(
         { code: Code[connectError.code], duration_ms: Math.round(performance.now() - started), message: connectError.rawMessage },
