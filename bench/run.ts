@@ -20,10 +20,11 @@ import {
 } from "./dispatch.js";
 import { formatH2load, h2loadAvailable, runH2load } from "./h2load.js";
 import { formatHostile, runHostile } from "./hostile.js";
+import { fanoutGoals, formatCommandLatency, formatLogFanout, formatLogIngest, loadNote, runCommandLatency, runLogFanout, runLogIngest } from "./logs.js";
 import { formatWatch, runWatch } from "./watch.js";
 import { formatUnary, runUnary, type UnaryResult } from "./unary.js";
 
-const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle"] as const;
+const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle", "log-ingest", "log-fanout", "command-latency"] as const;
 
 const HELP = `npm run bench [-- --help]
 
@@ -57,6 +58,19 @@ is 1 only if a call failed or a hostile request took the server down.
            simulated workers in processes of their own, heartbeating at the default interval and
            long-polling GetTask for the default longest wait: registration time, server CPU (% of
            one core) and RSS, on SQLite and, when it answers, PostgreSQL (goal: under one core)
+  log-ingest
+           lines/s through AppendLogs in 50-line batches, one call in flight per writer, 1 and 4
+           writers (each its own session), on SQLite and, when it answers, PostgreSQL
+  log-fanout
+           1, 10, 100 and 1000 StreamLog readers of one session (in the bench's process) while a
+           worker appends 50-line batches: lines/s to all readers together, AppendLogs → reader
+           latency p50/p99, peak server RSS; beside a bare connect-node server streaming the same
+           messages from memory (goals: ≥ 80% of the bare server's lines/s at 1000 readers, p99
+           ≤ 20 ms at 10 and ≤ 200 ms at 1000, RSS ≤ 300 MB at 1000)
+  command-latency
+           StopSession by the user → the stop_session command on the worker's open
+           ReceiveCommands stream: p50/p99/max, on SQLite, and on PostgreSQL with the stream on a
+           second replica of the same database (the NOTIFY path) (goal: within a second)
 
 Quick mode, to see that everything runs (figures too short to compare):
   BENCH_DURATION_MS=500 BENCH_WARMUP_MS=0 BENCH_REPEATS=1 npm run bench
@@ -78,6 +92,10 @@ Environment:
   BENCH_DISPATCH_IDLE_WINDOW_MS  one dispatch-idle window, ms (default 10 × BENCH_DURATION_MS:
                           30000, the default longest poll; 5000 in quick mode)
   BENCH_DISPATCH_IDLE_PROCESSES  processes the simulated workers run in (default 2)
+  BENCH_LOG_WRITERS       writer counts log-ingest compares (default 1,4)
+  BENCH_LOG_READERS       reader counts log-fanout compares (default 1,10,100,1000; fewer, e.g.
+                          1,10,100, to scale it down)
+  BENCH_COMMAND_STOPS     stops per target in command-latency (default 50)
   BENCH_SERVER_NODE_ARGS  flags for the servers' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
   BENCH_H2LOAD_BASELINE   another checkout (built) whose server h2load measures as one more row
   FOREMAN_BENCH_DATABASE_URL  the PostgreSQL auth and dispatch-* create their databases on
@@ -87,6 +105,17 @@ Ctrl-C (or SIGTERM) stops the servers and removes their temporary folders (forem
 foreman-h2load-* under $TMPDIR or /tmp), the simulated workers' processes, and the databases of auth
 and dispatch-*, then exits 130 (143 for SIGTERM).
 `;
+
+/** A comma-separated list of whole numbers, e.g. BENCH_LOG_READERS=1,10,100. */
+function envList(name: string, fallback: number[], min: number, max: number): number[] {
+  const raw = process.env[name]?.trim();
+  if (raw === undefined || raw === "") return fallback;
+  const values = raw.split(",").map((v) => Number(v.trim()));
+  if (values.some((v) => !Number.isInteger(v) || v < min || v > max)) {
+    throw new UsageError(`${name} must be whole numbers from ${min} to ${max} separated by commas, got "${raw}"`);
+  }
+  return values;
+}
 
 /** A mistake in how the bench was called: printed without a stack, exit code 2. */
 class UsageError extends Error {}
@@ -143,6 +172,9 @@ async function main(): Promise<number> {
   const idleWorkers = envInt("BENCH_DISPATCH_IDLE_WORKERS", options.durationMs < 1000 ? 1000 : 10_000, 1, 100_000);
   const idleWindowMs = envInt("BENCH_DISPATCH_IDLE_WINDOW_MS", Math.min(600_000, options.durationMs * 10), 100, 600_000);
   const idleProcesses = envInt("BENCH_DISPATCH_IDLE_PROCESSES", 2, 1, 64);
+  const logWriters = envList("BENCH_LOG_WRITERS", [1, 4], 1, 64);
+  const logReaders = envList("BENCH_LOG_READERS", [1, 10, 100, 1000], 1, 10_000);
+  const commandStops = envInt("BENCH_COMMAND_STOPS", 50, 1, 10_000);
   const only = readOnly();
   cleanUpOnSignals();
   let errors = 0;
@@ -368,6 +400,82 @@ async function main(): Promise<number> {
     );
     const failed = results.reduce((sum, r) => sum + r.errors, 0);
     if (failed > 0) console.error(`dispatch-idle: ${failed} calls failed`);
+    errors += failed;
+  }
+  const logOptions = { durationMs: options.durationMs, warmupMs: options.warmupMs, repeats: options.repeats };
+  if (only === undefined || only === "log-ingest") {
+    process.stderr.write(`log-ingest: ${logWriters.join(", ")} writers appending 50-line batches (progress on stderr)\n`);
+    const results = await runLogIngest({ ...logOptions, writers: logWriters });
+    console.log(formatLogIngest(results, logOptions));
+    console.log(loadNote());
+    console.log(
+      JSON.stringify({
+        benchmark: "log-ingest",
+        method: "foreman.v1.WorkerService/AppendLogs",
+        ...logOptions,
+        results: results.map((r) => ({
+          target: r.target,
+          writers: r.writers,
+          lines_per_s: spread(r.linesPerSecond, 0),
+          server_cpu_us_per_line: round(r.serverCpuMicrosPerLine, 1),
+          errors: r.errors,
+        })),
+      }),
+    );
+    const failed = results.reduce((sum, r) => sum + r.errors, 0);
+    if (failed > 0) console.error(`log-ingest: ${failed} calls failed`);
+    errors += failed;
+  }
+  if (only === undefined || only === "log-fanout") {
+    process.stderr.write(`log-fanout: ${logReaders.join(", ")} StreamLog readers, beside a bare connect-node server (progress on stderr)\n`);
+    const results = await runLogFanout({ ...logOptions, readers: logReaders });
+    console.log(formatLogFanout(results, logOptions));
+    console.log(loadNote());
+    console.log(
+      JSON.stringify({
+        benchmark: "log-fanout",
+        method: "foreman.v1.WorkerService/AppendLogs → foreman.v1.SessionService/StreamLog",
+        ...logOptions,
+        results: results.map((r) => ({
+          target: r.target,
+          readers: r.readers,
+          lines_per_s: spread(r.linesPerSecond, 0),
+          p50_ms: spread(r.p50Ms, 2),
+          p99_ms: spread(r.p99Ms, 2),
+          peak_rss_mb: round(r.peakRssMb),
+          goal_met: fanoutGoals(r, results.find((b) => b.readers === r.readers && !b.target.startsWith("foreman"))).met ?? null,
+          errors: r.errors,
+        })),
+      }),
+    );
+    const failed = results.reduce((sum, r) => sum + r.errors, 0);
+    if (failed > 0) console.error(`log-fanout: ${failed} streams failed`);
+    errors += failed;
+  }
+  if (only === undefined || only === "command-latency") {
+    process.stderr.write(`command-latency: ${commandStops} stops per target (progress on stderr)\n`);
+    const results = await runCommandLatency({ stops: commandStops });
+    console.log(formatCommandLatency(results));
+    console.log(loadNote());
+    console.log(
+      JSON.stringify({
+        benchmark: "command-latency",
+        method: "foreman.v1.SessionService/StopSession → foreman.v1.WorkerService/ReceiveCommands",
+        stops: commandStops,
+        results: results.map((r) => ({
+          target: r.target,
+          stops: r.stops,
+          p50_ms: round(r.p50Ms, 2),
+          p99_ms: round(r.p99Ms, 2),
+          max_ms: round(r.maxMs, 2),
+          stop_call_p50_ms: round(r.stopCallP50Ms, 2),
+          goal_met: r.maxMs <= 1000,
+          errors: r.errors,
+        })),
+      }),
+    );
+    const failed = results.reduce((sum, r) => sum + r.errors, 0);
+    if (failed > 0) console.error(`command-latency: ${failed} calls failed`);
     errors += failed;
   }
   if (errors > 0) return 1;
