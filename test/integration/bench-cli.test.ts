@@ -16,7 +16,7 @@ import { adminUrl, runsOn } from "../helpers/databases.js";
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const run = promisify(execFile);
 
-const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle"];
+const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle", "log-ingest", "log-fanout", "command-latency"];
 
 const SETTINGS = [
   "BENCH_ONLY",
@@ -30,6 +30,9 @@ const SETTINGS = [
   "BENCH_DISPATCH_IDLE_WORKERS",
   "BENCH_DISPATCH_IDLE_WINDOW_MS",
   "BENCH_DISPATCH_IDLE_PROCESSES",
+  "BENCH_LOG_WRITERS",
+  "BENCH_LOG_READERS",
+  "BENCH_COMMAND_STOPS",
   "BENCH_SERVER_NODE_ARGS",
   "BENCH_H2LOAD_BASELINE",
   "FOREMAN_BENCH_DATABASE_URL",
@@ -92,7 +95,11 @@ describe("npm run bench's command line", () => {
     expect(duration.code).toBe(2);
     expect(duration.stderr).toContain('BENCH_DURATION_MS must be a whole number from 100 to 600000, got "soon"');
     expect(duration.stderr).not.toMatch(/\n\s+at /); // no stack trace for a mistake in the call
-    // Six runs of the bench's command line, each a few seconds on a loaded machine.
+    const readers = await outcome("npx", ["tsx", "bench/run.ts"], benchEnv({ BENCH_ONLY: "log-fanout", BENCH_LOG_READERS: "1,ten" }));
+    expect(readers.code).toBe(2);
+    expect(readers.stderr).toContain('BENCH_LOG_READERS must be whole numbers from 1 to 10000 separated by commas, got "1,ten"');
+    expect(readers.stderr).not.toMatch(/starting the server|StreamLog readers/);
+    // Seven runs of the bench's command line, each a few seconds on a loaded machine.
   }, 180_000);
 });
 
