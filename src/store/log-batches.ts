@@ -9,8 +9,10 @@ import { LEASED_SESSION_STATES } from "../model/tasks.js";
 import { fromDbJson, fromDbTime, toDbTime } from "./codec.js";
 
 /**
- * The NOTIFY channel that wakes readers of a session's log on every replica. Its payload is the
- * session id, then a space and what changed (a batch's sequence, `tty`, `end`): never log text.
+ * The NOTIFY channel that wakes readers of a session's log on every replica: never log text.
+ * Its payload's key (up to the first space) is the session id when the log grew (then the
+ * batch's sequence) or the session ended (then `end`), and `<session id>:tty` when one of its
+ * TTY requests was raised or answered (core/log-stream.ts ttyKey).
  */
 export const LOGS_CHANNEL = "foreman_logs";
 
