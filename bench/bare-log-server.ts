@@ -26,6 +26,8 @@ const logOf = (sessionId: string) => {
 };
 
 const handler = connectNodeAdapter({
+  // Uncompressed, as the project's server sends StreamLog: otherwise each reader's copy is gzipped.
+  acceptCompression: [],
   routes: (router: ConnectRouter) => {
     router.service(WorkerService, {
       appendLogs(req) {
