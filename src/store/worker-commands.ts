@@ -2,8 +2,9 @@
 // revoked while the worker held it (a user cancelled, stopped or deleted its task, or the
 // lease was lost or handed back), and a user's answer to a question its agent asked
 // (tty_input_answer, whose payload carries the answer). Each is delivered by the worker's
-// command stream (ReceiveCommands), its heartbeats and its polls until acknowledged. The row
-// says why, never anything secret.
+// command stream (ReceiveCommands), its heartbeats and its polls until acknowledged, and
+// deleted then. A stop's row says why; an answer's holds what the user typed, as the request's
+// row does; neither holds a task secret.
 import type { Kysely } from "kysely";
 import type { DialectAdapter } from "../db/dialect-adapter.js";
 import type { Database } from "../db/schema.js";
