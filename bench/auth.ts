@@ -7,41 +7,13 @@ import { randomBytes } from "node:crypto";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
 import { OAuth2Server } from "oauth2-mock-server";
-import pg from "pg";
 import { AuthService } from "../gen/foreman/v1/auth_pb.js";
 import { WorkspaceService } from "../gen/foreman/v1/workspace_pb.js";
-import { removeOnInterrupt } from "./cleanup.js";
+import { createBenchDatabase } from "./databases.js";
 import { startBenchServer, type BenchServer } from "./server.js";
 import { compare, type Target, type UnaryOptions, type UnaryResult } from "./unary.js";
 
 const REDIRECT_URI = "http://127.0.0.1:5173/auth/callback";
-const ADMIN_URL = process.env.FOREMAN_BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
-
-/** A fresh PostgreSQL database for the run, or undefined (and a note) when there is no server. */
-async function createDatabase(): Promise<{ url: string; drop(): Promise<void> } | undefined> {
-  const name = `foreman_bench_${randomBytes(4).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: ADMIN_URL });
-  try {
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${name}`);
-  } catch (error) {
-    process.stderr.write(`auth: no PostgreSQL at ${ADMIN_URL} (${(error as Error).message}); measuring SQLite only\n`);
-    await admin.end().catch(() => undefined);
-    return undefined;
-  }
-  await admin.end();
-  process.stderr.write(`  created PostgreSQL database ${name}, dropped at the end\n`);
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  const drop = async () => {
-    const c = new pg.Client({ connectionString: ADMIN_URL });
-    await c.connect();
-    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await c.end();
-  };
-  // Ctrl-C drops it too (bench/cleanup.ts), after the servers using it have stopped.
-  return { url: url.href, drop: removeOnInterrupt(drop) };
-}
 
 async function login(baseUrl: string): Promise<string> {
   const auth = createClient(AuthService, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
@@ -68,7 +40,7 @@ export async function runAuth(options: UnaryOptions): Promise<UnaryResult> {
     FOREMAN_JWT_SECRET: randomBytes(32).toString("hex"),
     FOREMAN_SECRET_KEY: randomBytes(32).toString("base64"),
   };
-  const database = await createDatabase();
+  const database = await createBenchDatabase("auth");
   const configs: { name: string; settings: Record<string, string>; login: boolean }[] = [
     { name: "single-user sqlite", settings: {}, login: false },
     { name: "jwt sqlite", settings: multiUser, login: true },

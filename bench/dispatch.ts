@@ -20,10 +20,10 @@ import { RepositoryService } from "../gen/foreman/v1/repository_pb.js";
 import { TaskService } from "../gen/foreman/v1/task_pb.js";
 import { WorkerService, WorkerStatus, type Assignment } from "../gen/foreman/v1/worker_pb.js";
 import { WorkspaceService } from "../gen/foreman/v1/workspace_pb.js";
-import { removeOnInterrupt, trackChild } from "./cleanup.js";
+import { createBenchDatabase } from "./databases.js";
+import { trackChild } from "./cleanup.js";
 import { processCpuMicros, startBenchServer, type BenchServer } from "./server.js";
 
-const ADMIN_URL = process.env.FOREMAN_BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 /** The server's configured registration token: its workers serve every user, in every mode. */
 const REGISTRATION_TOKEN = randomBytes(24).toString("hex");
 /** Node's HTTP/2 client assumes 100 streams per connection until the server says otherwise. */
@@ -44,38 +44,12 @@ type Dialect = "sqlite" | "postgres";
 // ---------------------------------------------------------------------------------------------
 // Shared pieces
 
-/** A fresh PostgreSQL database, or undefined (and a note) when there is no server to make it on. */
-async function createDatabase(benchmark: string): Promise<{ url: string; drop(): Promise<void> } | undefined> {
-  const name = `foreman_bench_${randomBytes(4).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: ADMIN_URL });
-  try {
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${name}`);
-  } catch (error) {
-    process.stderr.write(`${benchmark}: no PostgreSQL at ${ADMIN_URL} (${(error as Error).message}); measuring SQLite only\n`);
-    await admin.end().catch(() => undefined);
-    return undefined;
-  }
-  await admin.end();
-  process.stderr.write(`  created PostgreSQL database ${name}, dropped at the end\n`);
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  const drop = async () => {
-    const c = new pg.Client({ connectionString: ADMIN_URL });
-    await c.connect();
-    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await c.end();
-  };
-  // Ctrl-C drops it too (bench/cleanup.ts), after the servers using it have stopped.
-  return { url: url.href, drop: removeOnInterrupt(drop) };
-}
-
 /** The dialects to measure: SQLite, and PostgreSQL in a fresh database when one answers. */
 async function databases(benchmark: string): Promise<{ dialect: Dialect; settings: Record<string, string>; drop(): Promise<void> }[]> {
   const list: { dialect: Dialect; settings: Record<string, string>; drop(): Promise<void> }[] = [
     { dialect: "sqlite", settings: {}, drop: async () => undefined },
   ];
-  const db = await createDatabase(benchmark);
+  const db = await createBenchDatabase(benchmark);
   if (db !== undefined) list.push({ dialect: "postgres", settings: { DATABASE_URL: db.url }, drop: db.drop });
   return list;
 }
@@ -517,7 +491,7 @@ export async function runDispatchThroughput(options: ThroughputOptions): Promise
       drainers.push(await foremanDrainer(await startForeman(db.dialect, db.settings), maxWorkers));
     }
     if (dbs.some((db) => db.dialect === "postgres")) {
-      graphileDb = await createDatabase("dispatch-throughput");
+      graphileDb = await createBenchDatabase("dispatch-throughput");
       if (graphileDb !== undefined) drainers.push(await graphileDrainer(graphileDb.url));
     }
     const results: ThroughputResult[] = [];

@@ -13,17 +13,16 @@ import { setMaxListeners } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
-import pg from "pg";
 import { SessionState } from "../gen/foreman/v1/common_pb.js";
 import { RepositoryService } from "../gen/foreman/v1/repository_pb.js";
 import { LogBatchSchema, LogStream, SessionService, type LogBatch } from "../gen/foreman/v1/session_pb.js";
 import { TaskService } from "../gen/foreman/v1/task_pb.js";
 import { WorkerService, WorkerStatus } from "../gen/foreman/v1/worker_pb.js";
 import { WorkspaceService } from "../gen/foreman/v1/workspace_pb.js";
-import { removeOnInterrupt, trackChild } from "./cleanup.js";
+import { createBenchDatabase } from "./databases.js";
+import { trackChild } from "./cleanup.js";
 import { freePort, startBenchServer, type BenchServer } from "./server.js";
 
-const ADMIN_URL = process.env.FOREMAN_BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const REGISTRATION_TOKEN = randomBytes(24).toString("hex");
 /** Node's HTTP/2 client assumes 100 streams per connection until the server says otherwise. */
 const STREAMS_PER_CONNECTION = 90;
@@ -80,31 +79,6 @@ export function rssMb(pid: number): number {
 export function loadNote(): string {
   const [one, five] = readFileSync("/proc/loadavg", "utf8").split(" ");
   return `machine: load average ${one} (1 min), ${five} (5 min)`;
-}
-
-/** A fresh PostgreSQL database, or undefined (and a note) when none answers. */
-async function createDatabase(benchmark: string): Promise<{ url: string; drop(): Promise<void> } | undefined> {
-  const name = `foreman_bench_${randomBytes(4).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: ADMIN_URL });
-  try {
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${name}`);
-  } catch (error) {
-    process.stderr.write(`${benchmark}: no PostgreSQL at ${ADMIN_URL} (${(error as Error).message}); measuring SQLite only\n`);
-    await admin.end().catch(() => undefined);
-    return undefined;
-  }
-  await admin.end();
-  process.stderr.write(`  created PostgreSQL database ${name}, dropped at the end\n`);
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  const drop = async () => {
-    const c = new pg.Client({ connectionString: ADMIN_URL });
-    await c.connect();
-    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await c.end();
-  };
-  return { url: url.href, drop: removeOnInterrupt(drop) };
 }
 
 function h2(url: string, sessions: Http2SessionManager[], interceptors: Interceptor[] = []): Transport {
@@ -223,7 +197,7 @@ export interface IngestResult {
 
 export async function runLogIngest(options: LogOptions & { writers: number[] }): Promise<IngestResult[]> {
   const results: IngestResult[] = [];
-  const db = await createDatabase("log-ingest");
+  const db = await createBenchDatabase("log-ingest");
   const dialects: [string, Record<string, string>][] = [["sqlite", {}]];
   if (db !== undefined) dialects.push(["postgres", { DATABASE_URL: db.url }]);
   try {
@@ -600,7 +574,7 @@ export async function runCommandLatency(options: { stops: number }): Promise<Com
   } finally {
     await sqlite.close();
   }
-  const db = await createDatabase("command-latency");
+  const db = await createBenchDatabase("command-latency");
   if (db === undefined) return results;
   try {
     // Two replicas on one database, sharing the secret key; the user on A, the worker's calls on B.
