@@ -1,9 +1,12 @@
 // Real databases for tests: a fresh SQLite file, or a fresh PostgreSQL database created for
 // the test and dropped after it.
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { promisify } from "node:util";
 import pg from "pg";
 import type { DialectName } from "../../src/db/dialect.js";
 
@@ -71,4 +74,22 @@ export async function createTestDatabase(dialect: DialectName): Promise<TestData
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+const execFileAsync = promisify(execFile);
+
+/** A PostgreSQL database's rows as a pg_dump's INSERT statements. */
+export async function pgDump(databaseUrl: string): Promise<string> {
+  const bin = existsSync("/usr/bin/pg_dump") ? "/usr/bin/pg_dump" : "pg_dump";
+  return (await execFileAsync(bin, ["--data-only", "--inserts", databaseUrl], { maxBuffer: 256 * 1024 * 1024 })).stdout;
+}
+
+/** The database's bytes as text, to look for what must never be stored: the SQLite file and its WAL, or a pg_dump. */
+export async function databaseText(database: TestDatabase): Promise<string> {
+  if (database.databaseUrl !== undefined) return pgDump(database.databaseUrl);
+  const file = path.join(database.dataDir, "foreman.db");
+  return [file, `${file}-wal`]
+    .filter((f) => existsSync(f))
+    .map((f) => readFileSync(f).toString("latin1"))
+    .join("\n");
 }

@@ -5,11 +5,9 @@
 // the signed replica route; the holder gone, the other says so. Every value sent is a fresh
 // random string, looked for at the end in the database file (or a pg_dump), the logs (trace
 // level) and the error bodies.
-import { execFile } from "node:child_process";
 import { createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import path from "node:path";
-import { promisify } from "node:util";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, type Client, type ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -22,7 +20,7 @@ import { loadConfig, parseSecretKey } from "../../src/config.js";
 import { SecretVault } from "../../src/core/secret-vault.js";
 import { endedRuns } from "../../src/store/secret-holders.js";
 import { REPLICA_SECRETS_PATH, replicaAddress } from "../../src/server/replica-secrets.js";
-import { createTestDatabase, DIALECTS, runsOn, type TestDatabase } from "../helpers/databases.js";
+import { createTestDatabase, databaseText, DIALECTS, pgDump, runsOn, type TestDatabase } from "../helpers/databases.js";
 import { dispatchFixtures, expectLeaseLost, type TestWorker } from "../helpers/dispatch.js";
 import { caller, registerWorker, type Caller, type User } from "../helpers/fixtures.js";
 import { clientWith, movableClock, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
@@ -50,24 +48,6 @@ function keepError(error: ConnectError): ConnectError {
 
 function valuesIn(text: string): string[] {
   return [...sentValues].filter((v) => text.includes(v));
-}
-
-const execFileAsync = promisify(execFile);
-async function pgDump(databaseUrl: string): Promise<string> {
-  const { stdout } = await execFileAsync(existsSync("/usr/bin/pg_dump") ? "/usr/bin/pg_dump" : "pg_dump", ["--data-only", "--inserts", databaseUrl], {
-    maxBuffer: 256 * 1024 * 1024,
-  });
-  return stdout;
-}
-
-/** The database's bytes as text: the SQLite file and its WAL, or a pg_dump. */
-async function databaseText(database: TestDatabase): Promise<string> {
-  if (database.databaseUrl !== undefined) return pgDump(database.databaseUrl);
-  const file = path.join(database.dataDir, "foreman.db");
-  return [file, `${file}-wal`]
-    .filter((f) => existsSync(f))
-    .map((f) => readFileSync(f).toString("latin1"))
-    .join("\n");
 }
 
 describe.each(DIALECTS)("task secrets on %s", (dialect) => {

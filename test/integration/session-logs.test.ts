@@ -3,11 +3,7 @@
 // lines, masking of the task's secrets) and SessionService.GetLog (paging, ownership, the end).
 // Every secret value sent is a fresh random string, looked for at the end in GetLog, the
 // database (the SQLite file and WAL, or a pg_dump), and every line the server logged.
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
-import path from "node:path";
-import { promisify } from "node:util";
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectError } from "@connectrpc/connect";
@@ -19,7 +15,7 @@ import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { AppendLogsRequestSchema, WorkerService, type Assignment } from "../../gen/foreman/v1/worker_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { randomUUID } from "node:crypto";
-import { DIALECTS, createTestDatabase, runsOn, type TestDatabase } from "../helpers/databases.js";
+import { DIALECTS, createTestDatabase, databaseText, runsOn, type TestDatabase } from "../helpers/databases.js";
 import { dispatchFixtures, expectLeaseLost, type TestWorker } from "../helpers/dispatch.js";
 import { caller, registerWorker, type User } from "../helpers/fixtures.js";
 import { clientWith, movableClock, startMultiUserServer, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
@@ -35,20 +31,6 @@ type BatchInit = MessageInitShape<typeof LogBatchSchema>;
 
 const line = (text: string, stream = LogStream.STDOUT) => ({ stream, text });
 const batch = (sequence: number, ...texts: string[]): BatchInit => ({ sequence, lines: texts.map((t) => line(t)) });
-
-const execFileAsync = promisify(execFile);
-/** The database's bytes as text: the SQLite file and its WAL, or a pg_dump. */
-async function databaseText(database: TestDatabase): Promise<string> {
-  if (database.databaseUrl !== undefined) {
-    const pgDump = existsSync("/usr/bin/pg_dump") ? "/usr/bin/pg_dump" : "pg_dump";
-    return (await execFileAsync(pgDump, ["--data-only", "--inserts", database.databaseUrl], { maxBuffer: 256 * 1024 * 1024 })).stdout;
-  }
-  const file = path.join(database.dataDir, "foreman.db");
-  return [file, `${file}-wal`]
-    .filter((f) => existsSync(f))
-    .map((f) => readFileSync(f).toString("latin1"))
-    .join("\n");
-}
 
 describe.each(DIALECTS)("session logs on %s", (dialect) => {
   let provider: TestProvider;
