@@ -111,6 +111,43 @@ function asciiHost(written: string): string | undefined {
   return ascii !== "" && HOST.test(ascii) ? ascii : undefined;
 }
 
+/** Ports each scheme uses when none is written; an explicit default port names the same remote. */
+const DEFAULT_PORTS: Record<string, string> = { "http:": "80", "https:": "443", "ssh:": "22", "git:": "9418" };
+/** Hosts whose owner and repository names are case-insensitive: Acme/App is acme/app. */
+const CASE_INSENSITIVE_HOSTS = new Set(["github.com", "www.github.com", "gitlab.com", "bitbucket.org"]);
+
+/**
+ * The one spelling of a remote that every other spelling of it shares, `host[:port]/path`: what
+ * makes a repository unique in its workspace (a webhook then finds it once). The scheme and the
+ * ssh user are left out (https://github.com/o/r, ssh://git@github.com/o/r and git@github.com:o/r
+ * are one repository), and so are a port the scheme uses anyway, a trailing ".git", trailing and
+ * repeated slashes and percent-encoding; the host is lower-case ASCII, and on the hosts that
+ * ignore the case of names (github.com, gitlab.com, bitbucket.org) so is the path. Any other
+ * port stays: two servers on one host are two remotes. Undefined for a URL parseRemoteUrl refuses.
+ */
+export function canonicalRemote(raw: string): string | undefined {
+  const parsed = parseRemoteUrl(raw);
+  if (typeof parsed === "string") return undefined;
+  let port = "";
+  let path: string;
+  const scp = SCP_LIKE.exec(parsed.url);
+  if (scp !== null) {
+    path = scp[3]!;
+  } else {
+    const url = new URL(parsed.url);
+    port = url.port === DEFAULT_PORTS[url.protocol] ? "" : url.port;
+    const afterScheme = parsed.url.slice(parsed.url.indexOf("//") + 2);
+    const slash = afterScheme.search(/[/\\]/);
+    path = decodeURIComponent(slash === -1 ? "" : afterScheme.slice(slash)).replace(/\\/g, "/");
+  }
+  let segments = path.split("/").filter((s) => s !== "");
+  const last = segments[segments.length - 1]!.replace(/\.git$/, "");
+  segments = [...segments.slice(0, -1), last];
+  let key = segments.join("/");
+  if (CASE_INSENSITIVE_HOSTS.has(parsed.host)) key = key.toLowerCase();
+  return `${parsed.host}${port === "" ? "" : `:${port}`}/${key}`;
+}
+
 type AddressKind = "loopback" | "link-local" | "private" | "reserved";
 
 const KIND_PROBLEM: Record<AddressKind, string> = {

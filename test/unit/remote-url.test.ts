@@ -1,7 +1,7 @@
 // Pure unit tests of the remote URL rules: which git URLs are accepted and how they are
 // stored, and the provider a host implies (git's branch-name rules are in git-names.test.ts).
 import { describe, expect, it } from "vitest";
-import { parseRemoteUrl, privateHostProblem, providerForHost, type ParsedRemote } from "../../src/core/remote-url.js";
+import { canonicalRemote, parseRemoteUrl, privateHostProblem, providerForHost, type ParsedRemote } from "../../src/core/remote-url.js";
 
 describe("parseRemoteUrl accepts", () => {
   const good: [string, ParsedRemote][] = [
@@ -209,5 +209,64 @@ describe("providerForHost", () => {
   it("works on the host parseRemoteUrl returns, whatever the case written", () => {
     const parsed = parseRemoteUrl("git@GITHUB.COM:acme/widgets.git") as ParsedRemote;
     expect(providerForHost(parsed.host)).toBe("github");
+  });
+});
+
+describe("canonicalRemote", () => {
+  it("gives every spelling of one GitHub repository one key", () => {
+    const spellings = [
+      "https://github.com/acme/widgets.git",
+      "https://github.com/acme/widgets",
+      "https://github.com/acme/widgets/",
+      "https://github.com/acme/widgets.git/",
+      "  https://GitHub.COM/Acme/Widgets.git ",
+      "http://github.com/acme/widgets",
+      "https://github.com:443/acme/widgets",
+      "https://github.com//acme//widgets",
+      "https://github.com/acme/%77idgets",
+      "git@github.com:acme/widgets.git",
+      "git@GITHUB.com:ACME/widgets",
+      "ssh://git@github.com/acme/widgets.git",
+      "ssh://git@github.com:22/Acme/Widgets",
+      "ssh://github.com/acme/widgets/",
+      "git://github.com/acme/widgets.git",
+      "https://ＧｉｔＨｕｂ.com/acme/widgets.git",
+    ];
+    for (const spelling of spellings) expect(canonicalRemote(spelling), spelling).toBe("github.com/acme/widgets");
+  });
+
+  it("keeps apart what may be different remotes", () => {
+    const distinct = [
+      "https://github.com/acme/widgets",
+      "https://github.com/acme/widgets2",
+      "https://github.com/other/widgets",
+      "https://gitlab.com/acme/widgets",
+      // Off the hosts known to ignore case, the case of a path counts.
+      "https://git.example.com/Acme/Widgets",
+      "https://git.example.com/acme/widgets",
+      // Another port is another server.
+      "http://127.0.0.1:8080/r.git",
+      "http://127.0.0.1:8081/r.git",
+      "ssh://git@github.com:2222/acme/widgets",
+      "https://github.com/acme/widgets/sub",
+    ];
+    const keys = distinct.map((url) => canonicalRemote(url));
+    expect(new Set(keys).size).toBe(distinct.length);
+  });
+
+  it("keys a host in lower-case ASCII, drops default ports and keeps others", () => {
+    expect(canonicalRemote("https://Git.Example.com:443/x/y.git")).toBe("git.example.com/x/y");
+    expect(canonicalRemote("http://127.0.0.1:80/r.git")).toBe("127.0.0.1/r");
+    expect(canonicalRemote("http://127.0.0.1:8418/git/local.git")).toBe("127.0.0.1:8418/git/local");
+    expect(canonicalRemote("https://[::1]:8443/r.git")).toBe("[::1]:8443/r");
+    expect(canonicalRemote("http://2130706433/x/r.git")).toBe("127.0.0.1/x/r");
+    expect(canonicalRemote("https://bücher.de/x/y.git")).toBe("xn--bcher-kva.de/x/y");
+    expect(canonicalRemote("ssh://git@host.example:22/x.git")).toBe(canonicalRemote("git@host.example:x.git"));
+  });
+
+  it("is undefined for a URL parseRemoteUrl refuses", () => {
+    expect(canonicalRemote("")).toBeUndefined();
+    expect(canonicalRemote("file:///tmp/x")).toBeUndefined();
+    expect(canonicalRemote("https://user:pw@github.com/a/b")).toBeUndefined();
   });
 });
