@@ -18,9 +18,12 @@ export interface TaskEvent {
 export const TASK_CHANGES_CHANNEL = "foreman_task_changes";
 
 /**
- * Records a change; call it last in the transaction that made the change. A lock per workspace,
- * held until the commit, makes the workspace's changes commit in the order of their ids, so a
- * watcher that has read up to id N can never later find an N-1 that committed late.
+ * Records a change, in the transaction that made it. A workspace's changes become visible in
+ * the order of their ids, so a watcher that has read up to id N never later finds an N-1 that
+ * committed late: on SQLite because one transaction writes at a time, on PostgreSQL because a
+ * trigger gives the row its id as the transaction commits, under a lock per workspace held only
+ * for the rest of the commit (migrations/0009_task_events_commit_order.ts). The id the insert
+ * gives is therefore provisional on PostgreSQL; nothing reads it.
  */
 export async function insertTaskEvent(
   db: Kysely<Database>,
@@ -28,7 +31,6 @@ export async function insertTaskEvent(
   e: { ownerId: string; workspaceId: string; taskId: string; type: TaskChangeType },
   now: Date,
 ): Promise<void> {
-  await adapter.lockForOrder(db, `task_events:${e.workspaceId}`);
   await db
     .insertInto("task_events")
     .values({ owner_id: e.ownerId, workspace_id: e.workspaceId, task_id: e.taskId, type: e.type, created_at: toDbTime(now) })
