@@ -26,6 +26,8 @@ export default tseslint.config(
   // The domain's types and transitions, which core/ rules by and store/ builds: a leaf below both.
   ...layer("src/model/**", ["../**", "./**", "kysely"], "model/ is a leaf: the domain's types, importing nothing"),
   ...layer("src/auth/**", ["../core/**", "../model/**", "../api/**", "../server/**", "../store/**", "../db/**", "../cli/**"], "auth/ is tokens and OIDC only and imports no domain code"),
+  // git operations (isomorphic-git): below core/, beside store/; the rules and errors stay in core/.
+  ...layer("src/git/**", ["../core/**", "../model/**", "../api/**", "../server/**", "../store/**", "../db/**", "../auth/**", "../cli/**"], "git/ is repository operations only and imports no domain code"),
   ...layer("src/db/**", ["../core/**", "../model/**", "../api/**", "../server/**", "../store/**", "../auth/**", "../cli/**"], "db/ is the connection and the migrator"),
   ...layer("migrations/**", ["../src/**"], "migrations/ is the schema history; src/db/ imports it, not the other way"),
   // The client verbs talk to a server through gen/ and cli/client.ts; only cli/serve.ts (serve,

@@ -9,6 +9,7 @@ import { markClearSecrets } from "./0004_mark_clear_secrets.js";
 import { claimPollIds } from "./0005_claim_poll_ids.js";
 import { workerCommands } from "./0006_worker_commands.js";
 import { secretHolders } from "./0007_secret_holders.js";
+import { repositoryRemotes } from "./0008_repository_remotes.js";
 import { taskEventsCommitOrder } from "./0009_task_events_commit_order.js";
 
 export function migrations(dialect: DialectName): Record<string, Migration> {
@@ -20,6 +21,7 @@ export function migrations(dialect: DialectName): Record<string, Migration> {
     "0005_claim_poll_ids": claimPollIds(),
     "0006_worker_commands": workerCommands(dialect),
     "0007_secret_holders": secretHolders(dialect),
+    "0008_repository_remotes": repositoryRemotes(),
     "0009_task_events_commit_order": taskEventsCommitOrder(dialect),
   };
 }

@@ -15,6 +15,13 @@ export interface Config {
   singleUserAllowRemote: boolean;
   /** Accept remote URLs whose host is loopback, link-local, private or reserved (the server will fetch them). */
   allowPrivateRemotes: boolean;
+  /**
+   * FOREMAN_CHECK_REMOTES: AddRepository and SetRepositoryCredentials ask the remote before they
+   * store anything. Off (false) only where remotes are made up (tests of other features, benchmarks).
+   */
+  checkRemotes: boolean;
+  /** FOREMAN_REMOTE_TIMEOUT_SECONDS: the longest one exchange with a remote (a check, later a fetch's start) may take. */
+  remoteTimeoutMs: number;
   logLevel: LogLevel;
   /** Origins allowed to call from a browser; "*" allows any. Empty allows none. */
   corsOrigins: string[];
@@ -175,6 +182,8 @@ export function loadConfig(env: Env = process.env): Config {
     // One local user may fetch from their own machine and network; many users must not be able
     // to make the server reach what only it can reach.
     allowPrivateRemotes: readBool(env, "FOREMAN_ALLOW_PRIVATE_REMOTES", singleUserMode),
+    checkRemotes: readBool(env, "FOREMAN_CHECK_REMOTES", true),
+    remoteTimeoutMs: readInt(env, "FOREMAN_REMOTE_TIMEOUT_SECONDS", 20, 1, 600) * 1000,
     logLevel,
     corsOrigins,
     maxMessageBytes: readInt(env, "FOREMAN_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),

@@ -35,6 +35,7 @@ export function repositoryToProto(r: repos.Repository): Repository {
     defaultBranch: r.defaultBranch,
     vcsProviderType: VCS_PROVIDERS.value(r.vcsProviderType, VcsProviderType.GENERIC),
     hasWebhookSecret: r.hasWebhookSecret,
+    hasUpstreamCredentials: r.hasUpstreamCredentials,
     createTime: timestampFromDate(r.createdAt),
     updateTime: timestampFromDate(r.updatedAt),
   });

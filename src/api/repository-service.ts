@@ -1,10 +1,18 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { RepositoryService } from "../../gen/foreman/v1/repository_pb.js";
+import type { RepositoryService, UpstreamCredentials } from "../../gen/foreman/v1/repository_pb.js";
 import { requireUser } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as repositories from "../core/repositories.js";
 import { repositoryGroupToProto, repositoryToProto } from "./convert.js";
 import { VCS_PROVIDERS } from "./enums.js";
+
+/** The oneof's case as core takes it; undefined for none (no message, or no case set). */
+function credentialsOf(message: UpstreamCredentials | undefined): { token: string } | { username: string; password: string } | undefined {
+  const kind = message?.kind;
+  if (kind?.case === "token") return { token: kind.value };
+  if (kind?.case === "usernamePassword") return { username: kind.value.username, password: kind.value.password };
+  return undefined;
+}
 
 export function repositoryService(core: Core): ServiceImpl<typeof RepositoryService> {
   return {
@@ -18,6 +26,7 @@ export function repositoryService(core: Core): ServiceImpl<typeof RepositoryServ
         defaultBranch: req.defaultBranch,
         provider,
         webhookSecret: req.webhookSecret,
+        upstreamCredentials: credentialsOf(req.upstreamCredentials),
       });
       return { repository: repositoryToProto(repository) };
     },
@@ -31,6 +40,16 @@ export function repositoryService(core: Core): ServiceImpl<typeof RepositoryServ
     async removeRepository(req, ctx) {
       await repositories.removeRepository(core, requireUser(ctx), req.id);
       return {};
+    },
+    async setRepositoryCredentials(req, ctx) {
+      const repository = await repositories.setRepositoryCredentials(core, requireUser(ctx), {
+        id: req.id,
+        credentials: credentialsOf(req.upstreamCredentials),
+      });
+      return { repository: repositoryToProto(repository) };
+    },
+    async clearRepositoryCredentials(req, ctx) {
+      return { repository: repositoryToProto(await repositories.clearRepositoryCredentials(core, requireUser(ctx), req.id)) };
     },
     async createRepositoryGroup(req, ctx) {
       const group = await repositories.createRepositoryGroup(core, requireUser(ctx), req);

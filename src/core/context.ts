@@ -51,6 +51,10 @@ export interface Core {
 export interface RemoteRules {
   /** Accept remote URLs that point at loopback, link-local, private or reserved addresses (FOREMAN_ALLOW_PRIVATE_REMOTES). */
   allowPrivate: boolean;
+  /** Ask a remote before storing it or its credentials (FOREMAN_CHECK_REMOTES; off only where remotes are made up). */
+  check: boolean;
+  /** The longest one exchange with a remote may take (FOREMAN_REMOTE_TIMEOUT_SECONDS). */
+  timeoutMs: number;
 }
 
 export interface StreamTiming {

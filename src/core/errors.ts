@@ -21,6 +21,8 @@ export type Reason =
   | "WORKER_UNAVAILABLE"
   | "PROVIDER_UNAVAILABLE"
   | "REPLICA_UNAVAILABLE"
+  | "REMOTE_UNAVAILABLE"
+  | "REMOTE_ACCESS_DENIED"
   | "SERVER_BUSY"
   | "TASK_EXECUTION_FAILED"
   | "NOT_IMPLEMENTED"
@@ -149,6 +151,16 @@ export function providerUnavailable(message: string, cause: unknown): ConnectErr
 /** Another server replica this call needs (the holder of a task's secrets) did not answer: worth trying again shortly. */
 export function replicaUnavailable(message: string, metadata: Record<string, string> = {}): ConnectError {
   return foremanError(Code.Unavailable, "REPLICA_UNAVAILABLE", message, metadata);
+}
+
+/** A repository's git remote did not answer (refused, timed out, failed): worth trying again later. */
+export function remoteUnavailable(message: string, metadata: Record<string, string> = {}): ConnectError {
+  return foremanError(Code.Unavailable, "REMOTE_UNAVAILABLE", message, metadata);
+}
+
+/** A repository's git remote refused the server's credentials for it (or their absence): give others. */
+export function remoteAccessDenied(message: string, metadata: Record<string, string> = {}): ConnectError {
+  return foremanError(Code.PermissionDenied, "REMOTE_ACCESS_DENIED", message, metadata);
 }
 
 /** The server is overloaded right now (its database connections all stayed busy): worth trying again shortly. */

@@ -8,14 +8,16 @@ import { isUniqueViolation } from "../store/errors.js";
 import * as store from "../store/repositories.js";
 import type { Repository, RepositoryGroup } from "../store/repositories.js";
 import type { Core } from "./context.js";
-import { alreadyExists, failedPrecondition, notFound } from "./errors.js";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "./errors.js";
 import { branchNameProblem } from "./git-names.js";
 import { readPage, writePage } from "./pagination.js";
-import { parseRemoteUrl, privateHostProblem, providerForHost, type ProviderName } from "./remote-url.js";
+import { canonicalRemote, parseRemoteUrl, privateHostProblem, providerForHost, type ProviderName } from "./remote-url.js";
 import { quote, textProblem } from "./text.js";
 import { Violations, normalizeId, readId } from "./validation.js";
 import { webhookSecretAad } from "./secrets.js";
 import { getWorkspace } from "./workspaces.js";
+import { checkRemote, openCredentials, readCredentials, sealCredentials, type UpstreamCredentials } from "./upstream.js";
+import type { Logger } from "../logger.js";
 
 export type { Repository, RepositoryGroup, ProviderName };
 
@@ -48,6 +50,20 @@ export interface AddRepositoryInput {
   /** undefined: derive from the URL's host. */
   provider: ProviderName | undefined;
   webhookSecret: string;
+  /** The API's oneof case; undefined for none. */
+  upstreamCredentials?: { token: string } | { username: string; password: string } | undefined;
+}
+
+/** The error for a second spelling of a remote the workspace has: it names the repository that has it. */
+function remoteTaken(workspaceId: string, existing: Repository | undefined, url: string): Error {
+  if (existing === undefined) {
+    return alreadyExists("repository", `workspace ${workspaceId} already has a repository for ${quote(url, 256)}`, { remote_url: url });
+  }
+  return alreadyExists(
+    "repository",
+    `workspace ${workspaceId} already has this remote: repository ${quote(existing.name, 100)} (${existing.id}), added as ${quote(existing.remoteUrl, 256)}`,
+    { remote_url: url, id: existing.id },
+  );
 }
 
 export async function addRepository(core: Core, ownerId: string, input: AddRepositoryInput): Promise<Repository> {
@@ -75,9 +91,10 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
     const problem = repositoryNameProblem(name);
     if (problem !== undefined) v.add("name", `the name taken from remote_url ${problem}; give a name`);
   }
-  const defaultBranch = input.defaultBranch.trim() || "main";
-  const branchProblem = branchNameProblem(defaultBranch);
+  const givenBranch = input.defaultBranch.trim();
+  const branchProblem = givenBranch === "" ? undefined : branchNameProblem(givenBranch);
   if (branchProblem !== undefined) v.add("default_branch", branchProblem);
+  const credentials = readCredentials(v, "upstream_credentials", input.upstreamCredentials);
   if ([...input.webhookSecret].length > WEBHOOK_SECRET_MAX) {
     v.add("webhook_secret", `must be at most ${WEBHOOK_SECRET_MAX} characters`);
   }
@@ -86,7 +103,22 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   if (secretProblem !== undefined) v.add("webhook_secret", secretProblem);
   v.throwIfAny();
   const parsed = remote as Exclude<typeof remote, string>;
+  const remoteKey = canonicalRemote(parsed.url)!;
+  const provider = input.provider ?? providerForHost(parsed.host);
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
+  // Another spelling of a remote the workspace has is refused before the remote is asked.
+  const existing = await store.findByRemoteKey(core.db, workspaceId, remoteKey);
+  if (existing !== undefined) throw remoteTaken(workspaceId, existing, parsed.url);
+  // The remote must answer (with the credentials) before anything is stored; it names the
+  // default branch when none is given. A branch it names is checked like one a client gives.
+  let defaultBranch = givenBranch || "main";
+  if (core.remotes.check) {
+    defaultBranch = await checkRemote(core, parsed, provider, givenBranch || undefined, credentials);
+    const problem = branchNameProblem(defaultBranch);
+    if (problem !== undefined) {
+      throw invalidArgument([{ field: "default_branch", description: `the remote's default branch ${problem}; give default_branch` }]);
+    }
+  }
   const id = newId(core.now().getTime());
   try {
     return await store.insertRepository(core.db, {
@@ -95,20 +127,89 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
       workspaceId,
       name,
       remoteUrl: parsed.url,
+      remoteKey,
       defaultBranch,
-      vcsProviderType: input.provider ?? providerForHost(parsed.host),
+      vcsProviderType: provider,
       // Stored sealed (core/secrets.ts), bound to this repository.
       webhookSecret: input.webhookSecret === "" ? null : core.secrets.seal(input.webhookSecret, webhookSecretAad(id)),
+      upstreamCredentials: credentials === undefined ? null : sealCredentials(core, id, credentials),
       createdAt: core.now(),
     });
   } catch (error) {
-    if (isUniqueViolation(error)) {
-      throw alreadyExists("repository", `workspace ${workspaceId} already has a repository for ${quote(parsed.url, 256)}`, {
-        remote_url: parsed.url,
-      });
-    }
+    if (isUniqueViolation(error)) throw remoteTaken(workspaceId, await store.findByRemoteKey(core.db, workspaceId, remoteKey), parsed.url);
     throw error;
   }
+}
+
+/**
+ * Sets a repository's upstream credentials, once its remote has answered with them (when remote
+ * checks are on); nothing changes when it does not.
+ */
+export async function setRepositoryCredentials(
+  core: Core,
+  ownerId: string,
+  input: { id: string; credentials: { token: string } | { username: string; password: string } | undefined },
+): Promise<Repository> {
+  const v = new Violations();
+  const id = v.id("id", input.id);
+  const credentials = readCredentials(v, "upstream_credentials", input.credentials);
+  if (credentials === undefined) v.add("upstream_credentials", "is required (ClearRepositoryCredentials removes them)");
+  v.throwIfAny();
+  const repository = await getRepository(core, ownerId, id);
+  if (core.remotes.check) {
+    const parsed = parseRemoteUrl(repository.remoteUrl);
+    if (typeof parsed !== "string") await checkRemote(core, parsed, repository.vcsProviderType as ProviderName, repository.defaultBranch, credentials);
+  }
+  const updated = await store.setUpstreamCredentials(core.db, ownerId, id, sealCredentials(core, id, credentials!), core.now());
+  if (updated === undefined) throw notFound("repository", id);
+  return updated;
+}
+
+export async function clearRepositoryCredentials(core: Core, ownerId: string, rawId: string): Promise<Repository> {
+  const id = readId(rawId);
+  const updated = await store.setUpstreamCredentials(core.db, ownerId, id, null, core.now());
+  if (updated === undefined) throw notFound("repository", id);
+  return updated;
+}
+
+/** A repository's upstream credentials, opened: for the server's own git operations only. */
+export async function repositoryCredentials(core: Core, ownerId: string, id: string): Promise<UpstreamCredentials | undefined> {
+  const sealed = await store.upstreamCredentials(core.db, ownerId, id);
+  if (sealed === undefined) throw notFound("repository", id);
+  return sealed === null ? undefined : openCredentials(core, id, sealed);
+}
+
+const KEY_BATCH = 200;
+
+/**
+ * Gives every repository stored before migration 0008 its remote key, at start. Of several
+ * spellings of one remote added to one workspace back then, the oldest gets the key and each
+ * other a key of its own (`<key>#<id>`): they stay as they were, and no new spelling can be added.
+ */
+export async function fillRemoteKeys(core: Core, log: Logger): Promise<{ filled: number; duplicates: number }> {
+  let filled = 0;
+  let duplicates = 0;
+  let afterId: string | undefined;
+  for (;;) {
+    const rows = await store.withoutRemoteKey(core.db, afterId, KEY_BATCH);
+    for (const row of rows) {
+      // A URL stored by an older version that today's rules refuse keeps a key of its own.
+      const key = canonicalRemote(row.remoteUrl) ?? `${row.remoteUrl}#${row.id}`;
+      try {
+        if (await store.setRemoteKey(core.db, row.id, key)) filled += 1;
+      } catch (error) {
+        if (!isUniqueViolation(error)) throw error;
+        if (await store.setRemoteKey(core.db, row.id, `${key}#${row.id}`)) duplicates += 1;
+      }
+    }
+    if (rows.length < KEY_BATCH) break;
+    afterId = rows[rows.length - 1]!.id;
+  }
+  if (filled + duplicates > 0) log.info({ filled, duplicates }, "repositories given their remote keys (one repository per remote)");
+  if (duplicates > 0) {
+    log.warn({ duplicates }, "some workspaces hold one remote several times, added before one repository per remote was enforced; remove the extra ones");
+  }
+  return { filled, duplicates };
 }
 
 export async function getRepository(core: Core, ownerId: string, rawId: string): Promise<Repository> {

@@ -39,6 +39,10 @@ export interface RepositoriesTable {
   vcs_provider_type: string;
   webhook_secret: string | null;
   local_path: string | null;
+  /** The remote's canonical spelling (core/remote-url.ts canonicalRemote), unique per workspace; NULL until start-up fills it for rows from before migration 0008. */
+  remote_key: string | null;
+  /** A token, or a user name and password, sealed (core/secrets.ts upstreamCredentialsAad); NULL for none. */
+  upstream_credentials: string | null;
   created_at: Time;
   updated_at: Time;
 }

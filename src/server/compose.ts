@@ -106,7 +106,7 @@ function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, 
     // One reader per followed session, woken like the task feeds.
     logFeeds: new LogFeeds(db.kysely, logs, config.streamPollMs, logger),
     streams: { keepAliveMs: config.streamKeepAliveMs, pollMs: config.streamPollMs },
-    remotes: { allowPrivate: config.allowPrivateRemotes },
+    remotes: { allowPrivate: config.allowPrivateRemotes, check: config.checkRemotes, timeoutMs: config.remoteTimeoutMs },
     secrets,
     taskSecrets: new SecretVault(),
   };

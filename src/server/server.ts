@@ -11,6 +11,7 @@ import { migrateToLatest } from "../db/migrator.js";
 import { PgListener } from "../db/notifications.js";
 import type { Logger } from "../logger.js";
 import { ensureLocalUser } from "../store/users.js";
+import { fillRemoteKeys } from "../core/repositories.js";
 import { resealStoredSecrets } from "../core/secrets.js";
 import { WorkerHealth } from "../core/worker-health.js";
 import { composeServices, type Services } from "./compose.js";
@@ -51,6 +52,8 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
   try {
     // Before serving: what is stored in clear, or under an older key, is sealed with the current one.
     await resealStoredSecrets(services.core, logger);
+    // Repositories from before one repository per remote get their remote keys (migration 0008).
+    await fillRemoteKeys(services.core, logger);
     if (config.databaseUrl !== undefined) {
       notifications = new PgListener(config.databaseUrl, services.notifier, logger);
       await notifications.start();

@@ -13,6 +13,8 @@ export interface Repository {
   defaultBranch: string;
   vcsProviderType: string;
   hasWebhookSecret: boolean;
+  /** Whether upstream credentials are stored (they themselves are read only by upstreamCredentials). */
+  hasUpstreamCredentials: boolean;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -38,6 +40,7 @@ function toRepository(row: Selectable<RepositoriesTable>): Repository {
     defaultBranch: row.default_branch,
     vcsProviderType: row.vcs_provider_type,
     hasWebhookSecret: row.webhook_secret !== null,
+    hasUpstreamCredentials: row.upstream_credentials !== null,
     createdAt: fromDbTime(row.created_at),
     updatedAt: fromDbTime(row.updated_at),
   };
@@ -49,9 +52,13 @@ export interface NewRepository {
   workspaceId: string;
   name: string;
   remoteUrl: string;
+  /** The remote's canonical spelling (core/remote-url.ts canonicalRemote), unique in the workspace. */
+  remoteKey: string;
   defaultBranch: string;
   vcsProviderType: string;
   webhookSecret: string | null;
+  /** Sealed by core/ before it gets here; null for none. */
+  upstreamCredentials: string | null;
   createdAt: Date;
 }
 
@@ -64,9 +71,11 @@ export async function insertRepository(db: Kysely<Database>, r: NewRepository): 
       workspace_id: r.workspaceId,
       name: r.name,
       remote_url: r.remoteUrl,
+      remote_key: r.remoteKey,
       default_branch: r.defaultBranch,
       vcs_provider_type: r.vcsProviderType,
       webhook_secret: r.webhookSecret,
+      upstream_credentials: r.upstreamCredentials,
       created_at: toDbTime(r.createdAt),
       updated_at: toDbTime(r.createdAt),
     })
@@ -83,6 +92,64 @@ export async function getRepository(db: Kysely<Database>, ownerId: string, id: s
     .where("id", "=", id)
     .executeTakeFirst();
   return row && toRepository(row);
+}
+
+/** The workspace's repository for this remote (by its canonical spelling), if there is one. */
+export async function findByRemoteKey(db: Kysely<Database>, workspaceId: string, remoteKey: string): Promise<Repository | undefined> {
+  const row = await db
+    .selectFrom("repositories")
+    .selectAll()
+    .where("workspace_id", "=", workspaceId)
+    .where("remote_key", "=", remoteKey)
+    .executeTakeFirst();
+  return row && toRepository(row);
+}
+
+/** The sealed upstream credentials of the owner's repository; null for none, undefined when there is no such repository. */
+export async function upstreamCredentials(db: Kysely<Database>, ownerId: string, id: string): Promise<string | null | undefined> {
+  const row = await db
+    .selectFrom("repositories")
+    .select("upstream_credentials")
+    .where("owner_id", "=", ownerId)
+    .where("id", "=", id)
+    .executeTakeFirst();
+  return row === undefined ? undefined : row.upstream_credentials;
+}
+
+/** Replaces (sealed) or removes (null) the upstream credentials; undefined when there is no such repository. */
+export async function setUpstreamCredentials(
+  db: Kysely<Database>,
+  ownerId: string,
+  id: string,
+  sealed: string | null,
+  now: Date,
+): Promise<Repository | undefined> {
+  const row = await db
+    .updateTable("repositories")
+    .set({ upstream_credentials: sealed, updated_at: toDbTime(now) })
+    .where("owner_id", "=", ownerId)
+    .where("id", "=", id)
+    .returningAll()
+    .executeTakeFirst();
+  return row && toRepository(row);
+}
+
+/** Repositories stored before migration 0008 gave them a remote key, in id order after afterId. */
+export async function withoutRemoteKey(
+  db: Kysely<Database>,
+  afterId: string | undefined,
+  limit: number,
+): Promise<{ id: string; workspaceId: string; remoteUrl: string }[]> {
+  let query = db.selectFrom("repositories").select(["id", "workspace_id", "remote_url"]).where("remote_key", "is", null);
+  if (afterId !== undefined) query = query.where("id", ">", afterId);
+  const rows = await query.orderBy("id").limit(limit).execute();
+  return rows.map((r) => ({ id: r.id, workspaceId: r.workspace_id, remoteUrl: r.remote_url }));
+}
+
+/** Sets a repository's remote key if it has none yet; whether it did. */
+export async function setRemoteKey(db: Kysely<Database>, id: string, remoteKey: string): Promise<boolean> {
+  const result = await db.updateTable("repositories").set({ remote_key: remoteKey }).where("id", "=", id).where("remote_key", "is", null).executeTakeFirst();
+  return result.numUpdatedRows > 0n;
 }
 
 /** The owner's repositories among ids, in any order; missing ones are left out. */

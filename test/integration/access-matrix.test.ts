@@ -192,6 +192,21 @@ rows(RepositoryService, {
     expect: users(OK, NotFound),
     call: async (fx, caller) => ({ request: { id: caller === "owner" ? (await fx.scratchRepository()).id : fx.repository.id } }),
   },
+  setRepositoryCredentials: {
+    expect: users(OK, NotFound),
+    call: async (fx, caller) => ({
+      request: {
+        id: caller === "owner" ? (await fx.scratchRepository()).id : fx.repository.id,
+        upstreamCredentials: { kind: { case: "token" as const, value: `token-of-${caller}` } },
+      },
+    }),
+    check: (res) => expect(res.repository?.hasUpstreamCredentials).toBe(true),
+  },
+  clearRepositoryCredentials: {
+    expect: users(OK, NotFound),
+    call: async (fx, caller) => ({ request: { id: caller === "owner" ? (await fx.scratchRepository()).id : fx.repository.id } }),
+    check: (res) => expect(res.repository?.hasUpstreamCredentials).toBe(false),
+  },
   createRepositoryGroup: {
     expect: users(OK, NotFound),
     call: async (fx, caller) => {

@@ -37,6 +37,8 @@ describe("loadConfig defaults", () => {
       singleUserMode: true,
       singleUserAllowRemote: false,
       allowPrivateRemotes: true,
+      checkRemotes: true,
+      remoteTimeoutMs: 20_000,
       logLevel: "info",
       corsOrigins: [],
       maxMessageBytes: 4 * 1024 * 1024,

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file foreman/v1/repository.proto.
  */
 export const file_foreman_v1_repository: GenFile = /*@__PURE__*/
-  fileDesc("Chtmb3JlbWFuL3YxL3JlcG9zaXRvcnkucHJvdG8SCmZvcmVtYW4udjEingIKClJlcG9zaXRvcnkSCgoCaWQYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSEgoKcmVtb3RlX3VybBgEIAEoCRIWCg5kZWZhdWx0X2JyYW5jaBgFIAEoCRI2ChF2Y3NfcHJvdmlkZXJfdHlwZRgGIAEoDjIbLmZvcmVtYW4udjEuVmNzUHJvdmlkZXJUeXBlEhoKEmhhc193ZWJob29rX3NlY3JldBgHIAEoCBIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrsBChRBZGRSZXBvc2l0b3J5UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEgoKcmVtb3RlX3VybBgCIAEoCRIMCgRuYW1lGAMgASgJEhYKDmRlZmF1bHRfYnJhbmNoGAQgASgJEjYKEXZjc19wcm92aWRlcl90eXBlGAUgASgOMhsuZm9yZW1hbi52MS5WY3NQcm92aWRlclR5cGUSGwoOd2ViaG9va19zZWNyZXQYBiABKAlCA4ABASJDChVBZGRSZXBvc2l0b3J5UmVzcG9uc2USKgoKcmVwb3NpdG9yeRgBIAEoCzIWLmZvcmVtYW4udjEuUmVwb3NpdG9yeSJWChdMaXN0UmVwb3NpdG9yaWVzUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiYQoYTGlzdFJlcG9zaXRvcmllc1Jlc3BvbnNlEiwKDHJlcG9zaXRvcmllcxgBIAMoCzIWLmZvcmVtYW4udjEuUmVwb3NpdG9yeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoUR2V0UmVwb3NpdG9yeVJlcXVlc3QSCgoCaWQYASABKAkiQwoVR2V0UmVwb3NpdG9yeVJlc3BvbnNlEioKCnJlcG9zaXRvcnkYASABKAsyFi5mb3JlbWFuLnYxLlJlcG9zaXRvcnkiJQoXUmVtb3ZlUmVwb3NpdG9yeVJlcXVlc3QSCgoCaWQYASABKAkiGgoYUmVtb3ZlUmVwb3NpdG9yeVJlc3BvbnNlIrsBCg9SZXBvc2l0b3J5R3JvdXASCgoCaWQYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSFgoOcmVwb3NpdG9yeV9pZHMYBCADKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJgChxDcmVhdGVSZXBvc2l0b3J5R3JvdXBSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhwKDnJlcG9zaXRvcnlfaWRzGAMgAygJQgSItRhkIlYKHUNyZWF0ZVJlcG9zaXRvcnlHcm91cFJlc3BvbnNlEjUKEHJlcG9zaXRvcnlfZ3JvdXAYASABKAsyGy5mb3JlbWFuLnYxLlJlcG9zaXRvcnlHcm91cCJaChtMaXN0UmVwb3NpdG9yeUdyb3Vwc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIm8KHExpc3RSZXBvc2l0b3J5R3JvdXBzUmVzcG9uc2USNgoRcmVwb3NpdG9yeV9ncm91cHMYASADKAsyGy5mb3JlbWFuLnYxLlJlcG9zaXRvcnlHcm91cBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJQoQUmVwb3NpdG9yeUlkTGlzdBIRCgNpZHMYASADKAlCBIi1GGQifAocVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVxdWVzdBIKCgJpZBgBIAEoCRIRCgRuYW1lGAIgASgJSACIAQESNAoOcmVwb3NpdG9yeV9pZHMYAyABKAsyHC5mb3JlbWFuLnYxLlJlcG9zaXRvcnlJZExpc3RCBwoFX25hbWUiVgodVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2USNQoQcmVwb3NpdG9yeV9ncm91cBgBIAEoCzIbLmZvcmVtYW4udjEuUmVwb3NpdG9yeUdyb3VwIioKHERlbGV0ZVJlcG9zaXRvcnlHcm91cFJlcXVlc3QSCgoCaWQYASABKAkiHwodRGVsZXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2UqsAEKD1Zjc1Byb3ZpZGVyVHlwZRIhCh1WQ1NfUFJPVklERVJfVFlQRV9VTlNQRUNJRklFRBAAEhwKGFZDU19QUk9WSURFUl9UWVBFX0dJVEhVQhABEhwKGFZDU19QUk9WSURFUl9UWVBFX0dJVExBQhACEh8KG1ZDU19QUk9WSURFUl9UWVBFX0JJVEJVQ0tFVBADEh0KGVZDU19QUk9WSURFUl9UWVBFX0dFTkVSSUMQBDLBBgoRUmVwb3NpdG9yeVNlcnZpY2USVAoNQWRkUmVwb3NpdG9yeRIgLmZvcmVtYW4udjEuQWRkUmVwb3NpdG9yeVJlcXVlc3QaIS5mb3JlbWFuLnYxLkFkZFJlcG9zaXRvcnlSZXNwb25zZRJiChBMaXN0UmVwb3NpdG9yaWVzEiMuZm9yZW1hbi52MS5MaXN0UmVwb3NpdG9yaWVzUmVxdWVzdBokLmZvcmVtYW4udjEuTGlzdFJlcG9zaXRvcmllc1Jlc3BvbnNlIgOQAgESWQoNR2V0UmVwb3NpdG9yeRIgLmZvcmVtYW4udjEuR2V0UmVwb3NpdG9yeVJlcXVlc3QaIS5mb3JlbWFuLnYxLkdldFJlcG9zaXRvcnlSZXNwb25zZSIDkAIBEl0KEFJlbW92ZVJlcG9zaXRvcnkSIy5mb3JlbWFuLnYxLlJlbW92ZVJlcG9zaXRvcnlSZXF1ZXN0GiQuZm9yZW1hbi52MS5SZW1vdmVSZXBvc2l0b3J5UmVzcG9uc2USbAoVQ3JlYXRlUmVwb3NpdG9yeUdyb3VwEiguZm9yZW1hbi52MS5DcmVhdGVSZXBvc2l0b3J5R3JvdXBSZXF1ZXN0GikuZm9yZW1hbi52MS5DcmVhdGVSZXBvc2l0b3J5R3JvdXBSZXNwb25zZRJuChRMaXN0UmVwb3NpdG9yeUdyb3VwcxInLmZvcmVtYW4udjEuTGlzdFJlcG9zaXRvcnlHcm91cHNSZXF1ZXN0GiguZm9yZW1hbi52MS5MaXN0UmVwb3NpdG9yeUdyb3Vwc1Jlc3BvbnNlIgOQAgESbAoVVXBkYXRlUmVwb3NpdG9yeUdyb3VwEiguZm9yZW1hbi52MS5VcGRhdGVSZXBvc2l0b3J5R3JvdXBSZXF1ZXN0GikuZm9yZW1hbi52MS5VcGRhdGVSZXBvc2l0b3J5R3JvdXBSZXNwb25zZRJsChVEZWxldGVSZXBvc2l0b3J5R3JvdXASKC5mb3JlbWFuLnYxLkRlbGV0ZVJlcG9zaXRvcnlHcm91cFJlcXVlc3QaKS5mb3JlbWFuLnYxLkRlbGV0ZVJlcG9zaXRvcnlHcm91cFJlc3BvbnNlYgZwcm90bzM", [file_foreman_v1_options, file_google_protobuf_timestamp]);
+  fileDesc("Chtmb3JlbWFuL3YxL3JlcG9zaXRvcnkucHJvdG8SCmZvcmVtYW4udjEiwAIKClJlcG9zaXRvcnkSCgoCaWQYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSEgoKcmVtb3RlX3VybBgEIAEoCRIWCg5kZWZhdWx0X2JyYW5jaBgFIAEoCRI2ChF2Y3NfcHJvdmlkZXJfdHlwZRgGIAEoDjIbLmZvcmVtYW4udjEuVmNzUHJvdmlkZXJUeXBlEhoKEmhhc193ZWJob29rX3NlY3JldBgHIAEoCBIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiAKGGhhc191cHN0cmVhbV9jcmVkZW50aWFscxgKIAEoCCJuChNVcHN0cmVhbUNyZWRlbnRpYWxzEhQKBXRva2VuGAEgASgJQgOAAQFIABI5ChF1c2VybmFtZV9wYXNzd29yZBgCIAEoCzIcLmZvcmVtYW4udjEuVXNlcm5hbWVQYXNzd29yZEgAQgYKBGtpbmQiOwoQVXNlcm5hbWVQYXNzd29yZBIQCgh1c2VybmFtZRgBIAEoCRIVCghwYXNzd29yZBgCIAEoCUIDgAEBIvoBChRBZGRSZXBvc2l0b3J5UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEgoKcmVtb3RlX3VybBgCIAEoCRIMCgRuYW1lGAMgASgJEhYKDmRlZmF1bHRfYnJhbmNoGAQgASgJEjYKEXZjc19wcm92aWRlcl90eXBlGAUgASgOMhsuZm9yZW1hbi52MS5WY3NQcm92aWRlclR5cGUSGwoOd2ViaG9va19zZWNyZXQYBiABKAlCA4ABARI9ChR1cHN0cmVhbV9jcmVkZW50aWFscxgHIAEoCzIfLmZvcmVtYW4udjEuVXBzdHJlYW1DcmVkZW50aWFscyJDChVBZGRSZXBvc2l0b3J5UmVzcG9uc2USKgoKcmVwb3NpdG9yeRgBIAEoCzIWLmZvcmVtYW4udjEuUmVwb3NpdG9yeSJWChdMaXN0UmVwb3NpdG9yaWVzUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiYQoYTGlzdFJlcG9zaXRvcmllc1Jlc3BvbnNlEiwKDHJlcG9zaXRvcmllcxgBIAMoCzIWLmZvcmVtYW4udjEuUmVwb3NpdG9yeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoUR2V0UmVwb3NpdG9yeVJlcXVlc3QSCgoCaWQYASABKAkiQwoVR2V0UmVwb3NpdG9yeVJlc3BvbnNlEioKCnJlcG9zaXRvcnkYASABKAsyFi5mb3JlbWFuLnYxLlJlcG9zaXRvcnkiJQoXUmVtb3ZlUmVwb3NpdG9yeVJlcXVlc3QSCgoCaWQYASABKAkiGgoYUmVtb3ZlUmVwb3NpdG9yeVJlc3BvbnNlImwKH1NldFJlcG9zaXRvcnlDcmVkZW50aWFsc1JlcXVlc3QSCgoCaWQYASABKAkSPQoUdXBzdHJlYW1fY3JlZGVudGlhbHMYAiABKAsyHy5mb3JlbWFuLnYxLlVwc3RyZWFtQ3JlZGVudGlhbHMiTgogU2V0UmVwb3NpdG9yeUNyZWRlbnRpYWxzUmVzcG9uc2USKgoKcmVwb3NpdG9yeRgBIAEoCzIWLmZvcmVtYW4udjEuUmVwb3NpdG9yeSIvCiFDbGVhclJlcG9zaXRvcnlDcmVkZW50aWFsc1JlcXVlc3QSCgoCaWQYASABKAkiUAoiQ2xlYXJSZXBvc2l0b3J5Q3JlZGVudGlhbHNSZXNwb25zZRIqCgpyZXBvc2l0b3J5GAEgASgLMhYuZm9yZW1hbi52MS5SZXBvc2l0b3J5IrsBCg9SZXBvc2l0b3J5R3JvdXASCgoCaWQYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSFgoOcmVwb3NpdG9yeV9pZHMYBCADKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJgChxDcmVhdGVSZXBvc2l0b3J5R3JvdXBSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhwKDnJlcG9zaXRvcnlfaWRzGAMgAygJQgSItRhkIlYKHUNyZWF0ZVJlcG9zaXRvcnlHcm91cFJlc3BvbnNlEjUKEHJlcG9zaXRvcnlfZ3JvdXAYASABKAsyGy5mb3JlbWFuLnYxLlJlcG9zaXRvcnlHcm91cCJaChtMaXN0UmVwb3NpdG9yeUdyb3Vwc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIm8KHExpc3RSZXBvc2l0b3J5R3JvdXBzUmVzcG9uc2USNgoRcmVwb3NpdG9yeV9ncm91cHMYASADKAsyGy5mb3JlbWFuLnYxLlJlcG9zaXRvcnlHcm91cBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJQoQUmVwb3NpdG9yeUlkTGlzdBIRCgNpZHMYASADKAlCBIi1GGQifAocVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVxdWVzdBIKCgJpZBgBIAEoCRIRCgRuYW1lGAIgASgJSACIAQESNAoOcmVwb3NpdG9yeV9pZHMYAyABKAsyHC5mb3JlbWFuLnYxLlJlcG9zaXRvcnlJZExpc3RCBwoFX25hbWUiVgodVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2USNQoQcmVwb3NpdG9yeV9ncm91cBgBIAEoCzIbLmZvcmVtYW4udjEuUmVwb3NpdG9yeUdyb3VwIioKHERlbGV0ZVJlcG9zaXRvcnlHcm91cFJlcXVlc3QSCgoCaWQYASABKAkiHwodRGVsZXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2UqsAEKD1Zjc1Byb3ZpZGVyVHlwZRIhCh1WQ1NfUFJPVklERVJfVFlQRV9VTlNQRUNJRklFRBAAEhwKGFZDU19QUk9WSURFUl9UWVBFX0dJVEhVQhABEhwKGFZDU19QUk9WSURFUl9UWVBFX0dJVExBQhACEh8KG1ZDU19QUk9WSURFUl9UWVBFX0JJVEJVQ0tFVBADEh0KGVZDU19QUk9WSURFUl9UWVBFX0dFTkVSSUMQBDK1CAoRUmVwb3NpdG9yeVNlcnZpY2USVAoNQWRkUmVwb3NpdG9yeRIgLmZvcmVtYW4udjEuQWRkUmVwb3NpdG9yeVJlcXVlc3QaIS5mb3JlbWFuLnYxLkFkZFJlcG9zaXRvcnlSZXNwb25zZRJiChBMaXN0UmVwb3NpdG9yaWVzEiMuZm9yZW1hbi52MS5MaXN0UmVwb3NpdG9yaWVzUmVxdWVzdBokLmZvcmVtYW4udjEuTGlzdFJlcG9zaXRvcmllc1Jlc3BvbnNlIgOQAgESWQoNR2V0UmVwb3NpdG9yeRIgLmZvcmVtYW4udjEuR2V0UmVwb3NpdG9yeVJlcXVlc3QaIS5mb3JlbWFuLnYxLkdldFJlcG9zaXRvcnlSZXNwb25zZSIDkAIBEl0KEFJlbW92ZVJlcG9zaXRvcnkSIy5mb3JlbWFuLnYxLlJlbW92ZVJlcG9zaXRvcnlSZXF1ZXN0GiQuZm9yZW1hbi52MS5SZW1vdmVSZXBvc2l0b3J5UmVzcG9uc2USdQoYU2V0UmVwb3NpdG9yeUNyZWRlbnRpYWxzEisuZm9yZW1hbi52MS5TZXRSZXBvc2l0b3J5Q3JlZGVudGlhbHNSZXF1ZXN0GiwuZm9yZW1hbi52MS5TZXRSZXBvc2l0b3J5Q3JlZGVudGlhbHNSZXNwb25zZRJ7ChpDbGVhclJlcG9zaXRvcnlDcmVkZW50aWFscxItLmZvcmVtYW4udjEuQ2xlYXJSZXBvc2l0b3J5Q3JlZGVudGlhbHNSZXF1ZXN0Gi4uZm9yZW1hbi52MS5DbGVhclJlcG9zaXRvcnlDcmVkZW50aWFsc1Jlc3BvbnNlEmwKFUNyZWF0ZVJlcG9zaXRvcnlHcm91cBIoLmZvcmVtYW4udjEuQ3JlYXRlUmVwb3NpdG9yeUdyb3VwUmVxdWVzdBopLmZvcmVtYW4udjEuQ3JlYXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2USbgoUTGlzdFJlcG9zaXRvcnlHcm91cHMSJy5mb3JlbWFuLnYxLkxpc3RSZXBvc2l0b3J5R3JvdXBzUmVxdWVzdBooLmZvcmVtYW4udjEuTGlzdFJlcG9zaXRvcnlHcm91cHNSZXNwb25zZSIDkAIBEmwKFVVwZGF0ZVJlcG9zaXRvcnlHcm91cBIoLmZvcmVtYW4udjEuVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVxdWVzdBopLmZvcmVtYW4udjEuVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2USbAoVRGVsZXRlUmVwb3NpdG9yeUdyb3VwEiguZm9yZW1hbi52MS5EZWxldGVSZXBvc2l0b3J5R3JvdXBSZXF1ZXN0GikuZm9yZW1hbi52MS5EZWxldGVSZXBvc2l0b3J5R3JvdXBSZXNwb25zZWIGcHJvdG8z", [file_foreman_v1_options, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message foreman.v1.Repository
@@ -67,6 +67,13 @@ export type Repository = Message<"foreman.v1.Repository"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 9;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Whether upstream credentials are set; they themselves are never returned.
+   *
+   * @generated from field: bool has_upstream_credentials = 10;
+   */
+  hasUpstreamCredentials: boolean;
 };
 
 /**
@@ -75,6 +82,63 @@ export type Repository = Message<"foreman.v1.Repository"> & {
  */
 export const RepositorySchema: GenMessage<Repository> = /*@__PURE__*/
   messageDesc(file_foreman_v1_repository, 0);
+
+/**
+ * What the server reaches a repository's remote with, for fetches and pushes. Write-only: stored
+ * encrypted, never in an answer, a log or an error, and never handed to a worker.
+ *
+ * @generated from message foreman.v1.UpstreamCredentials
+ */
+export type UpstreamCredentials = Message<"foreman.v1.UpstreamCredentials"> & {
+  /**
+   * @generated from oneof foreman.v1.UpstreamCredentials.kind
+   */
+  kind: {
+    /**
+     * An access token (GitHub, GitLab, Bitbucket, Gitea), sent over HTTP basic auth with the
+     * user name the provider expects for tokens.
+     *
+     * @generated from field: string token = 1;
+     */
+    value: string;
+    case: "token";
+  } | {
+    /**
+     * @generated from field: foreman.v1.UsernamePassword username_password = 2;
+     */
+    value: UsernamePassword;
+    case: "usernamePassword";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message foreman.v1.UpstreamCredentials.
+ * Use `create(UpstreamCredentialsSchema)` to create a new message.
+ */
+export const UpstreamCredentialsSchema: GenMessage<UpstreamCredentials> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_repository, 1);
+
+/**
+ * @generated from message foreman.v1.UsernamePassword
+ */
+export type UsernamePassword = Message<"foreman.v1.UsernamePassword"> & {
+  /**
+   * @generated from field: string username = 1;
+   */
+  username: string;
+
+  /**
+   * @generated from field: string password = 2;
+   */
+  password: string;
+};
+
+/**
+ * Describes the message foreman.v1.UsernamePassword.
+ * Use `create(UsernamePasswordSchema)` to create a new message.
+ */
+export const UsernamePasswordSchema: GenMessage<UsernamePassword> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_repository, 2);
 
 /**
  * @generated from message foreman.v1.AddRepositoryRequest
@@ -98,7 +162,8 @@ export type AddRepositoryRequest = Message<"foreman.v1.AddRepositoryRequest"> & 
   name: string;
 
   /**
-   * Defaults to "main".
+   * Defaults to the remote's default branch (what its HEAD names). A branch given must exist on
+   * the remote.
    *
    * @generated from field: string default_branch = 4;
    */
@@ -117,6 +182,14 @@ export type AddRepositoryRequest = Message<"foreman.v1.AddRepositoryRequest"> & 
    * @generated from field: string webhook_secret = 6;
    */
   webhookSecret: string;
+
+  /**
+   * Credentials for the remote, if it needs any. The server checks that the remote answers
+   * (with them) before it stores the repository.
+   *
+   * @generated from field: foreman.v1.UpstreamCredentials upstream_credentials = 7;
+   */
+  upstreamCredentials?: UpstreamCredentials | undefined;
 };
 
 /**
@@ -124,7 +197,7 @@ export type AddRepositoryRequest = Message<"foreman.v1.AddRepositoryRequest"> & 
  * Use `create(AddRepositoryRequestSchema)` to create a new message.
  */
 export const AddRepositoryRequestSchema: GenMessage<AddRepositoryRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 1);
+  messageDesc(file_foreman_v1_repository, 3);
 
 /**
  * @generated from message foreman.v1.AddRepositoryResponse
@@ -141,7 +214,7 @@ export type AddRepositoryResponse = Message<"foreman.v1.AddRepositoryResponse"> 
  * Use `create(AddRepositoryResponseSchema)` to create a new message.
  */
 export const AddRepositoryResponseSchema: GenMessage<AddRepositoryResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 2);
+  messageDesc(file_foreman_v1_repository, 4);
 
 /**
  * @generated from message foreman.v1.ListRepositoriesRequest
@@ -170,7 +243,7 @@ export type ListRepositoriesRequest = Message<"foreman.v1.ListRepositoriesReques
  * Use `create(ListRepositoriesRequestSchema)` to create a new message.
  */
 export const ListRepositoriesRequestSchema: GenMessage<ListRepositoriesRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 3);
+  messageDesc(file_foreman_v1_repository, 5);
 
 /**
  * @generated from message foreman.v1.ListRepositoriesResponse
@@ -194,7 +267,7 @@ export type ListRepositoriesResponse = Message<"foreman.v1.ListRepositoriesRespo
  * Use `create(ListRepositoriesResponseSchema)` to create a new message.
  */
 export const ListRepositoriesResponseSchema: GenMessage<ListRepositoriesResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 4);
+  messageDesc(file_foreman_v1_repository, 6);
 
 /**
  * @generated from message foreman.v1.GetRepositoryRequest
@@ -211,7 +284,7 @@ export type GetRepositoryRequest = Message<"foreman.v1.GetRepositoryRequest"> & 
  * Use `create(GetRepositoryRequestSchema)` to create a new message.
  */
 export const GetRepositoryRequestSchema: GenMessage<GetRepositoryRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 5);
+  messageDesc(file_foreman_v1_repository, 7);
 
 /**
  * @generated from message foreman.v1.GetRepositoryResponse
@@ -228,7 +301,7 @@ export type GetRepositoryResponse = Message<"foreman.v1.GetRepositoryResponse"> 
  * Use `create(GetRepositoryResponseSchema)` to create a new message.
  */
 export const GetRepositoryResponseSchema: GenMessage<GetRepositoryResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 6);
+  messageDesc(file_foreman_v1_repository, 8);
 
 /**
  * @generated from message foreman.v1.RemoveRepositoryRequest
@@ -245,7 +318,7 @@ export type RemoveRepositoryRequest = Message<"foreman.v1.RemoveRepositoryReques
  * Use `create(RemoveRepositoryRequestSchema)` to create a new message.
  */
 export const RemoveRepositoryRequestSchema: GenMessage<RemoveRepositoryRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 7);
+  messageDesc(file_foreman_v1_repository, 9);
 
 /**
  * @generated from message foreman.v1.RemoveRepositoryResponse
@@ -258,7 +331,84 @@ export type RemoveRepositoryResponse = Message<"foreman.v1.RemoveRepositoryRespo
  * Use `create(RemoveRepositoryResponseSchema)` to create a new message.
  */
 export const RemoveRepositoryResponseSchema: GenMessage<RemoveRepositoryResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 8);
+  messageDesc(file_foreman_v1_repository, 10);
+
+/**
+ * @generated from message foreman.v1.SetRepositoryCredentialsRequest
+ */
+export type SetRepositoryCredentialsRequest = Message<"foreman.v1.SetRepositoryCredentialsRequest"> & {
+  /**
+   * The repository's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: foreman.v1.UpstreamCredentials upstream_credentials = 2;
+   */
+  upstreamCredentials?: UpstreamCredentials | undefined;
+};
+
+/**
+ * Describes the message foreman.v1.SetRepositoryCredentialsRequest.
+ * Use `create(SetRepositoryCredentialsRequestSchema)` to create a new message.
+ */
+export const SetRepositoryCredentialsRequestSchema: GenMessage<SetRepositoryCredentialsRequest> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_repository, 11);
+
+/**
+ * @generated from message foreman.v1.SetRepositoryCredentialsResponse
+ */
+export type SetRepositoryCredentialsResponse = Message<"foreman.v1.SetRepositoryCredentialsResponse"> & {
+  /**
+   * @generated from field: foreman.v1.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+};
+
+/**
+ * Describes the message foreman.v1.SetRepositoryCredentialsResponse.
+ * Use `create(SetRepositoryCredentialsResponseSchema)` to create a new message.
+ */
+export const SetRepositoryCredentialsResponseSchema: GenMessage<SetRepositoryCredentialsResponse> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_repository, 12);
+
+/**
+ * @generated from message foreman.v1.ClearRepositoryCredentialsRequest
+ */
+export type ClearRepositoryCredentialsRequest = Message<"foreman.v1.ClearRepositoryCredentialsRequest"> & {
+  /**
+   * The repository's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message foreman.v1.ClearRepositoryCredentialsRequest.
+ * Use `create(ClearRepositoryCredentialsRequestSchema)` to create a new message.
+ */
+export const ClearRepositoryCredentialsRequestSchema: GenMessage<ClearRepositoryCredentialsRequest> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_repository, 13);
+
+/**
+ * @generated from message foreman.v1.ClearRepositoryCredentialsResponse
+ */
+export type ClearRepositoryCredentialsResponse = Message<"foreman.v1.ClearRepositoryCredentialsResponse"> & {
+  /**
+   * @generated from field: foreman.v1.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+};
+
+/**
+ * Describes the message foreman.v1.ClearRepositoryCredentialsResponse.
+ * Use `create(ClearRepositoryCredentialsResponseSchema)` to create a new message.
+ */
+export const ClearRepositoryCredentialsResponseSchema: GenMessage<ClearRepositoryCredentialsResponse> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_repository, 14);
 
 /**
  * @generated from message foreman.v1.RepositoryGroup
@@ -304,7 +454,7 @@ export type RepositoryGroup = Message<"foreman.v1.RepositoryGroup"> & {
  * Use `create(RepositoryGroupSchema)` to create a new message.
  */
 export const RepositoryGroupSchema: GenMessage<RepositoryGroup> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 9);
+  messageDesc(file_foreman_v1_repository, 15);
 
 /**
  * @generated from message foreman.v1.CreateRepositoryGroupRequest
@@ -331,7 +481,7 @@ export type CreateRepositoryGroupRequest = Message<"foreman.v1.CreateRepositoryG
  * Use `create(CreateRepositoryGroupRequestSchema)` to create a new message.
  */
 export const CreateRepositoryGroupRequestSchema: GenMessage<CreateRepositoryGroupRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 10);
+  messageDesc(file_foreman_v1_repository, 16);
 
 /**
  * @generated from message foreman.v1.CreateRepositoryGroupResponse
@@ -348,7 +498,7 @@ export type CreateRepositoryGroupResponse = Message<"foreman.v1.CreateRepository
  * Use `create(CreateRepositoryGroupResponseSchema)` to create a new message.
  */
 export const CreateRepositoryGroupResponseSchema: GenMessage<CreateRepositoryGroupResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 11);
+  messageDesc(file_foreman_v1_repository, 17);
 
 /**
  * @generated from message foreman.v1.ListRepositoryGroupsRequest
@@ -375,7 +525,7 @@ export type ListRepositoryGroupsRequest = Message<"foreman.v1.ListRepositoryGrou
  * Use `create(ListRepositoryGroupsRequestSchema)` to create a new message.
  */
 export const ListRepositoryGroupsRequestSchema: GenMessage<ListRepositoryGroupsRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 12);
+  messageDesc(file_foreman_v1_repository, 18);
 
 /**
  * @generated from message foreman.v1.ListRepositoryGroupsResponse
@@ -397,7 +547,7 @@ export type ListRepositoryGroupsResponse = Message<"foreman.v1.ListRepositoryGro
  * Use `create(ListRepositoryGroupsResponseSchema)` to create a new message.
  */
 export const ListRepositoryGroupsResponseSchema: GenMessage<ListRepositoryGroupsResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 13);
+  messageDesc(file_foreman_v1_repository, 19);
 
 /**
  * A list of repository ids, wrapped so that an update can tell "unchanged" from "empty".
@@ -416,7 +566,7 @@ export type RepositoryIdList = Message<"foreman.v1.RepositoryIdList"> & {
  * Use `create(RepositoryIdListSchema)` to create a new message.
  */
 export const RepositoryIdListSchema: GenMessage<RepositoryIdList> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 14);
+  messageDesc(file_foreman_v1_repository, 20);
 
 /**
  * Fields that are not set are left as they are.
@@ -445,7 +595,7 @@ export type UpdateRepositoryGroupRequest = Message<"foreman.v1.UpdateRepositoryG
  * Use `create(UpdateRepositoryGroupRequestSchema)` to create a new message.
  */
 export const UpdateRepositoryGroupRequestSchema: GenMessage<UpdateRepositoryGroupRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 15);
+  messageDesc(file_foreman_v1_repository, 21);
 
 /**
  * @generated from message foreman.v1.UpdateRepositoryGroupResponse
@@ -462,7 +612,7 @@ export type UpdateRepositoryGroupResponse = Message<"foreman.v1.UpdateRepository
  * Use `create(UpdateRepositoryGroupResponseSchema)` to create a new message.
  */
 export const UpdateRepositoryGroupResponseSchema: GenMessage<UpdateRepositoryGroupResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 16);
+  messageDesc(file_foreman_v1_repository, 22);
 
 /**
  * @generated from message foreman.v1.DeleteRepositoryGroupRequest
@@ -479,7 +629,7 @@ export type DeleteRepositoryGroupRequest = Message<"foreman.v1.DeleteRepositoryG
  * Use `create(DeleteRepositoryGroupRequestSchema)` to create a new message.
  */
 export const DeleteRepositoryGroupRequestSchema: GenMessage<DeleteRepositoryGroupRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 17);
+  messageDesc(file_foreman_v1_repository, 23);
 
 /**
  * @generated from message foreman.v1.DeleteRepositoryGroupResponse
@@ -492,7 +642,7 @@ export type DeleteRepositoryGroupResponse = Message<"foreman.v1.DeleteRepository
  * Use `create(DeleteRepositoryGroupResponseSchema)` to create a new message.
  */
 export const DeleteRepositoryGroupResponseSchema: GenMessage<DeleteRepositoryGroupResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 18);
+  messageDesc(file_foreman_v1_repository, 24);
 
 /**
  * @generated from enum foreman.v1.VcsProviderType
@@ -570,6 +720,27 @@ export const RepositoryService: GenService<{
     methodKind: "unary";
     input: typeof RemoveRepositoryRequestSchema;
     output: typeof RemoveRepositoryResponseSchema;
+  },
+  /**
+   * Sets (or replaces) the credentials the server reaches the repository's remote with, once
+   * the remote has accepted them; nothing changes when it does not.
+   *
+   * @generated from rpc foreman.v1.RepositoryService.SetRepositoryCredentials
+   */
+  setRepositoryCredentials: {
+    methodKind: "unary";
+    input: typeof SetRepositoryCredentialsRequestSchema;
+    output: typeof SetRepositoryCredentialsResponseSchema;
+  },
+  /**
+   * Removes the repository's credentials: the server reaches its remote without any.
+   *
+   * @generated from rpc foreman.v1.RepositoryService.ClearRepositoryCredentials
+   */
+  clearRepositoryCredentials: {
+    methodKind: "unary";
+    input: typeof ClearRepositoryCredentialsRequestSchema;
+    output: typeof ClearRepositoryCredentialsResponseSchema;
   },
   /**
    * @generated from rpc foreman.v1.RepositoryService.CreateRepositoryGroup

@@ -1,0 +1,155 @@
+// A repository's upstream: the credentials the server reaches its remote with, and the check
+// that the remote answers before anything about it is stored.
+//
+// Credentials are a token, or a user name and password. They are stored sealed (the secret box,
+// core/secrets.ts) and bound to their repository, opened only to talk to the remote, and never
+// put in an answer, a log line, an error or a worker's hands: errors here name the remote and
+// what went wrong, never a credential, and never the remote's own words (which could echo one).
+import { readRemoteHead, RemoteError, type BasicCredentials } from "../git/remote.js";
+import type { Core } from "./context.js";
+import { invalidArgument, remoteAccessDenied, remoteUnavailable } from "./errors.js";
+import { canonicalRemote, privateHostProblem, type ParsedRemote, type ProviderName } from "./remote-url.js";
+import { openStoredSecret } from "./secrets.js";
+import { textProblem } from "./text.js";
+import type { Violations } from "./validation.js";
+
+export type UpstreamCredentials = { kind: "token"; token: string } | { kind: "password"; username: string; password: string };
+
+const TOKEN_MAX = 4096;
+const USERNAME_MAX = 256;
+const PASSWORD_MAX = 4096;
+
+/** What a repository's sealed credentials are bound to: a sealed value moved to another row does not open. */
+export function upstreamCredentialsAad(repositoryId: string): string {
+  return `repositories.upstream_credentials:${repositoryId}`;
+}
+
+/**
+ * Checks credentials as the API gives them (the oneof's case, undefined for none) and adds what is
+ * wrong to v under `field`. The descriptions never quote a value.
+ */
+export function readCredentials(
+  v: Violations,
+  field: string,
+  given: { token: string } | { username: string; password: string } | undefined,
+): UpstreamCredentials | undefined {
+  if (given === undefined) return undefined;
+  if ("token" in given) {
+    const problem = given.token === "" ? "is required" : given.token.length > TOKEN_MAX ? `must be at most ${TOKEN_MAX} characters` : secretProblem(given.token);
+    if (problem !== undefined) v.add(`${field}.token`, problem);
+    return { kind: "token", token: given.token };
+  }
+  const username = given.username;
+  const userProblem =
+    username === ""
+      ? "is required"
+      : username.length > USERNAME_MAX
+        ? `must be at most ${USERNAME_MAX} characters`
+        : username.includes(":")
+          ? 'must not contain ":" (HTTP basic auth cannot carry it)'
+          : secretProblem(username);
+  if (userProblem !== undefined) v.add(`${field}.username_password.username`, userProblem);
+  const passwordProblem = given.password.length > PASSWORD_MAX ? `must be at most ${PASSWORD_MAX} characters` : secretProblem(given.password);
+  if (passwordProblem !== undefined) v.add(`${field}.username_password.password`, passwordProblem);
+  return { kind: "password", username, password: given.password };
+}
+
+/** One line of text with no control characters; the value itself is never described. */
+function secretProblem(value: string): string | undefined {
+  return textProblem(value, { singleLine: true }) === undefined ? undefined : "must be one line of printable text";
+}
+
+export function sealCredentials(core: Core, repositoryId: string, credentials: UpstreamCredentials): string {
+  const plain = credentials.kind === "token" ? { token: credentials.token } : { username: credentials.username, password: credentials.password };
+  return core.secrets.seal(JSON.stringify(plain), upstreamCredentialsAad(repositoryId));
+}
+
+export function openCredentials(core: Core, repositoryId: string, sealed: string): UpstreamCredentials {
+  const plain = JSON.parse(openStoredSecret(core, sealed, upstreamCredentialsAad(repositoryId))) as { token?: string; username?: string; password?: string };
+  return plain.token !== undefined ? { kind: "token", token: plain.token } : { kind: "password", username: plain.username ?? "", password: plain.password ?? "" };
+}
+
+/** The user name each provider expects beside a token in HTTP basic auth. */
+const TOKEN_USERS: Record<ProviderName, string> = { github: "x-access-token", gitlab: "oauth2", bitbucket: "x-token-auth", generic: "token" };
+
+export function basicCredentials(credentials: UpstreamCredentials | undefined, provider: ProviderName): BasicCredentials | undefined {
+  if (credentials === undefined) return undefined;
+  return credentials.kind === "token" ? { username: TOKEN_USERS[provider], password: credentials.token } : { username: credentials.username, password: credentials.password };
+}
+
+/** Hosts that serve every repository over https as well as ssh, at the same path. */
+const HTTPS_HOSTS = new Set(["github.com", "www.github.com", "gitlab.com", "bitbucket.org"]);
+
+/**
+ * The URL the server fetches a remote at: http(s) URLs as they are; an ssh or git:// spelling
+ * of a repository on github.com, gitlab.com or bitbucket.org at its https address; undefined for
+ * any other (the server speaks git's smart HTTP protocol only).
+ */
+export function fetchUrl(remote: ParsedRemote): string | undefined {
+  if (/^https?:\/\//i.test(remote.url)) return remote.url;
+  if (!HTTPS_HOSTS.has(remote.host)) return undefined;
+  const key = canonicalRemote(remote.url);
+  return key === undefined ? undefined : `https://${key}.git`;
+}
+
+/**
+ * Asks the remote for its default branch (and whether `branch` exists), with the credentials,
+ * within the server's remote timeout. Returns the branch to record. Throws the error the client
+ * reads: InvalidArgument (no such branch, no repository there, not a git remote, an address the
+ * server may not reach), PermissionDenied (credentials refused or missing), Unavailable (no answer).
+ */
+export async function checkRemote(
+  core: Core,
+  remote: ParsedRemote,
+  provider: ProviderName,
+  branch: string | undefined,
+  credentials: UpstreamCredentials | undefined,
+): Promise<string> {
+  const url = fetchUrl(remote);
+  if (url === undefined) {
+    throw invalidArgument([
+      { field: "remote_url", description: "the server reaches remotes over http(s) only; give the repository's https:// URL" },
+    ]);
+  }
+  const host = remote.host;
+  let head;
+  try {
+    head = await readRemoteHead(url, branch, {
+      credentials: basicCredentials(credentials, provider),
+      timeoutMs: core.remotes.timeoutMs,
+      // Only the address connected to tells where a name leads (DNS may say otherwise by then).
+      addressProblem: core.remotes.allowPrivate ? undefined : (address) => privateHostProblem(address.includes(":") ? `[${address}]` : address),
+    });
+  } catch (error) {
+    if (!(error instanceof RemoteError)) throw error;
+    const metadata = { host };
+    switch (error.problem) {
+      case "auth":
+        throw remoteAccessDenied(
+          credentials === undefined
+            ? `the remote at ${host} asks for credentials (${error.message}); give upstream_credentials that can read the repository`
+            : `the remote at ${host} refused the upstream credentials (${error.message}); give ones that can read the repository`,
+          metadata,
+        );
+      case "timeout":
+      case "unreachable":
+        throw remoteUnavailable(`the remote at ${host} did not answer: ${error.message}`, metadata);
+      case "address":
+        throw invalidArgument([{ field: "remote_url", description: `${error.message}; such remotes need single-user mode or FOREMAN_ALLOW_PRIVATE_REMOTES=true` }]);
+      case "not-found":
+      case "redirect":
+      case "not-git":
+        throw invalidArgument([{ field: "remote_url", description: error.message }]);
+    }
+  }
+  if (branch !== undefined) {
+    if (head.commit === undefined) {
+      throw invalidArgument([{ field: "default_branch", description: `the remote has no branch with this name${head.defaultBranch === undefined ? "" : `; its default branch is ${head.defaultBranch}`}` }]);
+    }
+    return branch;
+  }
+  if (head.defaultBranch === undefined) {
+    throw invalidArgument([{ field: "default_branch", description: "the remote names no default branch (is it empty?); give default_branch, a branch it has" }]);
+  }
+  return head.defaultBranch;
+}
