@@ -16,11 +16,12 @@ export interface Config {
   /** Accept remote URLs whose host is loopback, link-local, private or reserved (the server will fetch them). */
   allowPrivateRemotes: boolean;
   /**
-   * FOREMAN_CHECK_REMOTES: AddRepository and SetRepositoryCredentials ask the remote before they
-   * store anything. Off (false) only where remotes are made up (tests of other features, benchmarks).
+   * FOREMAN_CONTACT_REMOTES: the server talks to repositories' remotes (AddRepository and
+   * SetRepositoryCredentials check them, clones are made and fetched). Off (false) only where
+   * remotes are made up: tests of other features, benchmarks.
    */
-  checkRemotes: boolean;
-  /** FOREMAN_REMOTE_TIMEOUT_SECONDS: the longest one exchange with a remote (a check, later a fetch's start) may take. */
+  contactRemotes: boolean;
+  /** FOREMAN_REMOTE_TIMEOUT_SECONDS: the longest a remote check may take, and a clone or fetch may wait for the remote's next bytes. */
   remoteTimeoutMs: number;
   logLevel: LogLevel;
   /** Origins allowed to call from a browser; "*" allows any. Empty allows none. */
@@ -182,7 +183,7 @@ export function loadConfig(env: Env = process.env): Config {
     // One local user may fetch from their own machine and network; many users must not be able
     // to make the server reach what only it can reach.
     allowPrivateRemotes: readBool(env, "FOREMAN_ALLOW_PRIVATE_REMOTES", singleUserMode),
-    checkRemotes: readBool(env, "FOREMAN_CHECK_REMOTES", true),
+    contactRemotes: readBool(env, "FOREMAN_CONTACT_REMOTES", true),
     remoteTimeoutMs: readInt(env, "FOREMAN_REMOTE_TIMEOUT_SECONDS", 20, 1, 600) * 1000,
     logLevel,
     corsOrigins,

@@ -8,6 +8,7 @@ import type { AuthConfig } from "../config.js";
 import type { Database } from "../db/schema.js";
 import type { DialectAdapter } from "../db/dialect-adapter.js";
 import type { Logger } from "../logger.js";
+import type { RepositoryClones } from "./clones.js";
 import type { Dispatcher } from "./dispatch.js";
 import type { LiveLogins } from "./live-logins.js";
 import type { LogFeeds } from "./log-stream.js";
@@ -46,13 +47,15 @@ export interface Core {
   secrets: SecretBox;
   /** This replica's task secrets, in memory only (SecretsService; core/secret-vault.ts). */
   taskSecrets: SecretVault;
+  /** This replica's clone of each repository, in its data folder (core/clones.ts). */
+  clones: RepositoryClones;
 }
 
 export interface RemoteRules {
   /** Accept remote URLs that point at loopback, link-local, private or reserved addresses (FOREMAN_ALLOW_PRIVATE_REMOTES). */
   allowPrivate: boolean;
-  /** Ask a remote before storing it or its credentials (FOREMAN_CHECK_REMOTES; off only where remotes are made up). */
-  check: boolean;
+  /** Talk to remotes: check them before storing, clone and fetch them (FOREMAN_CONTACT_REMOTES; off only where remotes are made up). */
+  contact: boolean;
   /** The longest one exchange with a remote may take (FOREMAN_REMOTE_TIMEOUT_SECONDS). */
   timeoutMs: number;
 }

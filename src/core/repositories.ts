@@ -112,7 +112,7 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   // The remote must answer (with the credentials) before anything is stored; it names the
   // default branch when none is given. A branch it names is checked like one a client gives.
   let defaultBranch = givenBranch || "main";
-  if (core.remotes.check) {
+  if (core.remotes.contact) {
     defaultBranch = await checkRemote(core, parsed, provider, givenBranch || undefined, credentials);
     const problem = branchNameProblem(defaultBranch);
     if (problem !== undefined) {
@@ -120,8 +120,9 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
     }
   }
   const id = newId(core.now().getTime());
+  let added: Repository;
   try {
-    return await store.insertRepository(core.db, {
+    added = await store.insertRepository(core.db, {
       id,
       ownerId,
       workspaceId,
@@ -139,6 +140,29 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
     if (isUniqueViolation(error)) throw remoteTaken(workspaceId, await store.findByRemoteKey(core.db, workspaceId, remoteKey), parsed.url);
     throw error;
   }
+  // The server's clone is made in the background; the first task fetches into it, or makes it.
+  if (core.remotes.contact) cloneInBackground(core, added);
+  return added;
+}
+
+function cloneInBackground(core: Core, repository: Repository): void {
+  core.clones.sync(core, repository).then(
+    ({ branches }) => core.logger.info({ repository_id: repository.id, branches: branches.size }, "repository cloned"),
+    (error: unknown) =>
+      core.logger.warn(
+        { repository_id: repository.id, reason: error instanceof Error ? error.message : "unknown" },
+        "repository not cloned yet; the next task fetches it again",
+      ),
+  );
+}
+
+/**
+ * Brings the server's clones of these repositories up to date with their remotes (or makes
+ * them), before a task starts from them. Does nothing when the server does not contact remotes.
+ */
+export async function fetchRepositories(core: Core, repositories: Repository[]): Promise<void> {
+  if (!core.remotes.contact) return;
+  await Promise.all(repositories.map((r) => core.clones.sync(core, r)));
 }
 
 /**
@@ -156,9 +180,9 @@ export async function setRepositoryCredentials(
   if (credentials === undefined) v.add("upstream_credentials", "is required (ClearRepositoryCredentials removes them)");
   v.throwIfAny();
   const repository = await getRepository(core, ownerId, id);
-  if (core.remotes.check) {
+  if (core.remotes.contact) {
     const parsed = parseRemoteUrl(repository.remoteUrl);
-    if (typeof parsed !== "string") await checkRemote(core, parsed, repository.vcsProviderType as ProviderName, repository.defaultBranch, credentials);
+    if (typeof parsed !== "string") await checkRemote(core, parsed, repository.vcsProviderType as ProviderName, undefined, credentials);
   }
   const updated = await store.setUpstreamCredentials(core.db, ownerId, id, sealCredentials(core, id, credentials!), core.now());
   if (updated === undefined) throw notFound("repository", id);
@@ -259,6 +283,12 @@ export async function removeRepository(core: Core, ownerId: string, rawId: strin
     );
     await store.deleteRepository(tx, ownerId, id);
   });
+  // After the row: a task created meanwhile cannot name the repository any more.
+  try {
+    await core.clones.remove(id);
+  } catch (error) {
+    core.logger.error({ repository_id: id, err: error }, "the removed repository's clone could not be deleted; delete its folder by hand");
+  }
 }
 
 /** Validates a group's repository ids and checks they are the owner's, in the workspace. */

@@ -27,6 +27,7 @@ import { commandsQueued } from "./commands.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, invalidArgument, notFound } from "./errors.js";
 import { branchNameProblem } from "./git-names.js";
+import { fetchRepositories } from "./repositories.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, readId } from "./validation.js";
 import type { FeedItem } from "./task-feed.js";
@@ -128,6 +129,8 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
   const baseBranch = readBranch(v, "base_branch", input.baseBranch);
   const branchName = readBranch(v, "branch_name", input.branchName);
   const { group, repositories } = await taskGroup(core, ownerId, input.repositoryGroupId, v);
+  // A task starts from what the remotes have now: the server's clones are fetched first.
+  await fetchRepositories(core, repositories);
 
   const id = newId(core.now().getTime());
   const branch = branchName === "" ? `foreman/${id.slice(-12)}` : branchName;
@@ -199,7 +202,8 @@ export async function createCompositeTask(core: Core, log: Logger, ownerId: stri
       : readAgent(v, "execution_agent_type", "execution_agent_model", input.executionAgentType, input.executionAgentModel);
   v.text("execution_agent_model", executor.agentModel, { max: MODEL_MAX, singleLine: true });
   const baseBranch = readBranch(v, "base_branch", input.baseBranch);
-  const { group } = await taskGroup(core, ownerId, input.repositoryGroupId, v);
+  const { group, repositories } = await taskGroup(core, ownerId, input.repositoryGroupId, v);
+  await fetchRepositories(core, repositories);
 
   const id = newId(core.now().getTime());
   const now = core.now();

@@ -7,7 +7,7 @@
 // what went wrong, never a credential, and never the remote's own words (which could echo one).
 import { readRemoteHead, RemoteError, type BasicCredentials } from "../git/remote.js";
 import type { Core } from "./context.js";
-import { invalidArgument, remoteAccessDenied, remoteUnavailable } from "./errors.js";
+import { failedPrecondition, invalidArgument, remoteAccessDenied, remoteUnavailable } from "./errors.js";
 import { canonicalRemote, privateHostProblem, type ParsedRemote, type ProviderName } from "./remote-url.js";
 import { openStoredSecret } from "./secrets.js";
 import { textProblem } from "./text.js";
@@ -92,6 +92,49 @@ export function fetchUrl(remote: ParsedRemote): string | undefined {
   return key === undefined ? undefined : `https://${key}.git`;
 }
 
+/** The bounds and address rule every exchange with a remote runs under. */
+export function remoteOptions(core: Core): { timeoutMs: number; addressProblem: ((address: string) => string | undefined) | undefined } {
+  return {
+    timeoutMs: core.remotes.timeoutMs,
+    // Only the address connected to tells where a name leads (DNS may say otherwise by then).
+    addressProblem: core.remotes.allowPrivate ? undefined : (address) => privateHostProblem(address.includes(":") ? `[${address}]` : address),
+  };
+}
+
+/**
+ * The error a client reads for a failed exchange with the remote at host: PermissionDenied for
+ * refused or missing credentials, Unavailable when it did not answer; a remote that answered
+ * wrong is an invalid remote_url when it is being added ("check"), and a failed precondition
+ * of a repository already stored ("fetch"). Not a RemoteError: the error as it is.
+ */
+export function remoteFailure(error: unknown, host: string, hadCredentials: boolean, during: "check" | "fetch"): unknown {
+  if (!(error instanceof RemoteError)) return error;
+  const metadata = { host };
+  const hint = during === "check" ? "give upstream_credentials" : "set them with SetRepositoryCredentials";
+  switch (error.problem) {
+    case "auth":
+      return remoteAccessDenied(
+        hadCredentials
+          ? `the remote at ${host} refused the upstream credentials (${error.message}); ${during === "check" ? "give ones" : "set ones with SetRepositoryCredentials"} that can read the repository`
+          : `the remote at ${host} asks for credentials (${error.message}); ${hint} that can read the repository`,
+        metadata,
+      );
+    case "timeout":
+    case "unreachable":
+      return remoteUnavailable(`the remote at ${host} did not answer: ${error.message}`, metadata);
+    case "address":
+      return during === "check"
+        ? invalidArgument([{ field: "remote_url", description: `${error.message}; such remotes need single-user mode or FOREMAN_ALLOW_PRIVATE_REMOTES=true` }])
+        : failedPrecondition(`the repository's remote cannot be fetched: ${error.message}`, metadata);
+    case "not-found":
+    case "redirect":
+    case "not-git":
+      return during === "check"
+        ? invalidArgument([{ field: "remote_url", description: error.message }])
+        : failedPrecondition(`the repository's remote at ${host} cannot be fetched: ${error.message}`, metadata);
+  }
+}
+
 /**
  * Asks the remote for its default branch (and whether `branch` exists), with the credentials,
  * within the server's remote timeout. Returns the branch to record. Throws the error the client
@@ -111,36 +154,11 @@ export async function checkRemote(
       { field: "remote_url", description: "the server reaches remotes over http(s) only; give the repository's https:// URL" },
     ]);
   }
-  const host = remote.host;
   let head;
   try {
-    head = await readRemoteHead(url, branch, {
-      credentials: basicCredentials(credentials, provider),
-      timeoutMs: core.remotes.timeoutMs,
-      // Only the address connected to tells where a name leads (DNS may say otherwise by then).
-      addressProblem: core.remotes.allowPrivate ? undefined : (address) => privateHostProblem(address.includes(":") ? `[${address}]` : address),
-    });
+    head = await readRemoteHead(url, branch, { ...remoteOptions(core), credentials: basicCredentials(credentials, provider) });
   } catch (error) {
-    if (!(error instanceof RemoteError)) throw error;
-    const metadata = { host };
-    switch (error.problem) {
-      case "auth":
-        throw remoteAccessDenied(
-          credentials === undefined
-            ? `the remote at ${host} asks for credentials (${error.message}); give upstream_credentials that can read the repository`
-            : `the remote at ${host} refused the upstream credentials (${error.message}); give ones that can read the repository`,
-          metadata,
-        );
-      case "timeout":
-      case "unreachable":
-        throw remoteUnavailable(`the remote at ${host} did not answer: ${error.message}`, metadata);
-      case "address":
-        throw invalidArgument([{ field: "remote_url", description: `${error.message}; such remotes need single-user mode or FOREMAN_ALLOW_PRIVATE_REMOTES=true` }]);
-      case "not-found":
-      case "redirect":
-      case "not-git":
-        throw invalidArgument([{ field: "remote_url", description: error.message }]);
-    }
+    throw remoteFailure(error, remote.host, credentials !== undefined, "check");
   }
   if (branch !== undefined) {
     if (head.commit === undefined) {

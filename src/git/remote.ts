@@ -50,8 +50,12 @@ export class RemoteError extends Error {
 
 export interface RemoteOptions {
   credentials?: BasicCredentials | undefined;
-  /** The whole exchange's deadline. */
+  /** The whole exchange's deadline; with `idle`, how long the remote may send nothing. */
   timeoutMs: number;
+  /** Most bytes of answers read in the exchange; undefined: no bound. */
+  maxBytes?: number | undefined;
+  /** Re-arm the deadline whenever the remote sends something (a clone or fetch may take long, but not stall). */
+  idle?: boolean | undefined;
   /** What is wrong with connecting to this IP address, or undefined; absent: any address. */
   addressProblem?: ((address: string) => string | undefined) | undefined;
 }
@@ -85,7 +89,7 @@ const NETWORK_CODES = new Set([
  * servers answer with their whole ref list, filtered here). Throws RemoteError.
  */
 export async function readRemoteHead(url: string, branch: string | undefined, options: RemoteOptions): Promise<RemoteHead> {
-  return withDeadline(options, async (client) => {
+  return withDeadline({ maxBytes: MAX_ANSWER_BYTES, ...options }, async (client) => {
     const headers = authorization(options.credentials);
     const heads = await isogit.listServerRefs({ http: client, url, headers, protocolVersion: 2, prefix: "HEAD", symrefs: true });
     const head = heads.find((r) => r.ref === "HEAD");
@@ -97,19 +101,25 @@ export async function readRemoteHead(url: string, branch: string | undefined, op
   });
 }
 
-function authorization(credentials: BasicCredentials | undefined): Record<string, string> {
+export function authorization(credentials: BasicCredentials | undefined): Record<string, string> {
   if (credentials === undefined) return {};
   return { Authorization: `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`, "utf8").toString("base64")}` };
 }
 
 /** Runs an exchange with an HTTP client bound to one deadline and byte budget, and classifies its failure. */
-async function withDeadline<T>(options: RemoteOptions, exchange: (client: isogit.HttpClient) => Promise<T>): Promise<T> {
+export async function withDeadline<T>(options: RemoteOptions, exchange: (client: isogit.HttpClient) => Promise<T>): Promise<T> {
   const controller = new AbortController();
   let timedOut = false;
-  const timer = setTimeout(() => {
+  const expire = () => {
     timedOut = true;
     controller.abort();
-  }, options.timeoutMs);
+  };
+  let timer = setTimeout(expire, options.timeoutMs);
+  const progress = () => {
+    if (!options.idle || timedOut) return;
+    clearTimeout(timer);
+    timer = setTimeout(expire, options.timeoutMs);
+  };
   const agents = makeAgents(options.addressProblem);
   let refusedAddress: string | undefined;
   /** What went wrong inside an answer's body: isomorphic-git reports it as a parse error of its own. */
@@ -143,8 +153,9 @@ async function withDeadline<T>(options: RemoteOptions, exchange: (client: isogit
           })();
           for await (const chunk of chunks) {
             read += chunk.byteLength;
-            if (read > MAX_ANSWER_BYTES) {
-              bodyFailure = new RemoteError("not-git", `the remote answered more than ${MAX_ANSWER_BYTES} bytes to a ref listing`);
+            progress();
+            if (options.maxBytes !== undefined && read > options.maxBytes) {
+              bodyFailure = new RemoteError("not-git", `the remote answered more than ${options.maxBytes} bytes`);
               throw bodyFailure;
             }
             tail = (tail + Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).subarray(-4).toString("latin1")).slice(-4);
@@ -163,7 +174,7 @@ async function withDeadline<T>(options: RemoteOptions, exchange: (client: isogit
   };
   // The exchange and the deadline race: a remote that stops sending mid-answer ends at the deadline too.
   const deadline = new Promise<never>((_, reject) =>
-    controller.signal.addEventListener("abort", () => reject(new RemoteError("timeout", `the remote did not answer within ${options.timeoutMs} ms`)), {
+    controller.signal.addEventListener("abort", () => reject(new RemoteError("timeout", `the remote ${options.idle ? "sent nothing for" : "did not answer within"} ${options.timeoutMs} ms`)), {
       once: true,
     }),
   );
@@ -175,7 +186,7 @@ async function withDeadline<T>(options: RemoteOptions, exchange: (client: isogit
   } catch (error) {
     if (refusedAddress !== undefined) throw new RemoteError("address", refusedAddress);
     if (bodyFailure !== undefined) throw bodyFailure;
-    if (timedOut) throw new RemoteError("timeout", `the remote did not answer within ${options.timeoutMs} ms`);
+    if (timedOut) throw new RemoteError("timeout", `the remote ${options.idle ? "sent nothing for" : "did not answer within"} ${options.timeoutMs} ms`);
     throw classify(error);
   } finally {
     clearTimeout(timer);

@@ -13,6 +13,7 @@ import { OidcProvider } from "../auth/oidc.js";
 import type { SecretBox } from "../auth/secret-box.js";
 import type { Config } from "../config.js";
 import type { Core } from "../core/context.js";
+import { RepositoryClones } from "../core/clones.js";
 import { Dispatcher } from "../core/dispatch.js";
 import { LiveLogins } from "../core/live-logins.js";
 import { Notifier } from "../core/notifier.js";
@@ -106,8 +107,9 @@ function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, 
     // One reader per followed session, woken like the task feeds.
     logFeeds: new LogFeeds(db.kysely, logs, config.streamPollMs, logger),
     streams: { keepAliveMs: config.streamKeepAliveMs, pollMs: config.streamPollMs },
-    remotes: { allowPrivate: config.allowPrivateRemotes, check: config.checkRemotes, timeoutMs: config.remoteTimeoutMs },
+    remotes: { allowPrivate: config.allowPrivateRemotes, contact: config.contactRemotes, timeoutMs: config.remoteTimeoutMs },
     secrets,
     taskSecrets: new SecretVault(),
+    clones: new RepositoryClones(config.dataDir),
   };
 }

@@ -54,9 +54,9 @@ export async function startTestServer(
     FOREMAN_DATA_DIR: database.dataDir,
     FOREMAN_SINGLE_USER_MODE: "true",
     FOREMAN_SHUTDOWN_TIMEOUT_SECONDS: "5",
-    // Tests of other features add made-up remotes (https://github.com/acme/r-…); tests of the
-    // remote check itself turn it on (FOREMAN_CHECK_REMOTES: "true") against test/helpers/git-remote.ts.
-    FOREMAN_CHECK_REMOTES: "false",
+    // Tests of other features add made-up remotes (https://github.com/acme/r-…), which the server
+    // must not try to reach; tests of remotes turn this on against test/helpers/git-remote.ts.
+    FOREMAN_CONTACT_REMOTES: "false",
     ...(database.databaseUrl !== undefined ? { DATABASE_URL: database.databaseUrl } : {}),
     ...env,
   });

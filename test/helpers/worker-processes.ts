@@ -257,7 +257,7 @@ export interface ServerProcess {
  */
 export async function startServerProcess(env: Record<string, string> & { FOREMAN_PORT: string }): Promise<ServerProcess> {
   const url = `http://127.0.0.1:${env.FOREMAN_PORT}`;
-  const child = spawn(process.execPath, [...TSX, "src/cli/main.ts", "serve"], { cwd: ROOT, env: childEnv({ FOREMAN_HOST: "127.0.0.1", FOREMAN_CHECK_REMOTES: "false", ...env }), stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [...TSX, "src/cli/main.ts", "serve"], { cwd: ROOT, env: childEnv({ FOREMAN_HOST: "127.0.0.1", FOREMAN_CONTACT_REMOTES: "false", ...env }), stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let output = "";
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (output += d));

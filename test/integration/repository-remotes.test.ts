@@ -20,7 +20,7 @@ import { startGitRemote, type GitRemote } from "../helpers/git-remote.js";
 import { expectError, expectInvalid, rpcError } from "../helpers/rpc-errors.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
-const CHECKED = { FOREMAN_CHECK_REMOTES: "true", FOREMAN_REMOTE_TIMEOUT_SECONDS: "2" };
+const CHECKED = { FOREMAN_CONTACT_REMOTES: "true", FOREMAN_REMOTE_TIMEOUT_SECONDS: "2" };
 const SEALED = /^v1:[0-9a-f]{12}:[A-Za-z0-9_-]{16}:[A-Za-z0-9_-]{22,}$/;
 
 /** Everything a client was told, as text: answers and error messages with their details. */

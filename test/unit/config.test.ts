@@ -37,7 +37,7 @@ describe("loadConfig defaults", () => {
       singleUserMode: true,
       singleUserAllowRemote: false,
       allowPrivateRemotes: true,
-      checkRemotes: true,
+      contactRemotes: true,
       remoteTimeoutMs: 20_000,
       logLevel: "info",
       corsOrigins: [],

@@ -1,0 +1,146 @@
+// The server's clone of each repository, through the real server in process (remotes contacted)
+// against real git remotes (test/helpers/git-remote.ts), on both databases: made in the data
+// folder when a repository is added, fetched before each new task (a task on a remote that is
+// down is not created), with the repository's credentials and none of them written into the
+// clone, and removed with the repository.
+import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
+import { readFile, readdir } from "node:fs/promises";
+import path from "node:path";
+import { Code } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TaskService } from "../../gen/foreman/v1/task_pb.js";
+import { cloneDir } from "../../src/core/paths.js";
+import { DIALECTS } from "../helpers/databases.js";
+import { caller, type Caller } from "../helpers/fixtures.js";
+import { git, startGitRemote, type GitRemote } from "../helpers/git-remote.js";
+import { expectError } from "../helpers/rpc-errors.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+/** Every file under dir, recursively, as one text (to look for what must not be there). */
+async function allText(dir: string): Promise<string> {
+  const parts: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) parts.push((await readFile(path.join(entry.parentPath, entry.name))).toString("latin1"));
+  }
+  return parts.join("\n");
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+describe.each(DIALECTS)("repository clones on %s", (dialect) => {
+  let t: TestServer;
+  let c: Caller;
+  let pub: GitRemote;
+  let priv: GitRemote;
+
+  beforeAll(async () => {
+    pub = await startGitRemote();
+    priv = await startGitRemote({ auth: { username: "robot", password: `pw-${randomUUID()}` } });
+    t = await startTestServer(dialect, { FOREMAN_CONTACT_REMOTES: "true", FOREMAN_REMOTE_TIMEOUT_SECONDS: "3" });
+    c = caller(t);
+  }, 60_000);
+
+  afterAll(async () => {
+    await t?.close();
+    await pub?.close();
+    await priv?.close();
+  });
+
+  const tasks = () => c.client(TaskService);
+  const dirOf = (id: string) => cloneDir(t.config.dataDir, id);
+  const originRef = (id: string, branch: string) => git(["--git-dir", path.join(dirOf(id), ".git"), "rev-parse", `refs/remotes/origin/${branch}`]);
+
+  it("clones a repository when it is added, and fetches it before each new task", { timeout: 60_000 }, async () => {
+    const name = `c-${randomUUID().slice(0, 8)}`;
+    const url = await pub.createRepository(name, { defaultBranch: "trunk", files: { "a.txt": "a\n" } });
+    const ws = (await c.workspace()).id;
+    const repo = await c.repository(ws, url);
+    const group = await c.group(ws, [repo.id]);
+    await until("the clone", () => existsSync(path.join(dirOf(repo.id), ".git", "config")));
+    // No work tree files: the server's clone holds git's objects and refs only.
+    expect(existsSync(path.join(dirOf(repo.id), "a.txt"))).toBe(false);
+
+    const second = await pub.commit(name, { files: { "b.txt": "b\n" }, message: "Second" });
+    await pub.commit(name, { branch: "feature", from: "trunk", files: { "f.txt": "f\n" } });
+    const { unitTask } = await tasks().createUnitTask({ repositoryGroupId: group.id, prompt: "Use the new commit" });
+    expect(unitTask?.id).toBeDefined();
+    expect(await originRef(repo.id, "trunk")).toBe(second);
+    expect(await originRef(repo.id, "feature")).toBe((await pub.refs(name))["refs/heads/feature"]);
+  });
+
+  it("runs many tasks' fetches of one repository one at a time, and each task sees the remote", { timeout: 60_000 }, async () => {
+    const name = `m-${randomUUID().slice(0, 8)}`;
+    const url = await pub.createRepository(name);
+    const ws = (await c.workspace()).id;
+    const repo = await c.repository(ws, url);
+    const group = await c.group(ws, [repo.id]);
+    const head = await pub.commit(name, { files: { "n.txt": "n\n" } });
+    const made = await Promise.all(Array.from({ length: 6 }, (_, i) => tasks().createUnitTask({ repositoryGroupId: group.id, prompt: `Task ${i}` })));
+    expect(made.every((m) => m.unitTask !== undefined)).toBe(true);
+    expect(await originRef(repo.id, "trunk")).toBe(head);
+    // No clone was left half-made beside the clone.
+    expect((await readdir(path.dirname(dirOf(repo.id)))).filter((f) => f.includes(".cloning-"))).toEqual([]);
+  });
+
+  it("clones with the repository's credentials and writes none of them into the clone", { timeout: 60_000 }, async () => {
+    const name = `p-${randomUUID().slice(0, 8)}`;
+    const url = await priv.createRepository(name);
+    const ws = (await c.workspace()).id;
+    const repo = await c.repository(ws, url, {
+      upstreamCredentials: { kind: { case: "usernamePassword", value: { username: "robot", password: priv.auth!.password } } },
+    });
+    const group = await c.group(ws, [repo.id]);
+    await tasks().createUnitTask({ repositoryGroupId: group.id, prompt: "Private" });
+    expect(await originRef(repo.id, "trunk")).toBe((await priv.refs(name))["refs/heads/trunk"]);
+    const config = await readFile(path.join(dirOf(repo.id), ".git", "config"), "utf8");
+    expect(config).toContain(url);
+    const everything = await allText(dirOf(repo.id));
+    expect(everything).not.toContain(priv.auth!.password);
+    expect(everything).not.toContain(Buffer.from(`robot:${priv.auth!.password}`).toString("base64"));
+
+    // Credentials cleared: the next fetch is refused, and no task is made.
+    await c.repositories.clearRepositoryCredentials({ id: repo.id });
+    await expectError(tasks().createUnitTask({ repositoryGroupId: group.id, prompt: "Refused" }), {
+      code: Code.PermissionDenied,
+      reason: "REMOTE_ACCESS_DENIED",
+      message: "SetRepositoryCredentials",
+    });
+    const { tasks: listed } = await tasks().listTasks({ workspaceId: ws });
+    expect(listed.map((x) => x.task.value?.title)).toEqual(["Private"]);
+  });
+
+  it("creates no task while the remote is down, and says so", { timeout: 60_000 }, async () => {
+    const gone = await startGitRemote();
+    try {
+      const url = await gone.createRepository("gone");
+      const ws = (await c.workspace()).id;
+      const repo = await c.repository(ws, url);
+      const group = await c.group(ws, [repo.id]);
+      await gone.stop();
+      await expectError(tasks().createUnitTask({ repositoryGroupId: group.id, prompt: "Nothing" }), {
+        code: Code.Unavailable,
+        reason: "REMOTE_UNAVAILABLE",
+      });
+      const { tasks: listed } = await tasks().listTasks({ workspaceId: ws });
+      expect(listed).toEqual([]);
+    } finally {
+      await gone.close();
+    }
+  });
+
+  it("removes the clone with the repository", { timeout: 60_000 }, async () => {
+    const url = await pub.createRepository(`r-${randomUUID().slice(0, 8)}`);
+    const ws = (await c.workspace()).id;
+    const repo = await c.repository(ws, url);
+    await until("the clone", () => existsSync(path.join(dirOf(repo.id), ".git", "config")));
+    await c.repositories.removeRepository({ id: repo.id });
+    expect(existsSync(dirOf(repo.id))).toBe(false);
+  });
+});
