@@ -9,9 +9,10 @@
 // fetch one repository at once, each into its own clone).
 import { removeClone, syncClone, type SyncResult } from "../git/clone.js";
 import type { Core } from "./context.js";
-import { failedPrecondition, notFound } from "./errors.js";
+import { failedPrecondition, notFound, remoteUnavailable } from "./errors.js";
 import { cloneDir } from "./paths.js";
 import { parseRemoteUrl, type ProviderName } from "./remote-url.js";
+import { SecretBoxError } from "./secrets.js";
 import * as store from "../store/repositories.js";
 import type { Repository } from "../store/repositories.js";
 import { basicCredentials, fetchUrl, openCredentials, remoteFailure, remoteOptions } from "./upstream.js";
@@ -28,6 +29,11 @@ export class KeyedQueue {
 
   constructor(readonly maxConcurrent: number) {
     if (!(maxConcurrent >= 1)) throw new Error("a queue runs at least one task at a time");
+  }
+
+  /** Resolves once every task queued so far has ended. */
+  async settled(): Promise<void> {
+    await Promise.all([...this.tails.values()]);
   }
 
   /** How many tasks run now. */
@@ -84,6 +90,8 @@ const MAX_CONCURRENT_SYNCS = 4;
 
 export class RepositoryClones {
   private readonly queue = new KeyedQueue(MAX_CONCURRENT_SYNCS);
+  /** Aborted at shutdown: clones and fetches in progress end, and none starts. */
+  private readonly stopping = new AbortController();
 
   constructor(private readonly dataDir: string) {}
 
@@ -98,6 +106,7 @@ export class RepositoryClones {
    */
   sync(core: Core, repository: Repository): Promise<SyncResult> {
     return this.queue.shared(repository.id, async () => {
+      if (this.stopping.signal.aborted) throw remoteUnavailable("the server is shutting down; try again");
       const parsed = parseRemoteUrl(repository.remoteUrl);
       const url = typeof parsed === "string" ? undefined : fetchUrl(parsed);
       if (typeof parsed === "string" || url === undefined) {
@@ -105,16 +114,32 @@ export class RepositoryClones {
       }
       const sealed = await store.upstreamCredentials(core.db, repository.ownerId, repository.id);
       if (sealed === undefined) throw notFound("repository", repository.id);
-      const credentials = sealed === null ? undefined : openCredentials(core, repository.id, sealed);
+      let credentials;
+      try {
+        credentials = sealed === null ? undefined : openCredentials(core, repository.id, sealed);
+      } catch (error) {
+        // Its message names key ids only.
+        if (error instanceof SecretBoxError) {
+          throw failedPrecondition(`repository ${repository.id}'s upstream credentials do not open: ${error.message}; or set them again`, { id: repository.id });
+        }
+        throw error;
+      }
       try {
         return await syncClone(this.dir(repository.id), url, {
           ...remoteOptions(core),
+          signal: this.stopping.signal,
           credentials: basicCredentials(credentials, repository.vcsProviderType as ProviderName),
         });
       } catch (error) {
         throw remoteFailure(error, parsed.host, credentials !== undefined, "fetch");
       }
     });
+  }
+
+  /** Ends the clones and fetches in progress and waits until they have (a clone cut short leaves nothing behind). */
+  async close(): Promise<void> {
+    this.stopping.abort();
+    await this.queue.settled();
   }
 
   /** Removes the repository's clone, after any run of it in progress. */

@@ -9,7 +9,9 @@ import { readRemoteHead, RemoteError, type BasicCredentials } from "../git/remot
 import type { Core } from "./context.js";
 import { failedPrecondition, invalidArgument, remoteAccessDenied, remoteUnavailable } from "./errors.js";
 import { canonicalRemote, privateHostProblem, type ParsedRemote, type ProviderName } from "./remote-url.js";
-import { openStoredSecret } from "./secrets.js";
+import { openStoredSecret, SecretBoxError } from "./secrets.js";
+import { replaceUpstreamCredentials, upstreamCredentialsToReseal } from "../store/repositories.js";
+import type { Logger } from "../logger.js";
 import { textProblem } from "./text.js";
 import type { Violations } from "./validation.js";
 
@@ -170,4 +172,44 @@ export async function checkRemote(
     throw invalidArgument([{ field: "default_branch", description: "the remote names no default branch (is it empty?); give default_branch, a branch it has" }]);
   }
   return head.defaultBranch;
+}
+
+const RESEAL_BATCH = 200;
+
+/**
+ * Seals every repository's upstream credentials that are sealed under an older key with the
+ * current one, at start (core/secrets.ts does the same for webhook secrets), so that after a key
+ * rotation and one start the previous key may go. Credentials no configured key opens stay as they
+ * are and are reported by repository id; their fetches fail until the key is configured or they are set again.
+ */
+export async function resealUpstreamCredentials(core: Core, log: Logger): Promise<{ resealed: number; unreadable: number }> {
+  const prefix = `v1:${core.secrets.currentKeyId}:`;
+  let resealed = 0;
+  const unreadable: string[] = [];
+  let afterId: string | undefined;
+  for (;;) {
+    const rows = await upstreamCredentialsToReseal(core.db, prefix, afterId, RESEAL_BATCH);
+    for (const row of rows) {
+      const aad = upstreamCredentialsAad(row.id);
+      let plaintext: string;
+      try {
+        plaintext = openStoredSecret(core, row.sealed, aad);
+      } catch (error) {
+        if (!(error instanceof SecretBoxError)) throw error;
+        unreadable.push(row.id);
+        continue;
+      }
+      if (await replaceUpstreamCredentials(core.db, row.id, row.sealed, core.secrets.seal(plaintext, aad))) resealed += 1;
+    }
+    if (rows.length < RESEAL_BATCH) break;
+    afterId = rows[rows.length - 1]!.id;
+  }
+  if (resealed > 0) log.info({ resealed, key_id: core.secrets.currentKeyId }, "stored upstream credentials sealed with the current key");
+  if (unreadable.length > 0) {
+    log.error(
+      { unreadable: unreadable.length, repository_ids: unreadable.slice(0, 10), key_ids: core.secrets.keyIds },
+      "stored upstream credentials that no configured key opens: these repositories cannot be fetched until FOREMAN_SECRET_KEY or FOREMAN_SECRET_KEYS_PREVIOUS holds their key, or their credentials are set again",
+    );
+  }
+  return { resealed, unreadable: unreadable.length };
 }

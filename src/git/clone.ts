@@ -31,20 +31,29 @@ async function exists(dir: string): Promise<boolean> {
  */
 export async function syncClone(dir: string, url: string, options: RemoteOptions): Promise<SyncResult> {
   const headers = authorization(options.credentials);
-  const cloned = !(await exists(dir));
+  let cloned = !(await exists(dir));
   await withDeadline({ ...options, idle: true }, async (http) => {
     if (cloned) {
       await fs.promises.mkdir(path.dirname(dir), { recursive: true, mode: 0o700 });
       const aside = `${dir}.cloning-${randomBytes(6).toString("hex")}`;
       try {
         await isogit.clone({ fs, http, dir: aside, url, headers, noCheckout: true, noTags: true });
-        await rename(aside, dir);
+        try {
+          await rename(aside, dir);
+          return;
+        } catch (error) {
+          // Another clone into the same folder (a server that was stopping, on the same data
+          // folder) finished first: keep that one, and fetch into it.
+          const code = (error as NodeJS.ErrnoException).code;
+          if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
+          cloned = false;
+        }
       } finally {
-        await rm(aside, { recursive: true, force: true });
+        // A leftover is removed with the clone (removeClone) if this fails.
+        await rm(aside, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined);
       }
-    } else {
-      await isogit.fetch({ fs, http, dir, remote: "origin", headers, prune: true, tags: false, singleBranch: false });
     }
+    await isogit.fetch({ fs, http, dir, remote: "origin", headers, prune: true, tags: false, singleBranch: false });
   });
   return { cloned, branches: await remoteBranches(dir) };
 }
@@ -61,7 +70,7 @@ export async function remoteBranches(dir: string): Promise<Map<string, string>> 
 
 /** Removes a clone and anything a clone into it left beside it. */
 export async function removeClone(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true });
+  await rm(dir, { recursive: true, force: true, maxRetries: 3 });
   const parent = path.dirname(dir);
   const prefix = `${path.basename(dir)}.cloning-`;
   let names: string[] = [];
@@ -70,5 +79,5 @@ export async function removeClone(dir: string): Promise<void> {
   } catch {
     return;
   }
-  for (const name of names) if (name.startsWith(prefix)) await rm(path.join(parent, name), { recursive: true, force: true });
+  for (const name of names) if (name.startsWith(prefix)) await rm(path.join(parent, name), { recursive: true, force: true, maxRetries: 3 });
 }

@@ -52,6 +52,8 @@ export interface RemoteOptions {
   credentials?: BasicCredentials | undefined;
   /** The whole exchange's deadline; with `idle`, how long the remote may send nothing. */
   timeoutMs: number;
+  /** Ends the exchange early (the server is shutting down). */
+  signal?: AbortSignal | undefined;
   /** Most bytes of answers read in the exchange; undefined: no bound. */
   maxBytes?: number | undefined;
   /** Re-arm the deadline whenever the remote sends something (a clone or fetch may take long, but not stall). */
@@ -66,6 +68,10 @@ export interface RemoteHead {
   /** The commit id of `branch` when one was asked about, else of the default branch; undefined when there is none. */
   commit: string | undefined;
 }
+
+/** How long an aborted exchange may take to stop writing before its caller goes on anyway. */
+const SETTLE_MS = 5000;
+const noop = () => undefined;
 
 /** Most bytes of answers read in one exchange: a ref list of a few refs is far smaller. */
 const MAX_ANSWER_BYTES = 8 * 1024 * 1024;
@@ -115,6 +121,9 @@ export async function withDeadline<T>(options: RemoteOptions, exchange: (client:
     controller.abort();
   };
   let timer = setTimeout(expire, options.timeoutMs);
+  const stop = () => controller.abort();
+  options.signal?.addEventListener("abort", stop, { once: true });
+  if (options.signal?.aborted) controller.abort();
   const progress = () => {
     if (!options.idle || timedOut) return;
     clearTimeout(timer);
@@ -174,23 +183,31 @@ export async function withDeadline<T>(options: RemoteOptions, exchange: (client:
   };
   // The exchange and the deadline race: a remote that stops sending mid-answer ends at the deadline too.
   const deadline = new Promise<never>((_, reject) =>
-    controller.signal.addEventListener("abort", () => reject(new RemoteError("timeout", `the remote ${options.idle ? "sent nothing for" : "did not answer within"} ${options.timeoutMs} ms`)), {
+    controller.signal.addEventListener("abort", () => reject(timedOut ? new RemoteError("timeout", `the remote ${options.idle ? "sent nothing for" : "did not answer within"} ${options.timeoutMs} ms`) : new RemoteError("unreachable", "the exchange was ended")), {
       once: true,
     }),
   );
+  const running = exchange(client);
   try {
-    const result = await Promise.race([exchange(client), deadline]);
+    const result = await Promise.race([running, deadline]);
     // An answer cut off where isomorphic-git stopped reading anyway still fails the exchange.
     if (bodyFailure !== undefined) throw bodyFailure;
     return result;
   } catch (error) {
+    if (options.signal?.aborted && !timedOut) throw new RemoteError("unreachable", "the server is shutting down");
     if (refusedAddress !== undefined) throw new RemoteError("address", refusedAddress);
     if (bodyFailure !== undefined) throw bodyFailure;
     if (timedOut) throw new RemoteError("timeout", `the remote ${options.idle ? "sent nothing for" : "did not answer within"} ${options.timeoutMs} ms`);
     throw classify(error);
   } finally {
+    options.signal?.removeEventListener("abort", stop);
     clearTimeout(timer);
     controller.abort();
+    // What the exchange still does after the abort (isomorphic-git writing what it had) ends
+    // before this returns, so that a caller may remove what it wrote.
+    let waited: NodeJS.Timeout | undefined;
+    await Promise.race([running.then(noop, noop), new Promise<void>((resolve) => (waited = setTimeout(resolve, SETTLE_MS)))]);
+    clearTimeout(waited);
     agents.http.destroy();
     agents.https.destroy();
   }

@@ -13,6 +13,7 @@ import type { Logger } from "../logger.js";
 import { ensureLocalUser } from "../store/users.js";
 import { fillRemoteKeys } from "../core/repositories.js";
 import { resealStoredSecrets } from "../core/secrets.js";
+import { resealUpstreamCredentials } from "../core/upstream.js";
 import { WorkerHealth } from "../core/worker-health.js";
 import { composeServices, type Services } from "./compose.js";
 import { httpRoutes } from "./http-routes.js";
@@ -52,6 +53,7 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
   try {
     // Before serving: what is stored in clear, or under an older key, is sealed with the current one.
     await resealStoredSecrets(services.core, logger);
+    await resealUpstreamCredentials(services.core, logger);
     // Repositories from before one repository per remote get their remote keys (migration 0008).
     await fillRemoteKeys(services.core, logger);
     if (config.databaseUrl !== undefined) {
@@ -84,6 +86,8 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
         services.shutdown.abort();
         await listener.close(config.shutdownTimeoutMs);
         await workerHealth.stop();
+        // Clones and fetches in progress end (a clone cut short leaves nothing in the data folder).
+        await services.core.clones.close();
         // Task secrets live in memory only: they end with the process.
         services.core.taskSecrets.close();
         await notifications?.close();

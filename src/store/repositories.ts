@@ -134,6 +134,34 @@ export async function setUpstreamCredentials(
   return row && toRepository(row);
 }
 
+/** Stored upstream credentials not sealed under the key whose prefix is given ("v1:<key id>:"), in id order after afterId. */
+export async function upstreamCredentialsToReseal(
+  db: Kysely<Database>,
+  currentPrefix: string,
+  afterId: string | undefined,
+  limit: number,
+): Promise<{ id: string; sealed: string }[]> {
+  let query = db
+    .selectFrom("repositories")
+    .select(["id", "upstream_credentials"])
+    .where("upstream_credentials", "is not", null)
+    .where("upstream_credentials", "not like", `${currentPrefix}%`);
+  if (afterId !== undefined) query = query.where("id", ">", afterId);
+  const rows = await query.orderBy("id").limit(limit).execute();
+  return rows.map((r) => ({ id: r.id, sealed: r.upstream_credentials! }));
+}
+
+/** Replaces a repository's sealed upstream credentials if they still are `expected`; false when they changed meanwhile. */
+export async function replaceUpstreamCredentials(db: Kysely<Database>, id: string, expected: string, replacement: string): Promise<boolean> {
+  const result = await db
+    .updateTable("repositories")
+    .set({ upstream_credentials: replacement })
+    .where("id", "=", id)
+    .where("upstream_credentials", "=", expected)
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}
+
 /** Repositories stored before migration 0008 gave them a remote key, in id order after afterId. */
 export async function withoutRemoteKey(
   db: Kysely<Database>,

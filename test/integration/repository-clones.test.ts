@@ -3,7 +3,7 @@
 // folder when a repository is added, fetched before each new task (a task on a remote that is
 // down is not created), with the repository's credentials and none of them written into the
 // clone, and removed with the repository.
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readFile, readdir } from "node:fs/promises";
 import path from "node:path";
@@ -11,7 +11,8 @@ import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { cloneDir } from "../../src/core/paths.js";
-import { DIALECTS } from "../helpers/databases.js";
+import { keyId } from "../../src/auth/secret-box.js";
+import { DIALECTS, createTestDatabase } from "../helpers/databases.js";
 import { caller, type Caller } from "../helpers/fixtures.js";
 import { git, startGitRemote, type GitRemote } from "../helpers/git-remote.js";
 import { expectError } from "../helpers/rpc-errors.js";
@@ -132,6 +133,48 @@ describe.each(DIALECTS)("repository clones on %s", (dialect) => {
       expect(listed).toEqual([]);
     } finally {
       await gone.close();
+    }
+  });
+
+  it("reseals credentials under a new key at start, and fetches with them after the rotation", { timeout: 60_000 }, async () => {
+    const oldKey = randomBytes(32);
+    const newKey = randomBytes(32);
+    const database = await createTestDatabase(dialect);
+    const env = { FOREMAN_CONTACT_REMOTES: "true", FOREMAN_SECRET_KEY: oldKey.toString("base64") };
+    const first = await startTestServer(dialect, env, database);
+    let second: TestServer | undefined;
+    try {
+      const name = `k-${randomUUID().slice(0, 8)}`;
+      const url = await priv.createRepository(name);
+      const ws = (await caller(first).workspace()).id;
+      const repo = await caller(first).repository(ws, url, {
+        upstreamCredentials: { kind: { case: "usernamePassword", value: { username: "robot", password: priv.auth!.password } } },
+      });
+      const group = await caller(first).group(ws, [repo.id]);
+      await first.close();
+      const lines: string[] = [];
+      second = await startTestServer(
+        dialect,
+        { ...env, FOREMAN_SECRET_KEY: newKey.toString("base64"), FOREMAN_SECRET_KEYS_PREVIOUS: oldKey.toString("hex") },
+        database,
+        { logLines: lines },
+      );
+      const { upstream_credentials: stored } = await second.server.db.kysely
+        .selectFrom("repositories")
+        .select("upstream_credentials")
+        .where("id", "=", repo.id)
+        .executeTakeFirstOrThrow();
+      expect(stored?.startsWith(`v1:${keyId(newKey)}:`)).toBe(true);
+      expect(lines.join("\n")).toContain("stored upstream credentials sealed with the current key");
+      await second.close();
+      // The old key is gone now; the credentials open with the new one alone.
+      second = await startTestServer(dialect, { ...env, FOREMAN_SECRET_KEY: newKey.toString("base64") }, database);
+      const made = await caller(second).client(TaskService).createUnitTask({ repositoryGroupId: group.id, prompt: "After the rotation" });
+      expect(made.unitTask).toBeDefined();
+    } finally {
+      await second?.close();
+      await first.close();
+      await database.drop();
     }
   });
 
