@@ -2,6 +2,9 @@
 // and no auth. WorkerService.AppendLogs keeps the batches in memory and SessionService.StreamLog
 // sends them to every reader (a keep-alive at once, the batches after after_sequence, then each
 // new one), so the same readers get the same messages and the project's cost can be read off.
+// It keeps a session's newest 512 batches, as the project's server keeps its readers' buffer
+// (src/core/log-stream.ts BUFFER_SIZE), so that its memory does not grow with what was appended;
+// a reader further behind skips to the oldest it has (the bench's readers never are).
 // Run as its own process: `node --import tsx bench/bare-log-server.ts <port>`.
 import http2 from "node:http2";
 import { create } from "@bufbuild/protobuf";
@@ -17,11 +20,20 @@ if (portArg === undefined) {
   process.exit(2);
 }
 
-// One log per session id, and the readers waiting for its next batch.
-const logs = new Map<string, { batches: LogBatch[]; wake: Set<() => void> }>();
+const KEPT = 512;
+
+// One log per session id: its newest batches (batches[i] has sequence dropped + i + 1), the
+// last sequence stored, and the readers waiting for the next batch.
+interface Log {
+  batches: LogBatch[];
+  dropped: number;
+  last: number;
+  wake: Set<() => void>;
+}
+const logs = new Map<string, Log>();
 const logOf = (sessionId: string) => {
   let log = logs.get(sessionId);
-  if (log === undefined) logs.set(sessionId, (log = { batches: [], wake: new Set() }));
+  if (log === undefined) logs.set(sessionId, (log = { batches: [], dropped: 0, last: 0, wake: new Set() }));
   return log;
 };
 
@@ -32,10 +44,19 @@ const handler = connectNodeAdapter({
     router.service(WorkerService, {
       appendLogs(req) {
         const log = logOf(req.sessionId);
-        for (const batch of req.batches) if (batch.sequence === log.batches.length + 1) log.batches.push(batch);
+        for (const batch of req.batches) {
+          if (batch.sequence !== log.last + 1) continue;
+          log.batches.push(batch);
+          log.last = batch.sequence;
+        }
+        if (log.batches.length > KEPT) {
+          const over = log.batches.length - KEPT;
+          log.batches.splice(0, over);
+          log.dropped += over;
+        }
         for (const wake of log.wake) wake();
         log.wake.clear();
-        return create(AppendLogsResponseSchema, { storedSequence: log.batches.length });
+        return create(AppendLogsResponseSchema, { storedSequence: log.last });
       },
     });
     router.service(SessionService, {
@@ -47,8 +68,9 @@ const handler = connectNodeAdapter({
         let wakeUp: (() => void) | undefined;
         context.signal.addEventListener("abort", () => wakeUp?.(), { once: true });
         while (!context.signal.aborted) {
-          while (next < log.batches.length) {
-            const message: StreamLogResponse = create(StreamLogResponseSchema, { event: { case: "batch", value: log.batches[next]! } });
+          while (next < log.last) {
+            next = Math.max(next, log.dropped);
+            const message: StreamLogResponse = create(StreamLogResponseSchema, { event: { case: "batch", value: log.batches[next - log.dropped]! } });
             next++;
             yield message;
           }

@@ -3,13 +3,14 @@
 // StreamLog readers of one session while a worker appends, beside a bare connect-node server
 // (bench/bare-log-server.ts) streaming the same messages to the same readers. command-latency:
 // StopSession by the user → the stop_session command on the worker's open ReceiveCommands stream,
-// on SQLite and on PostgreSQL with the stream on a second replica (the NOTIFY path). The readers,
-// writers and workers run in this process, the servers in their own (bench/server.ts).
+// on SQLite and on PostgreSQL with the stream on a second replica (the NOTIFY path). The
+// servers run in processes of their own (bench/server.ts), and so do the fan-out's readers
+// (bench/log-readers.ts, BENCH_LOG_READER_PROCESSES of them), whose decoding would otherwise
+// be what is measured; the writers and workers run in this process.
 import { randomBytes, randomUUID } from "node:crypto";
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import readline from "node:readline";
-import { setMaxListeners } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createConnectTransport } from "@connectrpc/connect-node";
@@ -20,12 +21,12 @@ import { TaskService } from "../gen/foreman/v1/task_pb.js";
 import { WorkerService, WorkerStatus } from "../gen/foreman/v1/worker_pb.js";
 import { WorkspaceService } from "../gen/foreman/v1/workspace_pb.js";
 import { createBenchDatabase } from "./databases.js";
+import { machineClockMs, startBenchChild } from "./children.js";
 import { trackChild } from "./cleanup.js";
-import { freePort, startBenchServer, type BenchServer } from "./server.js";
+import { cpuPressure } from "./dispatch.js";
+import { freePort, processCpuMicros, startBenchServer, type BenchServer } from "./server.js";
 
 const REGISTRATION_TOKEN = randomBytes(24).toString("hex");
-/** Node's HTTP/2 client assumes 100 streams per connection until the server says otherwise. */
-const STREAMS_PER_CONNECTION = 90;
 export const LINES_PER_BATCH = 50;
 /** Batches the fan-out writer may be ahead of the slowest reader: bounded, so latency is delivery, not a queue. */
 const FANOUT_IN_FLIGHT = 2;
@@ -75,6 +76,12 @@ export function rssMb(pid: number): number {
   return match === null ? NaN : Number(match[1]) / 1024;
 }
 
+/** The most the process has been resident since it started (VmHWM), MB. */
+export function peakRssMb(pid: number): number {
+  const match = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return match === null ? NaN : Number(match[1]) / 1024;
+}
+
 /** The machine's 1-minute load average, for the note under each table. */
 export function loadNote(): string {
   const [one, five] = readFileSync("/proc/loadavg", "utf8").split(" ");
@@ -116,7 +123,13 @@ interface Foreman {
 }
 
 async function startForeman(settings: Record<string, string>, server?: BenchServer): Promise<Foreman> {
-  server ??= await startBenchServer({ FOREMAN_WORKER_REGISTRATION_TOKEN: REGISTRATION_TOKEN, FOREMAN_MAX_LOG_BYTES_PER_SESSION: LOG_CAP, ...settings });
+  // The repository's remote is made up: not checked, cloned or fetched.
+  server ??= await startBenchServer({
+    FOREMAN_WORKER_REGISTRATION_TOKEN: REGISTRATION_TOKEN,
+    FOREMAN_MAX_LOG_BYTES_PER_SESSION: LOG_CAP,
+    FOREMAN_CONTACT_REMOTES: "false",
+    ...settings,
+  });
   const sessions: Http2SessionManager[] = [];
   const admin = h2(server.url, sessions);
   const workspace = (await createClient(WorkspaceService, admin).createWorkspace({ name: "log bench" })).workspace!;
@@ -170,9 +183,12 @@ async function startForeman(settings: Record<string, string>, server?: BenchServ
   return foreman;
 }
 
-/** A 50-line batch; its first line carries the writer's clock when it was made. */
+/**
+ * A 50-line batch; its first line carries the writer's clock when it was made: the machine's
+ * shared clock (machineClockMs), which the readers' processes read too.
+ */
 function makeBatch(sequence: number): LogBatch {
-  const sentAt = performance.now();
+  const sentAt = machineClockMs();
   return create(LogBatchSchema, {
     sequence,
     lines: Array.from({ length: LINES_PER_BATCH }, (_, i) => ({
@@ -181,8 +197,6 @@ function makeBatch(sequence: number): LogBatch {
     })),
   });
 }
-
-const sentAtOf = (batch: LogBatch) => Number(/^t=([\d.]+) /.exec(batch.lines[0]!.text)![1]);
 
 // ---------------------------------------------------------------------------------------------
 // log-ingest
@@ -329,74 +343,80 @@ async function bareTarget(): Promise<FanoutTarget> {
   };
 }
 
-/** N readers of the target's session, counting what they get and when. */
+/** What a readers' process prints (bench/log-readers.ts). */
+type ReaderMessage = { type: "up" } | { type: "have"; sequence: number } | { type: "taken"; lines: number; latencies: number[]; errors: number };
+
+/** N readers of the target's session, spread over processes of their own, counting what they get and when. */
 interface Readers {
   /** Resolves once every reader has batch `sequence`. */
   allHave(sequence: number): Promise<void>;
-  take(): { lines: number; latencies: number[] };
-  errors(): number;
-  close(): void;
+  /** What the readers got since the last take: lines, each batch's latency at each reader, failed streams so far. */
+  take(): Promise<{ lines: number; latencies: number[]; errors: number }>;
+  /** The readers' processes' CPU time so far, µs. */
+  cpuMicros(): number;
+  pids: number[];
+  close(): Promise<void>;
 }
 
-async function openReaders(target: FanoutTarget, count: number, afterSequence: number): Promise<Readers> {
-  const controller = new AbortController();
-  setMaxListeners(count + 10, controller.signal);
-  const sessions: Http2SessionManager[] = [];
-  /** How many readers have each sequence, and who waits for it to reach `count`. */
-  const have = new Map<number, number>();
-  const waiters = new Map<number, () => void>();
-  // The newest sequence every reader has: each gets them in order, so this only grows.
-  let done = afterSequence;
-  let lines = 0;
-  let latencies: number[] = [];
-  let errors = 0;
-  let up = 0;
-  let allUp!: () => void;
-  const ready = new Promise<void>((resolve) => (allUp = resolve));
-  let client: Client<typeof SessionService> | undefined;
-  for (let i = 0; i < count; i++) {
-    if (i % STREAMS_PER_CONNECTION === 0) client = createClient(SessionService, h2(target.url, sessions));
-    const reader = client!;
-    void (async () => {
-      let first = true;
-      try {
-        for await (const res of reader.streamLog({ sessionId: target.sessionId, afterSequence }, { signal: controller.signal })) {
-          if (first && ++up === count) allUp();
-          first = false;
-          if (res.event.case !== "batch") continue;
-          const batch = res.event.value;
-          latencies.push(performance.now() - sentAtOf(batch));
-          lines += batch.lines.length;
-          const n = (have.get(batch.sequence) ?? 0) + 1;
-          if (n === count) {
-            have.delete(batch.sequence);
-            done = batch.sequence;
-            waiters.get(batch.sequence)?.();
-            waiters.delete(batch.sequence);
-          } else have.set(batch.sequence, n);
-        }
-      } catch {
-        if (!controller.signal.aborted) errors++;
-      }
-    })();
+async function openReaders(target: FanoutTarget, count: number, afterSequence: number, processes: number): Promise<Readers> {
+  const n = Math.min(processes, count);
+  const children = Array.from({ length: n }, (_, i) =>
+    startBenchChild<ReaderMessage>("log-readers.ts", {
+      BENCH_READERS_URL: target.url,
+      BENCH_READERS_SESSION: target.sessionId,
+      // As even as it goes: the first count % n processes take one more.
+      BENCH_READERS_COUNT: String(Math.floor(count / n) + (i < count % n ? 1 : 0)),
+      BENCH_READERS_AFTER: String(afterSequence),
+    }),
+  );
+  /** The newest sequence each process's readers all have, and who waits for them all to have one. */
+  const done = children.map(() => afterSequence);
+  let waiters: { sequence: number; resolve: () => void; reject: (error: Error) => void }[] = [];
+  let closing = false;
+  const everyone = () => Math.min(...done);
+  children.forEach((c, i) => {
+    c.onMessage((message) => {
+      if (message.type !== "have") return;
+      done[i] = message.sequence;
+      const all = everyone();
+      const ready = waiters.filter((w) => w.sequence <= all);
+      waiters = waiters.filter((w) => w.sequence > all);
+      for (const w of ready) w.resolve();
+    });
+    void c.exited.then(() => {
+      if (closing) return;
+      const error = new Error(`a log readers' process (pid ${c.pid}) exited during the run`);
+      for (const w of waiters.splice(0)) w.reject(error);
+    });
+  });
+  const close = async () => {
+    closing = true;
+    await Promise.all(children.map((c) => c.stop()));
+  };
+  try {
+    await Promise.all(children.map((c) => c.next((m): m is ReaderMessage & { type: "up" } => m.type === "up")));
+  } catch (error) {
+    await close();
+    throw error;
   }
-  await ready;
   return {
     allHave(sequence) {
-      if (sequence <= done) return Promise.resolve();
-      return new Promise((resolve) => waiters.set(sequence, () => resolve()));
+      if (sequence <= everyone()) return Promise.resolve();
+      return new Promise((resolve, reject) => waiters.push({ sequence, resolve, reject }));
     },
-    take() {
-      const taken = { lines, latencies };
-      lines = 0;
-      latencies = [];
-      return taken;
+    async take() {
+      const taken = await Promise.all(
+        children.map((c) => {
+          const reply = c.next((m): m is ReaderMessage & { type: "taken" } => m.type === "taken");
+          c.send({ type: "take" });
+          return reply;
+        }),
+      );
+      return { lines: taken.reduce((a, t) => a + t.lines, 0), latencies: taken.flatMap((t) => t.latencies), errors: taken.reduce((a, t) => a + t.errors, 0) };
     },
-    errors: () => errors,
-    close() {
-      controller.abort();
-      for (const s of sessions) s.abort();
-    },
+    cpuMicros: () => children.reduce((a, c) => a + processCpuMicros(c.pid), 0),
+    pids: children.map((c) => c.pid),
+    close,
   };
 }
 
@@ -406,29 +426,44 @@ export interface FanoutResult {
   linesPerSecond: Spread;
   p50Ms: Spread;
   p99Ms: Spread;
+  /** The server's VmHWM at the end of its row: the most it was resident, from its start (each row has a server of its own). */
   peakRssMb: number;
+  /** The server's CPU over the measured windows, % of one core (median). */
+  serverCpuPercent: number;
+  /** The readers' processes' CPU over the measured windows, % of one core (median). */
+  readersCpuPercent: number;
+  /** Share of the measured windows' wall time some task on the machine waited for a CPU (median). */
+  cpuPressure: number | undefined;
   errors: number;
 }
 
-export async function runLogFanout(options: LogOptions & { readers: number[] }): Promise<FanoutResult[]> {
-  const targets = [await foremanTarget(), await bareTarget()];
-  const sequences = new Map<FanoutTarget, number>(targets.map((t) => [t, 0]));
+export async function runLogFanout(options: LogOptions & { readers: number[]; processes: number }): Promise<FanoutResult[]> {
   const results: FanoutResult[] = [];
-  try {
-    for (const count of options.readers) {
-      process.stderr.write(`  opening ${count} StreamLog reader(s) on each server\n`);
-      const open = new Map<FanoutTarget, Readers>();
-      for (const target of targets) open.set(target, await openReaders(target, count, sequences.get(target)!));
-      const windows = new Map<FanoutTarget, { rate: number; p50: number; p99: number }[]>(targets.map((t) => [t, []]));
-      const peaks = new Map<FanoutTarget, number>(targets.map((t) => [t, 0]));
+  for (const count of options.readers) {
+    // Fresh servers for each number of readers: each row's memory is its own.
+    process.stderr.write(`  ${count} reader(s): starting fresh servers\n`);
+    const targets: FanoutTarget[] = [];
+    const open = new Map<FanoutTarget, Readers>();
+    try {
+      targets.push(await foremanTarget());
+      targets.push(await bareTarget());
+      for (const target of targets) {
+        const readers = await openReaders(target, count, 0, options.processes);
+        open.set(target, readers);
+        process.stderr.write(`  ${target.name}: ${count} StreamLog reader(s) in ${readers.pids.length} process(es) (${readers.pids.join(", ")})\n`);
+      }
+      const sequences = new Map<FanoutTarget, number>(targets.map((t) => [t, 0]));
+      const windows = new Map<FanoutTarget, { rate: number; p50: number; p99: number; server: number; cpu: number; pressure: number | undefined }[]>(targets.map((t) => [t, []]));
       // Round-robin over the two servers, so load on the machine falls on both alike.
       for (let round = options.warmupMs > 0 ? 0 : 1; round <= options.repeats; round++) {
         for (const target of targets) {
           const readers = open.get(target)!;
           const windowMs = round === 0 ? options.warmupMs : options.durationMs;
           let seq = sequences.get(target)!;
-          readers.take();
-          const sampler = setInterval(() => peaks.set(target, Math.max(peaks.get(target)!, rssMb(target.pid))), 100);
+          await readers.take();
+          const cpuBefore = readers.cpuMicros();
+          const serverBefore = processCpuMicros(target.pid);
+          const pressure = cpuPressure();
           const started = performance.now();
           while (performance.now() - started < windowMs) {
             // Send batch seq + 1 once every reader has seq + 1 - FANOUT_IN_FLIGHT.
@@ -438,34 +473,37 @@ export async function runLogFanout(options: LogOptions & { readers: number[] }):
           }
           await readers.allHave(seq);
           const seconds = (performance.now() - started) / 1000;
-          clearInterval(sampler);
-          peaks.set(target, Math.max(peaks.get(target)!, rssMb(target.pid)));
+          const share = pressure.stop();
+          const cpu = ((readers.cpuMicros() - cpuBefore) / (seconds * 1e6)) * 100;
+          const server = ((processCpuMicros(target.pid) - serverBefore) / (seconds * 1e6)) * 100;
           sequences.set(target, seq);
-          const { lines, latencies } = readers.take();
+          const { lines, latencies } = await readers.take();
           if (round === 0) continue;
           latencies.sort((a, b) => a - b);
-          windows.get(target)!.push({ rate: lines / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99) });
+          windows.get(target)!.push({ rate: lines / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99), server, cpu, pressure: share });
         }
       }
       for (const target of targets) {
         const w = windows.get(target)!;
+        const pressures = w.map((x) => x.pressure).filter((p) => p !== undefined);
         results.push({
           target: target.name,
           readers: count,
           linesPerSecond: spread(w.map((x) => x.rate)),
           p50Ms: spread(w.map((x) => x.p50)),
           p99Ms: spread(w.map((x) => x.p99)),
-          peakRssMb: peaks.get(target)!,
-          errors: open.get(target)!.errors(),
+          peakRssMb: peakRssMb(target.pid),
+          serverCpuPercent: median(w.map((x) => x.server)),
+          readersCpuPercent: median(w.map((x) => x.cpu)),
+          cpuPressure: pressures.length === 0 ? undefined : median(pressures),
+          errors: (await open.get(target)!.take()).errors,
         });
-        open.get(target)!.close();
-        process.stderr.write(`  ${target.name}, ${count} reader(s): ${median(w.map((x) => x.rate)).toFixed(0)} lines/s\n`);
+        process.stderr.write(`  ${target.name}, ${count} reader(s): ${median(w.map((x) => x.rate)).toFixed(0)} lines/s, p99 ${median(w.map((x) => x.p99)).toFixed(1)} ms, peak RSS ${results.at(-1)!.peakRssMb.toFixed(0)} MB\n`);
       }
-      // Let the servers see the readers gone before the next size opens its own.
-      await sleep(500);
+    } finally {
+      for (const readers of open.values()) await readers.close();
+      for (const target of targets) await target.close();
     }
-  } finally {
-    for (const target of targets) await target.close();
   }
   return results;
 }
@@ -485,15 +523,31 @@ export function fanoutGoals(row: FanoutResult, bare: FanoutResult | undefined): 
   return { goal: goals.join(", "), met: met.length === 0 ? undefined : met.every(Boolean) };
 }
 
-export function formatLogFanout(results: FanoutResult[], options: LogOptions): string {
+export function formatLogFanout(results: FanoutResult[], options: LogOptions & { processes: number }): string {
+  const percent = (share: number | undefined) => (share === undefined ? "?" : (share * 100).toFixed(0));
   return [
-    `log-fanout: StreamLog readers of one session while a worker appends ${LINES_PER_BATCH}-line batches (at most ${FANOUT_IN_FLIGHT} ahead of the slowest reader); lines/s delivered to all readers together, AppendLogs sent → reader latency; median [range] over ${options.repeats} windows of ${options.durationMs} ms; peak server RSS`,
+    `log-fanout: StreamLog readers of one session, in ${options.processes} processes of their own, while a worker appends ${LINES_PER_BATCH}-line batches (at most ${FANOUT_IN_FLIGHT} ahead of the slowest reader); ` +
+      `lines/s delivered to all readers together, AppendLogs sent → reader latency (one clock for all the processes); median [range] over ${options.repeats} windows of ${options.durationMs} ms; ` +
+      `each row on fresh servers: peak RSS is that server's VmHWM; server's and readers' CPU: % of one core (the readers' processes together); CPU pressure: share of the windows some task waited for a CPU`,
     table(
-      ["target", "readers", "lines/s", "p50 ms", "p99 ms", "peak RSS MB", "errors", "goal", "met"],
+      ["target", "readers", "lines/s", "p50 ms", "p99 ms", "peak RSS MB", "server CPU %", "readers' CPU %", "CPU pressure %", "errors", "goal", "met"],
       results.map((r) => {
         const bare = results.find((b) => b.readers === r.readers && !b.target.startsWith("foreman"));
         const { goal, met } = fanoutGoals(r, bare);
-        return [r.target, String(r.readers), fixed(r.linesPerSecond, 0), fixed(r.p50Ms, 2), fixed(r.p99Ms, 2), r.peakRssMb.toFixed(0), String(r.errors), goal, met === undefined ? "" : met ? "yes" : "no"];
+        return [
+          r.target,
+          String(r.readers),
+          fixed(r.linesPerSecond, 0),
+          fixed(r.p50Ms, 2),
+          fixed(r.p99Ms, 2),
+          r.peakRssMb.toFixed(0),
+          r.serverCpuPercent.toFixed(0),
+          r.readersCpuPercent.toFixed(0),
+          percent(r.cpuPressure),
+          String(r.errors),
+          goal,
+          met === undefined ? "" : met ? "yes" : "no",
+        ];
       }),
     ),
   ].join("\n");
@@ -578,7 +632,7 @@ export async function runCommandLatency(options: { stops: number }): Promise<Com
   if (db === undefined) return results;
   try {
     // Two replicas on one database, sharing the secret key; the user on A, the worker's calls on B.
-    const settings = { DATABASE_URL: db.url, FOREMAN_SECRET_KEY: randomBytes(32).toString("hex"), FOREMAN_WORKER_REGISTRATION_TOKEN: REGISTRATION_TOKEN };
+    const settings = { DATABASE_URL: db.url, FOREMAN_SECRET_KEY: randomBytes(32).toString("hex"), FOREMAN_WORKER_REGISTRATION_TOKEN: REGISTRATION_TOKEN, FOREMAN_CONTACT_REMOTES: "false" };
     process.stderr.write(`  postgres: starting two replicas\n`);
     const a = await startForeman(settings);
     const b = await startBenchServer(settings);

@@ -62,11 +62,12 @@ is 1 only if a call failed or a hostile request took the server down.
            lines/s through AppendLogs in 50-line batches, one call in flight per writer, 1 and 4
            writers (each its own session), on SQLite and, when it answers, PostgreSQL
   log-fanout
-           1, 10, 100 and 1000 StreamLog readers of one session (in the bench's process) while a
-           worker appends 50-line batches: lines/s to all readers together, AppendLogs → reader
-           latency p50/p99, peak server RSS; beside a bare connect-node server streaming the same
-           messages from memory (goals: ≥ 80% of the bare server's lines/s at 1000 readers, p99
-           ≤ 20 ms at 10 and ≤ 200 ms at 1000, RSS ≤ 300 MB at 1000)
+           1, 10, 100 and 1000 StreamLog readers of one session (in processes of their own)
+           while a worker appends 50-line batches: lines/s to all readers together, AppendLogs →
+           reader latency p50/p99, peak server RSS (fresh servers for each number of readers),
+           the server's and the readers' CPU, the machine's CPU pressure; beside a bare connect-node server
+           streaming the same messages from memory (goals: ≥ 80% of the bare server's lines/s at
+           1000 readers, p99 ≤ 20 ms at 10 and ≤ 200 ms at 1000, RSS ≤ 300 MB at 1000)
   command-latency
            StopSession by the user → the stop_session command on the worker's open
            ReceiveCommands stream: p50/p99/max, on SQLite, and on PostgreSQL with the stream on a
@@ -95,6 +96,7 @@ Environment:
   BENCH_LOG_WRITERS       writer counts log-ingest compares (default 1,4)
   BENCH_LOG_READERS       reader counts log-fanout compares (default 1,10,100,1000; fewer, e.g.
                           1,10,100, to scale it down)
+  BENCH_LOG_READER_PROCESSES  processes log-fanout's readers are spread over (default 2)
   BENCH_COMMAND_STOPS     stops per target in command-latency (default 50)
   BENCH_SERVER_NODE_ARGS  flags for the servers' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
   BENCH_H2LOAD_BASELINE   another checkout (built) whose server h2load measures as one more row
@@ -174,6 +176,7 @@ async function main(): Promise<number> {
   const idleProcesses = envInt("BENCH_DISPATCH_IDLE_PROCESSES", 2, 1, 64);
   const logWriters = envList("BENCH_LOG_WRITERS", [1, 4], 1, 64);
   const logReaders = envList("BENCH_LOG_READERS", [1, 10, 100, 1000], 1, 10_000);
+  const logReaderProcesses = envInt("BENCH_LOG_READER_PROCESSES", 2, 1, 64);
   const commandStops = envInt("BENCH_COMMAND_STOPS", 50, 1, 10_000);
   const only = readOnly();
   cleanUpOnSignals();
@@ -428,14 +431,19 @@ async function main(): Promise<number> {
   }
   if (only === undefined || only === "log-fanout") {
     process.stderr.write(`log-fanout: ${logReaders.join(", ")} StreamLog readers, beside a bare connect-node server (progress on stderr)\n`);
-    const results = await runLogFanout({ ...logOptions, readers: logReaders });
-    console.log(formatLogFanout(results, logOptions));
+    const pressure = cpuPressure();
+    const results = await runLogFanout({ ...logOptions, readers: logReaders, processes: logReaderProcesses });
+    const cpuPressureShare = pressure.stop();
+    console.log(formatLogFanout(results, { ...logOptions, processes: logReaderProcesses }));
     console.log(loadNote());
+    console.log(pressureNote(cpuPressureShare));
     console.log(
       JSON.stringify({
         benchmark: "log-fanout",
         method: "foreman.v1.WorkerService/AppendLogs → foreman.v1.SessionService/StreamLog",
         ...logOptions,
+        reader_processes: logReaderProcesses,
+        cpu_pressure: cpuPressureShare === undefined ? null : round(cpuPressureShare, 2),
         results: results.map((r) => ({
           target: r.target,
           readers: r.readers,
@@ -443,6 +451,9 @@ async function main(): Promise<number> {
           p50_ms: spread(r.p50Ms, 2),
           p99_ms: spread(r.p99Ms, 2),
           peak_rss_mb: round(r.peakRssMb),
+          server_cpu_percent: round(r.serverCpuPercent),
+          readers_cpu_percent: round(r.readersCpuPercent),
+          cpu_pressure: r.cpuPressure === undefined ? null : round(r.cpuPressure, 2),
           goal_met: fanoutGoals(r, results.find((b) => b.readers === r.readers && !b.target.startsWith("foreman"))).met ?? null,
           errors: r.errors,
         })),
