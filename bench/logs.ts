@@ -8,7 +8,7 @@
 // (bench/log-readers.ts, BENCH_LOG_READER_PROCESSES of them), whose decoding would otherwise
 // be what is measured; the writers and workers run in this process.
 import { randomBytes, randomUUID } from "node:crypto";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import readline from "node:readline";
 import { create } from "@bufbuild/protobuf";
@@ -24,7 +24,7 @@ import { createBenchDatabase } from "./databases.js";
 import { machineClockMs, startBenchChild } from "./children.js";
 import { trackChild } from "./cleanup.js";
 import { cpuPressure } from "./dispatch.js";
-import { freePort, processCpuMicros, startBenchServer, type BenchServer } from "./server.js";
+import { freePort, processCpuMicros, startBenchServer, type BenchServer, type BenchServerOptions } from "./server.js";
 
 const REGISTRATION_TOKEN = randomBytes(24).toString("hex");
 export const LINES_PER_BATCH = 50;
@@ -122,14 +122,10 @@ interface Foreman {
   close(): Promise<void>;
 }
 
-async function startForeman(settings: Record<string, string>, server?: BenchServer): Promise<Foreman> {
+async function startForeman(settings: Record<string, string>, server?: BenchServer, serverOptions: BenchServerOptions = {}): Promise<Foreman> {
   // The repository's remote is made up: not checked, cloned or fetched.
-  server ??= await startBenchServer({
-    FOREMAN_WORKER_REGISTRATION_TOKEN: REGISTRATION_TOKEN,
-    FOREMAN_MAX_LOG_BYTES_PER_SESSION: LOG_CAP,
-    FOREMAN_CONTACT_REMOTES: "false",
-    ...settings,
-  });
+  const serverSettings = { FOREMAN_WORKER_REGISTRATION_TOKEN: REGISTRATION_TOKEN, FOREMAN_MAX_LOG_BYTES_PER_SESSION: LOG_CAP, FOREMAN_CONTACT_REMOTES: "false", ...settings };
+  server ??= await startBenchServer(serverSettings, serverOptions);
   const sessions: Http2SessionManager[] = [];
   const admin = h2(server.url, sessions);
   const workspace = (await createClient(WorkspaceService, admin).createWorkspace({ name: "log bench" })).workspace!;
@@ -290,11 +286,11 @@ interface FanoutTarget {
   close(): Promise<void>;
 }
 
-async function foremanTarget(): Promise<FanoutTarget> {
-  const foreman = await startForeman({ FOREMAN_STREAM_KEEPALIVE_SECONDS: "300" });
+async function foremanTarget(compiled: boolean): Promise<FanoutTarget> {
+  const foreman = await startForeman({ FOREMAN_STREAM_KEEPALIVE_SECONDS: "300" }, undefined, { compiled });
   const held = await foreman.claim(await foreman.worker(), "fan-out");
   return {
-    name: "foreman (sqlite)",
+    name: compiled ? "foreman (sqlite, dist/)" : "foreman (sqlite)",
     url: foreman.server.url,
     pid: foreman.server.pid,
     sessionId: held.sessionId,
@@ -437,15 +433,19 @@ export interface FanoutResult {
   errors: number;
 }
 
-export async function runLogFanout(options: LogOptions & { readers: number[]; processes: number }): Promise<FanoutResult[]> {
+export async function runLogFanout(options: LogOptions & { readers: number[]; processes: number; compiled: boolean }): Promise<FanoutResult[]> {
   const results: FanoutResult[] = [];
+  if (options.compiled) {
+    process.stderr.write("  building dist/ (npm run build), as npm start does\n");
+    execFileSync("npm", ["run", "build", "--silent"], { cwd: new URL("..", import.meta.url).pathname, stdio: "inherit" });
+  }
   for (const count of options.readers) {
     // Fresh servers for each number of readers: each row's memory is its own.
     process.stderr.write(`  ${count} reader(s): starting fresh servers\n`);
     const targets: FanoutTarget[] = [];
     const open = new Map<FanoutTarget, Readers>();
     try {
-      targets.push(await foremanTarget());
+      targets.push(await foremanTarget(options.compiled));
       targets.push(await bareTarget());
       for (const target of targets) {
         const readers = await openReaders(target, count, 0, options.processes);
@@ -523,10 +523,10 @@ export function fanoutGoals(row: FanoutResult, bare: FanoutResult | undefined): 
   return { goal: goals.join(", "), met: met.length === 0 ? undefined : met.every(Boolean) };
 }
 
-export function formatLogFanout(results: FanoutResult[], options: LogOptions & { processes: number }): string {
+export function formatLogFanout(results: FanoutResult[], options: LogOptions & { processes: number; compiled: boolean }): string {
   const percent = (share: number | undefined) => (share === undefined ? "?" : (share * 100).toFixed(0));
   return [
-    `log-fanout: StreamLog readers of one session, in ${options.processes} processes of their own, while a worker appends ${LINES_PER_BATCH}-line batches (at most ${FANOUT_IN_FLIGHT} ahead of the slowest reader); ` +
+    `log-fanout: StreamLog readers of one session, in ${options.processes} processes of their own, the project's server ${options.compiled ? "compiled (dist/, as npm start runs it)" : "under tsx"} and the bare one under tsx, while a worker appends ${LINES_PER_BATCH}-line batches (at most ${FANOUT_IN_FLIGHT} ahead of the slowest reader); ` +
       `lines/s delivered to all readers together, AppendLogs sent → reader latency (one clock for all the processes); median [range] over ${options.repeats} windows of ${options.durationMs} ms; ` +
       `each row on fresh servers: peak RSS is that server's VmHWM; server's and readers' CPU: % of one core (the readers' processes together); CPU pressure: share of the windows some task waited for a CPU`,
     table(

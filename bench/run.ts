@@ -65,9 +65,10 @@ is 1 only if a call failed or a hostile request took the server down.
            1, 10, 100 and 1000 StreamLog readers of one session (in processes of their own)
            while a worker appends 50-line batches: lines/s to all readers together, AppendLogs →
            reader latency p50/p99, peak server RSS (fresh servers for each number of readers),
-           the server's and the readers' CPU, the machine's CPU pressure; beside a bare connect-node server
-           streaming the same messages from memory (goals: ≥ 80% of the bare server's lines/s at
-           1000 readers, p99 ≤ 20 ms at 10 and ≤ 200 ms at 1000, RSS ≤ 300 MB at 1000)
+           the server's and the readers' CPU, the machine's CPU pressure; beside a bare
+           connect-node server streaming the same messages from memory (goals: ≥ 80% of the bare
+           server's lines/s at 1000 readers, p99 ≤ 20 ms at 10 and ≤ 200 ms at 1000, RSS ≤ 300 MB
+           at 1000)
   command-latency
            StopSession by the user → the stop_session command on the worker's open
            ReceiveCommands stream: p50/p99/max, on SQLite, and on PostgreSQL with the stream on a
@@ -97,6 +98,9 @@ Environment:
   BENCH_LOG_READERS       reader counts log-fanout compares (default 1,10,100,1000; fewer, e.g.
                           1,10,100, to scale it down)
   BENCH_LOG_READER_PROCESSES  processes log-fanout's readers are spread over (default 2)
+  BENCH_LOG_FANOUT_COMPILED  1: log-fanout builds dist/ and runs the project's server compiled,
+                          as npm start does (default 0: src/ under tsx, which adds some 50 MB of
+                          RSS; the bare server runs under tsx either way)
   BENCH_COMMAND_STOPS     stops per target in command-latency (default 50)
   BENCH_SERVER_NODE_ARGS  flags for the servers' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
   BENCH_H2LOAD_BASELINE   another checkout (built) whose server h2load measures as one more row
@@ -177,6 +181,7 @@ async function main(): Promise<number> {
   const logWriters = envList("BENCH_LOG_WRITERS", [1, 4], 1, 64);
   const logReaders = envList("BENCH_LOG_READERS", [1, 10, 100, 1000], 1, 10_000);
   const logReaderProcesses = envInt("BENCH_LOG_READER_PROCESSES", 2, 1, 64);
+  const logFanoutCompiled = envInt("BENCH_LOG_FANOUT_COMPILED", 0, 0, 1) === 1;
   const commandStops = envInt("BENCH_COMMAND_STOPS", 50, 1, 10_000);
   const only = readOnly();
   cleanUpOnSignals();
@@ -432,9 +437,10 @@ async function main(): Promise<number> {
   if (only === undefined || only === "log-fanout") {
     process.stderr.write(`log-fanout: ${logReaders.join(", ")} StreamLog readers, beside a bare connect-node server (progress on stderr)\n`);
     const pressure = cpuPressure();
-    const results = await runLogFanout({ ...logOptions, readers: logReaders, processes: logReaderProcesses });
+    const fanoutOptions = { ...logOptions, readers: logReaders, processes: logReaderProcesses, compiled: logFanoutCompiled };
+    const results = await runLogFanout(fanoutOptions);
     const cpuPressureShare = pressure.stop();
-    console.log(formatLogFanout(results, { ...logOptions, processes: logReaderProcesses }));
+    console.log(formatLogFanout(results, fanoutOptions));
     console.log(loadNote());
     console.log(pressureNote(cpuPressureShare));
     console.log(
@@ -443,6 +449,7 @@ async function main(): Promise<number> {
         method: "foreman.v1.WorkerService/AppendLogs → foreman.v1.SessionService/StreamLog",
         ...logOptions,
         reader_processes: logReaderProcesses,
+        compiled: logFanoutCompiled,
         cpu_pressure: cpuPressureShare === undefined ? null : round(cpuPressureShare, 2),
         results: results.map((r) => ({
           target: r.target,
