@@ -11,7 +11,7 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
       level,
       base: { service: "foreman" },
       redact: {
-        paths: ["*.authorization", "*.password", "*.secret", "*.secrets", "*.token", "*.leaseToken", "*.webhookSecret"],
+        paths: ["*.authorization", "*.password", "*.secret", "*.secrets", "*.token", "*.leaseToken", "*.webhookSecret", "*.upstreamCredentials", "*.credentials"],
         censor: "[redacted]",
       },
     },
