@@ -5,12 +5,15 @@
 // clone, and removed with the repository.
 import { randomBytes, randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readFile, readdir } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { cloneDir } from "../../src/core/paths.js";
+import { syncClone } from "../../src/git/clone.js";
+import { RemoteError } from "../../src/git/remote.js";
 import { keyId } from "../../src/auth/secret-box.js";
 import { DIALECTS, createTestDatabase } from "../helpers/databases.js";
 import { caller, type Caller } from "../helpers/fixtures.js";
@@ -175,6 +178,47 @@ describe.each(DIALECTS)("repository clones on %s", (dialect) => {
       await second?.close();
       await first.close();
       await database.drop();
+    }
+  });
+
+  it("keeps the clone as it was when the remote goes away mid-fetch, and fetches again once it is back", { timeout: 60_000 }, async () => {
+    const name = `cut-${randomUUID().slice(0, 8)}`;
+    const url = await pub.createRepository(name);
+    const ws = (await c.workspace()).id;
+    const repo = await c.repository(ws, url);
+    const group = await c.group(ws, [repo.id]);
+    await tasks().createUnitTask({ repositoryGroupId: group.id, prompt: "First" });
+    const before = await originRef(repo.id, "trunk");
+    const next = await pub.commit(name, { files: { "later.txt": "later\n" } });
+    pub.misbehave("cut-off");
+    try {
+      await expectError(tasks().createUnitTask({ repositoryGroupId: group.id, prompt: "Cut off" }), { code: Code.Unavailable, reason: "REMOTE_UNAVAILABLE" });
+    } finally {
+      pub.misbehave("none");
+    }
+    expect(await originRef(repo.id, "trunk")).toBe(before);
+    await tasks().createUnitTask({ repositoryGroupId: group.id, prompt: "Back" });
+    expect(await originRef(repo.id, "trunk")).toBe(next);
+  });
+
+  it("leaves nothing behind when a clone is cut off midway", { timeout: 60_000 }, async () => {
+    const remote = await startGitRemote();
+    const parent = await mkdtemp(path.join(os.tmpdir(), "foreman-clone-cut-"));
+    try {
+      const url = await remote.createRepository("big", { files: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`f${i}.txt`, `${i}\n`.repeat(50)])) });
+      const dir = path.join(parent, "clone");
+      remote.misbehave("cut-off");
+      const error = await syncClone(dir, url, { timeoutMs: 5000 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(RemoteError);
+      expect((error as RemoteError).problem).toBe("unreachable");
+      expect(await readdir(parent)).toEqual([]);
+      remote.misbehave("none");
+      const done = await syncClone(dir, url, { timeoutMs: 5000 });
+      expect(done.cloned).toBe(true);
+      expect(done.branches.get("trunk")).toBe((await remote.refs("big"))["refs/heads/trunk"]);
+    } finally {
+      await remote.close();
+      await rm(parent, { recursive: true, force: true });
     }
   });
 

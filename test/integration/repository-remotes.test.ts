@@ -6,11 +6,14 @@
 // every spelling of one remote is one repository; credentials are stored sealed and appear in
 // no answer, no log line and nowhere in the database in clear.
 import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
+import path from "node:path";
 import { toJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RepositorySchema, type Repository } from "../../gen/foreman/v1/repository_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { cloneDir } from "../../src/core/paths.js";
 import { parseRemoteUrl, type ParsedRemote } from "../../src/core/remote-url.js";
 import { fetchUrl } from "../../src/core/upstream.js";
 import { readRemoteHead, RemoteError } from "../../src/git/remote.js";
@@ -194,6 +197,13 @@ describe.each(DIALECTS)("repository remotes on %s", (dialect) => {
     const ws = (await c.workspace()).id;
     const first = await add(ws, url);
     const port = new URL(pub.baseUrl).port;
+    // The server clones a repository it added in the background: once the clone is in place,
+    // it asks this remote nothing more.
+    const clone = path.join(cloneDir(t.config.dataDir, first.id), ".git", "config");
+    for (let waited = 0; !existsSync(clone); waited += 25) {
+      if (waited > 30_000) throw new Error("the background clone did not finish");
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
     const requestsBefore = pub.requests;
     for (const spelling of [url, `http://127.0.0.1:${port}/${name}`, `http://127.0.0.1:${port}/${name}.git/`, `HTTP://127.0.0.1:${port}//${name}.git`, `https://127.0.0.1:${port}/${name}`]) {
       const error = await failure(c.repositories.addRepository({ workspaceId: ws, remoteUrl: spelling }));
