@@ -11,7 +11,8 @@ import { removeClone, syncClone, type SyncResult } from "../git/clone.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, notFound, remoteUnavailable } from "./errors.js";
 import { cloneDir } from "./paths.js";
-import { parseRemoteUrl, type ProviderName } from "./remote-url.js";
+import { syncLocalClone } from "../git/local.js";
+import { isLocalRemote, localRemotePath, parseRemoteUrl, type ProviderName } from "./remote-url.js";
 import { SecretBoxError } from "./secrets.js";
 import * as store from "../store/repositories.js";
 import type { Repository } from "../store/repositories.js";
@@ -108,6 +109,13 @@ export class RepositoryClones {
     return this.queue.shared(repository.id, async () => {
       if (this.stopping.signal.aborted) throw remoteUnavailable("the server is shutting down; try again");
       const parsed = parseRemoteUrl(repository.remoteUrl);
+      if (typeof parsed !== "string" && isLocalRemote(parsed)) {
+        try {
+          return await syncLocalClone(this.dir(repository.id), localRemotePath(parsed), core.remotes.timeoutMs);
+        } catch (error) {
+          throw remoteFailure(error, "its folder", false, "fetch");
+        }
+      }
       const url = typeof parsed === "string" ? undefined : fetchUrl(parsed);
       if (typeof parsed === "string" || url === undefined) {
         throw failedPrecondition(`repository ${repository.id} cannot be fetched: the server reaches remotes over http(s) only`, { id: repository.id });

@@ -1,6 +1,7 @@
 // Checks a git remote URL for form only (reachability is checked when the server clones it).
-// Accepted: http(s)://host/path, ssh://[user@]host[:port]/path, git://host/path and scp-like
-// user@host:path. Credentials in the URL are refused: they would be stored and shown in plain
+// Accepted: http(s)://host/path, ssh://[user@]host[:port]/path, git://host/path, scp-like
+// user@host:path, and a folder on the server's machine (/abs/path or file:///abs/path, which
+// only single-user mode takes). Credentials in the URL are refused: they would be stored and shown in plain
 // text. The host is stored as git will connect to it: Unicode in its punycode form, a numeric
 // IPv4 form (2130706433, 0x7f.1) as the dotted address it names, IPv6 in its short form.
 import { domainToASCII } from "node:url";
@@ -33,6 +34,7 @@ export function parseRemoteUrl(raw: string): ParsedRemote | string {
   if (problem !== undefined) return problem;
   // git and ssh would read it as an option (-u@host:path, -oProxyCommand=…).
   if (input.startsWith("-")) return 'must not start with "-"';
+  if (input.startsWith("/") || /^file:/i.test(input)) return parseLocalPath(input);
 
   let writtenHost: string;
   /** Where writtenHost starts in input. */
@@ -101,6 +103,46 @@ export function parseRemoteUrl(raw: string): ParsedRemote | string {
   return { url, host, baseName };
 }
 
+/**
+ * A folder on the server's machine, written as an absolute path or a file:/// URL: host "" (no
+ * host), the URL as typed. Only single-user mode takes one (core/repositories.ts): the one user
+ * owns the machine the server runs on.
+ */
+function parseLocalPath(input: string): ParsedRemote | string {
+  let path: string;
+  if (input.startsWith("/")) {
+    path = input;
+  } else {
+    if (!/^file:\/\/\//i.test(input)) return "must be a file:/// URL (no host: it names a folder on the server's machine) or an absolute path";
+    if (/[?#]/.test(input)) return "must not have a query or fragment";
+    try {
+      path = decodeURIComponent(input.slice("file://".length));
+    } catch {
+      return "has malformed percent-encoding";
+    }
+    const pathProblem = textProblem(path, { singleLine: true });
+    if (pathProblem !== undefined) return `has a percent-encoded character a path may not hold: it ${pathProblem}`;
+  }
+  if (path.includes("\\")) return 'must not contain "\\" in a local path';
+  const segments = path.split("/").filter((s) => s !== "");
+  if (segments.length === 0) return "must name a repository folder, not /";
+  if (segments.some((s) => s === "." || s === "..")) return 'must not contain "." or ".." path segments';
+  const baseName = segments[segments.length - 1]!.replace(/\.git$/, "");
+  if (baseName === "") return "must name a repository folder";
+  return { url: input, host: "", baseName };
+}
+
+/** Whether a parsed remote is a folder on the server's machine (an absolute path or a file:/// URL). */
+export function isLocalRemote(remote: ParsedRemote): boolean {
+  return remote.host === "";
+}
+
+/** The absolute path a local remote names, its repeated slashes folded. */
+export function localRemotePath(remote: ParsedRemote): string {
+  const path = remote.url.startsWith("/") ? remote.url : decodeURIComponent(remote.url.slice("file://".length));
+  return `/${path.split("/").filter((s) => s !== "").join("/")}`;
+}
+
 /** The host as git will connect to it, lower-case ASCII, or undefined when it is not a host. */
 function asciiHost(written: string): string | undefined {
   // Some parsers decode percent-encoding in a host and others do not; no host needs it.
@@ -128,6 +170,8 @@ const CASE_INSENSITIVE_HOSTS = new Set(["github.com", "www.github.com", "gitlab.
 export function canonicalRemote(raw: string): string | undefined {
   const parsed = parseRemoteUrl(raw);
   if (typeof parsed === "string") return undefined;
+  // A folder is itself: case, ".git" and all (x and x.git are two folders).
+  if (isLocalRemote(parsed)) return `file://${localRemotePath(parsed)}`;
   let port = "";
   let path: string;
   const scp = SCP_LIKE.exec(parsed.url);

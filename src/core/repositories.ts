@@ -11,7 +11,8 @@ import type { Core } from "./context.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "./errors.js";
 import { branchNameProblem } from "./git-names.js";
 import { readPage, writePage } from "./pagination.js";
-import { canonicalRemote, parseRemoteUrl, privateHostProblem, providerForHost, type ProviderName } from "./remote-url.js";
+import { resolveLocalGitDir } from "../git/local.js";
+import { canonicalRemote, isLocalRemote, localRemotePath, parseRemoteUrl, privateHostProblem, providerForHost, type ProviderName } from "./remote-url.js";
 import { quote, textProblem } from "./text.js";
 import { Violations, normalizeId, readId } from "./validation.js";
 import { webhookSecretAad } from "./secrets.js";
@@ -71,7 +72,12 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   const workspaceId = v.id("workspace_id", input.workspaceId);
   const remote = parseRemoteUrl(input.remoteUrl);
   if (typeof remote === "string") v.add("remote_url", remote);
-  else if (!core.remotes.allowPrivate) {
+  else if (isLocalRemote(remote)) {
+    // A folder on the server's machine: the one user of single-user mode owns it; in multi-user
+    // mode it would let any user read what the server can.
+    if (core.auth.login !== undefined) v.add("remote_url", "is a folder on the server's machine, which only single-user mode takes as a remote");
+    if (input.upstreamCredentials !== undefined) v.add("upstream_credentials", "a folder on the server's machine takes none");
+  } else if (!core.remotes.allowPrivate) {
     // The server will fetch this URL: refuse one that could make it reach what only it can.
     // The host is not resolved (see privateHostProblem); the fetch, when the git issue adds it,
     // must check the address it connects to as well.
@@ -103,7 +109,13 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   if (secretProblem !== undefined) v.add("webhook_secret", secretProblem);
   v.throwIfAny();
   const parsed = remote as Exclude<typeof remote, string>;
-  const remoteKey = canonicalRemote(parsed.url)!;
+  let remoteKey = canonicalRemote(parsed.url)!;
+  if (isLocalRemote(parsed) && core.remotes.contact) {
+    // A folder is keyed by the git folder git would read (x and x.git, a link to it: one repository).
+    const gitDir = await resolveLocalGitDir(localRemotePath(parsed));
+    if (gitDir === undefined) throw invalidArgument([{ field: "remote_url", description: "no git repository in this folder" }]);
+    remoteKey = `file://${gitDir}`;
+  }
   const provider = input.provider ?? providerForHost(parsed.host);
   await getWorkspace(core, ownerId, workspaceId, "workspace_id");
   // Another spelling of a remote the workspace has is refused before the remote is asked.
@@ -180,6 +192,10 @@ export async function setRepositoryCredentials(
   if (credentials === undefined) v.add("upstream_credentials", "is required (ClearRepositoryCredentials removes them)");
   v.throwIfAny();
   const repository = await getRepository(core, ownerId, id);
+  const stored = parseRemoteUrl(repository.remoteUrl);
+  if (typeof stored !== "string" && isLocalRemote(stored)) {
+    throw invalidArgument([{ field: "upstream_credentials", description: "the repository is a folder on the server's machine, which takes none" }]);
+  }
   if (core.remotes.contact) {
     const parsed = parseRemoteUrl(repository.remoteUrl);
     if (typeof parsed !== "string") await checkRemote(core, parsed, repository.vcsProviderType as ProviderName, undefined, credentials);

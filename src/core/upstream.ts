@@ -8,7 +8,8 @@
 import { readRemoteHead, RemoteError, type BasicCredentials } from "../git/remote.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, invalidArgument, remoteAccessDenied, remoteUnavailable } from "./errors.js";
-import { canonicalRemote, privateHostProblem, type ParsedRemote, type ProviderName } from "./remote-url.js";
+import { readLocalHead } from "../git/local.js";
+import { canonicalRemote, isLocalRemote, localRemotePath, privateHostProblem, type ParsedRemote, type ProviderName } from "./remote-url.js";
 import { openStoredSecret, SecretBoxError } from "./secrets.js";
 import { replaceUpstreamCredentials, upstreamCredentialsToReseal } from "../store/repositories.js";
 import type { Logger } from "../logger.js";
@@ -150,6 +151,15 @@ export async function checkRemote(
   branch: string | undefined,
   credentials: UpstreamCredentials | undefined,
 ): Promise<string> {
+  if (isLocalRemote(remote)) {
+    let local;
+    try {
+      local = await readLocalHead(localRemotePath(remote), branch, core.remotes.timeoutMs);
+    } catch (error) {
+      throw remoteFailure(error, "this folder", false, "check");
+    }
+    return chosenBranch(local, branch);
+  }
   const url = fetchUrl(remote);
   if (url === undefined) {
     throw invalidArgument([
@@ -162,6 +172,11 @@ export async function checkRemote(
   } catch (error) {
     throw remoteFailure(error, remote.host, credentials !== undefined, "check");
   }
+  return chosenBranch(head, branch);
+}
+
+/** The branch to record: the one given, if the remote has it, else the remote's default branch. */
+function chosenBranch(head: { defaultBranch: string | undefined; commit: string | undefined }, branch: string | undefined): string {
   if (branch !== undefined) {
     if (head.commit === undefined) {
       throw invalidArgument([{ field: "default_branch", description: `the remote has no branch with this name${head.defaultBranch === undefined ? "" : `; its default branch is ${head.defaultBranch}`}` }]);

@@ -31,31 +31,50 @@ async function exists(dir: string): Promise<boolean> {
  */
 export async function syncClone(dir: string, url: string, options: RemoteOptions): Promise<SyncResult> {
   const headers = authorization(options.credentials);
+  const bounded = { ...options, idle: true };
   let cloned = !(await exists(dir));
-  await withDeadline({ ...options, idle: true }, async (http) => {
-    if (cloned) {
-      await fs.promises.mkdir(path.dirname(dir), { recursive: true, mode: 0o700 });
-      const aside = `${dir}.cloning-${randomBytes(6).toString("hex")}`;
+  if (cloned) {
+    await fs.promises.mkdir(path.dirname(dir), { recursive: true, mode: 0o700 });
+    const aside = `${dir}.cloning-${randomBytes(6).toString("hex")}`;
+    try {
+      // Whole or not at all: only a clone whose every answer came whole is moved into place.
+      await withDeadline(bounded, (http) => isogit.clone({ fs, http, dir: aside, url, headers, noCheckout: true, noTags: true }));
       try {
-        await isogit.clone({ fs, http, dir: aside, url, headers, noCheckout: true, noTags: true });
-        try {
-          await rename(aside, dir);
-          return;
-        } catch (error) {
-          // Another clone into the same folder (a server that was stopping, on the same data
-          // folder) finished first: keep that one, and fetch into it.
-          const code = (error as NodeJS.ErrnoException).code;
-          if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
-          cloned = false;
-        }
-      } finally {
-        // A leftover is removed with the clone (removeClone) if this fails.
-        await rm(aside, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined);
+        await rename(aside, dir);
+      } catch (error) {
+        // Another clone into the same folder (a server that was stopping, on the same data
+        // folder) finished first: keep that one, and fetch into it.
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
+        cloned = false;
       }
+    } finally {
+      // A leftover is removed with the clone (removeClone) if this fails.
+      await rm(aside, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined);
     }
-    await isogit.fetch({ fs, http, dir, remote: "origin", headers, prune: true, tags: false, singleBranch: false });
-  });
+  }
+  if (!cloned) {
+    // A fetch that fails (an answer cut off where isomorphic-git had stopped reading included)
+    // leaves the branches as they were: objects it wrote are unreferenced, and harmless.
+    const before = await remoteBranches(dir);
+    try {
+      await withDeadline(bounded, (http) => isogit.fetch({ fs, http, dir, remote: "origin", headers, prune: true, tags: false, singleBranch: false }));
+    } catch (error) {
+      await restoreBranches(dir, before);
+      throw error;
+    }
+  }
   return { cloned, branches: await remoteBranches(dir) };
+}
+
+async function restoreBranches(dir: string, before: Map<string, string>): Promise<void> {
+  const now = await remoteBranches(dir);
+  for (const name of now.keys()) {
+    if (!before.has(name)) await isogit.deleteRef({ fs, dir, ref: `refs/remotes/origin/${name}` });
+  }
+  for (const [name, oid] of before) {
+    if (now.get(name) !== oid) await isogit.writeRef({ fs, dir, ref: `refs/remotes/origin/${name}`, value: oid, force: true });
+  }
 }
 
 /** The clone's copy of the remote's branches (refs/remotes/origin/*), name → commit id. */

@@ -68,6 +68,18 @@ describe.each(DIALECTS)("private remotes on %s", (dialect) => {
       expect((await c.repositories.listRepositories({ workspaceId: ws })).repositories).toEqual([]);
     });
 
+    it("refuses a folder on the server's machine, even with FOREMAN_ALLOW_PRIVATE_REMOTES=true", async () => {
+      const open = await multiUser({ FOREMAN_ALLOW_PRIVATE_REMOTES: "true" });
+      for (const who of [c, open]) {
+        const { id: ws } = await who.workspace();
+        for (const remoteUrl of ["/srv/git/repo.git", "file:///srv/git/repo.git"]) {
+          const err = await expectInvalid(who.repositories.addRepository({ workspaceId: ws, remoteUrl }), "remote_url");
+          expect(err.rawMessage).toContain("only single-user mode");
+        }
+        expect((await who.repositories.listRepositories({ workspaceId: ws })).repositories).toEqual([]);
+      }
+    });
+
     it("accepts public hosts, also as addresses", async () => {
       const { id: ws } = await c.workspace();
       for (const remoteUrl of ["https://github.com/acme/a.git", "http://8.8.8.8/x/b.git", "https://[2606:4700::1111]/x/c.git", "git@gitlab.com:acme/d.git"]) {

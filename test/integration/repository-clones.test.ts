@@ -222,6 +222,20 @@ describe.each(DIALECTS)("repository clones on %s", (dialect) => {
     }
   });
 
+  it("clones and fetches a folder on the server's machine", { timeout: 60_000 }, async () => {
+    const name = `lf-${randomUUID().slice(0, 8)}`;
+    await pub.createRepository(name);
+    const ws = (await c.workspace()).id;
+    const repo = await c.repository(ws, `file://${pub.gitDir(name)}`);
+    const group = await c.group(ws, [repo.id]);
+    const next = await pub.commit(name, { files: { "l.txt": "l\n" } });
+    await tasks().createUnitTask({ repositoryGroupId: group.id, prompt: "Local" });
+    expect(await originRef(repo.id, "trunk")).toBe(next);
+    const later = await pub.commit(name, { files: { "m.txt": "m\n" } });
+    await tasks().createUnitTask({ repositoryGroupId: group.id, prompt: "Local again" });
+    expect(await originRef(repo.id, "trunk")).toBe(later);
+  });
+
   it("removes the clone with the repository", { timeout: 60_000 }, async () => {
     const url = await pub.createRepository(`r-${randomUUID().slice(0, 8)}`);
     const ws = (await c.workspace()).id;

@@ -7,6 +7,7 @@
 // no answer, no log line and nowhere in the database in clear.
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
+import { symlink } from "node:fs/promises";
 import path from "node:path";
 import { toJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -260,6 +261,31 @@ describe.each(DIALECTS)("repository remotes on %s", (dialect) => {
     const error = await expectInvalid(c.repositories.addRepository({ workspaceId: ws, remoteUrl: "git@git.example.com:acme/app.git" }), "remote_url");
     expect(error.rawMessage).toContain("http(s) only");
     expect(await rowCount(ws)).toBe(0);
+  });
+
+  it("takes a folder on the server's machine as a remote in single-user mode, by path or file:/// URL", { timeout: 60_000 }, async () => {
+    const name = `local-${randomUUID().slice(0, 8)}`;
+    await pub.createRepository(name, { defaultBranch: "trunk" });
+    const folder = pub.gitDir(name);
+    const ws = (await c.workspace()).id;
+    const repo = await add(ws, folder);
+    expect(repo.defaultBranch).toBe("trunk");
+    expect(repo.remoteUrl).toBe(folder);
+    // Every spelling git reads as this folder: a file:/// URL, a trailing slash, no ".git", a link to it.
+    const link = path.join(path.dirname(folder), `link-${name}`);
+    await symlink(folder, link);
+    for (const spelling of [`file://${folder}/`, folder.replace(/\.git$/, ""), link]) {
+      await expectError(c.repositories.addRepository({ workspaceId: ws, remoteUrl: spelling }), { code: Code.AlreadyExists, message: repo.id });
+    }
+    await expectInvalid(c.repositories.addRepository({ workspaceId: ws, remoteUrl: `${folder}-x`, defaultBranch: "nope" }), "remote_url");
+    const other = (await c.workspace()).id;
+    await expectInvalid(
+      c.repositories.addRepository({ workspaceId: other, remoteUrl: folder, upstreamCredentials: { kind: { case: "token", value: "t" } } }),
+      "upstream_credentials",
+    );
+    await expectInvalid(c.repositories.addRepository({ workspaceId: other, remoteUrl: folder, defaultBranch: "missing" }), "default_branch");
+    await expectInvalid(c.repositories.setRepositoryCredentials({ id: repo.id, upstreamCredentials: { kind: { case: "token", value: "t" } } }), "upstream_credentials");
+    expect(await rowCount(other)).toBe(0);
   });
 
   it("never shows a credential: not in any answer, not in the log, not in the database in clear", { timeout: 60_000 }, async () => {

@@ -194,7 +194,8 @@ describe.each(DIALECTS)("RepositoryService on %s", (dialect) => {
     it.each([
       ["empty", ""],
       ["whitespace only", "  \t "],
-      ["file://", "file:///srv/git/repo.git"],
+      // A folder (file:///srv/git/repo.git) is a remote in single-user mode; a file:// URL naming a host is none.
+      ["file:// with a host", "file://server/srv/git/repo.git"],
       ["ftp://", "ftp://example.com/repo.git"],
       ["credentials in an https URL", "https://user:password@github.com/acme/repo.git"],
       ["a token in an https URL", "https://ghp_abcdef@github.com/acme/repo.git"],

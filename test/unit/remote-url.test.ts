@@ -5,6 +5,10 @@ import { canonicalRemote, parseRemoteUrl, privateHostProblem, providerForHost, t
 
 describe("parseRemoteUrl accepts", () => {
   const good: [string, ParsedRemote][] = [
+    // A folder on the server's machine (single-user mode only, core/repositories.ts): no host.
+    ["/srv/git/repo.git", { url: "/srv/git/repo.git", host: "", baseName: "repo" }],
+    ["file:///srv/git/repo.git", { url: "file:///srv/git/repo.git", host: "", baseName: "repo" }],
+    ["/srv/git/Repo/", { url: "/srv/git/Repo", host: "", baseName: "Repo" }],
     [
       "https://github.com/acme/widgets.git",
       { url: "https://github.com/acme/widgets.git", host: "github.com", baseName: "widgets" },
@@ -67,7 +71,11 @@ describe("parseRemoteUrl refuses", () => {
     ["a password in an https URL", "https://user:secret@github.com/acme/widgets.git", /credentials/],
     ["a token as user name in an https URL", "https://ghp_abc123@github.com/acme/widgets.git", /credentials/],
     ["a password in an ssh URL", "ssh://git:secret@github.com/acme/widgets.git", /credentials/],
-    ["file://", "file:///srv/git/repo.git", /scheme file is not supported/],
+    ["file:// with a host", "file://server/srv/git/repo.git", /file:\/\/\/ URL/],
+    ["'..' in a local path", "/srv/git/../etc/repo.git", /"\.\."/],
+    ["'..' percent-encoded in a file:// URL", "file:///srv/%2e%2e/repo.git", /"\.\."/],
+    ["the root folder", "/", /is required|must name/],
+    ["a relative path", "srv/git/repo.git", /must be an http\(s\):\/\/, ssh:\/\/ or user@host:path git URL/],
     ["ftp://", "ftp://example.com/repo.git", /scheme ftp is not supported/],
     ["not a URL", "just-some-words", /git URL/],
     ["a relative path", "../repo.git", /git URL/],
@@ -266,7 +274,18 @@ describe("canonicalRemote", () => {
 
   it("is undefined for a URL parseRemoteUrl refuses", () => {
     expect(canonicalRemote("")).toBeUndefined();
-    expect(canonicalRemote("file:///tmp/x")).toBeUndefined();
+    expect(canonicalRemote("file://host/tmp/x")).toBeUndefined();
     expect(canonicalRemote("https://user:pw@github.com/a/b")).toBeUndefined();
+  });
+});
+
+describe("local remotes", () => {
+  it("key a folder by its path, with its case and its .git", () => {
+    expect(canonicalRemote("/srv/git/repo.git")).toBe("file:///srv/git/repo.git");
+    expect(canonicalRemote("file:///srv/git/repo.git")).toBe("file:///srv/git/repo.git");
+    expect(canonicalRemote("/srv//git/repo.git/")).toBe("file:///srv/git/repo.git");
+    expect(canonicalRemote("file:///srv/git/%72epo.git")).toBe("file:///srv/git/repo.git");
+    expect(canonicalRemote("/srv/git/repo")).not.toBe(canonicalRemote("/srv/git/repo.git"));
+    expect(canonicalRemote("/srv/git/Repo.git")).not.toBe(canonicalRemote("/srv/git/repo.git"));
   });
 });
