@@ -1,4 +1,5 @@
-// Repository and repository group rules. A repository's remote URL is unique per workspace;
+// Repository and repository group rules. A repository's remote is unique per workspace, in
+// any spelling (its canonical key, core/remote-url.ts canonicalRemote), and answers when added;
 // a group's repositories all belong to its workspace; an unnamed group holds exactly one
 // repository (the seed's single-repository group) and is removed with it.
 import type { Kysely } from "kysely";
@@ -79,8 +80,8 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
     if (input.upstreamCredentials !== undefined) v.add("upstream_credentials", "a folder on the server's machine takes none");
   } else if (!core.remotes.allowPrivate) {
     // The server will fetch this URL: refuse one that could make it reach what only it can.
-    // The host is not resolved (see privateHostProblem); the fetch, when the git issue adds it,
-    // must check the address it connects to as well.
+    // The host as written is checked here; the addresses a name resolves to are checked when
+    // the server connects (core/upstream.ts remoteOptions).
     const problem = privateHostProblem(remote.host);
     if (problem !== undefined) {
       v.add("remote_url", `${problem}; such remotes need single-user mode or FOREMAN_ALLOW_PRIVATE_REMOTES=true on the server`);
