@@ -6,7 +6,19 @@ import { unauthenticated } from "../core/errors.js";
 export type Principal =
   | { kind: "user"; userId: string }
   /** ownerId null: registered with the server's configured token, serves every user. */
-  | { kind: "worker"; workerId: string; ownerId: string | null };
+  | ({ kind: "worker" } & CallingWorker);
+
+/**
+ * The calling worker as its credential's lookup read it: what it serves, and its status then
+ * (GetTask starts from this rather than reading the worker again).
+ */
+export interface CallingWorker {
+  workerId: string;
+  ownerId: string | null;
+  status: string;
+  agentTypes: string[];
+  maxConcurrentSessions: number;
+}
 
 export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "the caller" });
 
@@ -20,7 +32,7 @@ export function requireUser(ctx: HandlerContext): string {
 }
 
 /** The calling worker; the interceptor has already refused anyone else. */
-export function requireWorker(ctx: HandlerContext): { workerId: string; ownerId: string | null } {
+export function requireWorker(ctx: HandlerContext): CallingWorker {
   const principal = ctx.values.get(principalKey);
   if (principal?.kind !== "worker") {
     throw unauthenticated("this call needs a worker credential");

@@ -182,11 +182,17 @@ export interface Assignment {
   hasSecrets: boolean;
 }
 
-/** The calling worker: its id, its owner (null: every user) and the credential it sent. */
+/**
+ * The calling worker: its id, its owner (null: every user) and the credential it sent, with its
+ * status, agents and most sessions as the call's authentication read them.
+ */
 export interface WorkerCaller {
   workerId: string;
   ownerId: string | null;
   credential: string;
+  status: string;
+  agentTypes: string[];
+  maxConcurrentSessions: number;
 }
 
 function readPollId(v: Violations, raw: string): string {
@@ -210,33 +216,35 @@ export async function getTask(
   input: { pollId: string; waitSeconds: number },
   signal: AbortSignal,
 ): Promise<{ assignment: Assignment | undefined; commands: WorkerCommand[] }> {
-  const assignment = await claimWithin(core, log, caller, input, signal);
-  return { assignment, commands: await pendingCommands(core, caller.workerId) };
+  const { assignment, noCommands } = await claimWithin(core, log, caller, input, signal);
+  return { assignment, commands: noCommands ? [] : await pendingCommands(core, caller.workerId) };
 }
 
+/** The claim, if any, and whether the claim's own statement found the worker without commands (no read needed). */
 async function claimWithin(
   core: Core,
   log: Logger,
   caller: WorkerCaller,
   input: { pollId: string; waitSeconds: number },
   signal: AbortSignal,
-): Promise<Assignment | undefined> {
+): Promise<{ assignment: Assignment | undefined; noCommands: boolean }> {
   const v = new Violations();
   const pollId = readPollId(v, input.pollId);
   const maxPoll = core.dispatch.settings.maxPollSeconds;
   if (input.waitSeconds < 0) v.add("wait_seconds", `must be 0 (answer at once) or more (at most ${maxPoll} are waited), got ${input.waitSeconds}`);
   v.throwIfAny();
-  const worker = await workersStore.findWorker(core.db, caller.workerId);
-  if (worker === undefined || worker.status === "unregistered") throw unauthenticated("this worker was unregistered; register it again");
+  // As the call's authentication read it; the claim checks the status again in its statement.
+  if (caller.status === "unregistered") throw unauthenticated("this worker was unregistered; register it again");
   // A draining worker claims nothing: it answers at once, empty.
-  if (worker.status === "draining") return undefined;
+  if (caller.status === "draining") return { assignment: undefined, noCommands: false };
 
   const token = leaseToken(caller.credential, pollId);
+  const worker = { id: caller.workerId, ownerId: caller.ownerId, agentTypes: caller.agentTypes };
   const claimant: sessions.Claimant = {
-    workerId: worker.id,
-    ownerId: worker.ownerId,
-    agentTypes: worker.agentTypes,
-    maxSessions: worker.maxConcurrentSessions,
+    workerId: caller.workerId,
+    ownerId: caller.ownerId,
+    agentTypes: caller.agentTypes,
+    maxSessions: caller.maxConcurrentSessions,
   };
   const deadline = performance.now() + Math.min(input.waitSeconds, maxPoll) * 1000;
   const agents = worker.agentTypes.length > 0 ? worker.agentTypes : [...AGENT_TYPES];
@@ -248,7 +256,7 @@ async function claimWithin(
       const outcome = await attemptClaim(core, log, claimant, pollId, token);
       if (outcome !== "none" && outcome !== "full") return outcome;
       const left = deadline - performance.now();
-      if (signal.aborted || left <= 0) return undefined;
+      if (signal.aborted || left <= 0) return { assignment: undefined, noCommands: false };
       // A worker that holds its most sessions waits for one of them to end, not for new work
       // (which it would take from a worker that can run it).
       if (outcome === "full") wake.dropWork();
@@ -263,10 +271,10 @@ async function claimWithin(
     } finally {
       wake.close();
     }
-    if (signal.aborted || wake.command) return undefined;
+    if (signal.aborted || wake.command) return { assignment: undefined, noCommands: false };
     // Woken: a worker that started draining (or was unregistered) meanwhile waits no more.
     const now = await workersStore.findWorker(core.db, worker.id);
-    if (now === undefined || now.status === "draining" || now.status === "unregistered") return undefined;
+    if (now === undefined || now.status === "draining" || now.status === "unregistered") return { assignment: undefined, noCommands: false };
   }
 }
 
@@ -312,13 +320,20 @@ class PollWake {
 }
 
 /** One try: the poll's earlier claim, a new claim, or why there is none. */
-async function attemptClaim(core: Core, log: Logger, w: sessions.Claimant, pollId: string, token: string): Promise<Assignment | "none" | "full"> {
+async function attemptClaim(
+  core: Core,
+  log: Logger,
+  w: sessions.Claimant,
+  pollId: string,
+  token: string,
+): Promise<{ assignment: Assignment; noCommands: boolean } | "none" | "full"> {
   const tokenHash = hashToken(token);
   const now = core.now();
   const expiresAt = new Date(now.getTime() + core.dispatch.leaseMs);
-  let claimed: { session: sessions.LeasedSession; work: sessions.SessionWork; workspaceId: string | undefined } | undefined;
+  type Claimed = { session: sessions.LeasedSession; work: sessions.SessionWork; place: tasksStore.TaskPlace | undefined; hasSecretHolder: boolean; hasCommands: boolean };
+  let claimed: Claimed | undefined;
   try {
-    claimed = await core.db.transaction().execute(async (trx) => {
+    claimed = await core.adapter.transaction(core.db, async (trx): Promise<Claimed | undefined> => {
       // One claim of a worker at a time, so that its count of sessions is exact (see claimSession).
       await core.adapter.lockForOrder(trx, `claims:${w.workerId}`);
       const earlier = await sessions.findByPollId(trx, pollId);
@@ -328,16 +343,16 @@ async function attemptClaim(core: Core, log: Logger, w: sessions.Claimant, pollI
         if (session === undefined) {
           throw invalidArgument([{ field: "poll_id", description: `named an earlier poll, whose claim of session ${earlier.id} has ended; use a fresh id for each poll` }]);
         }
-        return { session, work: await sessions.workOf(trx, session), workspaceId: undefined };
+        const work = await sessions.workOf(trx, session);
+        return { session, work, place: undefined, hasSecretHolder: true, hasCommands: true };
       }
-      const session = await sessions.claimSession(trx, core.adapter, w, { tokenHash, expiresAt, pollId }, now);
-      if (session === undefined) return undefined;
-      const work = await sessions.workOf(trx, session);
-      const place = await tasksStore.getTaskPlace(trx, work.task);
-      if (place === undefined) throw new Error(`session ${session.id} has no task`);
-      await tasksStore.setExecutionState(trx, work.task, SESSION_CLAIM.executionState, now);
+      const claim = await sessions.claimSession(trx, core.adapter, w, { tokenHash, expiresAt, pollId }, now);
+      if (claim === undefined) return undefined;
+      const place = await tasksStore.setRunState(trx, claim.task, SESSION_CLAIM.executionState, now);
+      if (place === undefined) throw new Error(`session ${claim.session.id} has no task`);
       await taskEvents.insertTaskEvent(trx, core.adapter, { ownerId: place.ownerId, workspaceId: place.workspaceId, taskId: place.id, type: "updated" }, now);
-      return { session, work, workspaceId: place.workspaceId };
+      const work = { agentTask: claim.run, task: claim.task, repositories: await sessions.remotesOf(trx, claim.run.id) };
+      return { session: claim.session, work, place, hasSecretHolder: claim.hasSecretHolder, hasCommands: claim.hasCommands };
     });
   } catch (error) {
     // Another worker's claim took this poll id at the same moment (the worker lock keeps one
@@ -346,12 +361,12 @@ async function attemptClaim(core: Core, log: Logger, w: sessions.Claimant, pollI
     throw error;
   }
   if (claimed === undefined) return (await sessions.leasedCount(core.db, w.workerId)) >= w.maxSessions ? "full" : "none";
-  const { session, work, workspaceId } = claimed;
-  if (workspaceId !== undefined) {
-    core.taskChanges.notify(workspaceId);
+  const { session, work, place } = claimed;
+  if (place !== undefined) {
+    core.taskChanges.notify(place.workspaceId);
     log.info({ session_id: session.id, attempt: session.attempt, task_id: work.task.id, worker_id: w.workerId }, "session claimed");
   }
-  return {
+  const assignment: Assignment = {
     lease: { sessionId: session.id, attempt: session.attempt, token, expiresAt: session.leaseExpiresAt! },
     taskId: work.task.id,
     agentTaskId: work.agentTask.id,
@@ -359,8 +374,9 @@ async function attemptClaim(core: Core, log: Logger, w: sessions.Claimant, pollI
     agentType: session.agentType,
     agentModel: session.agentModel,
     repositories: work.repositories.map((r) => ({ ...r, cloneUrl: "", baseCommit: r.baseCommit ?? "" })),
-    hasSecrets: await hasSecrets(core, work.task.id),
+    hasSecrets: claimed.hasSecretHolder && (await hasSecrets(core, work.task.id)),
   };
+  return { assignment, noCommands: !claimed.hasCommands };
 }
 
 function pollIdTaken() {
@@ -396,15 +412,12 @@ export async function reportStatus(core: Core, log: Logger, caller: WorkerCaller
   if (headCommit !== "" && !HEAD_COMMIT.test(headCommit)) v.add("head_commit", `must be a commit id (7 to 64 hexadecimal digits), got ${quote(headCommit)}`);
   v.throwIfAny();
 
-  const session = await sessions.getSession(core.db, sessionId);
-  // Another user's session does not exist for a worker that serves one user.
-  if (session === undefined || (caller.ownerId !== null && session.ownerId !== caller.ownerId)) throw notFound("session", sessionId);
   const tokenHash = leaseTokenHash(input.leaseToken);
-  if (tokenHash === "") throw leaseLost(sessionId, "the lease token is not this session's lease");
   const transition = SESSION_REPORT[state];
   const report: sessions.Report = {
     sessionId,
     workerId: caller.workerId,
+    ownerId: caller.ownerId,
     tokenHash,
     state,
     exitCode: transition.ends ? (input.exitCode ?? null) : null,
@@ -412,33 +425,37 @@ export async function reportStatus(core: Core, log: Logger, caller: WorkerCaller
     headCommit: transition.ends && headCommit !== "" ? headCommit.toLowerCase() : null,
   };
   const now = core.now();
-  const done = await core.db.transaction().execute(async (trx) => {
-    // The session first, then its task: the order a claim and a task's status change lock them in.
-    const updated = await sessions.reportSession(trx, core.adapter, report, now);
-    if (updated === undefined) return undefined;
-    const { task } = await sessions.workOf(trx, updated);
-    const place = await tasksStore.getTaskPlace(trx, task);
-    if (place === undefined) throw new Error(`session ${sessionId} has no task`);
-    if (!transition.ends) {
-      await tasksStore.setExecutionState(trx, place, transition.executionState, now);
-    } else {
-      const to = RUN_END[place.kind][state as "succeeded" | "failed" | "cancelled"] ?? place.status;
-      const reason = state === "failed" ? truncate(errorMessage || failedWithout(report.exitCode), REASON_MAX) : null;
-      // A leased session's task is in its work status: whatever moves it from there cancels
-      // the session first, which the fenced report above would have found.
-      if (!(await tasksStore.moveTask(trx, place, place.status, { status: to, executionState: transition.executionState, reason }, now))) {
-        throw new Error(`task ${place.id} moved while session ${sessionId} held a lease`);
-      }
-      await core.adapter.notifyOnCommit(trx, sessions.CLAIMS_CHANNEL, sessions.workerKey(caller.workerId));
-    }
-    await taskEvents.insertTaskEvent(trx, core.adapter, { ownerId: place.ownerId, workspaceId: place.workspaceId, taskId: place.id, type: "updated" }, now);
-    return { updated, place };
-  });
+  // A token of no lease's form cannot apply; why is told below, as for one that did not.
+  const done =
+    tokenHash === ""
+      ? undefined
+      : await core.adapter.transaction(core.db, async (trx) => {
+          // The session first, then its task: the order a claim and a task's status change lock them in.
+          const reported = await sessions.reportSession(trx, core.adapter, report, now);
+          if (reported === undefined) return undefined;
+          let place: tasksStore.TaskPlace | undefined;
+          if (!transition.ends) {
+            place = await tasksStore.setRunState(trx, reported.task, transition.executionState, now);
+            if (place === undefined) throw new Error(`session ${sessionId} has no task`);
+          } else {
+            const to = RUN_END[reported.task.kind][state as "succeeded" | "failed" | "cancelled"];
+            const reason = state === "failed" ? truncate(errorMessage || failedWithout(report.exitCode), REASON_MAX) : null;
+            // A leased session's task is in its work status: whatever moves it from there cancels
+            // the session first, which the fenced report above would have found.
+            place = await tasksStore.endRun(trx, reported.task, { status: to, executionState: transition.executionState, reason }, now);
+            if (place === undefined) throw new Error(`task ${reported.task.id} moved while session ${sessionId} held a lease`);
+            await core.adapter.notifyOnCommit(trx, sessions.CLAIMS_CHANNEL, sessions.workerKey(caller.workerId));
+          }
+          await taskEvents.insertTaskEvent(trx, core.adapter, { ownerId: place.ownerId, workspaceId: place.workspaceId, taskId: place.id, type: "updated" }, now);
+          return { updated: reported.session, place };
+        });
 
   if (done === undefined) {
     const current = await sessions.getSession(core.db, sessionId);
-    // Deleted with its task meanwhile.
-    if (current === undefined) throw notFound("session", sessionId);
+    // Deleted with its task meanwhile, or another user's session, which does not exist for a
+    // worker that serves one user.
+    if (current === undefined || (caller.ownerId !== null && current.ownerId !== caller.ownerId)) throw notFound("session", sessionId);
+    if (tokenHash === "") throw leaseLost(sessionId, "the lease token is not this session's lease");
     const holder = current.workerId === caller.workerId && current.leaseTokenHash === tokenHash;
     // A repeat: the report that ended the session, or RUNNING while it runs.
     const held = transition.ends || (current.leaseExpiresAt !== null && current.leaseExpiresAt > now);
@@ -494,12 +511,14 @@ export async function heartbeat(
   v.throwIfAny();
   const now = core.now();
   const expiresAt = new Date(now.getTime() + core.dispatch.leaseMs);
+  let hasCommands = true;
   if (status === "draining") {
     // Draining: no new claims, and what it has not started goes back to the queue at once (its
-    // leases are then lost below); what runs it may finish and report.
+    // leases are then lost below); what runs it may finish and report. Returning work queues
+    // stop commands, so they are read whatever the touch found.
     await returnUnstarted(core, log, caller.workerId, "its worker is draining", (trx) => workersStore.touchWorker(trx, caller.workerId, now, "draining"));
   } else {
-    await workersStore.touchWorker(core.db, caller.workerId, now);
+    ({ hasCommands } = await workersStore.touchWorker(core.db, caller.workerId, now));
   }
   const held = await sessions.renewLeases(core.db, caller.workerId, listed.filter((l) => l.tokenHash !== ""), expiresAt, now);
   // Each session once: renewed if any entry for it held its lease, else lost.
@@ -511,5 +530,5 @@ export async function heartbeat(
   }
   const lost = new Set(listed.map((l) => l.sessionId).filter((id) => !renewed.has(id)));
   // A session whose lease was revoked while the worker held it has a stop command saying why.
-  return { renewed: [...renewed.values()], lost: [...lost], commands: await pendingCommands(core, caller.workerId) };
+  return { renewed: [...renewed.values()], lost: [...lost], commands: hasCommands || lost.size > 0 ? await pendingCommands(core, caller.workerId) : [] };
 }

@@ -141,7 +141,7 @@ export async function refresh(core: Core, log: Logger, refreshToken: string): Pr
   const tokenHash = hashToken(refreshToken);
   const successor = successorToken(core.auth.config.jwtSecret!, refreshToken);
   const now = core.now();
-  const rotated = await core.db.transaction().execute(async (trx) => {
+  const rotated = await core.adapter.transaction(core.db, async (trx) => {
     const used = await store.useRefreshToken(trx, tokenHash, now);
     return used && (await issueTokens(core, used.userId, used.familyId, now, successor, trx));
   });

@@ -111,7 +111,7 @@ export async function appendLogs(core: Core, log: Logger, caller: LogCaller, inp
   const masked = batches.map((b) => ({ ...b, lines: maskLines(b.lines, patterns) }));
   const cap = core.logLimits?.maxBytesPerSession ?? DEFAULT_MAX_LOG_BYTES_PER_SESSION;
 
-  const result = await core.db.transaction().execute(async (trx) => {
+  const result = await core.adapter.transaction(core.db, async (trx) => {
     const head = await logBatches.lockForAppend(trx, writer, now);
     if (head === undefined) return undefined;
     let received = head.receivedBytes;

@@ -26,7 +26,7 @@ export async function stopSession(core: Core, log: Logger, ownerId: string, inpu
   if (found === undefined || found.ownerId !== ownerId) throw notFound("session", sessionId);
   const now = core.now();
   const why = reason === "" ? "stopped by its user" : `stopped by its user: ${reason}`;
-  const done = await core.db.transaction().execute(async (trx) => {
+  const done = await core.adapter.transaction(core.db, async (trx) => {
     // The session first, then its task: the order claims, reports and task moves lock them in.
     const stopped = await sessions.stopSession(trx, core.adapter, sessionId, why, now);
     if (stopped === undefined) return undefined;

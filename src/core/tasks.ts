@@ -135,7 +135,7 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
   const id = newId(core.now().getTime());
   const branch = branchName === "" ? `foreman/${id.slice(-12)}` : branchName;
   const now = core.now();
-  await core.db.transaction().execute(async (trx) => {
+  await core.adapter.transaction(core.db, async (trx) => {
     await store.insertUnitTask(
       trx,
       {
@@ -207,7 +207,7 @@ export async function createCompositeTask(core: Core, log: Logger, ownerId: stri
 
   const id = newId(core.now().getTime());
   const now = core.now();
-  await core.db.transaction().execute(async (trx) => {
+  await core.adapter.transaction(core.db, async (trx) => {
     await store.insertCompositeTask(
       trx,
       {
@@ -496,7 +496,7 @@ export async function deleteTask(core: Core, log: Logger, ownerId: string, rawId
   const id = readId(rawId);
   const task = await loadTask(core, ownerId, id);
   const now = core.now();
-  const deleted = await core.db.transaction().execute(async (trx) => {
+  const deleted = await core.adapter.transaction(core.db, async (trx) => {
     const cancelled = await sessions.cancelActiveSessions(trx, core.adapter, task.agentTasks.map((a) => a.id), "task deleted", now);
     if (!(await store.deleteTask(trx, task))) return undefined;
     await recordChange(core, trx, task, "deleted", now);

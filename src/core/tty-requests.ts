@@ -90,7 +90,7 @@ export async function createTtyRequest(core: Core, log: Logger, caller: TtyWorke
   const { task } = await sessions.workOf(core.db, session);
   const now = core.now();
   const id = newId(now.getTime());
-  const inserted = await core.db.transaction().execute(async (trx) => {
+  const inserted = await core.adapter.transaction(core.db, async (trx) => {
     const stored = await store.insertTtyRequest(
       trx,
       { id, ownerId: session.ownerId, sessionId, taskId: task.id, clientRequestId: input.clientRequestId, ...asked },
@@ -170,7 +170,7 @@ export async function submitTtyInput(core: Core, log: Logger, ownerId: string, i
   refuseUnlessPending(request);
   const response = readAnswer(request, input.response);
   const now = core.now();
-  const answered = await core.db.transaction().execute(async (trx) => {
+  const answered = await core.adapter.transaction(core.db, async (trx) => {
     const held = await store.answerTtyRequest(trx, ownerId, requestId, response, now);
     if (held === undefined) return undefined;
     await insertTtyAnswerCommand(trx, core.adapter, { ...held, requestId, response }, now);

@@ -231,7 +231,7 @@ export async function handleGithubDelivery(core: Core, delivery: GithubDelivery)
           createdAt: now,
         }));
   try {
-    await core.db.transaction().execute(async (tx) => {
+    await core.adapter.transaction(core.db, async (tx) => {
       // First, so that a repeat of the delivery stops here (waiting for a concurrent one to commit).
       await insertWebhookDelivery(tx, {
         deliveryId,

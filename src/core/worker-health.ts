@@ -95,7 +95,7 @@ export class WorkerHealth {
     const sweep: HealthSweep = { unhealthy: [], lost: [] };
     for (const workerId of await workersStore.silentWorkers(core.db, silentSince, SWEEP_LIMIT)) {
       const why = `its worker missed ${MISSED_HEARTBEATS} heartbeats`;
-      const done = await core.db.transaction().execute(async (trx) => {
+      const done = await core.adapter.transaction(core.db, async (trx) => {
         if (!(await workersStore.markUnhealthy(trx, workerId, silentSince))) return undefined;
         const lost: Lost[] = [];
         for (const id of await sessions.heldBy(trx, workerId)) {
@@ -132,7 +132,7 @@ export async function loseSessions(
 ): Promise<Pick<HealthSweep, "lost">> {
   const sweep: HealthSweep = { unhealthy: [], lost: [] };
   for (const id of ids) {
-    const one = await core.db.transaction().execute((trx) => loseInTransaction(core, trx, id, why, when, maxAttempts, core.now()));
+    const one = await core.adapter.transaction(core.db, (trx) => loseInTransaction(core, trx, id, why, when, maxAttempts, core.now()));
     if (one !== undefined) afterLoss(core, logger, one, why, sweep);
   }
   return sweep;
@@ -197,9 +197,9 @@ function afterLoss(core: Core, logger: Logger, l: Lost, why: string, sweep: Heal
  * worker draining. Wakes a poll per returned session, and the worker's own waiting poll (which
  * then finds it draining and answers empty). Returns the returned sessions' ids.
  */
-export async function returnUnstarted(core: Core, logger: Logger, workerId: string, why: string, first: (trx: Kysely<Database>) => Promise<void>): Promise<string[]> {
+export async function returnUnstarted(core: Core, logger: Logger, workerId: string, why: string, first: (trx: Kysely<Database>) => Promise<unknown>): Promise<string[]> {
   const now = core.now();
-  const returned = await core.db.transaction().execute(async (trx) => {
+  const returned = await core.adapter.transaction(core.db, async (trx) => {
     await core.adapter.lockForOrder(trx, `claims:${workerId}`);
     await first(trx);
     const done: { session: sessions.LeasedSession; workspaceId: string }[] = [];

@@ -84,7 +84,7 @@ export async function updateWorkspace(
 
 export async function deleteWorkspace(core: Core, ownerId: string, input: { id: string; force: boolean }): Promise<void> {
   const id = readId(input.id);
-  await core.db.transaction().execute(async (tx) => {
+  await core.adapter.transaction(core.db, async (tx) => {
     if ((await store.getWorkspace(tx, ownerId, id)) === undefined) throw notFound("workspace", id);
     if (!input.force) {
       const held = await store.countWorkspaceContents(tx, id);

@@ -57,7 +57,14 @@ export function authInterceptor(core: Core): Interceptor {
     if (bearer?.startsWith(WORKER_CREDENTIAL_PREFIX)) {
       const worker = await authenticateWorker(core, bearer);
       if (!forWorkers) throw permissionDenied(`a worker credential can call only ${WorkerService.typeName}, not ${service}`);
-      req.contextValues.set(principalKey, { kind: "worker", workerId: worker.id, ownerId: worker.ownerId });
+      req.contextValues.set(principalKey, {
+        kind: "worker",
+        workerId: worker.id,
+        ownerId: worker.ownerId,
+        status: worker.status,
+        agentTypes: worker.agentTypes,
+        maxConcurrentSessions: worker.maxConcurrentSessions,
+      });
       return next(req);
     }
 

@@ -321,7 +321,7 @@ export async function claimSession(
   w: Claimant,
   lease: NewLease,
   now: Date,
-): Promise<LeasedSession | undefined> {
+): Promise<ClaimedSession | undefined> {
   const candidate = adapter.skipLocked(
     db
       .selectFrom("agent_sessions as q")
@@ -354,8 +354,52 @@ export async function claimSession(
     .where("id", "=", candidate)
     .where("state", "=", SESSION_CLAIM.from)
     .returningAll()
+    // What the assignment needs of the run, read by the same statement rather than by one
+    // round trip each: the run's prompt and task, whether the task has secrets and whether the
+    // worker has commands waiting (the next reads are skipped when not).
+    .returning((eb) => [
+      eb.selectFrom("agent_tasks as a").select("a.unit_task_id").whereRef("a.id", "=", "agent_sessions.agent_task_id").as("run_unit_task_id"),
+      eb.selectFrom("agent_tasks as a").select("a.composite_task_id").whereRef("a.id", "=", "agent_sessions.agent_task_id").as("run_composite_task_id"),
+      eb.selectFrom("agent_tasks as a").select("a.kind").whereRef("a.id", "=", "agent_sessions.agent_task_id").as("run_kind"),
+      eb.selectFrom("agent_tasks as a").select("a.prompt").whereRef("a.id", "=", "agent_sessions.agent_task_id").as("run_prompt"),
+      eb
+        .exists(
+          eb
+            .selectFrom("secret_holders as sh")
+            .innerJoin("agent_tasks as a", (join) => join.on((j) => j.or([j("a.unit_task_id", "=", j.ref("sh.task_id")), j("a.composite_task_id", "=", j.ref("sh.task_id"))])))
+            .select("sh.task_id")
+            .whereRef("a.id", "=", "agent_sessions.agent_task_id"),
+        )
+        .as("has_secret_holder"),
+      eb.exists(eb.selectFrom("worker_commands as c").select("c.id").where("c.worker_id", "=", w.workerId)).as("has_commands"),
+    ])
     .executeTakeFirst();
-  return row && toLeased(row);
+  if (row === undefined) return undefined;
+  return {
+    session: toLeased(row),
+    run: { id: row.agent_task_id, kind: row.run_kind as AgentTaskKind, prompt: row.run_prompt ?? "" },
+    task: runTask(row),
+    hasSecretHolder: Boolean(row.has_secret_holder),
+    hasCommands: Boolean(row.has_commands),
+  };
+}
+
+/** A claim: the session, what the assignment needs of its run, and which further reads it needs. */
+export interface ClaimedSession {
+  session: LeasedSession;
+  run: SessionWork["agentTask"];
+  task: SessionWork["task"];
+  /** The task has a secret_holders row (core/secret-vault.ts decides whether it still counts). */
+  hasSecretHolder: boolean;
+  /** The worker has commands waiting. */
+  hasCommands: boolean;
+}
+
+/** The task a session's run is for, from the ids a statement read with it. */
+function runTask(row: { owner_id: string; run_unit_task_id: string | null; run_composite_task_id: string | null }): SessionWork["task"] {
+  if (row.run_unit_task_id !== null) return { kind: "unit", id: row.run_unit_task_id, ownerId: row.owner_id };
+  if (row.run_composite_task_id !== null) return { kind: "composite", id: row.run_composite_task_id, ownerId: row.owner_id };
+  throw new Error("an agent task belongs to no task");
 }
 
 /** The session a poll claimed, if any (claim_poll_id is unique). */
@@ -411,30 +455,37 @@ export async function workOf(db: Kysely<Database>, session: { agentTaskId: strin
     .select(["id", "kind", "prompt", "owner_id", "unit_task_id", "composite_task_id"])
     .where("id", "=", session.agentTaskId)
     .executeTakeFirstOrThrow();
+  return {
+    agentTask: { id: agent.id, kind: agent.kind as AgentTaskKind, prompt: agent.prompt },
+    task: runTask({ owner_id: agent.owner_id, run_unit_task_id: agent.unit_task_id, run_composite_task_id: agent.composite_task_id }),
+    repositories: await remotesOf(db, agent.id),
+  };
+}
+
+/** The repositories a run works on, with its branches and base commits. */
+export async function remotesOf(db: Kysely<Database>, agentTaskId: string): Promise<SessionWork["repositories"]> {
   const remotes = await db
     .selectFrom("agent_task_base_remotes as b")
     .innerJoin("repositories as r", "r.id", "b.repository_id")
     .select(["b.repository_id", "r.name", "b.base_branch", "b.branch_name", "b.base_commit"])
-    .where("b.agent_task_id", "=", agent.id)
+    .where("b.agent_task_id", "=", agentTaskId)
     .orderBy("b.repository_id")
     .execute();
-  return {
-    agentTask: { id: agent.id, kind: agent.kind as AgentTaskKind, prompt: agent.prompt },
-    task: agent.unit_task_id !== null ? { kind: "unit", id: agent.unit_task_id, ownerId: agent.owner_id } : { kind: "composite", id: agent.composite_task_id!, ownerId: agent.owner_id },
-    repositories: remotes.map((r) => ({
-      repositoryId: r.repository_id,
-      name: r.name,
-      baseBranch: r.base_branch,
-      branchName: r.branch_name,
-      baseCommit: r.base_commit,
-    })),
-  };
+  return remotes.map((r) => ({
+    repositoryId: r.repository_id,
+    name: r.name,
+    baseBranch: r.base_branch,
+    branchName: r.branch_name,
+    baseCommit: r.base_commit,
+  }));
 }
 
 /** A worker's report on a session, as SESSION_REPORT allows it. */
 export interface Report {
   sessionId: string;
   workerId: string;
+  /** The worker's owner: a worker that serves one user reports only that user's sessions (null: any). */
+  ownerId: string | null;
   tokenHash: string;
   state: ReportedState;
   exitCode: number | null;
@@ -447,9 +498,15 @@ export interface Report {
  * (its worker, its token's hash, a state the report may follow, an expiry still ahead), so a
  * worker presumed dead cannot overwrite its successor's work. An end releases the lease (no
  * expiry) but keeps the token's hash, by which a repeat of the same report is recognised.
- * Returns undefined when nothing applied; the caller tells a repeat from a lost lease.
+ * Returns the session and its run's task (read by the same statement), or undefined when
+ * nothing applied; the caller tells a repeat from a lost lease.
  */
-export async function reportSession(db: Kysely<Database>, adapter: DialectAdapter, r: Report, now: Date): Promise<LeasedSession | undefined> {
+export async function reportSession(
+  db: Kysely<Database>,
+  adapter: DialectAdapter,
+  r: Report,
+  now: Date,
+): Promise<{ session: LeasedSession; task: SessionWork["task"] } | undefined> {
   const transition = SESSION_REPORT[r.state];
   const at = toDbTime(now);
   const row = await db
@@ -460,15 +517,20 @@ export async function reportSession(db: Kysely<Database>, adapter: DialectAdapte
         : { state: transition.to, started_at: at, updated_at: at },
     )
     .where("id", "=", r.sessionId)
+    .$if(r.ownerId !== null, (qb) => qb.where("owner_id", "=", r.ownerId!))
     .where("worker_id", "=", r.workerId)
     .where("lease_token_hash", "=", r.tokenHash)
     .where("state", "in", transition.from)
     .where("lease_expires_at", ">", at)
     .returningAll()
+    .returning((eb) => [
+      eb.selectFrom("agent_tasks as a").select("a.unit_task_id").whereRef("a.id", "=", "agent_sessions.agent_task_id").as("run_unit_task_id"),
+      eb.selectFrom("agent_tasks as a").select("a.composite_task_id").whereRef("a.id", "=", "agent_sessions.agent_task_id").as("run_composite_task_id"),
+    ])
     .executeTakeFirst();
   if (row === undefined) return undefined;
   if (transition.ends) await notifyEnded(db, adapter, [row.id]);
-  return toLeased(row);
+  return { session: toLeased(row), task: runTask(row) };
 }
 
 /**

@@ -292,6 +292,57 @@ export async function getTaskPlace(db: Kysely<Database>, task: { kind: TaskKind;
   );
 }
 
+const PLACE_COLUMNS = ["id", "owner_id", "workspace_id", "status", "execution_state"] as const;
+
+function toPlace(kind: TaskKind, row: { id: string; owner_id: string; workspace_id: string; status: string; execution_state: string }): TaskPlace {
+  return { kind, id: row.id, ownerId: row.owner_id, workspaceId: row.workspace_id, status: row.status as TaskStatus, executionState: row.execution_state as ExecutionState };
+}
+
+/**
+ * Where a task's run stands now (a claim, a RUNNING report), its status unchanged: the task's
+ * place after the change, in the same statement, or undefined when the task is gone.
+ */
+export async function setRunState(db: Kysely<Database>, task: { kind: TaskKind; id: string; ownerId: string }, state: ExecutionState, now: Date): Promise<TaskPlace | undefined> {
+  const table = task.kind === "unit" ? "unit_tasks" : "composite_tasks";
+  const row = await db
+    .updateTable(table)
+    .set((eb) => ({ execution_state: state, updated_at: toDbTime(now), version: eb("version", "+", 1) }))
+    .where("id", "=", task.id)
+    .where("owner_id", "=", task.ownerId)
+    .returning(PLACE_COLUMNS)
+    .executeTakeFirst();
+  return row && toPlace(task.kind, row);
+}
+
+/**
+ * A run ended (a worker's report): the task leaves the status its run works in
+ * (TASK_START) for `to.status`, or keeps it when undefined, with the run's execution state and
+ * reason. Its place after the move, or undefined when it was not in its work status (or is gone).
+ */
+export async function endRun(
+  db: Kysely<Database>,
+  task: { kind: TaskKind; id: string; ownerId: string },
+  to: { status: TaskStatus | undefined; executionState: ExecutionState; reason: string | null },
+  now: Date,
+): Promise<TaskPlace | undefined> {
+  const table = task.kind === "unit" ? "unit_tasks" : "composite_tasks";
+  const row = await db
+    .updateTable(table)
+    .set((eb) => ({
+      ...(to.status !== undefined ? { status: to.status } : {}),
+      execution_state: to.executionState,
+      status_reason: to.reason,
+      updated_at: toDbTime(now),
+      version: eb("version", "+", 1),
+    }))
+    .where("id", "=", task.id)
+    .where("owner_id", "=", task.ownerId)
+    .where("status", "=", TASK_START[task.kind].status)
+    .returning(PLACE_COLUMNS)
+    .executeTakeFirst();
+  return row && toPlace(task.kind, row);
+}
+
 /** Sets where a task's run stands (a claim, a RUNNING report), its status unchanged. */
 export async function setExecutionState(db: Kysely<Database>, task: { kind: TaskKind; id: string; ownerId: string }, state: ExecutionState, now: Date): Promise<void> {
   const table = task.kind === "unit" ? "unit_tasks" : "composite_tasks";

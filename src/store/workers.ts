@@ -223,13 +223,17 @@ export async function reregisterWorker(
  * A heartbeat: the worker was seen now, with the status it says (draining, or else active, as
  * an unhealthy worker that heartbeats again is).
  */
-export async function touchWorker(db: Kysely<Database>, id: string, now: Date, status: "active" | "draining" = "active"): Promise<void> {
-  await db
+export async function touchWorker(db: Kysely<Database>, id: string, now: Date, status: "active" | "draining" = "active"): Promise<{ hasCommands: boolean }> {
+  const row = await db
     .updateTable("workers")
     .set({ last_heartbeat_at: toDbTime(now), status })
     .where("id", "=", id)
     .where("status", "!=", "unregistered")
-    .execute();
+    // Whether the worker has commands waiting, in the same statement: most heartbeats find
+    // none, and then the commands are not read.
+    .returning((eb) => eb.exists(eb.selectFrom("worker_commands as c").select("c.id").whereRef("c.worker_id", "=", "workers.id")).as("has_commands"))
+    .executeTakeFirst();
+  return { hasCommands: Boolean(row?.has_commands) };
 }
 
 /** Workers that may hold work (active or draining) and were last seen before `before`. */
