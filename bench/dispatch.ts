@@ -21,8 +21,9 @@ import { TaskService } from "../gen/foreman/v1/task_pb.js";
 import { WorkerService, WorkerStatus, type Assignment } from "../gen/foreman/v1/worker_pb.js";
 import { WorkspaceService } from "../gen/foreman/v1/workspace_pb.js";
 import { createBenchDatabase } from "./databases.js";
+import { startBenchChild } from "./children.js";
 import { trackChild } from "./cleanup.js";
-import { processCpuMicros, startBenchServer, type BenchServer } from "./server.js";
+import { freePort, processCpuMicros, startBenchServer, type BenchServer } from "./server.js";
 
 /** The server's configured registration token: its workers serve every user, in every mode. */
 const REGISTRATION_TOKEN = randomBytes(24).toString("hex");
@@ -381,15 +382,55 @@ interface Drainer {
 
 async function foremanDrainer(foreman: Foreman, maxWorkers: number): Promise<Drainer> {
   const workers = await foreman.workers(maxWorkers);
-  return {
-    name: `foreman ${foreman.dialect}`,
-    async drain(jobs, count) {
+  return rpcDrainer(`foreman ${foreman.dialect}`, workers, {
+    async queue(jobs) {
       let next = 0;
       await Promise.all(
         Array.from({ length: QUEUE_CONCURRENCY }, async () => {
           while (next < jobs) await foreman.createTask(`job ${next++}`);
         }),
       );
+    },
+    cpuMicros: () => foreman.server.cpuMicros(),
+    close: () => foreman.close(),
+  });
+}
+
+/**
+ * The same worker loop against bench/bare-dispatch-server.ts, which answers every GetTask with
+ * an assignment and keeps nothing: what three calls per job cost with no server behind them.
+ */
+async function bareDrainer(maxWorkers: number): Promise<Drainer> {
+  const port = await freePort();
+  const bare = startBenchChild<{ listening?: boolean }>("bare-dispatch-server.ts", { BARE_DISPATCH_PORT: String(port) });
+  await bare.next((m): m is { listening: true } => m.listening === true);
+  const url = `http://127.0.0.1:${port}`;
+  const sessions: Http2SessionManager[] = [];
+  const workers = Array.from({ length: maxWorkers }, (_, i) => {
+    if (i % WORKERS_PER_CONNECTION === 0) sessions.push(new Http2SessionManager(url));
+    return createClient(WorkerService, createConnectTransport({ baseUrl: url, httpVersion: "2", sessionManager: sessions.at(-1)! }));
+  });
+  return rpcDrainer("bare connect-node (no database)", workers, {
+    queue: async () => undefined,
+    cpuMicros: () => processCpuMicros(bare.pid),
+    async close() {
+      for (const s of sessions) s.abort();
+      bare.child.kill("SIGTERM");
+      await bare.exited;
+    },
+  });
+}
+
+/** `count` workers claim and complete `jobs` queued jobs over RPC, one at a time each. */
+function rpcDrainer(
+  name: string,
+  workers: Client<typeof WorkerService>[],
+  target: { queue(jobs: number): Promise<void>; cpuMicros(): number; close(): Promise<void> },
+): Drainer {
+  return {
+    name,
+    async drain(jobs, count) {
+      await target.queue(jobs);
       const controller = new AbortController();
       // Every worker's poll listens to it.
       setMaxListeners(count + 10, controller.signal);
@@ -398,7 +439,7 @@ async function foremanDrainer(foreman: Foreman, maxWorkers: number): Promise<Dra
       let errors = 0;
       let allDone!: () => void;
       const done = new Promise<void>((resolve) => (allDone = resolve));
-      const cpuBefore = foreman.server.cpuMicros();
+      const cpuBefore = target.cpuMicros();
       const clientBefore = process.cpuUsage();
       const started = performance.now();
       for (const worker of workers.slice(0, count)) {
@@ -414,7 +455,7 @@ async function foremanDrainer(foreman: Foreman, maxWorkers: number): Promise<Dra
               await sleep(100);
               continue;
             }
-            if (assignment === undefined) continue;
+            if (assignment === undefined || claimed >= jobs) continue;
             claimed++;
             // A job counts as drained once reported, whether or not the report was accepted.
             await complete(worker, assignment).catch(() => errors++);
@@ -424,12 +465,12 @@ async function foremanDrainer(foreman: Foreman, maxWorkers: number): Promise<Dra
       }
       await done;
       const ms = performance.now() - started;
-      const cpuMicros = foreman.server.cpuMicros() - cpuBefore;
+      const cpuMicros = target.cpuMicros() - cpuBefore;
       const client = process.cpuUsage(clientBefore);
       controller.abort();
       return { ms, cpuMicros, clientCpuMicros: client.user + client.system, errors };
     },
-    close: () => foreman.close(),
+    close: () => target.close(),
   };
 }
 
@@ -501,6 +542,7 @@ export async function runDispatchThroughput(options: ThroughputOptions): Promise
       graphileDb = await createBenchDatabase("dispatch-throughput");
       if (graphileDb !== undefined) drainers.push(await graphileDrainer(graphileDb.url));
     }
+    drainers.push(await bareDrainer(maxWorkers));
     const results: ThroughputResult[] = [];
     for (const workers of options.concurrencies) {
       const rates = new Map<Drainer, { rates: number[]; cpu: number[]; client: number[]; jobs: number; errors: number }>(
@@ -562,7 +604,8 @@ export function formatDispatchThroughput(results: ThroughputResult[], options: T
   ]);
   const lines = [
     `dispatch throughput: pre-queued jobs drained by N workers, each claiming one at a time (ours: GetTask, ReportStatus RUNNING, ` +
-      `ReportStatus SUCCEEDED over Connect/h2c; graphile-worker: get_job, complete_job); ${options.repeats} drains per row after a warm-up; median [range]`,
+      `ReportStatus SUCCEEDED over Connect/h2c; graphile-worker: get_job, complete_job; bare connect-node: the same three calls, ` +
+      `answered from memory); ${options.repeats} drains per row after a warm-up; median [range]`,
     ...table(["target", "workers", "jobs/s", "server µs/job", "client µs/job", "jobs", "errors"], rows),
   ];
   const top = Math.max(...options.concurrencies);
@@ -571,6 +614,13 @@ export function formatDispatchThroughput(results: ThroughputResult[], options: T
   if (ours !== undefined && theirs !== undefined) {
     const ratio = ours.jobsPerSecond.median / theirs.jobsPerSecond.median;
     lines.push(`goal (issue 16): at least graphile-worker's jobs/s with ${top} workers: ${ratio >= 1 ? "met" : "missed"} (ours ${ratio.toFixed(2)}× theirs)`);
+  }
+  const bare = results.find((r) => r.target.startsWith("bare connect-node") && r.workers === top);
+  if (bare !== undefined && theirs !== undefined) {
+    lines.push(
+      `three calls a job, answered from memory by a bare connect-node server, reach ${(bare.jobsPerSecond.median / theirs.jobsPerSecond.median).toFixed(2)}× graphile-worker's jobs/s` +
+        (ours !== undefined ? `; ours reaches ${(ours.jobsPerSecond.median / bare.jobsPerSecond.median).toFixed(2)}× the bare server's` : ""),
+    );
   }
   return lines.join("\n");
 }

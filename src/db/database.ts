@@ -24,6 +24,7 @@ import {
 import pg from "pg";
 import { postgresAdapter, sqliteAdapter, type DialectAdapter } from "./dialect-adapter.js";
 import type { DialectName } from "./dialect.js";
+import { useNamedStatements } from "./named-statements.js";
 import type { Database } from "./schema.js";
 import { withStatementCache } from "./statement-cache.js";
 
@@ -86,6 +87,7 @@ export function openDatabase(options: DatabaseOptions): Db {
     // The pool already discards such a connection and opens a new one when needed; without a
     // listener, pg re-throws the error as an uncaught exception that ends the process.
     pool.on("error", (error) => options.onIdleConnectionError?.(error));
+    useNamedStatements(pool);
     const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return { kysely, dialect: "postgres", adapter: postgresAdapter, close: () => kysely.destroy() };
   }

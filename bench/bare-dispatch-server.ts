@@ -1,0 +1,40 @@
+// The RPC peer for dispatch-throughput: a bare connect-node server on h2c that answers
+// WorkerService.GetTask with a fixed assignment and ReportStatus with a fixed answer, and does
+// nothing else (no database, no auth, no log). Its jobs/s is what the three calls of a job alone
+// allow on this machine, so the project's cost on top of them, and how far any dispatch that
+// crosses RPC can go, can be read off beside graphile-worker's two SQL calls.
+// Started by bench/dispatch.ts (startBenchChild) with BARE_DISPATCH_PORT; prints {"listening":true}.
+import http2 from "node:http2";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { AgentType, SessionState } from "../gen/foreman/v1/common_pb.js";
+import { AssignmentSchema, WorkerService } from "../gen/foreman/v1/worker_pb.js";
+
+const port = Number(process.env.BARE_DISPATCH_PORT);
+if (!Number.isInteger(port) || port <= 0) {
+  process.stderr.write("bare-dispatch-server.ts: BARE_DISPATCH_PORT must be a port number\n");
+  process.exit(2);
+}
+
+// About the size of the project's answer: ids, a lease token, a prompt and one repository.
+const assignment = create(AssignmentSchema, {
+  lease: { sessionId: "019a0000-0000-7000-8000-000000000001", attempt: 1, leaseToken: `fls_${"x".repeat(43)}`, expireTime: timestampFromDate(new Date()) },
+  taskId: "019a0000-0000-7000-8000-000000000002",
+  agentTaskId: "019a0000-0000-7000-8000-000000000003",
+  prompt: "job 1",
+  agentType: AgentType.CLAUDE_CODE,
+  repositories: [{ repositoryId: "019a0000-0000-7000-8000-000000000004", name: "app", baseBranch: "main", branchName: "foreman/job-1-0001" }],
+});
+
+const handler = connectNodeAdapter({
+  routes: (router: ConnectRouter) =>
+    router.service(WorkerService, {
+      getTask: () => ({ assignment }),
+      reportStatus: (req) => ({ state: req.state === SessionState.RUNNING ? SessionState.RUNNING : SessionState.SUCCEEDED }),
+    }),
+});
+const server = http2.createServer(handler);
+server.listen(port, "127.0.0.1", () => process.stdout.write(`${JSON.stringify({ listening: true })}\n`));
+process.on("SIGTERM", () => server.close(() => process.exit(0)));
