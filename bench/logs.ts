@@ -28,8 +28,12 @@ import { freePort, processCpuMicros, startBenchServer, type BenchServer, type Be
 
 const REGISTRATION_TOKEN = randomBytes(24).toString("hex");
 export const LINES_PER_BATCH = 50;
-/** Batches the fan-out writer may be ahead of the slowest reader: bounded, so latency is delivery, not a queue. */
-const FANOUT_IN_FLIGHT = 2;
+/**
+ * Batches the fan-out writer may be ahead of the slowest reader: bounded, so latency is delivery
+ * and at most this many batches queued before it, not a growing queue. With the writer as fast
+ * as the readers take, the latency is about this many times one batch's fan-out to all readers.
+ */
+export const FANOUT_IN_FLIGHT = 2;
 /** Big enough that no window reaches the per-session cut-off (default 100 MiB). */
 const LOG_CAP = String(64 * 1024 * 1024 * 1024);
 
@@ -433,7 +437,17 @@ export interface FanoutResult {
   errors: number;
 }
 
-export async function runLogFanout(options: LogOptions & { readers: number[]; processes: number; compiled: boolean }): Promise<FanoutResult[]> {
+export interface FanoutOptions extends LogOptions {
+  readers: number[];
+  /** Processes the readers are spread over. */
+  processes: number;
+  /** Run the project's server from dist/. */
+  compiled: boolean;
+  /** Batches the writer may be ahead of the slowest reader (default FANOUT_IN_FLIGHT). */
+  inFlight: number;
+}
+
+export async function runLogFanout(options: FanoutOptions): Promise<FanoutResult[]> {
   const results: FanoutResult[] = [];
   if (options.compiled) {
     process.stderr.write("  building dist/ (npm run build), as npm start does\n");
@@ -466,8 +480,8 @@ export async function runLogFanout(options: LogOptions & { readers: number[]; pr
           const pressure = cpuPressure();
           const started = performance.now();
           while (performance.now() - started < windowMs) {
-            // Send batch seq + 1 once every reader has seq + 1 - FANOUT_IN_FLIGHT.
-            await readers.allHave(seq + 1 - FANOUT_IN_FLIGHT);
+            // Send batch seq + 1 once every reader has seq + 1 - inFlight.
+            await readers.allHave(seq + 1 - options.inFlight);
             seq++;
             await target.append(makeBatch(seq));
           }
@@ -523,10 +537,10 @@ export function fanoutGoals(row: FanoutResult, bare: FanoutResult | undefined): 
   return { goal: goals.join(", "), met: met.length === 0 ? undefined : met.every(Boolean) };
 }
 
-export function formatLogFanout(results: FanoutResult[], options: LogOptions & { processes: number; compiled: boolean }): string {
+export function formatLogFanout(results: FanoutResult[], options: FanoutOptions): string {
   const percent = (share: number | undefined) => (share === undefined ? "?" : (share * 100).toFixed(0));
   return [
-    `log-fanout: StreamLog readers of one session, in ${options.processes} processes of their own, the project's server ${options.compiled ? "compiled (dist/, as npm start runs it)" : "under tsx"} and the bare one under tsx, while a worker appends ${LINES_PER_BATCH}-line batches (at most ${FANOUT_IN_FLIGHT} ahead of the slowest reader); ` +
+    `log-fanout: StreamLog readers of one session, in ${options.processes} processes of their own, the project's server ${options.compiled ? "compiled (dist/, as npm start runs it)" : "under tsx"} and the bare one under tsx, while a worker appends ${LINES_PER_BATCH}-line batches (at most ${options.inFlight} ahead of the slowest reader); ` +
       `lines/s delivered to all readers together, AppendLogs sent → reader latency (one clock for all the processes); median [range] over ${options.repeats} windows of ${options.durationMs} ms; ` +
       `each row on fresh servers: peak RSS is that server's VmHWM; server's and readers' CPU: % of one core (the readers' processes together); CPU pressure: share of the windows some task waited for a CPU`,
     table(

@@ -20,7 +20,7 @@ import {
 } from "./dispatch.js";
 import { formatH2load, h2loadAvailable, runH2load } from "./h2load.js";
 import { formatHostile, runHostile } from "./hostile.js";
-import { fanoutGoals, formatCommandLatency, formatLogFanout, formatLogIngest, loadNote, runCommandLatency, runLogFanout, runLogIngest } from "./logs.js";
+import { FANOUT_IN_FLIGHT, fanoutGoals, formatCommandLatency, formatLogFanout, formatLogIngest, loadNote, runCommandLatency, runLogFanout, runLogIngest } from "./logs.js";
 import { formatWatch, runWatch } from "./watch.js";
 import { formatUnary, runUnary, type UnaryResult } from "./unary.js";
 
@@ -101,6 +101,8 @@ Environment:
   BENCH_LOG_FANOUT_COMPILED  1: log-fanout builds dist/ and runs the project's server compiled,
                           as npm start does (default 0: src/ under tsx, which adds some 50 MB of
                           RSS; the bare server runs under tsx either way)
+  BENCH_LOG_FANOUT_IN_FLIGHT  batches log-fanout's writer may be ahead of the slowest reader
+                          (default 2; 1: each batch alone, the latency of one fan-out)
   BENCH_COMMAND_STOPS     stops per target in command-latency (default 50)
   BENCH_SERVER_NODE_ARGS  flags for the servers' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
   BENCH_H2LOAD_BASELINE   another checkout (built) whose server h2load measures as one more row
@@ -182,6 +184,7 @@ async function main(): Promise<number> {
   const logReaders = envList("BENCH_LOG_READERS", [1, 10, 100, 1000], 1, 10_000);
   const logReaderProcesses = envInt("BENCH_LOG_READER_PROCESSES", 2, 1, 64);
   const logFanoutCompiled = envInt("BENCH_LOG_FANOUT_COMPILED", 0, 0, 1) === 1;
+  const logFanoutInFlight = envInt("BENCH_LOG_FANOUT_IN_FLIGHT", FANOUT_IN_FLIGHT, 1, 1000);
   const commandStops = envInt("BENCH_COMMAND_STOPS", 50, 1, 10_000);
   const only = readOnly();
   cleanUpOnSignals();
@@ -437,7 +440,7 @@ async function main(): Promise<number> {
   if (only === undefined || only === "log-fanout") {
     process.stderr.write(`log-fanout: ${logReaders.join(", ")} StreamLog readers, beside a bare connect-node server (progress on stderr)\n`);
     const pressure = cpuPressure();
-    const fanoutOptions = { ...logOptions, readers: logReaders, processes: logReaderProcesses, compiled: logFanoutCompiled };
+    const fanoutOptions = { ...logOptions, readers: logReaders, processes: logReaderProcesses, compiled: logFanoutCompiled, inFlight: logFanoutInFlight };
     const results = await runLogFanout(fanoutOptions);
     const cpuPressureShare = pressure.stop();
     console.log(formatLogFanout(results, fanoutOptions));
@@ -450,6 +453,7 @@ async function main(): Promise<number> {
         ...logOptions,
         reader_processes: logReaderProcesses,
         compiled: logFanoutCompiled,
+        in_flight: logFanoutInFlight,
         cpu_pressure: cpuPressureShare === undefined ? null : round(cpuPressureShare, 2),
         results: results.map((r) => ({
           target: r.target,
