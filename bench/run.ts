@@ -52,8 +52,9 @@ is 1 only if a call failed or a hostile request took the server down.
   dispatch-throughput
            claim + completion (GetTask, ReportStatus RUNNING and SUCCEEDED, no agent) by 1, 10
            and 100 workers draining pre-queued tasks, jobs/s, on PostgreSQL beside graphile-worker
-           (get_job + complete_job per job, its own database on the same server), and on SQLite
-           (goal: at least graphile-worker's jobs/s with 100 workers)
+           (get_job + complete_job per job, its own database on the same server), on SQLite, and
+           against a bare connect-node server answering the same three calls from memory (what
+           the calls alone allow) (goal: at least graphile-worker's jobs/s with 100 workers)
   dispatch-idle
            simulated workers in processes of their own, heartbeating at the default interval and
            long-polling GetTask for the default longest wait: registration time, server CPU (% of
