@@ -113,6 +113,15 @@ async function onSignal(signal: NodeJS.Signals): Promise<void> {
   process.exit(signal === "SIGINT" ? 130 : 143);
 }
 
+/**
+ * After a benchmark failed: stops the servers and children it left running and removes its
+ * folders and databases, so that the run ends instead of waiting on them.
+ */
+export async function cleanUpAfterFailure(): Promise<void> {
+  await stopChildren();
+  await removeAll();
+}
+
 /** Installs the SIGINT and SIGTERM handlers; call once, before anything is started. */
 export function cleanUpOnSignals(): void {
   for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => void onSignal(signal));

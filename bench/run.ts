@@ -4,7 +4,7 @@
 // and 130 (Ctrl-C) or 143 (SIGTERM) after stopping its servers and removing its temporary
 // folders and databases (bench/cleanup.ts).
 import { runAuth } from "./auth.js";
-import { cleanUpOnSignals, interrupted } from "./cleanup.js";
+import { cleanUpAfterFailure, cleanUpOnSignals, interrupted } from "./cleanup.js";
 import {
   cpuPressure,
   formatDispatchIdle,
@@ -515,5 +515,8 @@ try {
     // After Ctrl-C the servers are being stopped under the benchmark: its errors then are noise.
     console.error(error instanceof Error ? (error.stack ?? error.message) : error);
     process.exitCode = 1;
+    // A failed benchmark's servers and clients would keep the run waiting: end them.
+    await cleanUpAfterFailure();
+    process.exit(1);
   }
 }
