@@ -1,0 +1,106 @@
+// Diffs between two commits of the server's clone, read with the git command (isomorphic-git has
+// no diff), never through a shell, with no user or system git configuration. Bounded: each file's
+// patch and the whole answer are cut at a byte limit with a marker; binary files are named only.
+import { execFile } from "node:child_process";
+
+export type FileStatus = "added" | "modified" | "deleted" | "renamed";
+
+export interface ChangedFile {
+  path: string;
+  /** Set when the file was renamed. */
+  oldPath: string;
+  status: FileStatus;
+  additions: number;
+  deletions: number;
+  binary: boolean;
+}
+
+export interface DiffBounds {
+  /** Bytes of one file's patch before it is cut. */
+  maxFileBytes: number;
+  /** Bytes of the whole unified diff of one answer before it is cut. */
+  maxTotalBytes: number;
+}
+
+export const CUT_MARKER = "\n[... diff cut: larger than the server's limit ...]\n";
+
+const COMMIT = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
+
+function git(gitDir: string, args: string[], timeoutMs = 60_000): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      "git",
+      [`--git-dir=${gitDir}`, ...args],
+      {
+        encoding: "buffer",
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: "/", GIT_CONFIG_NOSYSTEM: "1", GIT_CONFIG_GLOBAL: "/dev/null", LC_ALL: "C" },
+        timeout: timeoutMs,
+        killSignal: "SIGKILL",
+        maxBuffer: 512 * 1024 * 1024,
+      },
+      (error, stdout) => (error === null ? resolve(stdout) : reject(new Error(`git ${args[0]} failed`))),
+    );
+  });
+}
+
+function checkCommits(base: string, head: string): void {
+  if (!COMMIT.test(base) || !COMMIT.test(head)) throw new Error("commits must be full object ids");
+}
+
+/** Every file changed from base to head, in path order, with status and line stats. */
+export async function changedFiles(gitDir: string, base: string, head: string): Promise<ChangedFile[]> {
+  checkCommits(base, head);
+  const out = (await git(gitDir, ["diff", "--no-color", "--no-ext-diff", "-M", "--numstat", "--raw", "-z", base, head, "--"])).toString("utf8");
+  const parts = out.split("\0");
+  const files: ChangedFile[] = [];
+  let i = 0;
+  // --raw entries come first (":meta\0path[\0path2]\0"), then --numstat ("a\td\tpath\0" or "a\td\t\0old\0new\0").
+  while (i < parts.length && parts[i]!.startsWith(":")) {
+    const letter = parts[i]!.split(" ")[4]![0]!;
+    if (letter === "R" || letter === "C") {
+      files.push({ path: parts[i + 2]!, oldPath: parts[i + 1]!, status: letter === "R" ? "renamed" : "added", additions: 0, deletions: 0, binary: false });
+      i += 3;
+    } else {
+      const status: FileStatus = letter === "A" ? "added" : letter === "D" ? "deleted" : "modified";
+      files.push({ path: parts[i + 1]!, oldPath: "", status, additions: 0, deletions: 0, binary: false });
+      i += 2;
+    }
+  }
+  let n = 0;
+  while (i < parts.length && parts[i] !== "" && n < files.length) {
+    const [a, d, p] = parts[i]!.split("\t");
+    const file = files[n]!;
+    if (a === "-") file.binary = true;
+    else {
+      file.additions = Number(a);
+      file.deletions = Number(d);
+    }
+    i += p === "" ? 3 : 1;
+    n += 1;
+  }
+  return files.sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
+}
+
+/** The unified diff of the named files (at most a page of them), each and all cut at the bounds. */
+export async function unifiedDiff(gitDir: string, base: string, head: string, files: ChangedFile[], bounds: DiffBounds): Promise<{ text: string; cut: boolean }> {
+  checkCommits(base, head);
+  let text = "";
+  let cut = false;
+  for (const file of files) {
+    const paths = file.oldPath !== "" ? [file.oldPath, file.path] : [file.path];
+    let patch = file.binary
+      ? `diff --git a/${file.oldPath || file.path} b/${file.path}\nBinary file ${file.path} differs (not shown)\n`
+      : (await git(gitDir, ["diff", "--no-color", "--no-ext-diff", "-M", base, head, "--", ...paths])).toString("utf8");
+    if (Buffer.byteLength(patch) > bounds.maxFileBytes) {
+      patch = Buffer.from(patch).subarray(0, bounds.maxFileBytes).toString("utf8").replace(/\uFFFD$/, "") + CUT_MARKER;
+      cut = true;
+    }
+    if (Buffer.byteLength(text) + Buffer.byteLength(patch) > bounds.maxTotalBytes) {
+      text += CUT_MARKER;
+      cut = true;
+      break;
+    }
+    text += patch;
+  }
+  return { text, cut };
+}
