@@ -26,6 +26,29 @@ async function exists(dir: string): Promise<boolean> {
 }
 
 /**
+ * Makes a clone beside dir with `clone` and moves it into place: whole or not at all, for only a
+ * clone whose every answer came whole is moved. False when another clone into the same folder (a
+ * server that was stopping, on the same data folder) finished first: that one is kept, for the
+ * caller to fetch into. A leftover is removed with the clone (removeClone) if this fails.
+ */
+export async function cloneIntoPlace(dir: string, clone: (aside: string) => Promise<unknown>): Promise<boolean> {
+  const aside = `${dir}.cloning-${randomBytes(6).toString("hex")}`;
+  try {
+    await clone(aside);
+    try {
+      await rename(aside, dir);
+      return true;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
+      return false;
+    }
+  } finally {
+    await rm(aside, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined);
+  }
+}
+
+/**
  * Clones url into dir when dir holds no clone, else fetches into it (every branch, pruned). The
  * deadline in options is an idle one: the remote may take long, but not stall. Throws RemoteError.
  */
@@ -35,23 +58,9 @@ export async function syncClone(dir: string, url: string, options: RemoteOptions
   let cloned = !(await exists(dir));
   if (cloned) {
     await fs.promises.mkdir(path.dirname(dir), { recursive: true, mode: 0o700 });
-    const aside = `${dir}.cloning-${randomBytes(6).toString("hex")}`;
-    try {
-      // Whole or not at all: only a clone whose every answer came whole is moved into place.
-      await withDeadline(bounded, (http) => isogit.clone({ fs, http, dir: aside, url, headers, noCheckout: true, noTags: true }));
-      try {
-        await rename(aside, dir);
-      } catch (error) {
-        // Another clone into the same folder (a server that was stopping, on the same data
-        // folder) finished first: keep that one, and fetch into it.
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
-        cloned = false;
-      }
-    } finally {
-      // A leftover is removed with the clone (removeClone) if this fails.
-      await rm(aside, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined);
-    }
+    cloned = await cloneIntoPlace(dir, (aside) =>
+      withDeadline(bounded, (http) => isogit.clone({ fs, http, dir: aside, url, headers, noCheckout: true, noTags: true })),
+    );
   }
   if (!cloned) {
     // A fetch that fails (an answer cut off where isomorphic-git had stopped reading included)

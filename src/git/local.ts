@@ -4,10 +4,9 @@
 // configuration is read. `--no-local` makes a clone copy objects through git's own transport
 // rather than hard-link or copy the folder's files (which a crafted folder could point elsewhere).
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdir, realpath, rename, rm, stat } from "node:fs/promises";
+import { mkdir, realpath, stat } from "node:fs/promises";
 import path from "node:path";
-import { remoteBranches, type SyncResult } from "./clone.js";
+import { cloneIntoPlace, remoteBranches, type SyncResult } from "./clone.js";
 import { RemoteError, type RemoteHead } from "./remote.js";
 
 /** A clone or fetch of a folder may take this many times the remote timeout. */
@@ -83,19 +82,7 @@ export async function syncLocalClone(dir: string, folder: string, timeoutMs: num
   ));
   if (cloned) {
     await mkdir(path.dirname(dir), { recursive: true, mode: 0o700 });
-    const aside = `${dir}.cloning-${randomBytes(6).toString("hex")}`;
-    try {
-      await run(["clone", "--quiet", "--no-checkout", "--no-local", "--", folder, aside], limit);
-      try {
-        await rename(aside, dir);
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
-        cloned = false;
-      }
-    } finally {
-      await rm(aside, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined);
-    }
+    cloned = await cloneIntoPlace(dir, (aside) => run(["clone", "--quiet", "--no-checkout", "--no-local", "--", folder, aside], limit));
   }
   if (!cloned) await run(["-C", dir, "fetch", "--quiet", "--prune", "origin"], limit);
   return { cloned, branches: await remoteBranches(dir) };
