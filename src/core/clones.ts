@@ -150,6 +150,14 @@ export class RepositoryClones {
     await this.queue.settled();
   }
 
+  /**
+   * Runs fn on the repository's clone with no clone, fetch or other such run of it at once (a
+   * task branch made, a push): after the runs queued before it, in order.
+   */
+  exclusive<T>(repositoryId: string, fn: (dir: string) => Promise<T>): Promise<T> {
+    return this.queue.run(repositoryId, () => fn(this.dir(repositoryId)));
+  }
+
   /** Removes the repository's clone, after any run of it in progress. */
   remove(repositoryId: string): Promise<void> {
     return this.queue.run(repositoryId, () => removeClone(this.dir(repositoryId)));
