@@ -2,6 +2,8 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
+  DiffHeadSource,
+  FileStatus,
   TaskChangeSchema,
   TaskService,
   WatchTasksResponseSchema,
@@ -11,11 +13,11 @@ import { requireUser } from "./principal.js";
 import { callLogger, untilClosed } from "./context-keys.js";
 import type { Core } from "../core/context.js";
 import type { FeedItem } from "../core/task-feed.js";
+import * as taskDiff from "../core/task-diff.js";
 import * as tasks from "../core/tasks.js";
 import { waitingReasons } from "../core/waiting-reasons.js";
 import { AGENT_TYPES, TASK_CHANGE_TYPES, TASK_KINDS, TASK_STATUSES } from "./enums.js";
 import { compositeTaskToProto, taskToProto, unitTaskToProto } from "./task-convert.js";
-import { unimplementedMethods } from "./unimplemented.js";
 
 export function taskService(core: Core): ServiceImpl<typeof TaskService> {
   // Core logs a call's work on the call's logger, which carries its request id.
@@ -25,7 +27,6 @@ export function taskService(core: Core): ServiceImpl<typeof TaskService> {
   const reasonOf = async (task: tasks.Task) => (await reasons([task])).get(task.id) ?? "";
   const answer = async (task: tasks.Task) => ({ task: taskToProto(task, await reasonOf(task)) });
   return {
-    ...(unimplementedMethods(TaskService, "task diffs") as unknown as ServiceImpl<typeof TaskService>),
     async createUnitTask(req, ctx) {
       const task = await tasks.createUnitTask(core, log(ctx), requireUser(ctx), {
         ...req,
@@ -71,6 +72,28 @@ export function taskService(core: Core): ServiceImpl<typeof TaskService> {
     },
     async requestChanges(req, ctx) {
       return answer(await tasks.requestChanges(core, log(ctx), requireUser(ctx), req));
+    },
+    async getTaskDiff(req, ctx) {
+      const diff = await taskDiff.getTaskDiff(core, requireUser(ctx), req);
+      const status = { added: FileStatus.ADDED, modified: FileStatus.MODIFIED, deleted: FileStatus.DELETED, renamed: FileStatus.RENAMED };
+      const source = { "end-commit": DiffHeadSource.END_COMMIT, "next-run-base": DiffHeadSource.NEXT_RUN_BASE, "branch-head": DiffHeadSource.BRANCH_HEAD };
+      const repositories = diff.repositories.map((r) => ({
+        ...r,
+        headSource: source[r.headSource],
+        files: r.files.map((f) => ({ ...f, status: status[f.status] })),
+      }));
+      const first = repositories[0]!;
+      return {
+        baseCommit: first.baseCommit,
+        headCommit: first.headCommit,
+        unifiedDiff: first.unifiedDiff,
+        files: first.files,
+        headSource: first.headSource,
+        nextPageToken: diff.nextPageToken,
+        truncated: diff.truncated,
+        totalFiles: diff.totalFiles,
+        repositories,
+      };
     },
     async *watchTasks(req, ctx): AsyncGenerator<WatchTasksResponse> {
       const userId = requireUser(ctx);

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file foreman/v1/task.proto.
  */
 export const file_foreman_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChVmb3JlbWFuL3YxL3Rhc2sucHJvdG8SCmZvcmVtYW4udjEipQMKDEFnZW50U2Vzc2lvbhIKCgJpZBgBIAEoCRIVCg1hZ2VudF90YXNrX2lkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SJwoFc3RhdGUYBCABKA4yGC5mb3JlbWFuLnYxLlNlc3Npb25TdGF0ZRIRCgl3b3JrZXJfaWQYBSABKAkSKQoKYWdlbnRfdHlwZRgGIAEoDjIVLmZvcmVtYW4udjEuQWdlbnRUeXBlEhMKC2FnZW50X21vZGVsGAcgASgJEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoJZXhpdF9jb2RlGAsgASgFSACIAQESFQoNZXJyb3JfbWVzc2FnZRgMIAEoCRIZChFsYXN0X2xvZ19zZXF1ZW5jZRgNIAEoDUIMCgpfZXhpdF9jb2RlIu0BCglBZ2VudFRhc2sSCgoCaWQYASABKAkSJwoEa2luZBgCIAEoDjIZLmZvcmVtYW4udjEuQWdlbnRUYXNrS2luZBIOCgZwcm9tcHQYAyABKAkSKQoKYWdlbnRfdHlwZRgEIAEoDjIVLmZvcmVtYW4udjEuQWdlbnRUeXBlEhMKC2FnZW50X21vZGVsGAUgASgJEioKCHNlc3Npb25zGAYgAygLMhguZm9yZW1hbi52MS5BZ2VudFNlc3Npb24SLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIscECghVbml0VGFzaxIKCgJpZBgBIAEoCRIUCgx3b3Jrc3BhY2VfaWQYAiABKAkSGwoTcmVwb3NpdG9yeV9ncm91cF9pZBgDIAEoCRINCgV0aXRsZRgEIAEoCRIOCgZwcm9tcHQYBSABKAkSJgoGc3RhdHVzGAYgASgOMhYuZm9yZW1hbi52MS5UYXNrU3RhdHVzEjMKD2V4ZWN1dGlvbl9zdGF0ZRgHIAEoDjIaLmZvcmVtYW4udjEuRXhlY3V0aW9uU3RhdGUSKQoKYWdlbnRfdHlwZRgIIAEoDjIVLmZvcmVtYW4udjEuQWdlbnRUeXBlEhMKC2FnZW50X21vZGVsGAkgASgJEhMKC2Jhc2VfYnJhbmNoGAogASgJEhMKC2JyYW5jaF9uYW1lGAsgASgJEhMKC2Jhc2VfY29tbWl0GAwgASgJEhIKCmVuZF9jb21taXQYDSABKAkSFQoNbGlua2VkX3ByX3VybBgOIAEoCRIqCgthZ2VudF90YXNrcxgPIAMoCzIVLmZvcmVtYW4udjEuQWdlbnRUYXNrEhkKEWNvbXBvc2l0ZV90YXNrX2lkGBAgASgJEi8KC2NyZWF0ZV90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNc3RhdHVzX3JlYXNvbhgTIAEoCRIWCg53YWl0aW5nX3JlYXNvbhgUIAEoCSKmAQoRQ29tcG9zaXRlVGFza05vZGUSCgoCaWQYASABKAkSCwoDa2V5GAIgASgJEg0KBXRpdGxlGAMgASgJEg4KBnByb21wdBgEIAEoCRIbChNkZXBlbmRzX29uX25vZGVfaWRzGAUgAygJEhQKDHVuaXRfdGFza19pZBgGIAEoCRImCgZzdGF0dXMYByABKA4yFi5mb3JlbWFuLnYxLlRhc2tTdGF0dXMi3QQKDUNvbXBvc2l0ZVRhc2sSCgoCaWQYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEhsKE3JlcG9zaXRvcnlfZ3JvdXBfaWQYAyABKAkSDQoFdGl0bGUYBCABKAkSDgoGcHJvbXB0GAUgASgJEiYKBnN0YXR1cxgGIAEoDjIWLmZvcmVtYW4udjEuVGFza1N0YXR1cxIzCg9leGVjdXRpb25fc3RhdGUYByABKA4yGi5mb3JlbWFuLnYxLkV4ZWN1dGlvblN0YXRlEjIKE3BsYW5uaW5nX2FnZW50X3Rhc2sYCCABKAsyFS5mb3JlbWFuLnYxLkFnZW50VGFzaxIzChRleGVjdXRpb25fYWdlbnRfdHlwZRgJIAEoDjIVLmZvcmVtYW4udjEuQWdlbnRUeXBlEh0KFWV4ZWN1dGlvbl9hZ2VudF9tb2RlbBgKIAEoCRIsCgVub2RlcxgLIAMoCzIdLmZvcmVtYW4udjEuQ29tcG9zaXRlVGFza05vZGUSLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1zdGF0dXNfcmVhc29uGA4gASgJEhMKC2Jhc2VfYnJhbmNoGA8gASgJEjUKEXBsYW5fYXBwcm92ZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg53YWl0aW5nX3JlYXNvbhgRIAEoCSJuCgRUYXNrEikKCXVuaXRfdGFzaxgBIAEoCzIULmZvcmVtYW4udjEuVW5pdFRhc2tIABIzCg5jb21wb3NpdGVfdGFzaxgCIAEoCzIZLmZvcmVtYW4udjEuQ29tcG9zaXRlVGFza0gAQgYKBHRhc2sivQEKFUNyZWF0ZVVuaXRUYXNrUmVxdWVzdBIbChNyZXBvc2l0b3J5X2dyb3VwX2lkGAEgASgJEg4KBnByb21wdBgCIAEoCRINCgV0aXRsZRgDIAEoCRIpCgphZ2VudF90eXBlGAQgASgOMhUuZm9yZW1hbi52MS5BZ2VudFR5cGUSEwoLYWdlbnRfbW9kZWwYBSABKAkSEwoLYmFzZV9icmFuY2gYBiABKAkSEwoLYnJhbmNoX25hbWUYByABKAkiQQoWQ3JlYXRlVW5pdFRhc2tSZXNwb25zZRInCgl1bml0X3Rhc2sYASABKAsyFC5mb3JlbWFuLnYxLlVuaXRUYXNrIpMCChpDcmVhdGVDb21wb3NpdGVUYXNrUmVxdWVzdBIbChNyZXBvc2l0b3J5X2dyb3VwX2lkGAEgASgJEg4KBnByb21wdBgCIAEoCRINCgV0aXRsZRgDIAEoCRIyChNwbGFubmluZ19hZ2VudF90eXBlGAQgASgOMhUuZm9yZW1hbi52MS5BZ2VudFR5cGUSHAoUcGxhbm5pbmdfYWdlbnRfbW9kZWwYBSABKAkSMwoUZXhlY3V0aW9uX2FnZW50X3R5cGUYBiABKA4yFS5mb3JlbWFuLnYxLkFnZW50VHlwZRIdChVleGVjdXRpb25fYWdlbnRfbW9kZWwYByABKAkSEwoLYmFzZV9icmFuY2gYCCABKAkiUAobQ3JlYXRlQ29tcG9zaXRlVGFza1Jlc3BvbnNlEjEKDmNvbXBvc2l0ZV90YXNrGAEgASgLMhkuZm9yZW1hbi52MS5Db21wb3NpdGVUYXNrIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgJIjEKD0dldFRhc2tSZXNwb25zZRIeCgR0YXNrGAEgASgLMhAuZm9yZW1hbi52MS5UYXNrIs8BChBMaXN0VGFza3NSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIuCghzdGF0dXNlcxgCIAMoDjIWLmZvcmVtYW4udjEuVGFza1N0YXR1c0IEiLUYIBIiCgRraW5kGAMgASgOMhQuZm9yZW1hbi52MS5UYXNrS2luZBIbChNyZXBvc2l0b3J5X2dyb3VwX2lkGAQgASgJEg0KBXF1ZXJ5GAUgASgJEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJIk0KEUxpc3RUYXNrc1Jlc3BvbnNlEh8KBXRhc2tzGAEgAygLMhAuZm9yZW1hbi52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJNChdVcGRhdGVUYXNrU3RhdHVzUmVxdWVzdBIKCgJpZBgBIAEoCRImCgZzdGF0dXMYAiABKA4yFi5mb3JlbWFuLnYxLlRhc2tTdGF0dXMiOgoYVXBkYXRlVGFza1N0YXR1c1Jlc3BvbnNlEh4KBHRhc2sYASABKAsyEC5mb3JlbWFuLnYxLlRhc2siHwoRRGVsZXRlVGFza1JlcXVlc3QSCgoCaWQYASABKAkiFAoSRGVsZXRlVGFza1Jlc3BvbnNlIh4KEFJldHJ5VGFza1JlcXVlc3QSCgoCaWQYASABKAkiMwoRUmV0cnlUYXNrUmVzcG9uc2USHgoEdGFzaxgBIAEoCzIQLmZvcmVtYW4udjEuVGFzayIgChJBcHByb3ZlVGFza1JlcXVlc3QSCgoCaWQYASABKAkiNQoTQXBwcm92ZVRhc2tSZXNwb25zZRIeCgR0YXNrGAEgASgLMhAuZm9yZW1hbi52MS5UYXNrIi8KEVJlamVjdFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI0ChJSZWplY3RUYXNrUmVzcG9uc2USHgoEdGFzaxgBIAEoCzIQLmZvcmVtYW4udjEuVGFzayI1ChVSZXF1ZXN0Q2hhbmdlc1JlcXVlc3QSCgoCaWQYASABKAkSEAoIZmVlZGJhY2sYAiABKAkiOAoWUmVxdWVzdENoYW5nZXNSZXNwb25zZRIeCgR0YXNrGAEgASgLMhAuZm9yZW1hbi52MS5UYXNrIjkKEVdhdGNoVGFza3NSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIOCgZjdXJzb3IYAiABKAkiqAEKClRhc2tDaGFuZ2USKAoEdHlwZRgBIAEoDjIaLmZvcmVtYW4udjEuVGFza0NoYW5nZVR5cGUSDwoHdGFza19pZBgCIAEoCRIeCgR0YXNrGAMgASgLMhAuZm9yZW1hbi52MS5UYXNrEg4KBmN1cnNvchgEIAEoCRIvCgtjaGFuZ2VfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidAoSV2F0Y2hUYXNrc1Jlc3BvbnNlEigKBmNoYW5nZRgBIAEoCzIWLmZvcmVtYW4udjEuVGFza0NoYW5nZUgAEisKCmtlZXBfYWxpdmUYAiABKAsyFS5mb3JlbWFuLnYxLktlZXBBbGl2ZUgAQgcKBWV2ZW50IjcKEkdldFRhc2tEaWZmUmVxdWVzdBIKCgJpZBgBIAEoCRIVCg1hZ2VudF90YXNrX2lkGAIgASgJImAKCEZpbGVEaWZmEgwKBHBhdGgYASABKAkSEAoIb2xkX3BhdGgYAiABKAkSEQoJYWRkaXRpb25zGAMgASgNEhEKCWRlbGV0aW9ucxgEIAEoDRIOCgZiaW5hcnkYBSABKAgiegoTR2V0VGFza0RpZmZSZXNwb25zZRITCgtiYXNlX2NvbW1pdBgBIAEoCRITCgtoZWFkX2NvbW1pdBgCIAEoCRIUCgx1bmlmaWVkX2RpZmYYAyABKAkSIwoFZmlsZXMYBCADKAsyFC5mb3JlbWFuLnYxLkZpbGVEaWZmKq4BCg1BZ2VudFRhc2tLaW5kEh8KG0FHRU5UX1RBU0tfS0lORF9VTlNQRUNJRklFRBAAEhsKF0FHRU5UX1RBU0tfS0lORF9JTklUSUFMEAESIwofQUdFTlRfVEFTS19LSU5EX1JFUVVFU1RfQ0hBTkdFUxACEhwKGEFHRU5UX1RBU0tfS0lORF9BVVRPX0ZJWBADEhwKGEFHRU5UX1RBU0tfS0lORF9QTEFOTklORxAEKowBCg5UYXNrQ2hhbmdlVHlwZRIgChxUQVNLX0NIQU5HRV9UWVBFX1VOU1BFQ0lGSUVEEAASHAoYVEFTS19DSEFOR0VfVFlQRV9DUkVBVEVEEAESHAoYVEFTS19DSEFOR0VfVFlQRV9VUERBVEVEEAISHAoYVEFTS19DSEFOR0VfVFlQRV9ERUxFVEVEEAMy9gcKC1Rhc2tTZXJ2aWNlElcKDkNyZWF0ZVVuaXRUYXNrEiEuZm9yZW1hbi52MS5DcmVhdGVVbml0VGFza1JlcXVlc3QaIi5mb3JlbWFuLnYxLkNyZWF0ZVVuaXRUYXNrUmVzcG9uc2USZgoTQ3JlYXRlQ29tcG9zaXRlVGFzaxImLmZvcmVtYW4udjEuQ3JlYXRlQ29tcG9zaXRlVGFza1JlcXVlc3QaJy5mb3JlbWFuLnYxLkNyZWF0ZUNvbXBvc2l0ZVRhc2tSZXNwb25zZRJHCgdHZXRUYXNrEhouZm9yZW1hbi52MS5HZXRUYXNrUmVxdWVzdBobLmZvcmVtYW4udjEuR2V0VGFza1Jlc3BvbnNlIgOQAgESTQoJTGlzdFRhc2tzEhwuZm9yZW1hbi52MS5MaXN0VGFza3NSZXF1ZXN0Gh0uZm9yZW1hbi52MS5MaXN0VGFza3NSZXNwb25zZSIDkAIBEl0KEFVwZGF0ZVRhc2tTdGF0dXMSIy5mb3JlbWFuLnYxLlVwZGF0ZVRhc2tTdGF0dXNSZXF1ZXN0GiQuZm9yZW1hbi52MS5VcGRhdGVUYXNrU3RhdHVzUmVzcG9uc2USSwoKRGVsZXRlVGFzaxIdLmZvcmVtYW4udjEuRGVsZXRlVGFza1JlcXVlc3QaHi5mb3JlbWFuLnYxLkRlbGV0ZVRhc2tSZXNwb25zZRJICglSZXRyeVRhc2sSHC5mb3JlbWFuLnYxLlJldHJ5VGFza1JlcXVlc3QaHS5mb3JlbWFuLnYxLlJldHJ5VGFza1Jlc3BvbnNlEk4KC0FwcHJvdmVUYXNrEh4uZm9yZW1hbi52MS5BcHByb3ZlVGFza1JlcXVlc3QaHy5mb3JlbWFuLnYxLkFwcHJvdmVUYXNrUmVzcG9uc2USSwoKUmVqZWN0VGFzaxIdLmZvcmVtYW4udjEuUmVqZWN0VGFza1JlcXVlc3QaHi5mb3JlbWFuLnYxLlJlamVjdFRhc2tSZXNwb25zZRJXCg5SZXF1ZXN0Q2hhbmdlcxIhLmZvcmVtYW4udjEuUmVxdWVzdENoYW5nZXNSZXF1ZXN0GiIuZm9yZW1hbi52MS5SZXF1ZXN0Q2hhbmdlc1Jlc3BvbnNlEk0KCldhdGNoVGFza3MSHS5mb3JlbWFuLnYxLldhdGNoVGFza3NSZXF1ZXN0Gh4uZm9yZW1hbi52MS5XYXRjaFRhc2tzUmVzcG9uc2UwARJTCgtHZXRUYXNrRGlmZhIeLmZvcmVtYW4udjEuR2V0VGFza0RpZmZSZXF1ZXN0Gh8uZm9yZW1hbi52MS5HZXRUYXNrRGlmZlJlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_foreman_v1_common, file_foreman_v1_options, file_google_protobuf_timestamp]);
+  fileDesc("ChVmb3JlbWFuL3YxL3Rhc2sucHJvdG8SCmZvcmVtYW4udjEipQMKDEFnZW50U2Vzc2lvbhIKCgJpZBgBIAEoCRIVCg1hZ2VudF90YXNrX2lkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SJwoFc3RhdGUYBCABKA4yGC5mb3JlbWFuLnYxLlNlc3Npb25TdGF0ZRIRCgl3b3JrZXJfaWQYBSABKAkSKQoKYWdlbnRfdHlwZRgGIAEoDjIVLmZvcmVtYW4udjEuQWdlbnRUeXBlEhMKC2FnZW50X21vZGVsGAcgASgJEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoJZXhpdF9jb2RlGAsgASgFSACIAQESFQoNZXJyb3JfbWVzc2FnZRgMIAEoCRIZChFsYXN0X2xvZ19zZXF1ZW5jZRgNIAEoDUIMCgpfZXhpdF9jb2RlIu0BCglBZ2VudFRhc2sSCgoCaWQYASABKAkSJwoEa2luZBgCIAEoDjIZLmZvcmVtYW4udjEuQWdlbnRUYXNrS2luZBIOCgZwcm9tcHQYAyABKAkSKQoKYWdlbnRfdHlwZRgEIAEoDjIVLmZvcmVtYW4udjEuQWdlbnRUeXBlEhMKC2FnZW50X21vZGVsGAUgASgJEioKCHNlc3Npb25zGAYgAygLMhguZm9yZW1hbi52MS5BZ2VudFNlc3Npb24SLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIscECghVbml0VGFzaxIKCgJpZBgBIAEoCRIUCgx3b3Jrc3BhY2VfaWQYAiABKAkSGwoTcmVwb3NpdG9yeV9ncm91cF9pZBgDIAEoCRINCgV0aXRsZRgEIAEoCRIOCgZwcm9tcHQYBSABKAkSJgoGc3RhdHVzGAYgASgOMhYuZm9yZW1hbi52MS5UYXNrU3RhdHVzEjMKD2V4ZWN1dGlvbl9zdGF0ZRgHIAEoDjIaLmZvcmVtYW4udjEuRXhlY3V0aW9uU3RhdGUSKQoKYWdlbnRfdHlwZRgIIAEoDjIVLmZvcmVtYW4udjEuQWdlbnRUeXBlEhMKC2FnZW50X21vZGVsGAkgASgJEhMKC2Jhc2VfYnJhbmNoGAogASgJEhMKC2JyYW5jaF9uYW1lGAsgASgJEhMKC2Jhc2VfY29tbWl0GAwgASgJEhIKCmVuZF9jb21taXQYDSABKAkSFQoNbGlua2VkX3ByX3VybBgOIAEoCRIqCgthZ2VudF90YXNrcxgPIAMoCzIVLmZvcmVtYW4udjEuQWdlbnRUYXNrEhkKEWNvbXBvc2l0ZV90YXNrX2lkGBAgASgJEi8KC2NyZWF0ZV90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNc3RhdHVzX3JlYXNvbhgTIAEoCRIWCg53YWl0aW5nX3JlYXNvbhgUIAEoCSKmAQoRQ29tcG9zaXRlVGFza05vZGUSCgoCaWQYASABKAkSCwoDa2V5GAIgASgJEg0KBXRpdGxlGAMgASgJEg4KBnByb21wdBgEIAEoCRIbChNkZXBlbmRzX29uX25vZGVfaWRzGAUgAygJEhQKDHVuaXRfdGFza19pZBgGIAEoCRImCgZzdGF0dXMYByABKA4yFi5mb3JlbWFuLnYxLlRhc2tTdGF0dXMi3QQKDUNvbXBvc2l0ZVRhc2sSCgoCaWQYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEhsKE3JlcG9zaXRvcnlfZ3JvdXBfaWQYAyABKAkSDQoFdGl0bGUYBCABKAkSDgoGcHJvbXB0GAUgASgJEiYKBnN0YXR1cxgGIAEoDjIWLmZvcmVtYW4udjEuVGFza1N0YXR1cxIzCg9leGVjdXRpb25fc3RhdGUYByABKA4yGi5mb3JlbWFuLnYxLkV4ZWN1dGlvblN0YXRlEjIKE3BsYW5uaW5nX2FnZW50X3Rhc2sYCCABKAsyFS5mb3JlbWFuLnYxLkFnZW50VGFzaxIzChRleGVjdXRpb25fYWdlbnRfdHlwZRgJIAEoDjIVLmZvcmVtYW4udjEuQWdlbnRUeXBlEh0KFWV4ZWN1dGlvbl9hZ2VudF9tb2RlbBgKIAEoCRIsCgVub2RlcxgLIAMoCzIdLmZvcmVtYW4udjEuQ29tcG9zaXRlVGFza05vZGUSLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1zdGF0dXNfcmVhc29uGA4gASgJEhMKC2Jhc2VfYnJhbmNoGA8gASgJEjUKEXBsYW5fYXBwcm92ZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg53YWl0aW5nX3JlYXNvbhgRIAEoCSJuCgRUYXNrEikKCXVuaXRfdGFzaxgBIAEoCzIULmZvcmVtYW4udjEuVW5pdFRhc2tIABIzCg5jb21wb3NpdGVfdGFzaxgCIAEoCzIZLmZvcmVtYW4udjEuQ29tcG9zaXRlVGFza0gAQgYKBHRhc2sivQEKFUNyZWF0ZVVuaXRUYXNrUmVxdWVzdBIbChNyZXBvc2l0b3J5X2dyb3VwX2lkGAEgASgJEg4KBnByb21wdBgCIAEoCRINCgV0aXRsZRgDIAEoCRIpCgphZ2VudF90eXBlGAQgASgOMhUuZm9yZW1hbi52MS5BZ2VudFR5cGUSEwoLYWdlbnRfbW9kZWwYBSABKAkSEwoLYmFzZV9icmFuY2gYBiABKAkSEwoLYnJhbmNoX25hbWUYByABKAkiQQoWQ3JlYXRlVW5pdFRhc2tSZXNwb25zZRInCgl1bml0X3Rhc2sYASABKAsyFC5mb3JlbWFuLnYxLlVuaXRUYXNrIpMCChpDcmVhdGVDb21wb3NpdGVUYXNrUmVxdWVzdBIbChNyZXBvc2l0b3J5X2dyb3VwX2lkGAEgASgJEg4KBnByb21wdBgCIAEoCRINCgV0aXRsZRgDIAEoCRIyChNwbGFubmluZ19hZ2VudF90eXBlGAQgASgOMhUuZm9yZW1hbi52MS5BZ2VudFR5cGUSHAoUcGxhbm5pbmdfYWdlbnRfbW9kZWwYBSABKAkSMwoUZXhlY3V0aW9uX2FnZW50X3R5cGUYBiABKA4yFS5mb3JlbWFuLnYxLkFnZW50VHlwZRIdChVleGVjdXRpb25fYWdlbnRfbW9kZWwYByABKAkSEwoLYmFzZV9icmFuY2gYCCABKAkiUAobQ3JlYXRlQ29tcG9zaXRlVGFza1Jlc3BvbnNlEjEKDmNvbXBvc2l0ZV90YXNrGAEgASgLMhkuZm9yZW1hbi52MS5Db21wb3NpdGVUYXNrIhwKDkdldFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgJIjEKD0dldFRhc2tSZXNwb25zZRIeCgR0YXNrGAEgASgLMhAuZm9yZW1hbi52MS5UYXNrIs8BChBMaXN0VGFza3NSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIuCghzdGF0dXNlcxgCIAMoDjIWLmZvcmVtYW4udjEuVGFza1N0YXR1c0IEiLUYIBIiCgRraW5kGAMgASgOMhQuZm9yZW1hbi52MS5UYXNrS2luZBIbChNyZXBvc2l0b3J5X2dyb3VwX2lkGAQgASgJEg0KBXF1ZXJ5GAUgASgJEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJIk0KEUxpc3RUYXNrc1Jlc3BvbnNlEh8KBXRhc2tzGAEgAygLMhAuZm9yZW1hbi52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJNChdVcGRhdGVUYXNrU3RhdHVzUmVxdWVzdBIKCgJpZBgBIAEoCRImCgZzdGF0dXMYAiABKA4yFi5mb3JlbWFuLnYxLlRhc2tTdGF0dXMiOgoYVXBkYXRlVGFza1N0YXR1c1Jlc3BvbnNlEh4KBHRhc2sYASABKAsyEC5mb3JlbWFuLnYxLlRhc2siHwoRRGVsZXRlVGFza1JlcXVlc3QSCgoCaWQYASABKAkiFAoSRGVsZXRlVGFza1Jlc3BvbnNlIh4KEFJldHJ5VGFza1JlcXVlc3QSCgoCaWQYASABKAkiMwoRUmV0cnlUYXNrUmVzcG9uc2USHgoEdGFzaxgBIAEoCzIQLmZvcmVtYW4udjEuVGFzayIgChJBcHByb3ZlVGFza1JlcXVlc3QSCgoCaWQYASABKAkiNQoTQXBwcm92ZVRhc2tSZXNwb25zZRIeCgR0YXNrGAEgASgLMhAuZm9yZW1hbi52MS5UYXNrIi8KEVJlamVjdFRhc2tSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI0ChJSZWplY3RUYXNrUmVzcG9uc2USHgoEdGFzaxgBIAEoCzIQLmZvcmVtYW4udjEuVGFzayI1ChVSZXF1ZXN0Q2hhbmdlc1JlcXVlc3QSCgoCaWQYASABKAkSEAoIZmVlZGJhY2sYAiABKAkiOAoWUmVxdWVzdENoYW5nZXNSZXNwb25zZRIeCgR0YXNrGAEgASgLMhAuZm9yZW1hbi52MS5UYXNrIjkKEVdhdGNoVGFza3NSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIOCgZjdXJzb3IYAiABKAkiqAEKClRhc2tDaGFuZ2USKAoEdHlwZRgBIAEoDjIaLmZvcmVtYW4udjEuVGFza0NoYW5nZVR5cGUSDwoHdGFza19pZBgCIAEoCRIeCgR0YXNrGAMgASgLMhAuZm9yZW1hbi52MS5UYXNrEg4KBmN1cnNvchgEIAEoCRIvCgtjaGFuZ2VfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidAoSV2F0Y2hUYXNrc1Jlc3BvbnNlEigKBmNoYW5nZRgBIAEoCzIWLmZvcmVtYW4udjEuVGFza0NoYW5nZUgAEisKCmtlZXBfYWxpdmUYAiABKAsyFS5mb3JlbWFuLnYxLktlZXBBbGl2ZUgAQgcKBWV2ZW50Il4KEkdldFRhc2tEaWZmUmVxdWVzdBIKCgJpZBgBIAEoCRIVCg1hZ2VudF90YXNrX2lkGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIpUBCghGaWxlRGlmZhIMCgRwYXRoGAEgASgJEhAKCG9sZF9wYXRoGAIgASgJEhEKCWFkZGl0aW9ucxgDIAEoDRIRCglkZWxldGlvbnMYBCABKA0SDgoGYmluYXJ5GAUgASgIEiYKBnN0YXR1cxgGIAEoDjIWLmZvcmVtYW4udjEuRmlsZVN0YXR1cxILCgNjdXQYByABKAgiigIKDlJlcG9zaXRvcnlEaWZmEhUKDXJlcG9zaXRvcnlfaWQYASABKAkSDAoEbmFtZRgCIAEoCRITCgticmFuY2hfbmFtZRgDIAEoCRITCgtiYXNlX2JyYW5jaBgEIAEoCRITCgtiYXNlX2NvbW1pdBgFIAEoCRITCgtoZWFkX2NvbW1pdBgGIAEoCRIvCgtoZWFkX3NvdXJjZRgHIAEoDjIaLmZvcmVtYW4udjEuRGlmZkhlYWRTb3VyY2USEwoLdG90YWxfZmlsZXMYCCABKA0SIwoFZmlsZXMYCSADKAsyFC5mb3JlbWFuLnYxLkZpbGVEaWZmEhQKDHVuaWZpZWRfZGlmZhgKIAEoCSKeAgoTR2V0VGFza0RpZmZSZXNwb25zZRITCgtiYXNlX2NvbW1pdBgBIAEoCRITCgtoZWFkX2NvbW1pdBgCIAEoCRIUCgx1bmlmaWVkX2RpZmYYAyABKAkSIwoFZmlsZXMYBCADKAsyFC5mb3JlbWFuLnYxLkZpbGVEaWZmEhcKD25leHRfcGFnZV90b2tlbhgFIAEoCRIRCgl0cnVuY2F0ZWQYBiABKAgSMAoMcmVwb3NpdG9yaWVzGAcgAygLMhouZm9yZW1hbi52MS5SZXBvc2l0b3J5RGlmZhITCgt0b3RhbF9maWxlcxgIIAEoDRIvCgtoZWFkX3NvdXJjZRgJIAEoDjIaLmZvcmVtYW4udjEuRGlmZkhlYWRTb3VyY2UqrgEKDUFnZW50VGFza0tpbmQSHwobQUdFTlRfVEFTS19LSU5EX1VOU1BFQ0lGSUVEEAASGwoXQUdFTlRfVEFTS19LSU5EX0lOSVRJQUwQARIjCh9BR0VOVF9UQVNLX0tJTkRfUkVRVUVTVF9DSEFOR0VTEAISHAoYQUdFTlRfVEFTS19LSU5EX0FVVE9fRklYEAMSHAoYQUdFTlRfVEFTS19LSU5EX1BMQU5OSU5HEAQqjAEKDlRhc2tDaGFuZ2VUeXBlEiAKHFRBU0tfQ0hBTkdFX1RZUEVfVU5TUEVDSUZJRUQQABIcChhUQVNLX0NIQU5HRV9UWVBFX0NSRUFURUQQARIcChhUQVNLX0NIQU5HRV9UWVBFX1VQREFURUQQAhIcChhUQVNLX0NIQU5HRV9UWVBFX0RFTEVURUQQAyqMAQoKRmlsZVN0YXR1cxIbChdGSUxFX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEUZJTEVfU1RBVFVTX0FEREVEEAESGAoURklMRV9TVEFUVVNfTU9ESUZJRUQQAhIXChNGSUxFX1NUQVRVU19ERUxFVEVEEAMSFwoTRklMRV9TVEFUVVNfUkVOQU1FRBAEKpkBCg5EaWZmSGVhZFNvdXJjZRIgChxESUZGX0hFQURfU09VUkNFX1VOU1BFQ0lGSUVEEAASHwobRElGRl9IRUFEX1NPVVJDRV9FTkRfQ09NTUlUEAESIgoeRElGRl9IRUFEX1NPVVJDRV9ORVhUX1JVTl9CQVNFEAISIAocRElGRl9IRUFEX1NPVVJDRV9CUkFOQ0hfSEVBRBADMvYHCgtUYXNrU2VydmljZRJXCg5DcmVhdGVVbml0VGFzaxIhLmZvcmVtYW4udjEuQ3JlYXRlVW5pdFRhc2tSZXF1ZXN0GiIuZm9yZW1hbi52MS5DcmVhdGVVbml0VGFza1Jlc3BvbnNlEmYKE0NyZWF0ZUNvbXBvc2l0ZVRhc2sSJi5mb3JlbWFuLnYxLkNyZWF0ZUNvbXBvc2l0ZVRhc2tSZXF1ZXN0GicuZm9yZW1hbi52MS5DcmVhdGVDb21wb3NpdGVUYXNrUmVzcG9uc2USRwoHR2V0VGFzaxIaLmZvcmVtYW4udjEuR2V0VGFza1JlcXVlc3QaGy5mb3JlbWFuLnYxLkdldFRhc2tSZXNwb25zZSIDkAIBEk0KCUxpc3RUYXNrcxIcLmZvcmVtYW4udjEuTGlzdFRhc2tzUmVxdWVzdBodLmZvcmVtYW4udjEuTGlzdFRhc2tzUmVzcG9uc2UiA5ACARJdChBVcGRhdGVUYXNrU3RhdHVzEiMuZm9yZW1hbi52MS5VcGRhdGVUYXNrU3RhdHVzUmVxdWVzdBokLmZvcmVtYW4udjEuVXBkYXRlVGFza1N0YXR1c1Jlc3BvbnNlEksKCkRlbGV0ZVRhc2sSHS5mb3JlbWFuLnYxLkRlbGV0ZVRhc2tSZXF1ZXN0Gh4uZm9yZW1hbi52MS5EZWxldGVUYXNrUmVzcG9uc2USSAoJUmV0cnlUYXNrEhwuZm9yZW1hbi52MS5SZXRyeVRhc2tSZXF1ZXN0Gh0uZm9yZW1hbi52MS5SZXRyeVRhc2tSZXNwb25zZRJOCgtBcHByb3ZlVGFzaxIeLmZvcmVtYW4udjEuQXBwcm92ZVRhc2tSZXF1ZXN0Gh8uZm9yZW1hbi52MS5BcHByb3ZlVGFza1Jlc3BvbnNlEksKClJlamVjdFRhc2sSHS5mb3JlbWFuLnYxLlJlamVjdFRhc2tSZXF1ZXN0Gh4uZm9yZW1hbi52MS5SZWplY3RUYXNrUmVzcG9uc2USVwoOUmVxdWVzdENoYW5nZXMSIS5mb3JlbWFuLnYxLlJlcXVlc3RDaGFuZ2VzUmVxdWVzdBoiLmZvcmVtYW4udjEuUmVxdWVzdENoYW5nZXNSZXNwb25zZRJNCgpXYXRjaFRhc2tzEh0uZm9yZW1hbi52MS5XYXRjaFRhc2tzUmVxdWVzdBoeLmZvcmVtYW4udjEuV2F0Y2hUYXNrc1Jlc3BvbnNlMAESUwoLR2V0VGFza0RpZmYSHi5mb3JlbWFuLnYxLkdldFRhc2tEaWZmUmVxdWVzdBofLmZvcmVtYW4udjEuR2V0VGFza0RpZmZSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_foreman_v1_common, file_foreman_v1_options, file_google_protobuf_timestamp]);
 
 /**
  * One attempt to run an agent task on a worker.
@@ -1038,6 +1038,20 @@ export const WatchTasksResponseSchema: GenMessage<WatchTasksResponse> = /*@__PUR
   messageDesc(file_foreman_v1_task, 28);
 
 /**
+ * The changes of a unit task, read from the server's clone of each of its repositories: for the
+ * whole task (the task branch from the first run's base commit) or for one run (agent task).
+ * Files are in repository order (the order the repositories were added), then path order. The
+ * answer is paged by file position and bounded: each file's patch at most 256 KiB, each answer's
+ * unified diffs at most 1 MiB in all (a page ends early, at a file's boundary, rather than go
+ * over; it always holds at least one file). A cut patch ends with the line
+ * "[... diff cut: larger than the server's limit ...]". Binary files are named, never dumped.
+ *
+ * Errors: NotFound for a task (or agent task of it) the caller does not have; FailedPrecondition
+ * for a composite task (its diffs are its unit tasks'), and for a run whose base commit is not
+ * recorded or whose commits the server's clone does not hold (the server contacts no remotes, or
+ * the repository was removed); InvalidArgument for a page token this call did not issue, or one
+ * issued before the diff changed (the branch moved on): start again without it.
+ *
  * @generated from message foreman.v1.GetTaskDiffRequest
  */
 export type GetTaskDiffRequest = Message<"foreman.v1.GetTaskDiffRequest"> & {
@@ -1047,11 +1061,27 @@ export type GetTaskDiffRequest = Message<"foreman.v1.GetTaskDiffRequest"> & {
   id: string;
 
   /**
-   * Defaults to the task's latest agent task.
+   * Empty: the whole task, from the first agent task's base commit to the latest agent task's
+   * end commit (or the branch's head while it has none). Else one run: that agent task's base
+   * commit to its end commit (see DiffHeadSource for the head when it has none).
    *
    * @generated from field: string agent_task_id = 2;
    */
   agentTaskId: string;
+
+  /**
+   * Files per page: 0 means 50; at most 200 (more is read as 200).
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * A previous answer's next_page_token, to read the next page of the same diff.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
 };
 
 /**
@@ -1066,18 +1096,22 @@ export const GetTaskDiffRequestSchema: GenMessage<GetTaskDiffRequest> = /*@__PUR
  */
 export type FileDiff = Message<"foreman.v1.FileDiff"> & {
   /**
+   * The file's path in the head commit (in the base commit for a deleted file).
+   *
    * @generated from field: string path = 1;
    */
   path: string;
 
   /**
-   * Set when the file was renamed.
+   * Set when the file was renamed: its path in the base commit.
    *
    * @generated from field: string old_path = 2;
    */
   oldPath: string;
 
   /**
+   * Lines added and deleted; 0 for a binary file.
+   *
    * @generated from field: uint32 additions = 3;
    */
   additions: number;
@@ -1088,9 +1122,24 @@ export type FileDiff = Message<"foreman.v1.FileDiff"> & {
   deletions: number;
 
   /**
+   * A binary file: its patch in unified_diff is one line naming it, never its contents.
+   *
    * @generated from field: bool binary = 5;
    */
   binary: boolean;
+
+  /**
+   * @generated from field: foreman.v1.FileStatus status = 6;
+   */
+  status: FileStatus;
+
+  /**
+   * Its patch in unified_diff is cut at the server's per-file limit (256 KiB) and ends with the
+   * cut marker line; the rest is not served (read the branch itself for it).
+   *
+   * @generated from field: bool cut = 7;
+   */
+  cut: boolean;
 };
 
 /**
@@ -1101,10 +1150,89 @@ export const FileDiffSchema: GenMessage<FileDiff> = /*@__PURE__*/
   messageDesc(file_foreman_v1_task, 30);
 
 /**
+ * One repository's part of a diff.
+ *
+ * @generated from message foreman.v1.RepositoryDiff
+ */
+export type RepositoryDiff = Message<"foreman.v1.RepositoryDiff"> & {
+  /**
+   * @generated from field: string repository_id = 1;
+   */
+  repositoryId: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The task branch in this repository, in the server's clone (refs/heads/<branch_name>).
+   *
+   * @generated from field: string branch_name = 3;
+   */
+  branchName: string;
+
+  /**
+   * The branch the task started from.
+   *
+   * @generated from field: string base_branch = 4;
+   */
+  baseBranch: string;
+
+  /**
+   * The diff is base_commit..head_commit (full object ids).
+   *
+   * @generated from field: string base_commit = 5;
+   */
+  baseCommit: string;
+
+  /**
+   * @generated from field: string head_commit = 6;
+   */
+  headCommit: string;
+
+  /**
+   * @generated from field: foreman.v1.DiffHeadSource head_source = 7;
+   */
+  headSource: DiffHeadSource;
+
+  /**
+   * Files changed in this repository in all pages.
+   *
+   * @generated from field: uint32 total_files = 8;
+   */
+  totalFiles: number;
+
+  /**
+   * This repository's files on this page (possibly none), in path order.
+   *
+   * @generated from field: repeated foreman.v1.FileDiff files = 9;
+   */
+  files: FileDiff[];
+
+  /**
+   * The unified diff (git diff -M) of this page's files of this repository, in the same order.
+   *
+   * @generated from field: string unified_diff = 10;
+   */
+  unifiedDiff: string;
+};
+
+/**
+ * Describes the message foreman.v1.RepositoryDiff.
+ * Use `create(RepositoryDiffSchema)` to create a new message.
+ */
+export const RepositoryDiffSchema: GenMessage<RepositoryDiff> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_task, 31);
+
+/**
  * @generated from message foreman.v1.GetTaskDiffResponse
  */
 export type GetTaskDiffResponse = Message<"foreman.v1.GetTaskDiffResponse"> & {
   /**
+   * Fields 1 to 4 and head_source are the first repository's (repositories[0]): the whole
+   * answer for a task of one repository. A task of several repositories: read repositories.
+   *
    * @generated from field: string base_commit = 1;
    */
   baseCommit: string;
@@ -1115,16 +1243,53 @@ export type GetTaskDiffResponse = Message<"foreman.v1.GetTaskDiffResponse"> & {
   headCommit: string;
 
   /**
-   * A unified diff of every change between the two commits.
+   * The unified diff of this page's files of the first repository.
    *
    * @generated from field: string unified_diff = 3;
    */
   unifiedDiff: string;
 
   /**
+   * This page's files of the first repository.
+   *
    * @generated from field: repeated foreman.v1.FileDiff files = 4;
    */
   files: FileDiff[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 5;
+   */
+  nextPageToken: string;
+
+  /**
+   * Some file of this page is cut (its FileDiff.cut): the page is not the whole diff of its files.
+   *
+   * @generated from field: bool truncated = 6;
+   */
+  truncated: boolean;
+
+  /**
+   * Every repository of the task, in the order they were added (the first is the one whose
+   * commits the task's base_commit and end_commit show), each with this page's part; on every
+   * page, also those with no file on it.
+   *
+   * @generated from field: repeated foreman.v1.RepositoryDiff repositories = 7;
+   */
+  repositories: RepositoryDiff[];
+
+  /**
+   * Files changed in all repositories in all pages.
+   *
+   * @generated from field: uint32 total_files = 8;
+   */
+  totalFiles: number;
+
+  /**
+   * @generated from field: foreman.v1.DiffHeadSource head_source = 9;
+   */
+  headSource: DiffHeadSource;
 };
 
 /**
@@ -1132,7 +1297,7 @@ export type GetTaskDiffResponse = Message<"foreman.v1.GetTaskDiffResponse"> & {
  * Use `create(GetTaskDiffResponseSchema)` to create a new message.
  */
 export const GetTaskDiffResponseSchema: GenMessage<GetTaskDiffResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_task, 31);
+  messageDesc(file_foreman_v1_task, 32);
 
 /**
  * Why an agent task exists within its unit task.
@@ -1210,6 +1375,89 @@ export enum TaskChangeType {
  */
 export const TaskChangeTypeSchema: GenEnum<TaskChangeType> = /*@__PURE__*/
   enumDesc(file_foreman_v1_task, 1);
+
+/**
+ * What happened to a file between the two commits.
+ *
+ * @generated from enum foreman.v1.FileStatus
+ */
+export enum FileStatus {
+  /**
+   * @generated from enum value: FILE_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: FILE_STATUS_ADDED = 1;
+   */
+  ADDED = 1,
+
+  /**
+   * @generated from enum value: FILE_STATUS_MODIFIED = 2;
+   */
+  MODIFIED = 2,
+
+  /**
+   * @generated from enum value: FILE_STATUS_DELETED = 3;
+   */
+  DELETED = 3,
+
+  /**
+   * Moved (git's rename detection, -M): old_path says from where; it may be changed too.
+   *
+   * @generated from enum value: FILE_STATUS_RENAMED = 4;
+   */
+  RENAMED = 4,
+}
+
+/**
+ * Describes the enum foreman.v1.FileStatus.
+ */
+export const FileStatusSchema: GenEnum<FileStatus> = /*@__PURE__*/
+  enumDesc(file_foreman_v1_task, 2);
+
+/**
+ * Where a diff's head commit comes from.
+ *
+ * @generated from enum foreman.v1.DiffHeadSource
+ */
+export enum DiffHeadSource {
+  /**
+   * @generated from enum value: DIFF_HEAD_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The end commit recorded when the run (the latest run, for the whole task) succeeded: the
+   * task branch's head in the server's clone at that time.
+   *
+   * @generated from enum value: DIFF_HEAD_SOURCE_END_COMMIT = 1;
+   */
+  END_COMMIT = 1,
+
+  /**
+   * One run's diff of a run that recorded no end commit (it failed or was cancelled) and was
+   * followed by another run: the next run's base commit, where the branch was when it started.
+   *
+   * @generated from enum value: DIFF_HEAD_SOURCE_NEXT_RUN_BASE = 2;
+   */
+  NEXT_RUN_BASE = 2,
+
+  /**
+   * No end commit recorded yet (the run is queued or running, or ended without success, with
+   * no run after it): the task branch's current head in the server's clone, which moves as work
+   * is pushed to it.
+   *
+   * @generated from enum value: DIFF_HEAD_SOURCE_BRANCH_HEAD = 3;
+   */
+  BRANCH_HEAD = 3,
+}
+
+/**
+ * Describes the enum foreman.v1.DiffHeadSource.
+ */
+export const DiffHeadSourceSchema: GenEnum<DiffHeadSource> = /*@__PURE__*/
+  enumDesc(file_foreman_v1_task, 3);
 
 /**
  * The task list: unit tasks (a prompt against a repository group) and composite tasks
