@@ -41,6 +41,8 @@ import { leaseTokenHash } from "./leases.js";
 import { invalidArgument, leaseLost, notFound, unauthenticated } from "./errors.js";
 import type { NotifierChannel } from "./notifier.js";
 import { hasSecrets } from "./secret-vault.js";
+import { readRunResult, type RunResult } from "./task-branches.js";
+import { workspacePath } from "./workspace-access.js";
 import { quote, truncate } from "./text.js";
 import { Violations } from "./validation.js";
 import { waitForWake } from "./wait.js";
@@ -155,7 +157,7 @@ export function leaseToken(credential: string, pollId: string): string {
 export interface AssignedRepository {
   repositoryId: string;
   name: string;
-  /** Where the worker fetches the workspace from: empty until the git issue serves it. */
+  /** Where the worker fetches and pushes the workspace: a path on the server's port (core/workspace-access.ts). */
   cloneUrl: string;
   baseBranch: string;
   branchName: string;
@@ -373,7 +375,7 @@ async function attemptClaim(
     prompt: work.agentTask.prompt,
     agentType: session.agentType,
     agentModel: session.agentModel,
-    repositories: work.repositories.map((r) => ({ ...r, cloneUrl: "", baseCommit: r.baseCommit ?? "" })),
+    repositories: work.repositories.map((r) => ({ ...r, cloneUrl: workspacePath(session.id, r.repositoryId), baseCommit: r.baseCommit ?? "" })),
     hasSecrets: claimed.hasSecretHolder && (await hasSecrets(core, work.task.id)),
   };
   return { assignment, noCommands: !claimed.hasCommands };
@@ -424,6 +426,11 @@ export async function reportStatus(core: Core, log: Logger, caller: WorkerCaller
     errorMessage: transition.ends && errorMessage !== "" ? errorMessage : null,
     headCommit: transition.ends && headCommit !== "" ? headCommit.toLowerCase() : null,
   };
+  // A run that succeeded: where it left its branches, read before the report applies.
+  const result = state === "succeeded" && tokenHash !== "" ? await succeededRun(core, caller, sessionId, tokenHash, report.headCommit) : undefined;
+  if (result !== undefined) {
+    report.headCommit = [...result.heads.values()].find((h) => report.headCommit !== null && h.startsWith(report.headCommit)) ?? result.endCommit ?? null;
+  }
   const now = core.now();
   // A token of no lease's form cannot apply; why is told below, as for one that did not.
   const done =
@@ -439,10 +446,15 @@ export async function reportStatus(core: Core, log: Logger, caller: WorkerCaller
             if (place === undefined) throw new Error(`session ${sessionId} has no task`);
           } else {
             const to = RUN_END[reported.task.kind][state as "succeeded" | "failed" | "cancelled"];
-            const reason = state === "failed" ? truncate(errorMessage || failedWithout(report.exitCode), REASON_MAX) : null;
+            let reason = state === "failed" ? truncate(errorMessage || failedWithout(report.exitCode), REASON_MAX) : null;
+            if (result !== undefined && reported.task.kind === "unit") {
+              await sessions.setEndCommits(trx, result.agentTaskId, result.heads);
+              // Still in review: the reviewer reads the log, then asks for changes or rejects.
+              if (!result.changed) reason = NO_CHANGES;
+            }
             // A leased session's task is in its work status: whatever moves it from there cancels
             // the session first, which the fenced report above would have found.
-            place = await tasksStore.endRun(trx, reported.task, { status: to, executionState: transition.executionState, reason }, now);
+            place = await tasksStore.endRun(trx, reported.task, { status: to, executionState: transition.executionState, reason, endCommit: result?.endCommit }, now);
             if (place === undefined) throw new Error(`task ${reported.task.id} moved while session ${sessionId} held a lease`);
             await core.adapter.notifyOnCommit(trx, sessions.CLAIMS_CHANNEL, sessions.workerKey(caller.workerId));
           }
@@ -472,6 +484,22 @@ export async function reportStatus(core: Core, log: Logger, caller: WorkerCaller
   }
   log.info({ session_id: sessionId, task_id: done.place.id, state, exit_code: report.exitCode, worker_id: caller.workerId }, "session reported");
   return { state: done.updated.state, stopRequested: done.updated.stopRequested };
+}
+
+/** The status reason of a task whose run succeeded without a commit. */
+export const NO_CHANGES = "the agent's run succeeded and made no commits: the diff is empty";
+
+/**
+ * What a success report's run left on its branches (core/task-branches.ts readRunResult), when
+ * the caller holds the session's lease; undefined otherwise (the fenced report says why) and
+ * when the server keeps no clones.
+ */
+async function succeededRun(core: Core, caller: WorkerCaller, sessionId: string, tokenHash: string, headCommit: string | null): Promise<RunResult | undefined> {
+  if (!core.remotes.contact) return undefined;
+  const session = await sessions.getSession(core.db, sessionId);
+  if (session === undefined || session.workerId !== caller.workerId || session.leaseTokenHash !== tokenHash) return undefined;
+  if (caller.ownerId !== null && session.ownerId !== caller.ownerId) return undefined;
+  return readRunResult(core, session.agentTaskId, await sessions.remotesOf(core.db, session.agentTaskId), headCommit);
 }
 
 function failedWithout(exitCode: number | null): string {

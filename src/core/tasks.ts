@@ -28,6 +28,7 @@ import type { Core } from "./context.js";
 import { failedPrecondition, invalidArgument, notFound } from "./errors.js";
 import { branchNameProblem } from "./git-names.js";
 import { fetchRepositories } from "./repositories.js";
+import { defaultBranchName, dropTaskBranches, startTaskBranches } from "./task-branches.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, readId } from "./validation.js";
 import type { FeedItem } from "./task-feed.js";
@@ -133,9 +134,12 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
   await fetchRepositories(core, repositories);
 
   const id = newId(core.now().getTime());
-  const branch = branchName === "" ? `foreman/${id.slice(-12)}` : branchName;
+  const branch = branchName === "" ? defaultBranchName(title, id) : branchName;
+  const bases = await startTaskBranches(core, repositories, branch, baseBranch);
+  // The first repository's (the one added first) is the task's own; each run keeps every one.
+  const first = [...repositories].sort((a, b) => (a.id < b.id ? -1 : 1))[0]!;
   const now = core.now();
-  await core.adapter.transaction(core.db, async (trx) => {
+  const made = core.adapter.transaction(core.db, async (trx) => {
     await store.insertUnitTask(
       trx,
       {
@@ -150,6 +154,7 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
         // Empty: each repository's own default branch.
         baseBranch,
         branchName: branch,
+        baseCommit: bases.get(first.id) ?? null,
       },
       now,
     );
@@ -164,12 +169,22 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
         kind: "initial",
         prompt,
         ...agent,
-        baseRemotes: repositories.map((r) => ({ repositoryId: r.id, baseBranch: baseBranch || r.defaultBranch, branchName: branch })),
+        baseRemotes: repositories.map((r) => ({
+          repositoryId: r.id,
+          baseBranch: baseBranch || r.defaultBranch,
+          branchName: branch,
+          baseCommit: bases.get(r.id) ?? null,
+        })),
       },
       newId(core.now().getTime()),
       now,
     );
     await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
+  });
+  // A task not made leaves no branch behind, so its name can be given again.
+  await made.catch(async (error: unknown) => {
+    await dropTaskBranches(core, [...bases.keys()], branch);
+    throw error;
   });
   core.taskChanges.notify(group.workspaceId);
   core.dispatch.queued(ownerId, agent.agentType);
@@ -495,6 +510,9 @@ export async function retryTask(core: Core, log: Logger, ownerId: string, rawId:
 export async function deleteTask(core: Core, log: Logger, ownerId: string, rawId: string): Promise<void> {
   const id = readId(rawId);
   const task = await loadTask(core, ownerId, id);
+  // Its branches in the server's clones go with it (upstream is untouched), which frees their name.
+  const latest = task.agentTasks[task.agentTasks.length - 1];
+  const branches = task.kind === "unit" && latest !== undefined ? await sessions.remotesOf(core.db, latest.id) : [];
   const now = core.now();
   const deleted = await core.adapter.transaction(core.db, async (trx) => {
     const cancelled = await sessions.cancelActiveSessions(trx, core.adapter, task.agentTasks.map((a) => a.id), "task deleted", now);
@@ -505,6 +523,7 @@ export async function deleteTask(core: Core, log: Logger, ownerId: string, rawId
   if (deleted === undefined) throw notFound("task", id);
   core.taskChanges.notify(task.workspaceId);
   runsCancelled(core, deleted);
+  for (const b of branches) await dropTaskBranches(core, [b.repositoryId], b.branchName);
   log.info({ task_id: id, cancelled_sessions: deleted.length }, "task deleted");
 }
 

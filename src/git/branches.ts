@@ -5,28 +5,37 @@
 import fs from "node:fs";
 import * as isogit from "isomorphic-git";
 
-export interface TaskBranch {
-  /** The commit the branch started from: the base branch's head as the fetch found it. */
-  baseCommit: string;
-  /** Whether this call made the branch (false: it was there already and was left as it is). */
-  created: boolean;
+export type TaskBranch =
+  /** Made, at baseCommit: the base branch's head as the fetch found it. */
+  | { created: true; baseCommit: string }
+  /**
+   * Not made: the clone has no such base branch, the branch is there already (another task's,
+   * or work of someone else's: left as it is), or the remote has a branch of that name (an
+   * approval would have to push over it).
+   */
+  | { created: false; reason: "no-base" | "exists" | "exists-upstream" };
+
+async function resolve(dir: string, ref: string): Promise<string | undefined> {
+  return isogit.resolveRef({ fs, dir, ref }).catch(() => undefined);
 }
 
-/**
- * Makes refs/heads/<branch> in the clone at dir point at the clone's copy of <base>. A branch that
- * exists already (a name given again) is left where it is: it may hold a run's work. Throws when
- * the clone has no such base branch.
- */
+/** Makes refs/heads/<branch> in the clone at dir point at the clone's copy of <base>, unless a branch of that name is there or upstream. */
 export async function createTaskBranch(dir: string, branch: string, base: string): Promise<TaskBranch> {
-  const baseCommit = await isogit.resolveRef({ fs, dir, ref: `refs/remotes/origin/${base}` });
+  const baseCommit = await resolve(dir, `refs/remotes/origin/${base}`);
+  if (baseCommit === undefined) return { created: false, reason: "no-base" };
   const ref = `refs/heads/${branch}`;
-  const existing = await isogit.resolveRef({ fs, dir, ref }).catch(() => undefined);
-  if (existing !== undefined) return { baseCommit, created: false };
+  if ((await resolve(dir, ref)) !== undefined) return { created: false, reason: "exists" };
+  if ((await resolve(dir, `refs/remotes/origin/${branch}`)) !== undefined) return { created: false, reason: "exists-upstream" };
   await isogit.writeRef({ fs, dir, ref, value: baseCommit, force: false });
-  return { baseCommit, created: true };
+  return { created: true, baseCommit };
+}
+
+/** Removes a task branch from the clone (nothing when it has none). */
+export async function deleteTaskBranch(dir: string, branch: string): Promise<void> {
+  await isogit.deleteRef({ fs, dir, ref: `refs/heads/${branch}` }).catch(() => undefined);
 }
 
 /** The commit a branch of the clone points at, or undefined when it has none. */
 export async function branchHead(dir: string, branch: string): Promise<string | undefined> {
-  return isogit.resolveRef({ fs, dir, ref: `refs/heads/${branch}` }).catch(() => undefined);
+  return resolve(dir, `refs/heads/${branch}`);
 }

@@ -1,5 +1,6 @@
 // The one port's HTTP routes: CORS first, then a table of the paths the server answers itself
-// (/healthz, /metrics, POST /webhooks/github), then Connect, gRPC and gRPC-Web, then 404.
+// (/healthz, /metrics, POST /webhooks/github), the workspaces under /git/sessions/ (git's smart
+// HTTP for workers), then Connect, gRPC and gRPC-Web, then 404.
 import type http from "node:http";
 import type http2 from "node:http2";
 import { sql } from "kysely";
@@ -9,6 +10,7 @@ import type { Logger } from "../logger.js";
 import type { Services } from "./compose.js";
 import { applyCors } from "./cors.js";
 import { GITHUB_WEBHOOK_PATH, handleGithubWebhook } from "./github-webhook.js";
+import { gitRoute, WORKSPACE_PATH_PREFIX } from "./git-route.js";
 import { REPLICA_SECRETS_PATH, replicaSecretsRoute } from "./replica-secrets.js";
 import type { RequestHandler } from "./listener.js";
 
@@ -34,6 +36,7 @@ export function httpRoutes(config: Config, db: Db, services: Services, logger: L
   routes.set(GITHUB_WEBHOOK_PATH, { query: true, handle: (req, res) => void handleGithubWebhook(services.core, config.maxMessageBytes, req, res) });
   // Replica to replica only (signed with FOREMAN_SECRET_KEY): a task's secrets, sealed.
   routes.set(REPLICA_SECRETS_PATH, { methods: ["POST"], handle: replicaSecretsRoute(config, services.core, logger) });
+  const workspaces = gitRoute(services.core);
 
   return (req, res) => {
     if (applyCors(config.corsOrigins, req, res)) return;
@@ -42,6 +45,10 @@ export function httpRoutes(config: Config, db: Db, services: Services, logger: L
     const route = routes.get(queryAt === -1 ? url : url.slice(0, queryAt));
     if (route !== undefined && (queryAt === -1 || route.query) && (route.methods === undefined || route.methods.includes(req.method ?? ""))) {
       route.handle(req, res);
+      return;
+    }
+    if (url.startsWith(WORKSPACE_PATH_PREFIX)) {
+      workspaces(req, res);
       return;
     }
     if (services.connect(req, res)) return;

@@ -104,8 +104,11 @@ export interface NewAgentTask {
   prompt: string;
   agentType: string;
   agentModel: string;
-  /** For a unit task's run: the repositories it works on, each with its branches. */
-  baseRemotes: { repositoryId: string; baseBranch: string; branchName: string }[];
+  /**
+   * For a unit task's run: the repositories it works on, each with its branches and the commit
+   * the run starts from (null when the server holds no clone: it contacts no remotes).
+   */
+  baseRemotes: { repositoryId: string; baseBranch: string; branchName: string; baseCommit: string | null }[];
 }
 
 /** Inserts an agent task and its first queued session; run it in a transaction. */
@@ -129,7 +132,13 @@ export async function insertAgentTask(db: Kysely<Database>, adapter: DialectAdap
     await db
       .insertInto("agent_task_base_remotes")
       .values(
-        a.baseRemotes.map((r) => ({ agent_task_id: a.id, repository_id: r.repositoryId, base_branch: r.baseBranch, branch_name: r.branchName })),
+        a.baseRemotes.map((r) => ({
+          agent_task_id: a.id,
+          repository_id: r.repositoryId,
+          base_branch: r.baseBranch,
+          branch_name: r.branchName,
+          base_commit: r.baseCommit,
+        })),
       )
       .execute();
   }
@@ -165,15 +174,30 @@ export async function insertSession(
   await adapter.notifyOnCommit(db, CLAIMS_CHANNEL, `${claimKey(null, s.agentType)} ${s.id}`);
 }
 
-/** The base remotes of an agent task, to copy onto the next run of the same unit task. */
+/**
+ * The base remotes of an agent task, for the next run of the same unit task: the same branches,
+ * each starting where this run's ended (where it started, if it recorded no end).
+ */
 export async function baseRemotesOf(db: Kysely<Database>, agentTaskId: string): Promise<NewAgentTask["baseRemotes"]> {
   const rows = await db
     .selectFrom("agent_task_base_remotes")
-    .select(["repository_id", "base_branch", "branch_name"])
+    .select(["repository_id", "base_branch", "branch_name", "base_commit", "end_commit"])
     .where("agent_task_id", "=", agentTaskId)
     .orderBy("repository_id")
     .execute();
-  return rows.map((r) => ({ repositoryId: r.repository_id, baseBranch: r.base_branch, branchName: r.branch_name }));
+  return rows.map((r) => ({ repositoryId: r.repository_id, baseBranch: r.base_branch, branchName: r.branch_name, baseCommit: r.end_commit ?? r.base_commit }));
+}
+
+/** Records where a run's branches ended, per repository. */
+export async function setEndCommits(db: Kysely<Database>, agentTaskId: string, heads: Map<string, string>): Promise<void> {
+  for (const [repositoryId, commit] of heads) {
+    await db
+      .updateTable("agent_task_base_remotes")
+      .set({ end_commit: commit })
+      .where("agent_task_id", "=", agentTaskId)
+      .where("repository_id", "=", repositoryId)
+      .execute();
+  }
 }
 
 /** A session a cancel or stop ended, with the worker that held it (null: it was queued). */

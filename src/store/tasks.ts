@@ -75,6 +75,8 @@ export interface NewUnitTask {
   agentModel: string;
   baseBranch: string;
   branchName: string;
+  /** The first repository's base commit; null when the server holds no clone (it contacts no remotes). */
+  baseCommit: string | null;
 }
 
 export async function insertUnitTask(db: Kysely<Database>, t: NewUnitTask, now: Date): Promise<void> {
@@ -94,6 +96,7 @@ export async function insertUnitTask(db: Kysely<Database>, t: NewUnitTask, now: 
       agent_model: t.agentModel,
       base_branch: t.baseBranch,
       branch_name: t.branchName,
+      base_commit: t.baseCommit,
       search_text: searchText(t.title, t.prompt),
       created_at: toDbTime(now),
       updated_at: toDbTime(now),
@@ -322,7 +325,8 @@ export async function setRunState(db: Kysely<Database>, task: { kind: TaskKind; 
 export async function endRun(
   db: Kysely<Database>,
   task: { kind: TaskKind; id: string; ownerId: string },
-  to: { status: TaskStatus | undefined; executionState: ExecutionState; reason: string | null },
+  /** endCommit (a unit task's): where its first repository's branch ended; absent, left as it is. */
+  to: { status: TaskStatus | undefined; executionState: ExecutionState; reason: string | null; endCommit?: string },
   now: Date,
 ): Promise<TaskPlace | undefined> {
   const table = task.kind === "unit" ? "unit_tasks" : "composite_tasks";
@@ -330,6 +334,7 @@ export async function endRun(
     .updateTable(table)
     .set((eb) => ({
       ...(to.status !== undefined ? { status: to.status } : {}),
+      ...(to.endCommit !== undefined && task.kind === "unit" ? { end_commit: to.endCommit } : {}),
       execution_state: to.executionState,
       status_reason: to.reason,
       updated_at: toDbTime(now),

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { branchHead, createTaskBranch } from "../../src/git/branches.js";
+import { branchHead, createTaskBranch, deleteTaskBranch } from "../../src/git/branches.js";
 import { syncClone } from "../../src/git/clone.js";
 import { git, startGitRemote, type GitRemote } from "../helpers/git-remote.js";
 
@@ -24,7 +24,7 @@ describe("task branches in the server's clone", () => {
     if (tmp !== undefined) await rm(tmp, { recursive: true, force: true });
   });
 
-  it("starts a branch at the fetched base branch's head and leaves an existing one alone", async () => {
+  it("starts a branch at the fetched base branch's head and refuses a name in use, here or upstream", async () => {
     const url = await remote.createRepository("repo", { defaultBranch: "main" });
     const dev = await remote.commit("repo", { branch: "dev", files: { "dev.txt": "dev\n" } });
     await syncClone(dir, url, { timeoutMs: 10_000 });
@@ -36,16 +36,24 @@ describe("task branches in the server's clone", () => {
     expect((await git(["-C", dir, "rev-parse", "refs/heads/foreman/a-1"])).trim()).toBe(main);
 
     const b = await createTaskBranch(dir, "foreman/b-2", "dev");
-    expect(b.baseCommit).toBe(dev);
+    expect(b).toEqual({ created: true, baseCommit: dev });
 
     // Given again after the base moved on: the branch keeps its commit.
     await remote.commit("repo", { branch: "main", files: { "x.txt": "x\n" } });
     await syncClone(dir, url, { timeoutMs: 10_000 });
     const again = await createTaskBranch(dir, "foreman/a-1", "main");
-    expect(again.created).toBe(false);
+    expect(again).toEqual({ created: false, reason: "exists" });
     expect(await branchHead(dir, "foreman/a-1")).toBe(main);
 
-    await expect(createTaskBranch(dir, "foreman/c-3", "no-such-branch")).rejects.toThrow();
+    expect(await createTaskBranch(dir, "foreman/c-3", "no-such-branch")).toEqual({ created: false, reason: "no-base" });
     expect(await branchHead(dir, "foreman/c-3")).toBeUndefined();
+
+    // A branch the remote has: an approval would push over it.
+    expect(await createTaskBranch(dir, "dev", "main")).toEqual({ created: false, reason: "exists-upstream" });
+    expect(await branchHead(dir, "dev")).toBeUndefined();
+
+    await deleteTaskBranch(dir, "foreman/a-1");
+    expect(await branchHead(dir, "foreman/a-1")).toBeUndefined();
+    await deleteTaskBranch(dir, "foreman/a-1");
   }, 60_000);
 });

@@ -312,7 +312,8 @@ describe.each(DIALECTS)("TaskService on %s", (dialect) => {
       expect(u!.agentType).toBe(AgentType.CLAUDE_CODE);
       expect(u!.agentModel).toBe("");
       expect(u!.baseBranch).toBe("");
-      expect(u!.branchName).toBe(`foreman/${u!.id.slice(-12)}`);
+      // foreman/<the title's slug>-<the id's last 8 hexadecimal digits>
+      expect(u!.branchName).toBe(`foreman/fix-the-login-redirect-${u!.id.replace(/-/g, "").slice(-8)}`);
       expect(u!.status).toBe(TaskStatus.IN_PROGRESS);
       expect(u!.executionState).toBe(ExecutionState.QUEUED);
       expect(u!.compositeTaskId).toBe("");

@@ -1,0 +1,63 @@
+// Who may fetch and push a run's workspace (issue 18, "Task branches and workspaces"). A worker
+// gets each repository of its run from the server's own port, at workspacePath(session,
+// repository), over git's smart HTTP (server/git-route.ts), authorised by the session's lease
+// token alone: the token is the worker's proof of holding the run, the same one every other
+// worker call about the session carries, and it stops working the moment the lease is lost, so
+// a worker presumed dead can no longer fetch or push. What it sees is the run's task branch and
+// nothing else of the server's clone; what it may push is a fast-forward of that branch.
+import { stat } from "node:fs/promises";
+import path from "node:path";
+import * as sessions from "../store/agent-sessions.js";
+import type { Core } from "./context.js";
+import { failedPrecondition, leaseLost, notFound } from "./errors.js";
+import { leaseProblem, leaseTokenHash } from "./leases.js";
+
+/** Where the workspace routes start. */
+export const WORKSPACE_PATH_PREFIX = "/git/sessions/";
+
+/**
+ * The path, on the server's port, of a run's repository over git's smart HTTP. A worker joins it
+ * to the URL it reaches the server at (it is a path, so it holds behind proxies and on every replica).
+ */
+export function workspacePath(sessionId: string, repositoryId: string): string {
+  return `${WORKSPACE_PATH_PREFIX}${sessionId}/${repositoryId}.git`;
+}
+
+/** The largest pack a worker's push may send (git's receive.maxInputSize). */
+export const MAX_PUSH_BYTES = 2 * 1024 * 1024 * 1024;
+
+export interface WorkspaceGrant {
+  sessionId: string;
+  workerId: string;
+  repositoryId: string;
+  /** The server's clone's git folder. */
+  gitDir: string;
+  /** The run's task branch: the only ref shown, and the only one a push may move. */
+  branch: string;
+}
+
+/**
+ * Checks that `leaseToken` is the live lease of the session and that the repository is one of its
+ * run's; NotFound for a session or repository that is not there (another's is not there either),
+ * LEASE_LOST for a token that is not the live lease, FailedPrecondition when the server holds no
+ * clone of the repository (it contacts no remotes, or the repository was removed).
+ */
+export async function grantWorkspace(core: Core, sessionId: string, repositoryId: string, leaseToken: string): Promise<WorkspaceGrant> {
+  const session = await sessions.getSession(core.db, sessionId);
+  const tokenHash = leaseTokenHash(leaseToken);
+  // Without the session's own token nothing is said about it, not even whether it exists.
+  if (session === undefined || tokenHash === "" || session.leaseTokenHash !== tokenHash) {
+    throw notFound("session", sessionId, `session ${sessionId} has no live lease with this token: the run ended or was taken back, or the token is another's`);
+  }
+  const problem = leaseProblem(session, session.workerId ?? "", tokenHash, core.now());
+  if (problem !== undefined) throw leaseLost(sessionId, problem);
+  const remote = (await sessions.remotesOf(core.db, session.agentTaskId)).find((r) => r.repositoryId === repositoryId);
+  if (remote === undefined) throw notFound("repository", repositoryId, `repository ${repositoryId} is not one of session ${sessionId}'s`);
+  const gitDir = path.join(core.clones.dir(repositoryId), ".git");
+  const isClone = await stat(path.join(gitDir, "config")).then(
+    (s) => s.isFile(),
+    () => false,
+  );
+  if (!isClone) throw failedPrecondition(`the server holds no clone of repository ${repositoryId}`, { repository_id: repositoryId });
+  return { sessionId, workerId: session.workerId!, repositoryId, gitDir, branch: remote.branchName };
+}
