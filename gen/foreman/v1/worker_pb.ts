@@ -354,7 +354,11 @@ export type AssignedRepository = Message<"foreman.v1.AssignedRepository"> & {
   name: string;
 
   /**
-   * Where the worker fetches the workspace from (served by the Foreman server).
+   * Where the worker fetches the workspace from and pushes its commits to: a path on the
+   * Foreman server's own port (/git/sessions/<session id>/<repository id>.git), to join to the
+   * URL the worker reaches the server at. git's smart HTTP protocol, authorised by the lease
+   * token (as a bearer token, or as the password of basic auth; the user name is ignored) while
+   * the lease lives. It shows branch_name only, and takes fast-forward pushes of it only.
    *
    * @generated from field: string clone_url = 3;
    */
@@ -366,11 +370,16 @@ export type AssignedRepository = Message<"foreman.v1.AssignedRepository"> & {
   baseBranch: string;
 
   /**
+   * The task branch: the run's work goes here, as commits pushed to clone_url.
+   *
    * @generated from field: string branch_name = 5;
    */
   branchName: string;
 
   /**
+   * Where the run starts: the branch's head when the run was queued. Empty when the server
+   * keeps no clones (it contacts no remotes).
+   *
    * @generated from field: string base_commit = 6;
    */
   baseCommit: string;
@@ -497,7 +506,11 @@ export type ReportStatusRequest = Message<"foreman.v1.ReportStatusRequest"> & {
   errorMessage: string;
 
   /**
-   * The commit the agent's work ended at, on the task branch.
+   * The commit the agent's work ended at, on the task branch, for SUCCEEDED (a prefix of 7 or
+   * more hexadecimal digits will do). When given, it must be the head of the task branch on the
+   * server (of one of them, for a task on several repositories), so push first; when not, the
+   * server reads the branches' heads itself. A success with no new commit ends the task in
+   * review with an empty diff, its status_reason saying so.
    *
    * @generated from field: string head_commit = 6;
    */
