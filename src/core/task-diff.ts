@@ -18,7 +18,7 @@
 import { createHash } from "node:crypto";
 import path from "node:path";
 import { branchHead } from "../git/branches.js";
-import { changedFiles, unifiedDiff, type ChangedFile } from "../git/diff.js";
+import { changedFiles, filePatches, type ChangedFile } from "../git/diff.js";
 import { runBranchesOf, type RunBranch, type RunBranches } from "../store/task-branches.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
@@ -134,13 +134,13 @@ export async function getTaskDiff(core: Core, ownerId: string, input: TaskDiffIn
       continue;
     }
     const r = ranges[i]!;
-    for (let k = Math.max(0, start - at); k < list.length; k++) {
-      if (taken === pageSize) {
-        full = true;
-        break;
-      }
-      const file = list[k]!;
-      const patch = await readFiles(r, () => unifiedDiff(gitDir(core, r), r.base, r.head, [file], { maxFileBytes: MAX_FILE_BYTES, maxTotalBytes: Number.MAX_SAFE_INTEGER }));
+    const from = Math.max(0, start - at);
+    // This repository's candidates for the page, read with one git command.
+    const candidates = list.slice(from, from + (pageSize - taken));
+    const patches = await readFiles(r, () => filePatches(gitDir(core, r), r.base, r.head, candidates, MAX_FILE_BYTES));
+    for (let k = 0; k < candidates.length; k++) {
+      const file = candidates[k]!;
+      const patch = patches[k]!;
       const size = Buffer.byteLength(patch.text);
       if (taken > 0 && bytes + size > MAX_ANSWER_BYTES) {
         full = true;
@@ -152,6 +152,7 @@ export async function getTaskDiff(core: Core, ownerId: string, input: TaskDiffIn
       bytes += size;
       taken++;
     }
+    if (taken === pageSize) full = true;
     at += list.length;
   }
   const next = start + taken;

@@ -30,7 +30,8 @@ function git(gitDir: string, args: string[], timeoutMs = 60_000): Promise<Buffer
   return new Promise((resolve, reject) => {
     execFile(
       "git",
-      [`--git-dir=${gitDir}`, ...args],
+      // Paths are paths, never patterns or magic (a file named "*.txt" or ":(top)x").
+      [`--git-dir=${gitDir}`, "--literal-pathspecs", "-c", "core.quotePath=false", ...args],
       {
         encoding: "buffer",
         env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: "/", GIT_CONFIG_NOSYSTEM: "1", GIT_CONFIG_GLOBAL: "/dev/null", LC_ALL: "C" },
@@ -81,6 +82,61 @@ export async function changedFiles(gitDir: string, base: string, head: string): 
   return files.sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
 }
 
+/** A header line git writes, and a patch's other lines never start with (they start with ' ', '+', '-', '@' or '\\'). */
+const HEADER = "diff --git ";
+
+/** A path git writes as it is in a patch's header (with core.quotePath off): no quoting character in it. */
+function plainPath(p: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  return !/["\\\x00-\x1f\x7f]/.test(p);
+}
+
+function binaryPatch(file: ChangedFile): string {
+  return `diff --git a/${file.oldPath || file.path} b/${file.path}\nBinary file ${file.path} differs (not shown)\n`;
+}
+
+function cutPatch(patch: string, maxFileBytes: number): { text: string; cut: boolean } {
+  if (Buffer.byteLength(patch) <= maxFileBytes) return { text: patch, cut: false };
+  return { text: Buffer.from(patch).subarray(0, maxFileBytes).toString("utf8").replace(/\uFFFD$/, "") + CUT_MARKER, cut: true };
+}
+
+/**
+ * Each named file's patch (binary files named only), in the order given, each cut at
+ * maxFileBytes with CUT_MARKER: one git command for all of them, split at each file's header;
+ * a file whose header is not found as expected (a path git quotes) is read on its own.
+ */
+export async function filePatches(gitDir: string, base: string, head: string, files: ChangedFile[], maxFileBytes: number): Promise<{ text: string; cut: boolean }[]> {
+  checkCommits(base, head);
+  const text = files.filter((f) => !f.binary);
+  const byHeader = new Map<string, string>();
+  if (text.length > 0) {
+    const paths = [...new Set(text.flatMap((f) => (f.oldPath !== "" ? [f.oldPath, f.path] : [f.path])))];
+    const out = (await git(gitDir, ["diff", "--no-color", "--no-ext-diff", "-M", base, head, "--", ...paths])).toString("utf8");
+    for (const chunk of out.split(`\n${HEADER}`).map((c, i) => (i === 0 ? c : HEADER + c))) {
+      if (!chunk.startsWith(HEADER)) continue;
+      const end = chunk.indexOf("\n");
+      const header = end === -1 ? chunk : chunk.slice(0, end);
+      // A file whose type changed has two patches under one header (deleted, then added).
+      byHeader.set(header, (byHeader.get(header) ?? "") + (chunk.endsWith("\n") ? chunk : `${chunk}\n`));
+    }
+  }
+  const patches: { text: string; cut: boolean }[] = [];
+  for (const file of files) {
+    if (file.binary) {
+      patches.push({ text: binaryPatch(file), cut: false });
+      continue;
+    }
+    const from = file.oldPath || file.path;
+    let patch = plainPath(from) && plainPath(file.path) ? byHeader.get(`${HEADER}a/${from} b/${file.path}`) : undefined;
+    if (patch === undefined) {
+      const paths = file.oldPath !== "" ? [file.oldPath, file.path] : [file.path];
+      patch = (await git(gitDir, ["diff", "--no-color", "--no-ext-diff", "-M", base, head, "--", ...paths])).toString("utf8");
+    }
+    patches.push(cutPatch(patch, maxFileBytes));
+  }
+  return patches;
+}
+
 /** The unified diff of the named files (at most a page of them), each and all cut at the bounds. */
 export async function unifiedDiff(gitDir: string, base: string, head: string, files: ChangedFile[], bounds: DiffBounds): Promise<{ text: string; cut: boolean }> {
   checkCommits(base, head);
@@ -88,13 +144,9 @@ export async function unifiedDiff(gitDir: string, base: string, head: string, fi
   let cut = false;
   for (const file of files) {
     const paths = file.oldPath !== "" ? [file.oldPath, file.path] : [file.path];
-    let patch = file.binary
-      ? `diff --git a/${file.oldPath || file.path} b/${file.path}\nBinary file ${file.path} differs (not shown)\n`
-      : (await git(gitDir, ["diff", "--no-color", "--no-ext-diff", "-M", base, head, "--", ...paths])).toString("utf8");
-    if (Buffer.byteLength(patch) > bounds.maxFileBytes) {
-      patch = Buffer.from(patch).subarray(0, bounds.maxFileBytes).toString("utf8").replace(/\uFFFD$/, "") + CUT_MARKER;
-      cut = true;
-    }
+    const whole = file.binary ? binaryPatch(file) : (await git(gitDir, ["diff", "--no-color", "--no-ext-diff", "-M", base, head, "--", ...paths])).toString("utf8");
+    const { text: patch, cut: fileCut } = cutPatch(whole, bounds.maxFileBytes);
+    cut ||= fileCut;
     if (Buffer.byteLength(text) + Buffer.byteLength(patch) > bounds.maxTotalBytes) {
       text += CUT_MARKER;
       cut = true;
