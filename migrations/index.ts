@@ -11,6 +11,7 @@ import { workerCommands } from "./0006_worker_commands.js";
 import { secretHolders } from "./0007_secret_holders.js";
 import { repositoryRemotes } from "./0008_repository_remotes.js";
 import { taskEventsCommitOrder } from "./0009_task_events_commit_order.js";
+import { repositoryDelivery } from "./0010_repository_delivery.js";
 
 export function migrations(dialect: DialectName): Record<string, Migration> {
   return {
@@ -23,5 +24,6 @@ export function migrations(dialect: DialectName): Record<string, Migration> {
     "0007_secret_holders": secretHolders(dialect),
     "0008_repository_remotes": repositoryRemotes(),
     "0009_task_events_commit_order": taskEventsCommitOrder(dialect),
+    "0010_repository_delivery": repositoryDelivery(),
   };
 }

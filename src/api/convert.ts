@@ -3,6 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { WorkspaceSchema, type Workspace } from "../../gen/foreman/v1/workspace_pb.js";
 import {
+  DeliveryMode,
   RepositoryGroupSchema,
   RepositorySchema,
   VcsProviderType,
@@ -14,7 +15,15 @@ import type { TokenSet, User } from "../core/logins.js";
 import type { RegistrationToken } from "../core/workers.js";
 import type * as core from "../core/workspaces.js";
 import type * as repos from "../core/repositories.js";
-import { VCS_PROVIDERS } from "./enums.js";
+import { EnumNames, VCS_PROVIDERS } from "./enums.js";
+
+/** Repositories' delivery modes (core/repositories.ts DELIVERY_MODES). */
+export const DELIVERY_MODES = new EnumNames<repos.DeliveryModeName, DeliveryMode>({
+  branch: DeliveryMode.BRANCH,
+  merge: DeliveryMode.MERGE,
+  squash: DeliveryMode.SQUASH,
+  rebase: DeliveryMode.REBASE,
+});
 
 export function workspaceToProto(w: core.Workspace): Workspace {
   return create(WorkspaceSchema, {
@@ -36,6 +45,7 @@ export function repositoryToProto(r: repos.Repository): Repository {
     vcsProviderType: VCS_PROVIDERS.value(r.vcsProviderType, VcsProviderType.GENERIC),
     hasWebhookSecret: r.hasWebhookSecret,
     hasUpstreamCredentials: r.hasUpstreamCredentials,
+    deliveryMode: DELIVERY_MODES.value(r.deliveryMode, DeliveryMode.BRANCH),
     createTime: timestampFromDate(r.createdAt),
     updateTime: timestampFromDate(r.updatedAt),
   });

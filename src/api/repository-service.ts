@@ -3,7 +3,7 @@ import type { RepositoryService, UpstreamCredentials } from "../../gen/foreman/v
 import { requireUser } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as repositories from "../core/repositories.js";
-import { repositoryGroupToProto, repositoryToProto } from "./convert.js";
+import { DELIVERY_MODES, repositoryGroupToProto, repositoryToProto } from "./convert.js";
 import { VCS_PROVIDERS } from "./enums.js";
 
 /** The oneof's case as core takes it; undefined for none (no message, or no case set). */
@@ -27,6 +27,7 @@ export function repositoryService(core: Core): ServiceImpl<typeof RepositoryServ
         provider,
         webhookSecret: req.webhookSecret,
         upstreamCredentials: credentialsOf(req.upstreamCredentials),
+        deliveryMode: DELIVERY_MODES.read(req.deliveryMode),
       });
       return { repository: repositoryToProto(repository) };
     },
@@ -50,6 +51,10 @@ export function repositoryService(core: Core): ServiceImpl<typeof RepositoryServ
     },
     async clearRepositoryCredentials(req, ctx) {
       return { repository: repositoryToProto(await repositories.clearRepositoryCredentials(core, requireUser(ctx), req.id)) };
+    },
+    async setRepositoryDeliveryMode(req, ctx) {
+      const repository = await repositories.setRepositoryDeliveryMode(core, requireUser(ctx), { id: req.id, deliveryMode: DELIVERY_MODES.read(req.deliveryMode) });
+      return { repository: repositoryToProto(repository) };
     },
     async createRepositoryGroup(req, ctx) {
       const group = await repositories.createRepositoryGroup(core, requireUser(ctx), req);

@@ -23,6 +23,23 @@ import type { Logger } from "../logger.js";
 
 export type { Repository, RepositoryGroup, ProviderName };
 
+/** How ApproveTask delivers a task's work (core/delivery.ts): the task branch only, or also onto the base branch. */
+export const DELIVERY_MODES = ["branch", "merge", "squash", "rebase"] as const;
+export type DeliveryModeName = (typeof DELIVERY_MODES)[number];
+
+/** Adds what is wrong with a delivery mode as given (undefined: not given) to v; returns the mode, or undefined when none was given. */
+function readDeliveryMode(v: Violations, given: string | undefined, required: boolean): DeliveryModeName | undefined {
+  if (given === undefined) {
+    if (required) v.add("delivery_mode", "is required");
+    return undefined;
+  }
+  if (!(DELIVERY_MODES as readonly string[]).includes(given)) {
+    v.add("delivery_mode", `is not a known delivery mode (${given}); it is one of ${DELIVERY_MODES.join(", ")}`);
+    return undefined;
+  }
+  return given as DeliveryModeName;
+}
+
 const NAME_MAX = 100;
 const GROUP_MAX_REPOSITORIES = 100;
 const WEBHOOK_SECRET_MAX = 256;
@@ -54,6 +71,8 @@ export interface AddRepositoryInput {
   webhookSecret: string;
   /** The API's oneof case; undefined for none. */
   upstreamCredentials?: { token: string } | { username: string; password: string } | undefined;
+  /** Core's name (DELIVERY_MODES), an unknown one as given; undefined: "branch". */
+  deliveryMode?: string | undefined;
 }
 
 /** The error for a second spelling of a remote the workspace has: it names the repository that has it. */
@@ -108,6 +127,7 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   // A secret is one line typed into the provider's form; PostgreSQL text cannot hold NUL.
   const secretProblem = textProblem(input.webhookSecret, { singleLine: true });
   if (secretProblem !== undefined) v.add("webhook_secret", secretProblem);
+  const deliveryMode = readDeliveryMode(v, input.deliveryMode, false);
   v.throwIfAny();
   const parsed = remote as Exclude<typeof remote, string>;
   let remoteKey = canonicalRemote(parsed.url)!;
@@ -147,6 +167,7 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
       // Stored sealed (core/secrets.ts), bound to this repository.
       webhookSecret: input.webhookSecret === "" ? null : core.secrets.seal(input.webhookSecret, webhookSecretAad(id)),
       upstreamCredentials: credentials === undefined ? null : sealCredentials(core, id, credentials),
+      deliveryMode,
       createdAt: core.now(),
     });
   } catch (error) {
@@ -209,6 +230,17 @@ export async function setRepositoryCredentials(
 export async function clearRepositoryCredentials(core: Core, ownerId: string, rawId: string): Promise<Repository> {
   const id = readId(rawId);
   const updated = await store.setUpstreamCredentials(core.db, ownerId, id, null, core.now());
+  if (updated === undefined) throw notFound("repository", id);
+  return updated;
+}
+
+/** Sets how an approved task's work reaches the repository's remote (core/delivery.ts). */
+export async function setRepositoryDeliveryMode(core: Core, ownerId: string, input: { id: string; deliveryMode: string | undefined }): Promise<Repository> {
+  const v = new Violations();
+  const id = v.id("id", input.id);
+  const mode = readDeliveryMode(v, input.deliveryMode, true);
+  v.throwIfAny();
+  const updated = await store.setDeliveryMode(core.db, ownerId, id, mode!, core.now());
   if (updated === undefined) throw notFound("repository", id);
   return updated;
 }

@@ -43,6 +43,8 @@ export interface RepositoriesTable {
   remote_key: string | null;
   /** A token, or a user name and password, sealed (core/secrets.ts upstreamCredentialsAad); NULL for none. */
   upstream_credentials: string | null;
+  /** How an approved task's work reaches the remote: 'branch', 'merge', 'squash' or 'rebase' (migration 0010). */
+  delivery_mode: ColumnType<string, string | undefined, string>;
   created_at: Time;
   updated_at: Time;
 }

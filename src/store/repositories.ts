@@ -15,6 +15,8 @@ export interface Repository {
   hasWebhookSecret: boolean;
   /** Whether upstream credentials are stored (they themselves are read only by upstreamCredentials). */
   hasUpstreamCredentials: boolean;
+  /** How an approved task's work reaches the remote: "branch", "merge", "squash" or "rebase" (core/repositories.ts DELIVERY_MODES). */
+  deliveryMode: string;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -41,6 +43,7 @@ function toRepository(row: Selectable<RepositoriesTable>): Repository {
     vcsProviderType: row.vcs_provider_type,
     hasWebhookSecret: row.webhook_secret !== null,
     hasUpstreamCredentials: row.upstream_credentials !== null,
+    deliveryMode: row.delivery_mode,
     createdAt: fromDbTime(row.created_at),
     updatedAt: fromDbTime(row.updated_at),
   };
@@ -59,6 +62,8 @@ export interface NewRepository {
   webhookSecret: string | null;
   /** Sealed by core/ before it gets here; null for none. */
   upstreamCredentials: string | null;
+  /** Absent: the column's default, "branch". */
+  deliveryMode?: string | undefined;
   createdAt: Date;
 }
 
@@ -76,6 +81,7 @@ export async function insertRepository(db: Kysely<Database>, r: NewRepository): 
       vcs_provider_type: r.vcsProviderType,
       webhook_secret: r.webhookSecret,
       upstream_credentials: r.upstreamCredentials,
+      ...(r.deliveryMode === undefined ? {} : { delivery_mode: r.deliveryMode }),
       created_at: toDbTime(r.createdAt),
       updated_at: toDbTime(r.createdAt),
     })
@@ -127,6 +133,18 @@ export async function setUpstreamCredentials(
   const row = await db
     .updateTable("repositories")
     .set({ upstream_credentials: sealed, updated_at: toDbTime(now) })
+    .where("owner_id", "=", ownerId)
+    .where("id", "=", id)
+    .returningAll()
+    .executeTakeFirst();
+  return row && toRepository(row);
+}
+
+/** Sets how approved work reaches the remote; undefined when there is no such repository. */
+export async function setDeliveryMode(db: Kysely<Database>, ownerId: string, id: string, mode: string, now: Date): Promise<Repository | undefined> {
+  const row = await db
+    .updateTable("repositories")
+    .set({ delivery_mode: mode, updated_at: toDbTime(now) })
     .where("owner_id", "=", ownerId)
     .where("id", "=", id)
     .returningAll()
@@ -356,4 +374,36 @@ export async function groupHasTasks(db: Kysely<Database>, groupId: string): Prom
     .limit(1)
     .executeTakeFirst();
   return composite !== undefined;
+}
+
+/** One repository of an agent task (a run) as delivery reads it: the repository, its branch and the commits the run recorded. */
+export interface RunRepository {
+  repository: Repository;
+  baseBranch: string;
+  branchName: string;
+  baseCommit: string | null;
+  endCommit: string | null;
+}
+
+/**
+ * The owner's repositories of the agent task (agent_task_base_remotes), in the order they were
+ * added (repository id), each with the run's branch; repositories removed since are left out.
+ */
+export async function runRepositories(db: Kysely<Database>, ownerId: string, agentTaskId: string): Promise<RunRepository[]> {
+  const rows = await db
+    .selectFrom("agent_task_base_remotes as b")
+    .innerJoin("repositories", "repositories.id", "b.repository_id")
+    .selectAll("repositories")
+    .select(["b.base_branch", "b.branch_name", "b.base_commit", "b.end_commit"])
+    .where("b.agent_task_id", "=", agentTaskId)
+    .where("repositories.owner_id", "=", ownerId)
+    .orderBy("repositories.id")
+    .execute();
+  return rows.map((row) => ({
+    repository: toRepository(row),
+    baseBranch: row.base_branch,
+    branchName: row.branch_name,
+    baseCommit: row.base_commit,
+    endCommit: row.end_commit,
+  }));
 }

@@ -8,7 +8,7 @@ import { Code, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService, type WorkerRegistrationToken } from "../../gen/foreman/v1/auth_pb.js";
 import { AgentType, SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
-import { RepositoryService, type Repository, type RepositoryGroup } from "../../gen/foreman/v1/repository_pb.js";
+import { DeliveryMode, RepositoryService, type Repository, type RepositoryGroup } from "../../gen/foreman/v1/repository_pb.js";
 import { SecretsService } from "../../gen/foreman/v1/secrets_pb.js";
 import { SessionService, TtyInputType } from "../../gen/foreman/v1/session_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
@@ -204,6 +204,13 @@ rows(RepositoryService, {
     expect: users(OK, NotFound),
     call: async (fx, caller) => ({ request: { id: caller === "owner" ? (await fx.scratchRepository()).id : fx.repository.id } }),
     check: (res) => expect(res.repository?.hasUpstreamCredentials).toBe(false),
+  },
+  setRepositoryDeliveryMode: {
+    expect: users(OK, NotFound),
+    call: async (fx, caller) => ({
+      request: { id: caller === "owner" ? (await fx.scratchRepository()).id : fx.repository.id, deliveryMode: DeliveryMode.SQUASH },
+    }),
+    check: (res) => expect(res.repository?.deliveryMode).toBe(DeliveryMode.SQUASH),
   },
   createRepositoryGroup: {
     expect: users(OK, NotFound),

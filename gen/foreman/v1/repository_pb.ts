@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file foreman/v1/repository.proto.
  */
 export const file_foreman_v1_repository: GenFile = /*@__PURE__*/
-  fileDesc("Chtmb3JlbWFuL3YxL3JlcG9zaXRvcnkucHJvdG8SCmZvcmVtYW4udjEiwAIKClJlcG9zaXRvcnkSCgoCaWQYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSEgoKcmVtb3RlX3VybBgEIAEoCRIWCg5kZWZhdWx0X2JyYW5jaBgFIAEoCRI2ChF2Y3NfcHJvdmlkZXJfdHlwZRgGIAEoDjIbLmZvcmVtYW4udjEuVmNzUHJvdmlkZXJUeXBlEhoKEmhhc193ZWJob29rX3NlY3JldBgHIAEoCBIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiAKGGhhc191cHN0cmVhbV9jcmVkZW50aWFscxgKIAEoCCJuChNVcHN0cmVhbUNyZWRlbnRpYWxzEhQKBXRva2VuGAEgASgJQgOAAQFIABI5ChF1c2VybmFtZV9wYXNzd29yZBgCIAEoCzIcLmZvcmVtYW4udjEuVXNlcm5hbWVQYXNzd29yZEgAQgYKBGtpbmQiOwoQVXNlcm5hbWVQYXNzd29yZBIQCgh1c2VybmFtZRgBIAEoCRIVCghwYXNzd29yZBgCIAEoCUIDgAEBIvoBChRBZGRSZXBvc2l0b3J5UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEgoKcmVtb3RlX3VybBgCIAEoCRIMCgRuYW1lGAMgASgJEhYKDmRlZmF1bHRfYnJhbmNoGAQgASgJEjYKEXZjc19wcm92aWRlcl90eXBlGAUgASgOMhsuZm9yZW1hbi52MS5WY3NQcm92aWRlclR5cGUSGwoOd2ViaG9va19zZWNyZXQYBiABKAlCA4ABARI9ChR1cHN0cmVhbV9jcmVkZW50aWFscxgHIAEoCzIfLmZvcmVtYW4udjEuVXBzdHJlYW1DcmVkZW50aWFscyJDChVBZGRSZXBvc2l0b3J5UmVzcG9uc2USKgoKcmVwb3NpdG9yeRgBIAEoCzIWLmZvcmVtYW4udjEuUmVwb3NpdG9yeSJWChdMaXN0UmVwb3NpdG9yaWVzUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiYQoYTGlzdFJlcG9zaXRvcmllc1Jlc3BvbnNlEiwKDHJlcG9zaXRvcmllcxgBIAMoCzIWLmZvcmVtYW4udjEuUmVwb3NpdG9yeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoUR2V0UmVwb3NpdG9yeVJlcXVlc3QSCgoCaWQYASABKAkiQwoVR2V0UmVwb3NpdG9yeVJlc3BvbnNlEioKCnJlcG9zaXRvcnkYASABKAsyFi5mb3JlbWFuLnYxLlJlcG9zaXRvcnkiJQoXUmVtb3ZlUmVwb3NpdG9yeVJlcXVlc3QSCgoCaWQYASABKAkiGgoYUmVtb3ZlUmVwb3NpdG9yeVJlc3BvbnNlImwKH1NldFJlcG9zaXRvcnlDcmVkZW50aWFsc1JlcXVlc3QSCgoCaWQYASABKAkSPQoUdXBzdHJlYW1fY3JlZGVudGlhbHMYAiABKAsyHy5mb3JlbWFuLnYxLlVwc3RyZWFtQ3JlZGVudGlhbHMiTgogU2V0UmVwb3NpdG9yeUNyZWRlbnRpYWxzUmVzcG9uc2USKgoKcmVwb3NpdG9yeRgBIAEoCzIWLmZvcmVtYW4udjEuUmVwb3NpdG9yeSIvCiFDbGVhclJlcG9zaXRvcnlDcmVkZW50aWFsc1JlcXVlc3QSCgoCaWQYASABKAkiUAoiQ2xlYXJSZXBvc2l0b3J5Q3JlZGVudGlhbHNSZXNwb25zZRIqCgpyZXBvc2l0b3J5GAEgASgLMhYuZm9yZW1hbi52MS5SZXBvc2l0b3J5IrsBCg9SZXBvc2l0b3J5R3JvdXASCgoCaWQYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSFgoOcmVwb3NpdG9yeV9pZHMYBCADKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJgChxDcmVhdGVSZXBvc2l0b3J5R3JvdXBSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhwKDnJlcG9zaXRvcnlfaWRzGAMgAygJQgSItRhkIlYKHUNyZWF0ZVJlcG9zaXRvcnlHcm91cFJlc3BvbnNlEjUKEHJlcG9zaXRvcnlfZ3JvdXAYASABKAsyGy5mb3JlbWFuLnYxLlJlcG9zaXRvcnlHcm91cCJaChtMaXN0UmVwb3NpdG9yeUdyb3Vwc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIm8KHExpc3RSZXBvc2l0b3J5R3JvdXBzUmVzcG9uc2USNgoRcmVwb3NpdG9yeV9ncm91cHMYASADKAsyGy5mb3JlbWFuLnYxLlJlcG9zaXRvcnlHcm91cBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJQoQUmVwb3NpdG9yeUlkTGlzdBIRCgNpZHMYASADKAlCBIi1GGQifAocVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVxdWVzdBIKCgJpZBgBIAEoCRIRCgRuYW1lGAIgASgJSACIAQESNAoOcmVwb3NpdG9yeV9pZHMYAyABKAsyHC5mb3JlbWFuLnYxLlJlcG9zaXRvcnlJZExpc3RCBwoFX25hbWUiVgodVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2USNQoQcmVwb3NpdG9yeV9ncm91cBgBIAEoCzIbLmZvcmVtYW4udjEuUmVwb3NpdG9yeUdyb3VwIioKHERlbGV0ZVJlcG9zaXRvcnlHcm91cFJlcXVlc3QSCgoCaWQYASABKAkiHwodRGVsZXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2UqsAEKD1Zjc1Byb3ZpZGVyVHlwZRIhCh1WQ1NfUFJPVklERVJfVFlQRV9VTlNQRUNJRklFRBAAEhwKGFZDU19QUk9WSURFUl9UWVBFX0dJVEhVQhABEhwKGFZDU19QUk9WSURFUl9UWVBFX0dJVExBQhACEh8KG1ZDU19QUk9WSURFUl9UWVBFX0JJVEJVQ0tFVBADEh0KGVZDU19QUk9WSURFUl9UWVBFX0dFTkVSSUMQBDK1CAoRUmVwb3NpdG9yeVNlcnZpY2USVAoNQWRkUmVwb3NpdG9yeRIgLmZvcmVtYW4udjEuQWRkUmVwb3NpdG9yeVJlcXVlc3QaIS5mb3JlbWFuLnYxLkFkZFJlcG9zaXRvcnlSZXNwb25zZRJiChBMaXN0UmVwb3NpdG9yaWVzEiMuZm9yZW1hbi52MS5MaXN0UmVwb3NpdG9yaWVzUmVxdWVzdBokLmZvcmVtYW4udjEuTGlzdFJlcG9zaXRvcmllc1Jlc3BvbnNlIgOQAgESWQoNR2V0UmVwb3NpdG9yeRIgLmZvcmVtYW4udjEuR2V0UmVwb3NpdG9yeVJlcXVlc3QaIS5mb3JlbWFuLnYxLkdldFJlcG9zaXRvcnlSZXNwb25zZSIDkAIBEl0KEFJlbW92ZVJlcG9zaXRvcnkSIy5mb3JlbWFuLnYxLlJlbW92ZVJlcG9zaXRvcnlSZXF1ZXN0GiQuZm9yZW1hbi52MS5SZW1vdmVSZXBvc2l0b3J5UmVzcG9uc2USdQoYU2V0UmVwb3NpdG9yeUNyZWRlbnRpYWxzEisuZm9yZW1hbi52MS5TZXRSZXBvc2l0b3J5Q3JlZGVudGlhbHNSZXF1ZXN0GiwuZm9yZW1hbi52MS5TZXRSZXBvc2l0b3J5Q3JlZGVudGlhbHNSZXNwb25zZRJ7ChpDbGVhclJlcG9zaXRvcnlDcmVkZW50aWFscxItLmZvcmVtYW4udjEuQ2xlYXJSZXBvc2l0b3J5Q3JlZGVudGlhbHNSZXF1ZXN0Gi4uZm9yZW1hbi52MS5DbGVhclJlcG9zaXRvcnlDcmVkZW50aWFsc1Jlc3BvbnNlEmwKFUNyZWF0ZVJlcG9zaXRvcnlHcm91cBIoLmZvcmVtYW4udjEuQ3JlYXRlUmVwb3NpdG9yeUdyb3VwUmVxdWVzdBopLmZvcmVtYW4udjEuQ3JlYXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2USbgoUTGlzdFJlcG9zaXRvcnlHcm91cHMSJy5mb3JlbWFuLnYxLkxpc3RSZXBvc2l0b3J5R3JvdXBzUmVxdWVzdBooLmZvcmVtYW4udjEuTGlzdFJlcG9zaXRvcnlHcm91cHNSZXNwb25zZSIDkAIBEmwKFVVwZGF0ZVJlcG9zaXRvcnlHcm91cBIoLmZvcmVtYW4udjEuVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVxdWVzdBopLmZvcmVtYW4udjEuVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2USbAoVRGVsZXRlUmVwb3NpdG9yeUdyb3VwEiguZm9yZW1hbi52MS5EZWxldGVSZXBvc2l0b3J5R3JvdXBSZXF1ZXN0GikuZm9yZW1hbi52MS5EZWxldGVSZXBvc2l0b3J5R3JvdXBSZXNwb25zZWIGcHJvdG8z", [file_foreman_v1_options, file_google_protobuf_timestamp]);
+  fileDesc("Chtmb3JlbWFuL3YxL3JlcG9zaXRvcnkucHJvdG8SCmZvcmVtYW4udjEi8QIKClJlcG9zaXRvcnkSCgoCaWQYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSEgoKcmVtb3RlX3VybBgEIAEoCRIWCg5kZWZhdWx0X2JyYW5jaBgFIAEoCRI2ChF2Y3NfcHJvdmlkZXJfdHlwZRgGIAEoDjIbLmZvcmVtYW4udjEuVmNzUHJvdmlkZXJUeXBlEhoKEmhhc193ZWJob29rX3NlY3JldBgHIAEoCBIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiAKGGhhc191cHN0cmVhbV9jcmVkZW50aWFscxgKIAEoCBIvCg1kZWxpdmVyeV9tb2RlGAsgASgOMhguZm9yZW1hbi52MS5EZWxpdmVyeU1vZGUibgoTVXBzdHJlYW1DcmVkZW50aWFscxIUCgV0b2tlbhgBIAEoCUIDgAEBSAASOQoRdXNlcm5hbWVfcGFzc3dvcmQYAiABKAsyHC5mb3JlbWFuLnYxLlVzZXJuYW1lUGFzc3dvcmRIAEIGCgRraW5kIjsKEFVzZXJuYW1lUGFzc3dvcmQSEAoIdXNlcm5hbWUYASABKAkSFQoIcGFzc3dvcmQYAiABKAlCA4ABASKrAgoUQWRkUmVwb3NpdG9yeVJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhIKCnJlbW90ZV91cmwYAiABKAkSDAoEbmFtZRgDIAEoCRIWCg5kZWZhdWx0X2JyYW5jaBgEIAEoCRI2ChF2Y3NfcHJvdmlkZXJfdHlwZRgFIAEoDjIbLmZvcmVtYW4udjEuVmNzUHJvdmlkZXJUeXBlEhsKDndlYmhvb2tfc2VjcmV0GAYgASgJQgOAAQESPQoUdXBzdHJlYW1fY3JlZGVudGlhbHMYByABKAsyHy5mb3JlbWFuLnYxLlVwc3RyZWFtQ3JlZGVudGlhbHMSLwoNZGVsaXZlcnlfbW9kZRgIIAEoDjIYLmZvcmVtYW4udjEuRGVsaXZlcnlNb2RlIkMKFUFkZFJlcG9zaXRvcnlSZXNwb25zZRIqCgpyZXBvc2l0b3J5GAEgASgLMhYuZm9yZW1hbi52MS5SZXBvc2l0b3J5IlYKF0xpc3RSZXBvc2l0b3JpZXNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJhChhMaXN0UmVwb3NpdG9yaWVzUmVzcG9uc2USLAoMcmVwb3NpdG9yaWVzGAEgAygLMhYuZm9yZW1hbi52MS5SZXBvc2l0b3J5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChRHZXRSZXBvc2l0b3J5UmVxdWVzdBIKCgJpZBgBIAEoCSJDChVHZXRSZXBvc2l0b3J5UmVzcG9uc2USKgoKcmVwb3NpdG9yeRgBIAEoCzIWLmZvcmVtYW4udjEuUmVwb3NpdG9yeSIlChdSZW1vdmVSZXBvc2l0b3J5UmVxdWVzdBIKCgJpZBgBIAEoCSIaChhSZW1vdmVSZXBvc2l0b3J5UmVzcG9uc2UibAofU2V0UmVwb3NpdG9yeUNyZWRlbnRpYWxzUmVxdWVzdBIKCgJpZBgBIAEoCRI9ChR1cHN0cmVhbV9jcmVkZW50aWFscxgCIAEoCzIfLmZvcmVtYW4udjEuVXBzdHJlYW1DcmVkZW50aWFscyJOCiBTZXRSZXBvc2l0b3J5Q3JlZGVudGlhbHNSZXNwb25zZRIqCgpyZXBvc2l0b3J5GAEgASgLMhYuZm9yZW1hbi52MS5SZXBvc2l0b3J5Ii8KIUNsZWFyUmVwb3NpdG9yeUNyZWRlbnRpYWxzUmVxdWVzdBIKCgJpZBgBIAEoCSJQCiJDbGVhclJlcG9zaXRvcnlDcmVkZW50aWFsc1Jlc3BvbnNlEioKCnJlcG9zaXRvcnkYASABKAsyFi5mb3JlbWFuLnYxLlJlcG9zaXRvcnkiXwogU2V0UmVwb3NpdG9yeURlbGl2ZXJ5TW9kZVJlcXVlc3QSCgoCaWQYASABKAkSLwoNZGVsaXZlcnlfbW9kZRgCIAEoDjIYLmZvcmVtYW4udjEuRGVsaXZlcnlNb2RlIk8KIVNldFJlcG9zaXRvcnlEZWxpdmVyeU1vZGVSZXNwb25zZRIqCgpyZXBvc2l0b3J5GAEgASgLMhYuZm9yZW1hbi52MS5SZXBvc2l0b3J5IrsBCg9SZXBvc2l0b3J5R3JvdXASCgoCaWQYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSFgoOcmVwb3NpdG9yeV9pZHMYBCADKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJgChxDcmVhdGVSZXBvc2l0b3J5R3JvdXBSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhwKDnJlcG9zaXRvcnlfaWRzGAMgAygJQgSItRhkIlYKHUNyZWF0ZVJlcG9zaXRvcnlHcm91cFJlc3BvbnNlEjUKEHJlcG9zaXRvcnlfZ3JvdXAYASABKAsyGy5mb3JlbWFuLnYxLlJlcG9zaXRvcnlHcm91cCJaChtMaXN0UmVwb3NpdG9yeUdyb3Vwc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIm8KHExpc3RSZXBvc2l0b3J5R3JvdXBzUmVzcG9uc2USNgoRcmVwb3NpdG9yeV9ncm91cHMYASADKAsyGy5mb3JlbWFuLnYxLlJlcG9zaXRvcnlHcm91cBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJQoQUmVwb3NpdG9yeUlkTGlzdBIRCgNpZHMYASADKAlCBIi1GGQifAocVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVxdWVzdBIKCgJpZBgBIAEoCRIRCgRuYW1lGAIgASgJSACIAQESNAoOcmVwb3NpdG9yeV9pZHMYAyABKAsyHC5mb3JlbWFuLnYxLlJlcG9zaXRvcnlJZExpc3RCBwoFX25hbWUiVgodVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2USNQoQcmVwb3NpdG9yeV9ncm91cBgBIAEoCzIbLmZvcmVtYW4udjEuUmVwb3NpdG9yeUdyb3VwIioKHERlbGV0ZVJlcG9zaXRvcnlHcm91cFJlcXVlc3QSCgoCaWQYASABKAkiHwodRGVsZXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2UqsAEKD1Zjc1Byb3ZpZGVyVHlwZRIhCh1WQ1NfUFJPVklERVJfVFlQRV9VTlNQRUNJRklFRBAAEhwKGFZDU19QUk9WSURFUl9UWVBFX0dJVEhVQhABEhwKGFZDU19QUk9WSURFUl9UWVBFX0dJVExBQhACEh8KG1ZDU19QUk9WSURFUl9UWVBFX0JJVEJVQ0tFVBADEh0KGVZDU19QUk9WSURFUl9UWVBFX0dFTkVSSUMQBCqUAQoMRGVsaXZlcnlNb2RlEh0KGURFTElWRVJZX01PREVfVU5TUEVDSUZJRUQQABIYChRERUxJVkVSWV9NT0RFX0JSQU5DSBABEhcKE0RFTElWRVJZX01PREVfTUVSR0UQAhIYChRERUxJVkVSWV9NT0RFX1NRVUFTSBADEhgKFERFTElWRVJZX01PREVfUkVCQVNFEAQyrwkKEVJlcG9zaXRvcnlTZXJ2aWNlElQKDUFkZFJlcG9zaXRvcnkSIC5mb3JlbWFuLnYxLkFkZFJlcG9zaXRvcnlSZXF1ZXN0GiEuZm9yZW1hbi52MS5BZGRSZXBvc2l0b3J5UmVzcG9uc2USYgoQTGlzdFJlcG9zaXRvcmllcxIjLmZvcmVtYW4udjEuTGlzdFJlcG9zaXRvcmllc1JlcXVlc3QaJC5mb3JlbWFuLnYxLkxpc3RSZXBvc2l0b3JpZXNSZXNwb25zZSIDkAIBElkKDUdldFJlcG9zaXRvcnkSIC5mb3JlbWFuLnYxLkdldFJlcG9zaXRvcnlSZXF1ZXN0GiEuZm9yZW1hbi52MS5HZXRSZXBvc2l0b3J5UmVzcG9uc2UiA5ACARJdChBSZW1vdmVSZXBvc2l0b3J5EiMuZm9yZW1hbi52MS5SZW1vdmVSZXBvc2l0b3J5UmVxdWVzdBokLmZvcmVtYW4udjEuUmVtb3ZlUmVwb3NpdG9yeVJlc3BvbnNlEnUKGFNldFJlcG9zaXRvcnlDcmVkZW50aWFscxIrLmZvcmVtYW4udjEuU2V0UmVwb3NpdG9yeUNyZWRlbnRpYWxzUmVxdWVzdBosLmZvcmVtYW4udjEuU2V0UmVwb3NpdG9yeUNyZWRlbnRpYWxzUmVzcG9uc2USewoaQ2xlYXJSZXBvc2l0b3J5Q3JlZGVudGlhbHMSLS5mb3JlbWFuLnYxLkNsZWFyUmVwb3NpdG9yeUNyZWRlbnRpYWxzUmVxdWVzdBouLmZvcmVtYW4udjEuQ2xlYXJSZXBvc2l0b3J5Q3JlZGVudGlhbHNSZXNwb25zZRJ4ChlTZXRSZXBvc2l0b3J5RGVsaXZlcnlNb2RlEiwuZm9yZW1hbi52MS5TZXRSZXBvc2l0b3J5RGVsaXZlcnlNb2RlUmVxdWVzdBotLmZvcmVtYW4udjEuU2V0UmVwb3NpdG9yeURlbGl2ZXJ5TW9kZVJlc3BvbnNlEmwKFUNyZWF0ZVJlcG9zaXRvcnlHcm91cBIoLmZvcmVtYW4udjEuQ3JlYXRlUmVwb3NpdG9yeUdyb3VwUmVxdWVzdBopLmZvcmVtYW4udjEuQ3JlYXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2USbgoUTGlzdFJlcG9zaXRvcnlHcm91cHMSJy5mb3JlbWFuLnYxLkxpc3RSZXBvc2l0b3J5R3JvdXBzUmVxdWVzdBooLmZvcmVtYW4udjEuTGlzdFJlcG9zaXRvcnlHcm91cHNSZXNwb25zZSIDkAIBEmwKFVVwZGF0ZVJlcG9zaXRvcnlHcm91cBIoLmZvcmVtYW4udjEuVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVxdWVzdBopLmZvcmVtYW4udjEuVXBkYXRlUmVwb3NpdG9yeUdyb3VwUmVzcG9uc2USbAoVRGVsZXRlUmVwb3NpdG9yeUdyb3VwEiguZm9yZW1hbi52MS5EZWxldGVSZXBvc2l0b3J5R3JvdXBSZXF1ZXN0GikuZm9yZW1hbi52MS5EZWxldGVSZXBvc2l0b3J5R3JvdXBSZXNwb25zZWIGcHJvdG8z", [file_foreman_v1_options, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message foreman.v1.Repository
@@ -74,6 +74,11 @@ export type Repository = Message<"foreman.v1.Repository"> & {
    * @generated from field: bool has_upstream_credentials = 10;
    */
   hasUpstreamCredentials: boolean;
+
+  /**
+   * @generated from field: foreman.v1.DeliveryMode delivery_mode = 11;
+   */
+  deliveryMode: DeliveryMode;
 };
 
 /**
@@ -190,6 +195,13 @@ export type AddRepositoryRequest = Message<"foreman.v1.AddRepositoryRequest"> & 
    * @generated from field: foreman.v1.UpstreamCredentials upstream_credentials = 7;
    */
   upstreamCredentials?: UpstreamCredentials | undefined;
+
+  /**
+   * Defaults to BRANCH.
+   *
+   * @generated from field: foreman.v1.DeliveryMode delivery_mode = 8;
+   */
+  deliveryMode: DeliveryMode;
 };
 
 /**
@@ -411,6 +423,49 @@ export const ClearRepositoryCredentialsResponseSchema: GenMessage<ClearRepositor
   messageDesc(file_foreman_v1_repository, 14);
 
 /**
+ * @generated from message foreman.v1.SetRepositoryDeliveryModeRequest
+ */
+export type SetRepositoryDeliveryModeRequest = Message<"foreman.v1.SetRepositoryDeliveryModeRequest"> & {
+  /**
+   * The repository's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Required.
+   *
+   * @generated from field: foreman.v1.DeliveryMode delivery_mode = 2;
+   */
+  deliveryMode: DeliveryMode;
+};
+
+/**
+ * Describes the message foreman.v1.SetRepositoryDeliveryModeRequest.
+ * Use `create(SetRepositoryDeliveryModeRequestSchema)` to create a new message.
+ */
+export const SetRepositoryDeliveryModeRequestSchema: GenMessage<SetRepositoryDeliveryModeRequest> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_repository, 15);
+
+/**
+ * @generated from message foreman.v1.SetRepositoryDeliveryModeResponse
+ */
+export type SetRepositoryDeliveryModeResponse = Message<"foreman.v1.SetRepositoryDeliveryModeResponse"> & {
+  /**
+   * @generated from field: foreman.v1.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+};
+
+/**
+ * Describes the message foreman.v1.SetRepositoryDeliveryModeResponse.
+ * Use `create(SetRepositoryDeliveryModeResponseSchema)` to create a new message.
+ */
+export const SetRepositoryDeliveryModeResponseSchema: GenMessage<SetRepositoryDeliveryModeResponse> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_repository, 16);
+
+/**
  * @generated from message foreman.v1.RepositoryGroup
  */
 export type RepositoryGroup = Message<"foreman.v1.RepositoryGroup"> & {
@@ -454,7 +509,7 @@ export type RepositoryGroup = Message<"foreman.v1.RepositoryGroup"> & {
  * Use `create(RepositoryGroupSchema)` to create a new message.
  */
 export const RepositoryGroupSchema: GenMessage<RepositoryGroup> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 15);
+  messageDesc(file_foreman_v1_repository, 17);
 
 /**
  * @generated from message foreman.v1.CreateRepositoryGroupRequest
@@ -481,7 +536,7 @@ export type CreateRepositoryGroupRequest = Message<"foreman.v1.CreateRepositoryG
  * Use `create(CreateRepositoryGroupRequestSchema)` to create a new message.
  */
 export const CreateRepositoryGroupRequestSchema: GenMessage<CreateRepositoryGroupRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 16);
+  messageDesc(file_foreman_v1_repository, 18);
 
 /**
  * @generated from message foreman.v1.CreateRepositoryGroupResponse
@@ -498,7 +553,7 @@ export type CreateRepositoryGroupResponse = Message<"foreman.v1.CreateRepository
  * Use `create(CreateRepositoryGroupResponseSchema)` to create a new message.
  */
 export const CreateRepositoryGroupResponseSchema: GenMessage<CreateRepositoryGroupResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 17);
+  messageDesc(file_foreman_v1_repository, 19);
 
 /**
  * @generated from message foreman.v1.ListRepositoryGroupsRequest
@@ -525,7 +580,7 @@ export type ListRepositoryGroupsRequest = Message<"foreman.v1.ListRepositoryGrou
  * Use `create(ListRepositoryGroupsRequestSchema)` to create a new message.
  */
 export const ListRepositoryGroupsRequestSchema: GenMessage<ListRepositoryGroupsRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 18);
+  messageDesc(file_foreman_v1_repository, 20);
 
 /**
  * @generated from message foreman.v1.ListRepositoryGroupsResponse
@@ -547,7 +602,7 @@ export type ListRepositoryGroupsResponse = Message<"foreman.v1.ListRepositoryGro
  * Use `create(ListRepositoryGroupsResponseSchema)` to create a new message.
  */
 export const ListRepositoryGroupsResponseSchema: GenMessage<ListRepositoryGroupsResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 19);
+  messageDesc(file_foreman_v1_repository, 21);
 
 /**
  * A list of repository ids, wrapped so that an update can tell "unchanged" from "empty".
@@ -566,7 +621,7 @@ export type RepositoryIdList = Message<"foreman.v1.RepositoryIdList"> & {
  * Use `create(RepositoryIdListSchema)` to create a new message.
  */
 export const RepositoryIdListSchema: GenMessage<RepositoryIdList> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 20);
+  messageDesc(file_foreman_v1_repository, 22);
 
 /**
  * Fields that are not set are left as they are.
@@ -595,7 +650,7 @@ export type UpdateRepositoryGroupRequest = Message<"foreman.v1.UpdateRepositoryG
  * Use `create(UpdateRepositoryGroupRequestSchema)` to create a new message.
  */
 export const UpdateRepositoryGroupRequestSchema: GenMessage<UpdateRepositoryGroupRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 21);
+  messageDesc(file_foreman_v1_repository, 23);
 
 /**
  * @generated from message foreman.v1.UpdateRepositoryGroupResponse
@@ -612,7 +667,7 @@ export type UpdateRepositoryGroupResponse = Message<"foreman.v1.UpdateRepository
  * Use `create(UpdateRepositoryGroupResponseSchema)` to create a new message.
  */
 export const UpdateRepositoryGroupResponseSchema: GenMessage<UpdateRepositoryGroupResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 22);
+  messageDesc(file_foreman_v1_repository, 24);
 
 /**
  * @generated from message foreman.v1.DeleteRepositoryGroupRequest
@@ -629,7 +684,7 @@ export type DeleteRepositoryGroupRequest = Message<"foreman.v1.DeleteRepositoryG
  * Use `create(DeleteRepositoryGroupRequestSchema)` to create a new message.
  */
 export const DeleteRepositoryGroupRequestSchema: GenMessage<DeleteRepositoryGroupRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 23);
+  messageDesc(file_foreman_v1_repository, 25);
 
 /**
  * @generated from message foreman.v1.DeleteRepositoryGroupResponse
@@ -642,7 +697,7 @@ export type DeleteRepositoryGroupResponse = Message<"foreman.v1.DeleteRepository
  * Use `create(DeleteRepositoryGroupResponseSchema)` to create a new message.
  */
 export const DeleteRepositoryGroupResponseSchema: GenMessage<DeleteRepositoryGroupResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_repository, 24);
+  messageDesc(file_foreman_v1_repository, 26);
 
 /**
  * @generated from enum foreman.v1.VcsProviderType
@@ -681,6 +736,57 @@ export enum VcsProviderType {
  */
 export const VcsProviderTypeSchema: GenEnum<VcsProviderType> = /*@__PURE__*/
   enumDesc(file_foreman_v1_repository, 0);
+
+/**
+ * How ApproveTask delivers a task's work to a repository's remote, with the server's upstream
+ * credentials. Every mode pushes the task branch (a fast-forward only); the merge modes then put
+ * its work on the base branch as the server fetched it just before, and push that. A merge that
+ * conflicts, or a push the remote refuses, fails the approval (the task stays in review).
+ *
+ * @generated from enum foreman.v1.DeliveryMode
+ */
+export enum DeliveryMode {
+  /**
+   * Not given: BRANCH when a repository is added; required by SetRepositoryDeliveryMode.
+   *
+   * @generated from enum value: DELIVERY_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Push the task branch only (review and merge it upstream, e.g. in a pull request).
+   *
+   * @generated from enum value: DELIVERY_MODE_BRANCH = 1;
+   */
+  BRANCH = 1,
+
+  /**
+   * Also merge the task branch into the base branch with a merge commit.
+   *
+   * @generated from enum value: DELIVERY_MODE_MERGE = 2;
+   */
+  MERGE = 2,
+
+  /**
+   * Also put the task branch's changes on the base branch as one commit.
+   *
+   * @generated from enum value: DELIVERY_MODE_SQUASH = 3;
+   */
+  SQUASH = 3,
+
+  /**
+   * Also replay the task branch's commits on the base branch, one by one.
+   *
+   * @generated from enum value: DELIVERY_MODE_REBASE = 4;
+   */
+  REBASE = 4,
+}
+
+/**
+ * Describes the enum foreman.v1.DeliveryMode.
+ */
+export const DeliveryModeSchema: GenEnum<DeliveryMode> = /*@__PURE__*/
+  enumDesc(file_foreman_v1_repository, 1);
 
 /**
  * Repositories are git remotes known to a workspace; groups are the sets of repositories a
@@ -741,6 +847,16 @@ export const RepositoryService: GenService<{
     methodKind: "unary";
     input: typeof ClearRepositoryCredentialsRequestSchema;
     output: typeof ClearRepositoryCredentialsResponseSchema;
+  },
+  /**
+   * Sets how an approved task's work reaches the repository's remote (see DeliveryMode).
+   *
+   * @generated from rpc foreman.v1.RepositoryService.SetRepositoryDeliveryMode
+   */
+  setRepositoryDeliveryMode: {
+    methodKind: "unary";
+    input: typeof SetRepositoryDeliveryModeRequestSchema;
+    output: typeof SetRepositoryDeliveryModeResponseSchema;
   },
   /**
    * @generated from rpc foreman.v1.RepositoryService.CreateRepositoryGroup
