@@ -147,6 +147,7 @@ function gitEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 interface GitRun {
   code: number;
   stdout: string;
+  stderr: string;
 }
 
 /** Runs git on the clone's git folder; exit codes in `ok` are answers, any other a failure. */
@@ -157,9 +158,9 @@ function git(dir: string, args: string[], options: { input?: string; env?: Recor
       "git",
       [`--git-dir=${path.join(dir, ".git")}`, ...args],
       { env: gitEnv(options.env), timeout: options.timeoutMs ?? 120_000, killSignal: "SIGKILL", maxBuffer: 64 * 1024 * 1024 },
-      (error, stdout) => {
+      (error, stdout, stderr) => {
         const code = error === null ? 0 : typeof (error as { code?: unknown }).code === "number" ? ((error as { code: number }).code) : -1;
-        if (ok.includes(code)) return resolve({ code, stdout });
+        if (ok.includes(code)) return resolve({ code, stdout, stderr });
         reject(new Error(`git ${args[0]} failed${code === -1 ? "" : ` (exit ${code})`}`));
       },
     );
@@ -255,12 +256,15 @@ export interface MergeResult {
  * The commit that puts the task branch's work on top of the base: a merge commit (parents base
  * and branch), one squashed commit (the merged tree, parent base), or the branch's commits since
  * it left the base replayed on it one by one (merge commits skipped, each commit's author and
- * message kept). Writes objects only, no ref. Throws MergeConflictError naming the files.
+ * message kept; a branch that starts at the base's head is taken as it is, a fast-forward).
+ * Writes objects only, no ref. Throws MergeConflictError naming the files.
  */
 export async function mergeOntoBase(dir: string, r: MergeRequest): Promise<MergeResult> {
   const branch = await revParse(dir, r.branch);
   const base = await revParse(dir, r.base);
   if (await contains(dir, base, branch)) return { commit: base, alreadyThere: true };
+  // A branch that starts at the base's head: a rebase is a fast-forward to it, its commits as they are.
+  if (r.mode === "rebase" && (await contains(dir, branch, base))) return { commit: branch, alreadyThere: false };
   const merged = await mergeTrees(dir, base, branch);
   if ("conflicts" in merged) throw new MergeConflictError(r.mode, merged.conflicts);
   // The base has the branch's changes already (a squash or a rebase delivered before).
@@ -336,7 +340,9 @@ export async function pushLocalRef(dir: string, folder: string, localRef: string
   const out = await git(dir, ["push", "--porcelain", "--", folder, `${commit}:${target}`], { ok: [0, 1], timeoutMs });
   if (out.code !== 0) {
     const line = out.stdout.split("\n").find((l) => l.startsWith("!")) ?? "";
-    const said = cleanWords(line.split("\t").slice(2).join(" "), {});
+    // The remote's own words (a hook's) come as "remote: …" lines; git's others name the folder, which is not repeated.
+    const remoteLines = out.stderr.split("\n").filter((l) => l.startsWith("remote: ")).map((l) => l.slice("remote: ".length)).slice(0, 20);
+    const said = cleanWords([line.split("\t").slice(2).join(" "), ...remoteLines].filter((w) => w.trim() !== "").join(" | "), {});
     throw new PushRefusedError(/non-fast-forward|fetch first/.test(said) ? "not-fast-forward" : "declined", remoteBranch, `the remote refused to update its branch ${remoteBranch}${said === "" ? "" : `; it said: ${said}`}`);
   }
   await isogit.writeRef({ fs, dir, ref: `refs/remotes/origin/${remoteBranch}`, value: commit, force: true });

@@ -8,7 +8,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTaskBranch } from "../../src/git/branches.js";
 import { syncClone } from "../../src/git/clone.js";
-import { MergeConflictError, PushRefusedError, mergeOntoBase, pushRef } from "../../src/git/push.js";
+import { MergeConflictError, PushRefusedError, mergeOntoBase, pushLocalRef, pushRef } from "../../src/git/push.js";
 import { RemoteError } from "../../src/git/remote.js";
 import { git, startGitRemote, type GitRemote } from "../helpers/git-remote.js";
 import { commitInClone } from "../helpers/clone-commits.js";
@@ -166,6 +166,26 @@ describe("pushing and merging task branches", () => {
       expect((error as MergeConflictError).files).toEqual(["shared.txt"]);
       expect((error as Error).message).toContain("shared.txt");
     }
+  }, 60_000);
+
+  it("pushes to a folder on the server's machine with the git command, fast-forward only, telling a hook's refusal", async () => {
+    const { dir, commits } = await setup("folder");
+    const folder = remote.gitDir("folder");
+    expect(await pushLocalRef(dir, folder, "refs/heads/foreman/t-1", "foreman/t-1", 10_000)).toEqual({ commit: commits[0], updated: true });
+    expect((await remote.refs("folder"))["refs/heads/foreman/t-1"]).toBe(commits[0]);
+    expect(await git(["--git-dir", path.join(dir, ".git"), "rev-parse", "refs/remotes/origin/foreman/t-1"])).toBe(commits[0]);
+    expect(await pushLocalRef(dir, folder, "refs/heads/foreman/t-1", "foreman/t-1", 10_000)).toEqual({ commit: commits[0], updated: false });
+    await remote.commit("folder", { branch: "foreman/t-1", files: { "other.txt": "o\n" } });
+    await expect(pushLocalRef(dir, folder, "refs/heads/foreman/t-1", "foreman/t-1", 10_000)).rejects.toMatchObject({ refusal: "not-fast-forward" });
+    const hook = path.join(folder, "hooks", "pre-receive");
+    await writeFile(hook, "#!/bin/sh\necho 'folder frozen' >&2\nexit 1\n");
+    await chmod(hook, 0o755);
+    const error = await pushLocalRef(dir, folder, "refs/heads/foreman/t-1", "other-branch", 10_000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PushRefusedError);
+    expect((error as PushRefusedError).refusal).toBe("declined");
+    expect((error as Error).message).toContain("folder frozen");
+    expect((error as Error).message).not.toContain(folder);
+    expect((await remote.refs("folder"))["refs/heads/other-branch"]).toBeUndefined();
   }, 60_000);
 
   async function dirRef(dir: string, commit: string): Promise<void> {

@@ -266,6 +266,20 @@ describe.each(DIALECTS)("task delivery on %s", (dialect) => {
     expect(await pub.refs(name)).toEqual(before);
   });
 
+  it("delivers to a folder on the server's machine (single-user mode) with the git command", { timeout: 60_000 }, async () => {
+    const name = `f-${randomUUID().slice(0, 8)}`;
+    await pub.createRepository(name, { defaultBranch: "main" });
+    const ws = (await c.workspace()).id;
+    const { repository: repo } = await repos.addRepository({ workspaceId: ws, remoteUrl: pub.gitDir(name), deliveryMode: DeliveryMode.REBASE });
+    const group = await c.group(ws, [repo!.id]);
+    const { id, branch, heads } = await inReview(group.id, [repo!.id], [{ "f.txt": "f\n" }]);
+    await tasks.approveTask({ id });
+    const refs = await pub.refs(name);
+    expect(refs[`refs/heads/${branch}`]).toBe(heads[0]);
+    // The base had not moved: the rebase is the branch's commit as it is.
+    expect(refs["refs/heads/main"]).toBe(heads[0]);
+  });
+
   it("sets a repository's delivery mode", { timeout: 30_000 }, async () => {
     const { repo } = await repository(pub);
     const { repository: set } = await repos.setRepositoryDeliveryMode({ id: repo.id, deliveryMode: DeliveryMode.REBASE });

@@ -775,7 +775,8 @@ export enum DeliveryMode {
   SQUASH = 3,
 
   /**
-   * Also replay the task branch's commits on the base branch, one by one.
+   * Also replay the task branch's commits on the base branch, one by one (the branch as it is, a
+   * fast-forward, when it starts at the base branch's head).
    *
    * @generated from enum value: DELIVERY_MODE_REBASE = 4;
    */
