@@ -256,6 +256,26 @@ describe.each(DIALECTS)("task delivery on %s", (dialect) => {
     expect((await remoteGit(pub, name, ["rev-list", "--first-parent", `${main}..main`])).split("\n")).toHaveLength(1);
   });
 
+  it("after a refused approval, RequestChanges continues on the same branch and the next approval delivers both runs' commits", { timeout: 60_000 }, async () => {
+    const { name, repo, group } = await repository(pub, { deliveryMode: DeliveryMode.MERGE });
+    const { id, branch, heads } = await inReview(group.id, [repo.id], [{ "shared.txt": "one\nTWO (task)\nthree\n" }]);
+    await pub.commit(name, { branch: "main", files: { "shared.txt": "one\nTWO (upstream)\nthree\n" } });
+    await expectError(tasks.approveTask({ id }), { code: Code.FailedPrecondition, message: "conflicts in shared.txt" });
+    await tasks.requestChanges({ id, feedback: "Take upstream's line two" });
+    const second = await commitInClone(path.dirname(gitDirOf(repo.id)), branch, { "shared.txt": "one\nTWO (upstream)\nthree\n", "more.txt": "m\n" }, "Second run");
+    const { assignment } = await worker.getTask({ pollId: randomUUID(), waitSeconds: 5 });
+    const lease = { sessionId: assignment!.lease!.sessionId, leaseToken: assignment!.lease!.leaseToken };
+    await worker.reportStatus({ ...lease, state: SessionState.RUNNING, errorMessage: "", headCommit: "" });
+    await worker.reportStatus({ ...lease, state: SessionState.SUCCEEDED, errorMessage: "", headCommit: "" });
+    expect(await status(id)).toBe(TaskStatus.IN_REVIEW);
+    await tasks.approveTask({ id });
+    const refs = await pub.refs(name);
+    expect(refs[`refs/heads/${branch}`]).toBe(second);
+    expect(await remoteGit(pub, name, ["log", "--format=%s", `${refs[`refs/heads/${branch}`]}`, "-2"])).toBe(`Second run\nWork 1`);
+    expect(await remoteGit(pub, name, ["merge-base", "--is-ancestor", heads[0]!, "main"]).then(() => true)).toBe(true);
+    expect(await remoteGit(pub, name, ["show", "main:more.txt"])).toBe("m");
+  });
+
   it("a task rejected or deleted leaves upstream untouched", { timeout: 60_000 }, async () => {
     const { name, repo, group } = await repository(pub, { deliveryMode: DeliveryMode.MERGE });
     const before = await pub.refs(name);
