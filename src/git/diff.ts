@@ -1,7 +1,7 @@
 // Diffs between two commits of the server's clone, read with the git command (isomorphic-git has
 // no diff), never through a shell, with no user or system git configuration. Bounded: each file's
 // patch and the whole answer are cut at a byte limit with a marker; binary files are named only.
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 
 export type FileStatus = "added" | "modified" | "deleted" | "renamed";
 
@@ -26,15 +26,21 @@ export const CUT_MARKER = "\n[... diff cut: larger than the server's limit ...]\
 
 const COMMIT = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
 
+const GIT_ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: "/", GIT_CONFIG_NOSYSTEM: "1", GIT_CONFIG_GLOBAL: "/dev/null", LC_ALL: "C" };
+
+function gitArgs(gitDir: string, args: string[]): string[] {
+  // Paths are paths, never patterns or magic (a file named "*.txt" or ":(top)x").
+  return [`--git-dir=${gitDir}`, "--literal-pathspecs", "-c", "core.quotePath=false", ...args];
+}
+
 function git(gitDir: string, args: string[], timeoutMs = 60_000): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     execFile(
       "git",
-      // Paths are paths, never patterns or magic (a file named "*.txt" or ":(top)x").
-      [`--git-dir=${gitDir}`, "--literal-pathspecs", "-c", "core.quotePath=false", ...args],
+      gitArgs(gitDir, args),
       {
         encoding: "buffer",
-        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: "/", GIT_CONFIG_NOSYSTEM: "1", GIT_CONFIG_GLOBAL: "/dev/null", LC_ALL: "C" },
+        env: GIT_ENV,
         timeout: timeoutMs,
         killSignal: "SIGKILL",
         maxBuffer: 512 * 1024 * 1024,
@@ -84,6 +90,7 @@ export async function changedFiles(gitDir: string, base: string, head: string): 
 
 /** A header line git writes, and a patch's other lines never start with (they start with ' ', '+', '-', '@' or '\\'). */
 const HEADER = "diff --git ";
+const HEADER_BYTES = Buffer.from(HEADER);
 
 /** A path git writes as it is in a patch's header (with core.quotePath off): no quoting character in it. */
 function plainPath(p: string): boolean {
@@ -100,26 +107,109 @@ function cutPatch(patch: string, maxFileBytes: number): { text: string; cut: boo
   return { text: Buffer.from(patch).subarray(0, maxFileBytes).toString("utf8").replace(/\uFFFD$/, "") + CUT_MARKER, cut: true };
 }
 
+/** One file's part of git diff's output: its header line and at most cap + 1 bytes of it (more: it was longer). */
+interface Section {
+  chunks: Buffer[];
+  size: number;
+}
+
+/**
+ * Splits git diff's output at each file's header as it arrives (fed in chunks that may end
+ * anywhere), keeping at most cap + 1 bytes of each file's part: memory stays bounded by the
+ * page, whatever a file holds. finish() gives each part's header line (without the newline)
+ * and text, cut at cap with CUT_MARKER.
+ */
+export function sectionSplitter(cap: number): { feed(chunk: Buffer): void; finish(): { header: string; text: string; cut: boolean }[] } {
+  const sections: Section[] = [];
+  // The start of a line that may be a header, when a chunk ended within its first bytes.
+  let pending: Buffer | undefined;
+  let lineStart = true;
+  const keep = (part: Buffer) => {
+    const section = sections[sections.length - 1];
+    if (section === undefined || section.size > cap) return;
+    const take = part.subarray(0, cap + 1 - section.size);
+    section.chunks.push(Buffer.from(take));
+    section.size += take.length;
+  };
+  return {
+    feed(chunk) {
+      const buf = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
+      pending = undefined;
+      let i = 0;
+      while (i < buf.length) {
+        if (lineStart) {
+          const rest = buf.length - i;
+          if (rest < HEADER_BYTES.length && buf.subarray(i).equals(HEADER_BYTES.subarray(0, rest))) {
+            pending = Buffer.from(buf.subarray(i));
+            return;
+          }
+          if (buf.subarray(i, i + HEADER_BYTES.length).equals(HEADER_BYTES)) sections.push({ chunks: [], size: 0 });
+        }
+        const newline = buf.indexOf(10, i);
+        const end = newline === -1 ? buf.length : newline + 1;
+        keep(buf.subarray(i, end));
+        lineStart = newline !== -1;
+        i = end;
+      }
+    },
+    finish() {
+      if (pending !== undefined) keep(pending);
+      pending = undefined;
+      return sections.map((section) => {
+        const bytes = Buffer.concat(section.chunks);
+        const newline = bytes.indexOf(10);
+        const header = bytes.subarray(0, newline === -1 ? bytes.length : newline).toString("utf8");
+        const cut = section.size > cap;
+        const text = cut ? bytes.subarray(0, cap).toString("utf8").replace(/\uFFFD$/, "") + CUT_MARKER : bytes.toString("utf8");
+        return { header, text, cut };
+      });
+    },
+  };
+}
+
+/** Runs git diff through a sectionSplitter. */
+function diffSections(gitDir: string, args: string[], cap: number, timeoutMs = 60_000): Promise<{ header: string; text: string; cut: boolean }[]> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("git", gitArgs(gitDir, args), { env: GIT_ENV, stdio: ["ignore", "pipe", "ignore"] });
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const splitter = sectionSplitter(cap);
+    child.stdout.on("data", (chunk: Buffer) => splitter.feed(chunk));
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(splitter.finish());
+      else reject(new Error(`git ${args[0]} failed`));
+    });
+  });
+}
+
+function diffArgs(base: string, head: string, files: ChangedFile[]): string[] {
+  const paths = [...new Set(files.flatMap((f) => (f.oldPath !== "" ? [f.oldPath, f.path] : [f.path])))];
+  return ["diff", "--no-color", "--no-ext-diff", "-M", base, head, "--", ...paths];
+}
+
 /**
  * Each named file's patch (binary files named only), in the order given, each cut at
- * maxFileBytes with CUT_MARKER: one git command for all of them, split at each file's header;
- * a file whose header is not found as expected (a path git quotes) is read on its own.
+ * maxFileBytes with CUT_MARKER: one git command for all of them, split at each file's header
+ * as it streams (no more than maxFileBytes of a file is held); a file whose header is not found
+ * as expected (a path git quotes) is read on its own.
  */
 export async function filePatches(gitDir: string, base: string, head: string, files: ChangedFile[], maxFileBytes: number): Promise<{ text: string; cut: boolean }[]> {
   checkCommits(base, head);
   const text = files.filter((f) => !f.binary);
-  const byHeader = new Map<string, string>();
-  if (text.length > 0) {
-    const paths = [...new Set(text.flatMap((f) => (f.oldPath !== "" ? [f.oldPath, f.path] : [f.path])))];
-    const out = (await git(gitDir, ["diff", "--no-color", "--no-ext-diff", "-M", base, head, "--", ...paths])).toString("utf8");
-    for (const chunk of out.split(`\n${HEADER}`).map((c, i) => (i === 0 ? c : HEADER + c))) {
-      if (!chunk.startsWith(HEADER)) continue;
-      const end = chunk.indexOf("\n");
-      const header = end === -1 ? chunk : chunk.slice(0, end);
+  const join = (sections: { header: string; text: string; cut: boolean }[]) => {
+    const byHeader = new Map<string, { text: string; cut: boolean }>();
+    for (const s of sections) {
       // A file whose type changed has two patches under one header (deleted, then added).
-      byHeader.set(header, (byHeader.get(header) ?? "") + (chunk.endsWith("\n") ? chunk : `${chunk}\n`));
+      const before = byHeader.get(s.header);
+      byHeader.set(s.header, before === undefined ? { text: s.text, cut: s.cut } : { text: before.text + s.text, cut: before.cut || s.cut });
     }
-  }
+    return byHeader;
+  };
+  const byHeader = text.length > 0 ? join(await diffSections(gitDir, diffArgs(base, head, text), maxFileBytes)) : new Map<string, { text: string; cut: boolean }>();
   const patches: { text: string; cut: boolean }[] = [];
   for (const file of files) {
     if (file.binary) {
@@ -129,10 +219,10 @@ export async function filePatches(gitDir: string, base: string, head: string, fi
     const from = file.oldPath || file.path;
     let patch = plainPath(from) && plainPath(file.path) ? byHeader.get(`${HEADER}a/${from} b/${file.path}`) : undefined;
     if (patch === undefined) {
-      const paths = file.oldPath !== "" ? [file.oldPath, file.path] : [file.path];
-      patch = (await git(gitDir, ["diff", "--no-color", "--no-ext-diff", "-M", base, head, "--", ...paths])).toString("utf8");
+      const alone = await diffSections(gitDir, diffArgs(base, head, [file]), maxFileBytes);
+      patch = { text: alone.map((s) => s.text).join(""), cut: alone.some((s) => s.cut) };
     }
-    patches.push(cutPatch(patch, maxFileBytes));
+    patches.push(patch.cut ? patch : cutPatch(patch.text, maxFileBytes));
   }
   return patches;
 }

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync, renameSync, unlinkSync, symlinkSync
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { CUT_MARKER, changedFiles, filePatches, unifiedDiff } from "../../src/git/diff.js";
+import { CUT_MARKER, changedFiles, filePatches, sectionSplitter, unifiedDiff } from "../../src/git/diff.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "foreman-diff-patches-"));
 const env = { ...process.env, GIT_CONFIG_GLOBAL: "/dev/null", GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@t", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@t" };
@@ -55,5 +55,58 @@ describe("filePatches", () => {
     expect(of("big.txt")).toMatchObject({ cut: true });
     expect(of("big.txt").text.endsWith(CUT_MARKER)).toBe(true);
     expect(patches.filter((p) => p.cut)).toHaveLength(1);
+  });
+
+  it("splits a long stream wherever its chunks end, and holds no more than the cap of a huge file", { timeout: 60_000 }, async () => {
+    const many = mkdtempSync(path.join(tmpdir(), "foreman-diff-many-"));
+    const g = (...args: string[]) => execFileSync("git", ["-C", many, ...args], { env }).toString().trim();
+    try {
+      g("init", "-q", "-b", "main");
+      writeFileSync(path.join(many, "seed.txt"), "seed\n");
+      g("add", "-A");
+      g("commit", "-q", "-m", "base");
+      const from = g("rev-parse", "HEAD");
+      // Patches of many sizes, so that the 64 KiB pipe chunks end within headers too; and one of 30 MB.
+      let seed = 7;
+      const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648);
+      for (let i = 0; i < 120; i++) writeFileSync(path.join(many, `f${String(i).padStart(3, "0")}.txt`), "z".repeat(next() % 9000).replace(/(.{80})/g, "$1\n") + "\n");
+      writeFileSync(path.join(many, "huge.txt"), `${"h".repeat(999)}\n`.repeat(30_000));
+      g("add", "-A");
+      g("commit", "-q", "-m", "head");
+      const to = g("rev-parse", "HEAD");
+      const gd = path.join(many, ".git");
+      const files = await changedFiles(gd, from, to);
+      expect(files).toHaveLength(121);
+      const patches = await filePatches(gd, from, to, files, 20_000);
+      for (const [i, file] of files.entries()) {
+        expect(patches[i], file.path).toEqual(await unifiedDiff(gd, from, to, [file], { maxFileBytes: 20_000, maxTotalBytes: 100_000_000 }));
+      }
+      const huge = patches[files.findIndex((f) => f.path === "huge.txt")]!;
+      expect(huge.cut).toBe(true);
+      expect(Buffer.byteLength(huge.text)).toBe(20_000 + Buffer.byteLength(CUT_MARKER));
+    } finally {
+      rmSync(many, { recursive: true, force: true });
+    }
+  });
+
+  it("splits the same wherever the stream's chunks end, even within a header", () => {
+    const out = Buffer.from(
+      "diff --git a/x b/x\nindex 1..2\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-diff --git a/no b/no\n+x\n" + "diff --git a/y b/y\nnew file mode 100644\n+" + "y".repeat(50) + "\ndiff --git a/z b/z\n+z",
+    );
+    const whole = sectionSplitter(40);
+    whole.feed(out);
+    const expected = whole.finish();
+    expect(expected.map((s) => [s.header, s.cut])).toEqual([
+      ["diff --git a/x b/x", true],
+      ["diff --git a/y b/y", true],
+      ["diff --git a/z b/z", false],
+    ]);
+    expect(expected[0]!.text).toBe(out.subarray(0, 40).toString() + CUT_MARKER);
+    expect(expected[2]!.text).toBe("diff --git a/z b/z\n+z");
+    for (let size = 1; size <= 25; size++) {
+      const split = sectionSplitter(40);
+      for (let i = 0; i < out.length; i += size) split.feed(out.subarray(i, i + size));
+      expect(split.finish(), `chunks of ${size}`).toEqual(expected);
+    }
   });
 });
