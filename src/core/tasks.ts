@@ -28,6 +28,7 @@ import type { Core } from "./context.js";
 import { failedPrecondition, invalidArgument, notFound } from "./errors.js";
 import { branchNameProblem } from "./git-names.js";
 import { fetchRepositories } from "./repositories.js";
+import { deliverTask } from "./delivery.js";
 import { defaultBranchName, dropTaskBranches, startTaskBranches } from "./task-branches.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, readId } from "./validation.js";
@@ -457,6 +458,10 @@ export async function updateTaskStatus(core: Core, log: Logger, ownerId: string,
 }
 
 export async function approveTask(core: Core, log: Logger, ownerId: string, rawId: string): Promise<Task> {
+  // A unit task in review delivers its work upstream first, outside any transaction
+  // (core/delivery.ts): a failure throws, and the task stays in review.
+  const current = await loadTask(core, ownerId, readId(rawId));
+  if (current.kind === "unit" && current.status === "in_review") await deliverTask(core, log, current);
   return transition(core, log, ownerId, rawId, "ApproveTask", (task) => {
     if (task.kind === "unit") {
       if (task.status !== "in_review") throw illegal(task, "ApproveTask", "in_review");
