@@ -12,6 +12,7 @@ import { secretHolders } from "./0007_secret_holders.js";
 import { repositoryRemotes } from "./0008_repository_remotes.js";
 import { taskEventsCommitOrder } from "./0009_task_events_commit_order.js";
 import { repositoryDelivery } from "./0010_repository_delivery.js";
+import { taskBranches } from "./0011_task_branches.js";
 
 export function migrations(dialect: DialectName): Record<string, Migration> {
   return {
@@ -25,5 +26,6 @@ export function migrations(dialect: DialectName): Record<string, Migration> {
     "0008_repository_remotes": repositoryRemotes(),
     "0009_task_events_commit_order": taskEventsCommitOrder(dialect),
     "0010_repository_delivery": repositoryDelivery(),
+    "0011_task_branches": taskBranches(dialect),
   };
 }

@@ -27,6 +27,7 @@ import type { Task } from "../model/tasks.js";
 import * as store from "../store/repositories.js";
 import type { Repository, RunRepository } from "../store/repositories.js";
 import type { Core } from "./context.js";
+import { syncTaskBranch } from "./task-branches.js";
 import { failedPrecondition, remoteAccessDenied, remoteUnavailable } from "./errors.js";
 import { isLocalRemote, localRemotePath, parseRemoteUrl, type ProviderName } from "./remote-url.js";
 import { SecretBoxError } from "./secrets.js";
@@ -95,6 +96,8 @@ async function deliverOne(core: Core, task: Task, target: RunRepository): Promis
   const repository = target.repository;
   // The fetch first: a merge mode merges onto the base branch as the remote has it now.
   await core.clones.sync(core, repository);
+  // The branch as recorded: another replica may have taken the run's push.
+  await syncTaskBranch(core, task.id, repository.id);
   const remote = await remoteOf(core, repository);
   const mode = repository.deliveryMode as "branch" | MergeMode;
   return core.clones.exclusive(repository.id, async (dir) => {

@@ -30,6 +30,7 @@ import type { Database } from "../db/schema.js";
 import type { Logger } from "../logger.js";
 import { RUN_END, SESSION_CLAIM, SESSION_REPORT, type ReportedState, type SessionState } from "../model/tasks.js";
 import * as sessions from "../store/agent-sessions.js";
+import { unitTaskOfRun } from "../store/branch-heads.js";
 import { isUniqueViolation } from "../store/errors.js";
 import * as taskEvents from "../store/task-events.js";
 import * as tasksStore from "../store/tasks.js";
@@ -499,7 +500,9 @@ async function succeededRun(core: Core, caller: WorkerCaller, sessionId: string,
   const session = await sessions.getSession(core.db, sessionId);
   if (session === undefined || session.workerId !== caller.workerId || session.leaseTokenHash !== tokenHash) return undefined;
   if (caller.ownerId !== null && session.ownerId !== caller.ownerId) return undefined;
-  return readRunResult(core, session.agentTaskId, await sessions.remotesOf(core.db, session.agentTaskId), headCommit);
+  const unitTaskId = await unitTaskOfRun(core.db, session.agentTaskId);
+  if (unitTaskId === undefined) return undefined;
+  return readRunResult(core, { unitTaskId, agentTaskId: session.agentTaskId }, await sessions.remotesOf(core.db, session.agentTaskId), headCommit);
 }
 
 function failedWithout(exitCode: number | null): string {

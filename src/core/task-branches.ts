@@ -1,9 +1,18 @@
 // A unit task's branches (issue 18): one per repository of its group, all of one name, made in
 // the server's clones when the task is created, from each base branch's head as the fetch just
 // before found it. The base commits are recorded per run (agent_task_base_remotes), and each
-// run that succeeds records where its branches ended (readBranchHeads). Without remote contact
+// run that succeeds records where its branches ended (readRunResult). Without remote contact
 // (FOREMAN_CONTACT_REMOTES=false) there are no clones, so no branch and no commit is recorded.
+//
+// Several replicas: each keeps its own clones, and a worker's push lands in one of them. So the
+// database says where each branch stands (table task_branches: its head, and its own commits
+// as a git bundle), and syncTaskBranch makes a replica's clone agree before the branch is read
+// or served: it records a push this replica took, or takes a push another replica recorded.
+import path from "node:path";
+import { applyBranchBundle, createBranchBundle, hasCommit, isAncestor, setBranch } from "../git/bundles.js";
 import { branchHead, createTaskBranch, deleteTaskBranch } from "../git/branches.js";
+import * as heads from "../store/branch-heads.js";
+import * as repos from "../store/repositories.js";
 import type { Repository } from "../store/repositories.js";
 import type { Core } from "./context.js";
 import { alreadyExists, failedPrecondition, invalidArgument } from "./errors.js";
@@ -81,15 +90,64 @@ export async function dropTaskBranches(core: Core, repositoryIds: string[], bran
   for (const id of repositoryIds) await core.clones.exclusive(id, (dir) => deleteTaskBranch(dir, branch));
 }
 
-/** Where each repository's branch of a run points now in the server's clone (absent: no clone, or no such branch). */
-export async function readBranchHeads(core: Core, remotes: { repositoryId: string; branchName: string }[]): Promise<Map<string, string>> {
-  const heads = new Map<string, string>();
-  if (!core.remotes.contact) return heads;
-  for (const r of remotes) {
-    const head = await branchHead(core.clones.dir(r.repositoryId), r.branchName);
-    if (head !== undefined) heads.set(r.repositoryId, head);
+/**
+ * Makes this replica's clone hold the task's branch in the repository where the database says
+ * it stands, and records first a push this replica took that the database lacks (the clone's
+ * branch is ahead of the recorded head). Returns the branch's head; undefined when the database
+ * records none (the task was made while the server kept no clones).
+ */
+export async function syncTaskBranch(core: Core, unitTaskId: string, repositoryId: string): Promise<string | undefined> {
+  if (!core.remotes.contact) return undefined;
+  const gitDir = path.join(core.clones.dir(repositoryId), ".git");
+  // A head another replica moves meanwhile is read again: it only moves forward, a few times a run.
+  for (let round = 0; round < 5; round++) {
+    const row = await heads.branchHeadOf(core.db, unitTaskId, repositoryId);
+    if (row === undefined) return undefined;
+    const local = await branchHead(core.clones.dir(repositoryId), row.branchName);
+    if (local === row.headCommit) return local;
+    if (local !== undefined && (await hasCommit(gitDir, row.headCommit)) && (await isAncestor(gitDir, row.headCommit, local))) {
+      // Ahead: a worker's push this replica took.
+      const bundle = await createBranchBundle(gitDir, row.branchName, row.baseCommit);
+      if (await heads.advanceBranchHead(core.db, row, row.headCommit, local, bundle, core.now())) return local;
+      continue;
+    }
+    // Behind, missing or gone another way: the recorded branch wins.
+    if (await takeRecordedBranch(core, row, gitDir)) return row.headCommit;
   }
-  return heads;
+  throw new Error(`task ${unitTaskId}'s branch in repository ${repositoryId} kept moving while this replica read it`);
+}
+
+/** Points the clone's branch at the recorded head, with the objects it needs; false when the head moved meanwhile. */
+async function takeRecordedBranch(core: Core, row: heads.BranchHead, gitDir: string): Promise<boolean> {
+  if (!(await hasCommit(gitDir, row.baseCommit))) {
+    // This replica's clone is missing, or older than the task: fetch it (outside its queue, which the fetch takes).
+    const repository = await repos.repositoryById(core.db, row.repositoryId);
+    if (repository !== undefined) await core.clones.sync(core, repository);
+    if (!(await hasCommit(gitDir, row.baseCommit))) {
+      throw failedPrecondition(
+        `task ${row.unitTaskId}'s base commit ${row.baseCommit.slice(0, 12)} is no longer on repository ${row.repositoryId}'s remote, so this server cannot rebuild its branch`,
+        { repository_id: row.repositoryId },
+      );
+    }
+  }
+  if (row.headCommit === row.baseCommit) {
+    await core.clones.exclusive(row.repositoryId, () => setBranch(gitDir, row.branchName, row.baseCommit));
+    return true;
+  }
+  const stored = await heads.branchBundle(core.db, row.unitTaskId, row.repositoryId);
+  if (stored === undefined || stored.headCommit !== row.headCommit || stored.bundle === null) return false;
+  await core.clones.exclusive(row.repositoryId, () => applyBranchBundle(gitDir, row.branchName, stored.bundle!));
+  return true;
+}
+
+/** Where each repository's branch of a run stands (absent: none recorded), this replica's clone made to agree. */
+export async function readBranchHeads(core: Core, unitTaskId: string, remotes: { repositoryId: string }[]): Promise<Map<string, string>> {
+  const found = new Map<string, string>();
+  for (const r of remotes) {
+    const head = await syncTaskBranch(core, unitTaskId, r.repositoryId);
+    if (head !== undefined) found.set(r.repositoryId, head);
+  }
+  return found;
 }
 
 /** Where a succeeded run left its branches, read from the server's clones as the worker reports. */
@@ -108,9 +166,15 @@ export interface RunResult {
  * head_commit the worker names must be the head of one of them: a worker that reports work it
  * has not pushed to the server is told so, and the report does not apply.
  */
-export async function readRunResult(core: Core, agentTaskId: string, remotes: Remote[], headCommit: string | null): Promise<RunResult | undefined> {
+export async function readRunResult(
+  core: Core,
+  run: { unitTaskId: string; agentTaskId: string },
+  remotes: Remote[],
+  headCommit: string | null,
+): Promise<RunResult | undefined> {
   if (!core.remotes.contact || remotes.length === 0) return undefined;
-  const heads = await readBranchHeads(core, remotes);
+  const heads = await readBranchHeads(core, run.unitTaskId, remotes);
+  if (heads.size === 0) return undefined;
   if (headCommit !== null && ![...heads.values()].some((h) => h.startsWith(headCommit))) {
     const branches = remotes.map((r) => `${r.branchName} of repository ${r.name} at ${heads.get(r.repositoryId)?.slice(0, 12) ?? "no commit"}`).join(", ");
     throw failedPrecondition(
@@ -120,7 +184,7 @@ export async function readRunResult(core: Core, agentTaskId: string, remotes: Re
   }
   const first = [...remotes].sort((a, b) => (a.repositoryId < b.repositoryId ? -1 : 1))[0]!;
   const changed = remotes.some((r) => r.baseCommit !== null && heads.has(r.repositoryId) && heads.get(r.repositoryId) !== r.baseCommit);
-  return { agentTaskId, heads, endCommit: heads.get(first.repositoryId), changed };
+  return { agentTaskId: run.agentTaskId, heads, endCommit: heads.get(first.repositoryId), changed };
 }
 
 interface Remote {

@@ -22,6 +22,7 @@ import { changedFiles, filePatches, type ChangedFile } from "../git/diff.js";
 import { runBranchesOf, type RunBranch, type RunBranches } from "../store/task-branches.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
+import { syncTaskBranch } from "./task-branches.js";
 import * as tasks from "./tasks.js";
 import { Violations } from "./validation.js";
 
@@ -96,6 +97,8 @@ export async function getTaskDiff(core: Core, ownerId: string, input: TaskDiffIn
     throw failedPrecondition(`task ${id} is a composite task: it has no branch of its own, its unit tasks have the diffs`, { id });
   }
   const runs = await runBranchesOf(core.db, ownerId, id);
+  // This replica's clones made to agree with the branches as recorded (another may have taken the pushes).
+  for (const repositoryId of new Set(runs.flatMap((r) => r.repositories.map((b) => b.repositoryId)))) await syncTaskBranch(core, id, repositoryId);
   const ranges = await (agentTaskId === undefined ? wholeTask(core, id, runs) : oneRun(core, id, runs, agentTaskId));
 
   const lists: ChangedFile[][] = [];

@@ -28,6 +28,7 @@ import type { Core } from "./context.js";
 import { failedPrecondition, invalidArgument, notFound } from "./errors.js";
 import { branchNameProblem } from "./git-names.js";
 import { fetchRepositories } from "./repositories.js";
+import * as branchHeads from "../store/branch-heads.js";
 import { deliverTask } from "./delivery.js";
 import { defaultBranchName, dropTaskBranches, startTaskBranches } from "./task-branches.js";
 import { readPage, writePage } from "./pagination.js";
@@ -178,6 +179,11 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
         })),
       },
       newId(core.now().getTime()),
+      now,
+    );
+    await branchHeads.insertBranchHeads(
+      trx,
+      [...bases].map(([repositoryId, baseCommit]) => ({ unitTaskId: id, repositoryId, branchName: branch, baseCommit, headCommit: baseCommit })),
       now,
     );
     await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);

@@ -8,9 +8,11 @@
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import * as sessions from "../store/agent-sessions.js";
+import { unitTaskOfRun } from "../store/branch-heads.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, leaseLost, notFound } from "./errors.js";
 import { leaseProblem, leaseTokenHash } from "./leases.js";
+import { syncTaskBranch } from "./task-branches.js";
 
 /** Where the workspace routes start. */
 export const WORKSPACE_PATH_PREFIX = "/git/sessions/";
@@ -28,6 +30,7 @@ export const MAX_PUSH_BYTES = 2 * 1024 * 1024 * 1024;
 
 export interface WorkspaceGrant {
   sessionId: string;
+  unitTaskId: string;
   workerId: string;
   repositoryId: string;
   /** The server's clone's git folder. */
@@ -52,12 +55,20 @@ export async function grantWorkspace(core: Core, sessionId: string, repositoryId
   const problem = leaseProblem(session, session.workerId ?? "", tokenHash, core.now());
   if (problem !== undefined) throw leaseLost(sessionId, problem);
   const remote = (await sessions.remotesOf(core.db, session.agentTaskId)).find((r) => r.repositoryId === repositoryId);
-  if (remote === undefined) throw notFound("repository", repositoryId, `repository ${repositoryId} is not one of session ${sessionId}'s`);
+  const unitTaskId = await unitTaskOfRun(core.db, session.agentTaskId);
+  if (remote === undefined || unitTaskId === undefined) throw notFound("repository", repositoryId, `repository ${repositoryId} is not one of session ${sessionId}'s`);
   const gitDir = path.join(core.clones.dir(repositoryId), ".git");
+  // This replica's clone made to agree with the branch as recorded (another replica may have taken the last push).
+  const head = await syncTaskBranch(core, unitTaskId, repositoryId);
   const isClone = await stat(path.join(gitDir, "config")).then(
     (s) => s.isFile(),
     () => false,
   );
-  if (!isClone) throw failedPrecondition(`the server holds no clone of repository ${repositoryId}`, { repository_id: repositoryId });
-  return { sessionId, workerId: session.workerId!, repositoryId, gitDir, branch: remote.branchName };
+  if (head === undefined || !isClone) throw failedPrecondition(`the server holds no clone of repository ${repositoryId}`, { repository_id: repositoryId });
+  return { sessionId, unitTaskId, workerId: session.workerId!, repositoryId, gitDir, branch: remote.branchName };
+}
+
+/** After a push: the branch as this replica's clone now has it, recorded for every replica. */
+export async function recordWorkspacePush(core: Core, grant: WorkspaceGrant): Promise<void> {
+  await syncTaskBranch(core, grant.unitTaskId, grant.repositoryId);
 }

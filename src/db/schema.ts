@@ -146,6 +146,18 @@ export interface AgentTaskBaseRemotesTable {
   end_commit: string | null;
 }
 
+/** Where a unit task's branch stands in one repository, for every replica (migration 0011). */
+export interface TaskBranchesTable {
+  unit_task_id: string;
+  repository_id: string;
+  branch_name: string;
+  base_commit: string;
+  head_commit: string;
+  /** The branch's commits from base_commit to head_commit as a git bundle; null while they are one. */
+  bundle: Buffer | null;
+  updated_at: Time;
+}
+
 export interface UnitTaskAutoFixTasksTable {
   unit_task_id: string;
   agent_task_id: string;
@@ -313,6 +325,7 @@ export interface Database {
   composite_task_node_dependencies: CompositeTaskNodeDependenciesTable;
   agent_tasks: AgentTasksTable;
   agent_task_base_remotes: AgentTaskBaseRemotesTable;
+  task_branches: TaskBranchesTable;
   unit_task_auto_fix_tasks: UnitTaskAutoFixTasksTable;
   worker_registration_tokens: WorkerRegistrationTokensTable;
   workers: WorkersTable;

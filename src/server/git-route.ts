@@ -14,7 +14,7 @@ import type http2 from "node:http2";
 import { ConnectError, Code } from "@connectrpc/connect";
 import type { Core } from "../core/context.js";
 import { KeyedQueue } from "../core/clones.js";
-import { grantWorkspace, MAX_PUSH_BYTES, WORKSPACE_PATH_PREFIX } from "../core/workspace-access.js";
+import { grantWorkspace, MAX_PUSH_BYTES, recordWorkspacePush, WORKSPACE_PATH_PREFIX } from "../core/workspace-access.js";
 import { serveSmartRequest, smartRequest } from "../git/http-backend.js";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
@@ -87,6 +87,9 @@ async function serve(core: Core, processes: KeyedQueue, req: Request, res: Respo
     const outcome = await processes.run(randomUUID(), () =>
       serveSmartRequest(req, res, request, { gitDir: grant.gitDir, branch: grant.branch, maxPushBytes: MAX_PUSH_BYTES }, grant.workerId),
     );
+    // The answer has gone; what the push moved is recorded for the other replicas before the
+    // worker's next call (its report names the commit, and is checked against the record).
+    if (request.kind === "rpc" && request.service === "git-receive-pack") await recordWorkspacePush(core, grant);
     log.info(
       { http_status: outcome.status, worker_id: grant.workerId, branch: grant.branch, bytes_in: outcome.bytesIn, bytes_out: outcome.bytesOut, duration_ms: Date.now() - started },
       "workspace request",

@@ -100,6 +100,12 @@ export async function getRepository(db: Kysely<Database>, ownerId: string, id: s
   return row && toRepository(row);
 }
 
+/** A repository by id alone, for the server's own work on its clone (no caller's view). */
+export async function repositoryById(db: Kysely<Database>, id: string): Promise<Repository | undefined> {
+  const row = await db.selectFrom("repositories").selectAll().where("id", "=", id).executeTakeFirst();
+  return row && toRepository(row);
+}
+
 /** The workspace's repository for this remote (by its canonical spelling), if there is one. */
 export async function findByRemoteKey(db: Kysely<Database>, workspaceId: string, remoteKey: string): Promise<Repository | undefined> {
   const row = await db

@@ -38,6 +38,7 @@ const EXPECTED_TABLES = [
   "webhook_deliveries",
   "agent_task_base_remotes",
   "secret_holders",
+  "task_branches",
 ].sort();
 
 /** The migrator's own bookkeeping tables. */

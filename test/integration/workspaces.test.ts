@@ -4,7 +4,7 @@
 // port with its lease token (the git command, and isomorphic-git as the worker daemon will),
 // pushes its commits back, and only a fast-forward of its own branch, while it holds the lease;
 // its success report records where the branch ended.
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import fs from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
@@ -18,7 +18,7 @@ import { TaskService, type UnitTask } from "../../gen/foreman/v1/task_pb.js";
 import { WorkerService, type Assignment } from "../../gen/foreman/v1/worker_pb.js";
 import { NO_CHANGES } from "../../src/core/dispatch.js";
 import { cloneDir } from "../../src/core/paths.js";
-import { DIALECTS } from "../helpers/databases.js";
+import { DIALECTS, createTestDatabase, type TestDatabase } from "../helpers/databases.js";
 import { caller, registerWorker, type Caller } from "../helpers/fixtures.js";
 import { git, startGitRemote, writeFiles, type GitRemote } from "../helpers/git-remote.js";
 import { clientWith } from "../helpers/oidc.js";
@@ -323,5 +323,96 @@ describe.each(DIALECTS)("task branches and workspaces on %s", (dialect) => {
     for (const [repositoryId, head] of heads) expect(await serverRef(repositoryId, `refs/heads/${u.branchName}`)).toBe(head);
     // The task's own end commit is its first repository's (the one added first).
     expect((await getUnit(u.id)).endCommit).toBe(heads.get([one.repo.id, two.id].sort()[0]!));
+  });
+});
+
+// Two replicas on one PostgreSQL, each with its own data folder (so its own clones): a worker's
+// push taken by one is what the other serves, diffs, reports on and builds on.
+describe.skipIf(!DIALECTS.includes("postgres"))("task branches across replicas", () => {
+  let remote: GitRemote;
+  let database: TestDatabase;
+  let a: TestServer;
+  let b: TestServer;
+  let tmp: string;
+
+  beforeAll(async () => {
+    remote = await startGitRemote();
+    database = await createTestDatabase("postgres");
+    tmp = await mkdtemp(path.join(os.tmpdir(), "foreman-replicas-"));
+    const env = { FOREMAN_CONTACT_REMOTES: "true", FOREMAN_REMOTE_TIMEOUT_SECONDS: "5", FOREMAN_SECRET_KEY: randomBytes(32).toString("base64") };
+    a = await startTestServer("postgres", { ...env, FOREMAN_DATA_DIR: path.join(tmp, "a") }, database);
+    b = await startTestServer("postgres", { ...env, FOREMAN_DATA_DIR: path.join(tmp, "b") }, database);
+  }, 60_000);
+
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await database?.drop();
+    await remote?.close();
+    if (tmp !== undefined) await rm(tmp, { recursive: true, force: true });
+  });
+
+  const auth = (token: string) => ({ GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "http.extraHeader", GIT_CONFIG_VALUE_0: `Authorization: Bearer ${token}` });
+  const refOn = (s: TestServer, repositoryId: string, ref: string) =>
+    git(["--git-dir", path.join(cloneDir(s.config.dataDir, repositoryId), ".git"), "rev-parse", "--verify", "--quiet", ref]).catch(() => undefined);
+
+  it("serves, diffs and continues a branch pushed to the other replica", { timeout: 120_000 }, async () => {
+    const ca = caller(a);
+    const name = `r-${randomUUID().slice(0, 8)}`;
+    const url = await remote.createRepository(name, { defaultBranch: "main", files: { "app.txt": "one\n" } });
+    const ws = (await ca.workspace()).id;
+    const repo = await ca.repository(ws, url);
+    const group = await ca.group(ws, [repo.id]);
+    const { unitTask } = await ca.client(TaskService).createUnitTask({ repositoryGroupId: group.id, prompt: "Across replicas" });
+    const u = unitTask!;
+    // B has never cloned this repository.
+    expect(await refOn(b, repo.id, "HEAD")).toBeUndefined();
+
+    const { secret } = await ca.registrationToken();
+    const registered = await registerWorker(a, secret, { agentTypes: [AgentType.CLAUDE_CODE] });
+    const onA = clientWith(a, WorkerService, registered.workerToken);
+    const onB = clientWith(b, WorkerService, registered.workerToken);
+    const first = (await onA.getTask({ pollId: randomUUID(), waitSeconds: 5 })).assignment!;
+    const token = first.lease!.leaseToken;
+    const path0 = first.repositories[0]!.cloneUrl;
+
+    // The workspace from B, which clones the repository and makes the branch as recorded; the push to B.
+    const dir = await mkdtemp(path.join(tmp, "ws-"));
+    await git(["clone", "--quiet", "--branch", u.branchName, "--single-branch", new URL(path0, b.url).toString(), dir], { env: auth(token) });
+    expect(await git(["-C", dir, "rev-parse", "HEAD"])).toBe(u.baseCommit);
+    await writeFiles(dir, { "app.txt": "two\n", "new.txt": "new\n" });
+    await git(["-C", dir, "add", "-A"]);
+    await git(["-C", dir, "commit", "--quiet", "-m", "Work on B"]);
+    const head = await git(["-C", dir, "rev-parse", "HEAD"]);
+    await git(["-C", dir, "push", "--quiet", "origin", `HEAD:refs/heads/${u.branchName}`], { env: auth(token) });
+    expect(await refOn(a, repo.id, `refs/heads/${u.branchName}`)).toBe(u.baseCommit);
+
+    // The report reaches A, which takes the branch from the record: the end commit is B's push.
+    await onA.reportStatus({ sessionId: first.lease!.sessionId, leaseToken: token, state: SessionState.SUCCEEDED, errorMessage: "", headCommit: head });
+    const done = unit((await ca.client(TaskService).getTask({ id: u.id })).task);
+    expect(done.status).toBe(TaskStatus.IN_REVIEW);
+    expect(done.endCommit).toBe(head);
+    expect(await refOn(a, repo.id, `refs/heads/${u.branchName}`)).toBe(head);
+    const diff = await ca.client(TaskService).getTaskDiff({ id: u.id });
+    expect(diff.headCommit).toBe(head);
+    expect(diff.repositories[0]!.files.map((f) => f.path)).toEqual(["app.txt", "new.txt"]);
+
+    // The next run is served by A and builds on B's commit; B then serves A's push.
+    await ca.client(TaskService).requestChanges({ id: u.id, feedback: "More" });
+    const second = (await onB.getTask({ pollId: randomUUID(), waitSeconds: 5 })).assignment!;
+    expect(second.repositories[0]!.baseCommit).toBe(head);
+    const token2 = second.lease!.leaseToken;
+    const onAUrl = new URL(second.repositories[0]!.cloneUrl, a.url).toString();
+    await git(["-C", dir, "pull", "--quiet", "--ff-only", onAUrl, u.branchName], { env: auth(token2) });
+    await writeFiles(dir, { "more.txt": "more\n" });
+    await git(["-C", dir, "add", "-A"]);
+    await git(["-C", dir, "commit", "--quiet", "-m", "Work on A"]);
+    const next = await git(["-C", dir, "rev-parse", "HEAD"]);
+    await git(["-C", dir, "push", "--quiet", onAUrl, `HEAD:refs/heads/${u.branchName}`], { env: auth(token2) });
+    const fresh = await mkdtemp(path.join(tmp, "fresh-"));
+    await git(["clone", "--quiet", "--branch", u.branchName, new URL(second.repositories[0]!.cloneUrl, b.url).toString(), fresh], { env: auth(token2) });
+    expect(await git(["-C", fresh, "rev-parse", "HEAD"])).toBe(next);
+    await onB.reportStatus({ sessionId: second.lease!.sessionId, leaseToken: token2, state: SessionState.SUCCEEDED, errorMessage: "", headCommit: "" });
+    expect(unit((await caller(b).client(TaskService).getTask({ id: u.id })).task).endCommit).toBe(next);
   });
 });
