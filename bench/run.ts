@@ -23,8 +23,9 @@ import { formatHostile, runHostile } from "./hostile.js";
 import { FANOUT_IN_FLIGHT, fanoutGoals, formatCommandLatency, formatLogFanout, formatLogIngest, loadNote, runCommandLatency, runLogFanout, runLogIngest } from "./logs.js";
 import { formatWatch, runWatch } from "./watch.js";
 import { formatUnary, runUnary, type UnaryResult } from "./unary.js";
+import { formatWorkspaces, runWorkspaces } from "./workspaces.js";
 
-const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle", "log-ingest", "log-fanout", "command-latency"] as const;
+const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle", "log-ingest", "log-fanout", "command-latency", "workspaces"] as const;
 
 const HELP = `npm run bench [-- --help]
 
@@ -74,6 +75,14 @@ is 1 only if a call failed or a hostile request took the server down.
            StopSession by the user → the stop_session command on the worker's open
            ReceiveCommands stream: p50/p99/max, on SQLite, and on PostgreSQL with the stream on a
            second replica of the same database (the NOTIFY path) (goal: within a second)
+  workspaces
+           a 5,000-file repository's workspace to a worker and a 100-file result back (issue 18),
+           through Foreman's lease-checked git route (server started with
+           FOREMAN_CONTACT_REMOTES=true) beside a plain git http-backend serving the same
+           repository, each with isomorphic-git and the git command: first run's clone, the push,
+           the second run's fetch (RequestChanges) of what is new and of nothing new: ms, bytes on
+           the wire, the server's and its git processes' CPU (BENCH_WORKSPACE_REPEATS repeats,
+           no discarded round; some 2 minutes a repeat on a busy 2-core machine)
 
 Quick mode, to see that everything runs (figures too short to compare):
   BENCH_DURATION_MS=500 BENCH_WARMUP_MS=0 BENCH_REPEATS=1 npm run bench
@@ -105,14 +114,16 @@ Environment:
   BENCH_LOG_FANOUT_IN_FLIGHT  batches log-fanout's writer may be ahead of the slowest reader
                           (default 2; 1: each batch alone, the latency of one fan-out)
   BENCH_COMMAND_STOPS     stops per target in command-latency (default 50)
+  BENCH_WORKSPACE_REPEATS  cycles per target and client in workspaces (default 3; BENCH_REPEATS
+                          does not apply: one isomorphic-git clone of the repository takes ~30 s)
   BENCH_SERVER_NODE_ARGS  flags for the servers' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
   BENCH_H2LOAD_BASELINE   another checkout (built) whose server h2load measures as one more row
   FOREMAN_BENCH_DATABASE_URL  the PostgreSQL auth and dispatch-* create their databases on
                           (default postgres://postgres@127.0.0.1:5432/postgres)
 
 Ctrl-C (or SIGTERM) stops the servers and removes their temporary folders (foreman-bench-*,
-foreman-h2load-* under $TMPDIR or /tmp), the simulated workers' processes, and the databases of auth
-and dispatch-*, then exits 130 (143 for SIGTERM).
+foreman-h2load-*, and workspaces' foreman-git-remote-* under $TMPDIR or /tmp), the simulated workers'
+processes, and the databases of auth and dispatch-*, then exits 130 (143 for SIGTERM).
 `;
 
 /** A comma-separated list of whole numbers, e.g. BENCH_LOG_READERS=1,10,100. */
@@ -176,6 +187,7 @@ async function main(): Promise<number> {
     concurrency: envInt("BENCH_CONCURRENCY", 32, 1, 1000),
   };
   const watchChanges = envInt("BENCH_WATCH_CHANGES", 50, 1, 10_000);
+  const workspaceRepeats = envInt("BENCH_WORKSPACE_REPEATS", 3, 1, 100);
   const dispatchWorkers = envInt("BENCH_DISPATCH_WORKERS", 10, 1, 1000);
   const dispatchJobs = process.env.BENCH_DISPATCH_JOBS?.trim() ? envInt("BENCH_DISPATCH_JOBS", 0, 1, 1_000_000) : undefined;
   const idleWorkers = envInt("BENCH_DISPATCH_IDLE_WORKERS", options.durationMs < 1000 ? 1000 : 10_000, 1, 100_000);
@@ -500,6 +512,40 @@ async function main(): Promise<number> {
     const failed = results.reduce((sum, r) => sum + r.errors, 0);
     if (failed > 0) console.error(`command-latency: ${failed} calls failed`);
     errors += failed;
+  }
+  if (only === undefined || only === "workspaces") {
+    process.stderr.write(`workspaces: a 5,000-file repository through Foreman and a plain git http-backend, ${workspaceRepeats} repeats (progress on stderr)\n`);
+    const pressure = cpuPressure();
+    const result = await runWorkspaces({ repeats: workspaceRepeats });
+    const cpuPressureShare = pressure.stop();
+    console.log(formatWorkspaces(result));
+    console.log(loadNote());
+    console.log(pressureNote(cpuPressureShare));
+    console.log(
+      JSON.stringify({
+        benchmark: "workspaces",
+        repeats: result.repeats,
+        files: result.files,
+        tree_bytes: result.treeBytes,
+        pack_bytes: result.packBytes,
+        result_files: result.resultFiles,
+        cpu_pressure: cpuPressureShare === undefined ? null : round(cpuPressureShare, 2),
+        results: result.rows.map((r) => ({
+          step: r.step,
+          client: r.client,
+          target: r.target,
+          ms: spread(r.ms, 1),
+          fetch_ms: r.transferMs === undefined ? null : spread(r.transferMs, 1),
+          bytes_down: r.downBytes,
+          bytes_up: r.upBytes,
+          server_cpu_ms: spread(r.serverCpuMs, 1),
+          git_cpu_ms: spread(r.gitCpuMs, 1),
+          client_stall_max_ms: r.maxStallMs === undefined ? null : round(r.maxStallMs),
+          samples: r.samples,
+        })),
+      }),
+    );
+    errors += result.errors;
   }
   if (errors > 0) return 1;
   return 0;
