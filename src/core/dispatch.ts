@@ -30,7 +30,7 @@ import type { Database } from "../db/schema.js";
 import type { Logger } from "../logger.js";
 import { RUN_END, SESSION_CLAIM, SESSION_REPORT, type ReportedState, type SessionState } from "../model/tasks.js";
 import * as sessions from "../store/agent-sessions.js";
-import { unitTaskOfRun } from "../store/branch-heads.js";
+import { unitTaskOfRun } from "../store/task-branches.js";
 import { isUniqueViolation } from "../store/errors.js";
 import * as taskEvents from "../store/task-events.js";
 import * as tasksStore from "../store/tasks.js";

@@ -11,7 +11,7 @@
 import path from "node:path";
 import { applyBranchBundle, createBranchBundle, hasCommit, isAncestor, setBranch } from "../git/bundles.js";
 import { branchHead, createTaskBranch, deleteTaskBranch } from "../git/branches.js";
-import * as heads from "../store/branch-heads.js";
+import * as heads from "../store/task-branches.js";
 import * as repos from "../store/repositories.js";
 import type { Repository } from "../store/repositories.js";
 import type { Core } from "./context.js";

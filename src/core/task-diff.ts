@@ -19,7 +19,7 @@ import { createHash } from "node:crypto";
 import path from "node:path";
 import { branchHead } from "../git/branches.js";
 import { changedFiles, filePatches, type ChangedFile } from "../git/diff.js";
-import { runBranchesOf, type RunBranch, type RunBranches } from "../store/task-branches.js";
+import { runBranchesOf, type RunBranch, type RunBranches } from "../store/run-branches.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, notFound } from "./errors.js";
 import { syncTaskBranch } from "./task-branches.js";

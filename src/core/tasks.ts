@@ -28,7 +28,7 @@ import type { Core } from "./context.js";
 import { failedPrecondition, invalidArgument, notFound } from "./errors.js";
 import { branchNameProblem } from "./git-names.js";
 import { fetchRepositories } from "./repositories.js";
-import * as branchHeads from "../store/branch-heads.js";
+import * as branchHeads from "../store/task-branches.js";
 import { deliverTask } from "./delivery.js";
 import { defaultBranchName, dropTaskBranches, startTaskBranches } from "./task-branches.js";
 import { readPage, writePage } from "./pagination.js";

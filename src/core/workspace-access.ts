@@ -7,8 +7,9 @@
 // nothing else of the server's clone; what it may push is a fast-forward of that branch.
 import { stat } from "node:fs/promises";
 import path from "node:path";
+import { LEASED_SESSION_STATES } from "../model/tasks.js";
 import * as sessions from "../store/agent-sessions.js";
-import { unitTaskOfRun } from "../store/branch-heads.js";
+import { unitTaskOfRun } from "../store/task-branches.js";
 import type { Core } from "./context.js";
 import { failedPrecondition, leaseLost, notFound } from "./errors.js";
 import { leaseProblem, leaseTokenHash } from "./leases.js";
@@ -41,17 +42,21 @@ export interface WorkspaceGrant {
 
 /**
  * Checks that `leaseToken` is the live lease of the session and that the repository is one of its
- * run's; NotFound for a session or repository that is not there (another's is not there either),
- * LEASE_LOST for a token that is not the live lease, FailedPrecondition when the server holds no
+ * run's; NotFound for a session or repository that is not there, or a token that is not the
+ * session's lease; LEASE_LOST when no one holds the session (its run ended, or was taken back)
+ * or the lease expired, FailedPrecondition when the server holds no
  * clone of the repository (it contacts no remotes, or the repository was removed).
  */
 export async function grantWorkspace(core: Core, sessionId: string, repositoryId: string, leaseToken: string): Promise<WorkspaceGrant> {
   const session = await sessions.getSession(core.db, sessionId);
   const tokenHash = leaseTokenHash(leaseToken);
-  // Without the session's own token nothing is said about it, not even whether it exists.
-  if (session === undefined || tokenHash === "" || session.leaseTokenHash !== tokenHash) {
-    throw notFound("session", sessionId, `session ${sessionId} has no live lease with this token: the run ended or was taken back, or the token is another's`);
+  if (session === undefined) throw notFound("session", sessionId);
+  // A session no one holds (its run ended, or its lease was taken back, which forgets the
+  // token) says so, for its last holder to stop; a live lease says nothing to another token.
+  if (session.leaseTokenHash === null || !(LEASED_SESSION_STATES as readonly string[]).includes(session.state)) {
+    throw leaseLost(sessionId, `no worker holds it now (it is ${session.state})`);
   }
+  if (tokenHash === "" || session.leaseTokenHash !== tokenHash) throw notFound("session", sessionId, `session ${sessionId} has no lease with this token`);
   const problem = leaseProblem(session, session.workerId ?? "", tokenHash, core.now());
   if (problem !== undefined) throw leaseLost(sessionId, problem);
   const remote = (await sessions.remotesOf(core.db, session.agentTaskId)).find((r) => r.repositoryId === repositoryId);

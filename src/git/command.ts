@@ -13,7 +13,8 @@ export class GitCommandError extends Error {
   }
 }
 
-export function gitEnv(): NodeJS.ProcessEnv {
+/** The environment every git command of the server runs in: no user or system configuration, no prompt. */
+export function gitEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
     HOME: "/",
@@ -21,6 +22,7 @@ export function gitEnv(): NodeJS.ProcessEnv {
     GIT_CONFIG_GLOBAL: "/dev/null",
     GIT_TERMINAL_PROMPT: "0",
     LC_ALL: "C",
+    ...extra,
   };
 }
 

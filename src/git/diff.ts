@@ -2,6 +2,7 @@
 // no diff), never through a shell, with no user or system git configuration. Bounded: each file's
 // patch and the whole answer are cut at a byte limit with a marker; binary files are named only.
 import { execFile, spawn } from "node:child_process";
+import { gitEnv } from "./command.js";
 
 export type FileStatus = "added" | "modified" | "deleted" | "renamed";
 
@@ -26,7 +27,7 @@ export const CUT_MARKER = "\n[... diff cut: larger than the server's limit ...]\
 
 const COMMIT = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
 
-const GIT_ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: "/", GIT_CONFIG_NOSYSTEM: "1", GIT_CONFIG_GLOBAL: "/dev/null", LC_ALL: "C" };
+const GIT_ENV = gitEnv();
 
 function gitArgs(gitDir: string, args: string[]): string[] {
   // Paths are paths, never patterns or magic (a file named "*.txt" or ":(top)x").

@@ -7,6 +7,7 @@ import { spawn } from "node:child_process";
 import type http from "node:http";
 import type http2 from "node:http2";
 import path from "node:path";
+import { gitEnv } from "./command.js";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
 type Response = http.ServerResponse | http2.Http2ServerResponse;
@@ -82,13 +83,7 @@ export interface BackendOutcome {
  */
 export function serveSmartRequest(req: Request, answer: Response, request: SmartRequest, policy: BranchPolicy, remoteUser: string): Promise<BackendOutcome> {
   const config = policyConfig(policy);
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH ?? "/usr/bin:/bin",
-    HOME: "/",
-    LC_ALL: "C",
-    GIT_CONFIG_NOSYSTEM: "1",
-    GIT_CONFIG_GLOBAL: "/dev/null",
-    GIT_TERMINAL_PROMPT: "0",
+  const env = gitEnv({
     GIT_PROJECT_ROOT: path.dirname(policy.gitDir),
     GIT_HTTP_EXPORT_ALL: "1",
     GATEWAY_INTERFACE: "CGI/1.1",
@@ -102,7 +97,7 @@ export function serveSmartRequest(req: Request, answer: Response, request: Smart
     GIT_CONFIG_COUNT: String(config.length),
     // Protocol version 0 on purpose (no GIT_PROTOCOL passed on): its wants are checked against
     // the refs it advertised, which are the task branch only.
-  };
+  });
   config.forEach(([key, value], i) => {
     env[`GIT_CONFIG_KEY_${i}`] = key;
     env[`GIT_CONFIG_VALUE_${i}`] = value;

@@ -7,21 +7,11 @@ import { execFile } from "node:child_process";
 import { mkdir, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { cloneIntoPlace, remoteBranches, type SyncResult } from "./clone.js";
+import { gitEnv } from "./command.js";
 import { RemoteError, type RemoteHead } from "./remote.js";
 
 /** A clone or fetch of a folder may take this many times the remote timeout. */
 const SYNC_TIMEOUT_FACTOR = 15;
-
-function gitEnv(): NodeJS.ProcessEnv {
-  return {
-    PATH: process.env.PATH ?? "/usr/bin:/bin",
-    HOME: process.env.HOME ?? "/",
-    GIT_CONFIG_NOSYSTEM: "1",
-    GIT_CONFIG_GLOBAL: "/dev/null",
-    GIT_TERMINAL_PROMPT: "0",
-    LC_ALL: "C",
-  };
-}
 
 function run(args: string[], timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -15,6 +15,7 @@ import fs from "node:fs";
 import path from "node:path";
 import * as isogit from "isomorphic-git";
 import { authorization, withDeadline, type RemoteOptions } from "./remote.js";
+import { gitEnv } from "./command.js";
 
 export type MergeMode = "merge" | "squash" | "rebase";
 
@@ -131,18 +132,6 @@ function cleanWords(text: string, options: Pick<RemoteOptions, "credentials">): 
 
 // ---------------------------------------------------------------------------------------------
 // Merges, with the git command.
-
-function gitEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return {
-    PATH: process.env.PATH ?? "/usr/bin:/bin",
-    HOME: "/",
-    GIT_CONFIG_NOSYSTEM: "1",
-    GIT_CONFIG_GLOBAL: "/dev/null",
-    GIT_TERMINAL_PROMPT: "0",
-    LC_ALL: "C",
-    ...extra,
-  };
-}
 
 interface GitRun {
   code: number;

@@ -1,55 +1,86 @@
-// A unit task's branches as its runs recorded them (agent_task_base_remotes): per run, per
-// repository, the branch, the commit the run started from and the one it ended at. Read for
-// GetTaskDiff (core/task-diff.ts); written by core/tasks.ts and core/dispatch.ts.
+// Where each unit task's branch stands, per repository, for every replica (table task_branches,
+// migration 0011): its base and head commits, and its own commits as a bundle. Read and moved by
+// core/task-branches.ts; a head moves only from the head it was read at (compare and set), so
+// two replicas recording one push cannot step back.
 import type { Kysely } from "kysely";
 import type { Database } from "../db/schema.js";
+import { toDbTime } from "./codec.js";
 
-export interface RunBranch {
+export interface BranchHead {
+  unitTaskId: string;
   repositoryId: string;
-  /** The repository's name; empty when the repository was removed since. */
-  repositoryName: string;
-  baseBranch: string;
   branchName: string;
-  /** Where the run started (null: not recorded, the server held no clone). */
-  baseCommit: string | null;
-  /** Where the run's branch was when it succeeded (null: not, or not yet). */
-  endCommit: string | null;
+  baseCommit: string;
+  headCommit: string;
 }
 
-export interface RunBranches {
-  agentTaskId: string;
-  /** In the order the repositories were added (repository id). */
-  repositories: RunBranch[];
-}
-
-/** Every run of the owner's unit task, oldest first, each with its branches; [] when there is none. */
-export async function runBranchesOf(db: Kysely<Database>, ownerId: string, unitTaskId: string): Promise<RunBranches[]> {
-  const rows = await db
-    .selectFrom("agent_tasks as a")
-    .leftJoin("agent_task_base_remotes as b", "b.agent_task_id", "a.id")
-    .leftJoin("repositories as r", "r.id", "b.repository_id")
-    .select(["a.id as agent_task_id", "b.repository_id", "r.name", "b.base_branch", "b.branch_name", "b.base_commit", "b.end_commit"])
-    .where("a.unit_task_id", "=", unitTaskId)
-    .where("a.owner_id", "=", ownerId)
-    .orderBy("a.id")
-    .orderBy("b.repository_id")
+export async function insertBranchHeads(db: Kysely<Database>, rows: BranchHead[], now: Date): Promise<void> {
+  if (rows.length === 0) return;
+  await db
+    .insertInto("task_branches")
+    .values(
+      rows.map((r) => ({
+        unit_task_id: r.unitTaskId,
+        repository_id: r.repositoryId,
+        branch_name: r.branchName,
+        base_commit: r.baseCommit,
+        head_commit: r.headCommit,
+        bundle: null,
+        updated_at: toDbTime(now),
+      })),
+    )
     .execute();
-  const runs: RunBranches[] = [];
-  for (const row of rows) {
-    let run = runs[runs.length - 1];
-    if (run === undefined || run.agentTaskId !== row.agent_task_id) {
-      run = { agentTaskId: row.agent_task_id, repositories: [] };
-      runs.push(run);
-    }
-    if (row.repository_id === null) continue;
-    run.repositories.push({
-      repositoryId: row.repository_id,
-      repositoryName: row.name ?? "",
-      baseBranch: row.base_branch ?? "",
-      branchName: row.branch_name ?? "",
-      baseCommit: row.base_commit,
-      endCommit: row.end_commit,
-    });
-  }
-  return runs;
+}
+
+const HEAD_COLUMNS = ["unit_task_id", "repository_id", "branch_name", "base_commit", "head_commit"] as const;
+
+function toHead(row: { unit_task_id: string; repository_id: string; branch_name: string; base_commit: string; head_commit: string }): BranchHead {
+  return { unitTaskId: row.unit_task_id, repositoryId: row.repository_id, branchName: row.branch_name, baseCommit: row.base_commit, headCommit: row.head_commit };
+}
+
+/** The branch of a unit task in a repository, or undefined (no such, or made while the server kept no clones). */
+export async function branchHeadOf(db: Kysely<Database>, unitTaskId: string, repositoryId: string): Promise<BranchHead | undefined> {
+  const row = await db
+    .selectFrom("task_branches")
+    .select(HEAD_COLUMNS)
+    .where("unit_task_id", "=", unitTaskId)
+    .where("repository_id", "=", repositoryId)
+    .executeTakeFirst();
+  return row && toHead(row);
+}
+
+/** The branch's bundle, read apart (it may be large), with the head it leads to; undefined when the row is gone. */
+export async function branchBundle(db: Kysely<Database>, unitTaskId: string, repositoryId: string): Promise<{ headCommit: string; bundle: Buffer | null } | undefined> {
+  const row = await db
+    .selectFrom("task_branches")
+    .select(["head_commit", "bundle"])
+    .where("unit_task_id", "=", unitTaskId)
+    .where("repository_id", "=", repositoryId)
+    .executeTakeFirst();
+  return row && { headCommit: row.head_commit, bundle: row.bundle === null ? null : Buffer.from(row.bundle) };
+}
+
+/** Moves the head from `from` to `to` with the bundle that leads there; false when the head is no longer `from`. */
+export async function advanceBranchHead(
+  db: Kysely<Database>,
+  head: { unitTaskId: string; repositoryId: string },
+  from: string,
+  to: string,
+  bundle: Buffer,
+  now: Date,
+): Promise<boolean> {
+  const result = await db
+    .updateTable("task_branches")
+    .set({ head_commit: to, bundle, updated_at: toDbTime(now) })
+    .where("unit_task_id", "=", head.unitTaskId)
+    .where("repository_id", "=", head.repositoryId)
+    .where("head_commit", "=", from)
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}
+
+/** The unit task of an agent task, for a run's branches. */
+export async function unitTaskOfRun(db: Kysely<Database>, agentTaskId: string): Promise<string | undefined> {
+  const row = await db.selectFrom("agent_tasks").select("unit_task_id").where("id", "=", agentTaskId).executeTakeFirst();
+  return row?.unit_task_id ?? undefined;
 }

@@ -16,7 +16,7 @@ import { adminUrl, runsOn } from "../helpers/databases.js";
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const run = promisify(execFile);
 
-const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle", "log-ingest", "log-fanout", "command-latency"];
+const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle", "log-ingest", "log-fanout", "command-latency", "workspaces"];
 
 const SETTINGS = [
   "BENCH_ONLY",

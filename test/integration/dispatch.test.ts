@@ -139,7 +139,8 @@ describe.each(DIALECTS)("dispatch on %s", (dialect) => {
           $typeName: undefined,
           repositoryId: repository.id,
           name: repository.name,
-          cloneUrl: "",
+          // A path on the server's port; no base commit, as this server keeps no clones.
+          cloneUrl: `/git/sessions/${a.lease!.sessionId}/${repository.id}.git`,
           baseBranch: repository.defaultBranch,
           branchName: task.branchName,
           baseCommit: "",

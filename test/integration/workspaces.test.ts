@@ -280,7 +280,7 @@ describe.each(DIALECTS)("task branches and workspaces on %s", (dialect) => {
     const id = a.taskId;
     await tasks().updateTaskStatus({ id, status: TaskStatus.CANCELLED });
     await commitAll(dir, { "late.txt": "late\n" }, "Too late");
-    await expect(push(a, dir, `HEAD:refs/heads/${a.repositories[0]!.branchName}`)).rejects.toThrow(/has no live lease with this token/);
+    await expect(push(a, dir, `HEAD:refs/heads/${a.repositories[0]!.branchName}`)).rejects.toThrow(/no worker holds it now \(it is cancelled\)/);
     expect(await serverRef(p.repo.id, `refs/heads/${a.repositories[0]!.branchName}`)).toBe(a.repositories[0]!.baseCommit);
     // No lease token reached a log line.
     expect(logLines.join("\n")).not.toContain(a.lease!.leaseToken);
