@@ -79,9 +79,18 @@ export interface BackendOutcome {
 /**
  * Answers one smart request from git http-backend under the policy. Resolves when the answer
  * has ended (or the client went away, which ends the process). `remoteUser` is who the caller
- * authenticated as, for git's own records.
+ * authenticated as, for git's own records. `beforeEnd` runs once git has answered in full and
+ * before the answer ends, so a client's push returns only after it (a rejection is the
+ * caller's to log; the answer ends all the same).
  */
-export function serveSmartRequest(req: Request, answer: Response, request: SmartRequest, policy: BranchPolicy, remoteUser: string): Promise<BackendOutcome> {
+export function serveSmartRequest(
+  req: Request,
+  answer: Response,
+  request: SmartRequest,
+  policy: BranchPolicy,
+  remoteUser: string,
+  beforeEnd: () => Promise<void> = async () => {},
+): Promise<BackendOutcome> {
   const config = policyConfig(policy);
   const env = gitEnv({
     GIT_PROJECT_ROOT: path.dirname(policy.gitDir),
@@ -167,7 +176,9 @@ export function serveSmartRequest(req: Request, answer: Response, request: Smart
         res.end("git gave no answer\n");
         return;
       }
-      res.end();
+      void beforeEnd()
+        .catch(() => {})
+        .finally(() => res.end());
     });
   });
 }

@@ -84,12 +84,16 @@ async function serve(core: Core, processes: KeyedQueue, req: Request, res: Respo
   }
   try {
     const grant = await grantWorkspace(core, sessionId.toLowerCase(), repositoryId.toLowerCase(), token);
+    // What a push moved is recorded for the other replicas before its answer ends, so the
+    // worker's next call (its report names the commit) finds it wherever it lands.
+    const record =
+      request.kind === "rpc" && request.service === "git-receive-pack"
+        ? () => recordWorkspacePush(core, grant).catch((error: unknown) => log.error({ err: error }, "a workspace push was not recorded"))
+        : undefined;
+    // Unique keys: the queue only bounds how many run at once.
     const outcome = await processes.run(randomUUID(), () =>
-      serveSmartRequest(req, res, request, { gitDir: grant.gitDir, branch: grant.branch, maxPushBytes: MAX_PUSH_BYTES }, grant.workerId),
+      serveSmartRequest(req, res, request, { gitDir: grant.gitDir, branch: grant.branch, maxPushBytes: MAX_PUSH_BYTES }, grant.workerId, record),
     );
-    // The answer has gone; what the push moved is recorded for the other replicas before the
-    // worker's next call (its report names the commit, and is checked against the record).
-    if (request.kind === "rpc" && request.service === "git-receive-pack") await recordWorkspacePush(core, grant);
     log.info(
       { http_status: outcome.status, worker_id: grant.workerId, branch: grant.branch, bytes_in: outcome.bytesIn, bytes_out: outcome.bytesOut, duration_ms: Date.now() - started },
       "workspace request",
