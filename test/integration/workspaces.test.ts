@@ -9,13 +9,14 @@ import fs from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { toJsonString } from "@bufbuild/protobuf";
 import { Code, type Client } from "@connectrpc/connect";
 import * as isogit from "isomorphic-git";
 import isoHttp from "isomorphic-git/http/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentType, SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { TaskService, type UnitTask } from "../../gen/foreman/v1/task_pb.js";
-import { WorkerService, type Assignment } from "../../gen/foreman/v1/worker_pb.js";
+import { AssignmentSchema, WorkerService, type Assignment } from "../../gen/foreman/v1/worker_pb.js";
 import { NO_CHANGES } from "../../src/core/dispatch.js";
 import { cloneDir } from "../../src/core/paths.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "../helpers/databases.js";
@@ -206,6 +207,42 @@ describe.each(DIALECTS)("task branches and workspaces on %s", (dialect) => {
     expect(second.status).toBe(TaskStatus.IN_REVIEW);
     expect(second.endCommit).toBe(next);
     expect(second.agentTasks).toHaveLength(2);
+
+    // The reviewer reads both runs' work, approves, and the upstream has the commits.
+    const diff = await tasks().getTaskDiff({ id: u.id });
+    expect(diff.baseCommit).toBe(u.baseCommit);
+    expect(diff.headCommit).toBe(next);
+    expect(diff.files.map((f) => f.path)).toEqual(["src/health.ts", "src/version.ts"]);
+    await tasks().approveTask({ id: u.id });
+    expect((await getUnit(u.id)).status).toBe(TaskStatus.APPROVED);
+    expect((await remote.refs(p.name))[`refs/heads/${u.branchName}`]).toBe(next);
+  });
+
+  it("hands the worker no upstream credential: not in its workspace, not in what it is served", { timeout: 60_000 }, async () => {
+    const locked = await startGitRemote({ auth: { username: "robot", password: `pw-${randomUUID()}` } });
+    try {
+      const name = `s-${randomUUID().slice(0, 8)}`;
+      const url = await locked.createRepository(name, { defaultBranch: "main" });
+      const ws = (await c.workspace()).id;
+      const repo = await c.repository(ws, url, {
+        upstreamCredentials: { kind: { case: "usernamePassword", value: { username: "robot", password: locked.auth!.password } } },
+      });
+      const group = await c.group(ws, [repo.id]);
+      await tasks().createUnitTask({ repositoryGroupId: group.id, prompt: "Private work" });
+      const a = await claim();
+      expect(toJsonString(AssignmentSchema, a)).not.toContain(locked.auth!.password);
+      const dir = await workspace(a);
+      const secrets = [locked.auth!.password, Buffer.from(`robot:${locked.auth!.password}`).toString("base64")];
+      for (const file of [".git/config", ".git/FETCH_HEAD", ".git/packed-refs"]) {
+        const text = await readFile(path.join(dir, file), "utf8").catch(() => "");
+        for (const secret of secrets) expect(text, file).not.toContain(secret);
+      }
+      // The workspace's remote is the server's route, never the upstream.
+      expect(await git(["-C", dir, "remote", "get-url", "origin"])).toBe(cloneUrl(a));
+      await report(a, SessionState.CANCELLED);
+    } finally {
+      await locked.close();
+    }
   });
 
   it("fetches and pushes with isomorphic-git, the lease token as basic auth's password", { timeout: 60_000 }, async () => {
