@@ -12,7 +12,7 @@ import type { IssueTriageData, NewTodoItem, PrReviewData, TodoItemData } from ".
 import { insertTodoItems } from "../store/todo-items.js";
 import { findWebhookTargets, insertWebhookDelivery, type WebhookTarget } from "../store/webhooks.js";
 import type { Core } from "./context.js";
-import { parseRemoteUrl } from "./remote-url.js";
+import { canonicalRemote, parseRemoteUrl } from "./remote-url.js";
 import { openStoredSecret, SecretBoxError, webhookSecretAad } from "./secrets.js";
 import { toSingleLine } from "./text.js";
 
@@ -48,11 +48,12 @@ export const EVENT = /^[A-Za-z0-9_.-]{1,100}$/;
 export const DELIVERY_ID = /^[A-Za-z0-9_.:-]{1,200}$/;
 const SIGNATURE = /^sha256=([0-9a-fA-F]{64})$/;
 
-/** The URLs the payload's repository is known by, as a stored remote URL would spell them. */
-export function repositoryUrlVariants(repository: unknown): string[] {
-  if (typeof repository !== "object" || repository === null) return [];
+/** The URLs the payload's repository is known by, as a stored remote URL would spell them, and its canonical keys. */
+export function repositoryUrlVariants(repository: unknown): { urls: string[]; keys: string[] } {
+  if (typeof repository !== "object" || repository === null) return { urls: [], keys: [] };
   const fields = repository as Record<string, unknown>;
   const urls = new Set<string>();
+  const keys = new Set<string>();
   for (const key of ["clone_url", "html_url", "ssh_url", "git_url"]) {
     const raw = fields[key];
     if (typeof raw !== "string") continue;
@@ -62,8 +63,12 @@ export function repositoryUrlVariants(repository: unknown): string[] {
     urls.add(parsed.url);
     // A remote may be written with or without ".git"; both name the same repository.
     urls.add(parsed.url.endsWith(".git") ? parsed.url.slice(0, -4) : `${parsed.url}.git`);
+    // The remote's canonical key (as AddRepository stores it) matches every other spelling:
+    // ssh://, a default port, upper case.
+    const canonical = canonicalRemote(raw);
+    if (canonical !== undefined) keys.add(canonical);
   }
-  return [...urls].sort();
+  return { urls: [...urls].sort(), keys: [...keys].sort() };
 }
 
 /**

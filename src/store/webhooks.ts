@@ -15,16 +15,23 @@ export interface WebhookTarget {
 }
 
 /**
- * Every repository (of any owner) whose stored remote URL is one of urls, ignoring case (as
- * GitHub does for owner and repository names; URLs are ASCII, which both databases' lower()
- * folds alike), by id.
+ * Every repository (of any owner) whose remote's canonical key is one of keys, or whose stored
+ * remote URL is one of urls ignoring case (as GitHub does for owner and repository names; URLs
+ * are ASCII, which both databases' lower() folds alike: for a row stored before keys, until the
+ * server fills its key at start), by id.
  */
-export async function findWebhookTargets(db: Kysely<Database>, urls: string[]): Promise<WebhookTarget[]> {
-  if (urls.length === 0) return [];
+export async function findWebhookTargets(db: Kysely<Database>, match: { urls: string[]; keys: string[] }): Promise<WebhookTarget[]> {
+  if (match.urls.length === 0 && match.keys.length === 0) return [];
+  const urls = [...new Set(match.urls.map((url) => url.toLowerCase()))];
   const rows = await db
     .selectFrom("repositories")
     .select(["id", "owner_id", "workspace_id", "webhook_secret"])
-    .where(sql<string>`lower(remote_url)`, "in", [...new Set(urls.map((url) => url.toLowerCase()))])
+    .where((eb) =>
+      eb.or([
+        ...(match.keys.length === 0 ? [] : [eb("remote_key", "in", match.keys)]),
+        ...(urls.length === 0 ? [] : [eb(sql<string>`lower(remote_url)`, "in", urls)]),
+      ]),
+    )
     .orderBy("id")
     .execute();
   return rows.map((r) => ({ id: r.id, ownerId: r.owner_id, workspaceId: r.workspace_id, webhookSecret: r.webhook_secret }));

@@ -210,6 +210,10 @@ describe.each(DIALECTS)("POST /webhooks/github on %s", (dialect) => {
       ["the scp-like SSH URL", (n: string) => `git@github.com:${n}.git`],
       ["the SSH URL without .git", (n: string) => `git@github.com:${n}`],
       ["the git:// URL", (n: string) => `git://github.com/${n}.git`],
+      // Spellings no payload field has: matched by the remote's canonical key.
+      ["the ssh:// URL", (n: string) => `ssh://git@github.com/${n}.git`],
+      ["the clone URL with the default port", (n: string) => `https://github.com:443/${n}.git`],
+      ["the web URL in upper case", (n: string) => `HTTPS://GITHUB.COM/${n.toUpperCase()}`],
     ])("finds a repository added by %s", async (_label, remoteUrl) => {
       const name = freshName();
       const repo = await local.githubRepository({ fullName: name, remoteUrl: remoteUrl(name) });
