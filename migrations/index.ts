@@ -13,6 +13,7 @@ import { repositoryRemotes } from "./0008_repository_remotes.js";
 import { taskEventsCommitOrder } from "./0009_task_events_commit_order.js";
 import { repositoryDelivery } from "./0010_repository_delivery.js";
 import { taskBranches } from "./0011_task_branches.js";
+import { workspaceCredentials } from "./0012_workspace_credentials.js";
 
 export function migrations(dialect: DialectName): Record<string, Migration> {
   return {
@@ -27,5 +28,6 @@ export function migrations(dialect: DialectName): Record<string, Migration> {
     "0009_task_events_commit_order": taskEventsCommitOrder(dialect),
     "0010_repository_delivery": repositoryDelivery(),
     "0011_task_branches": taskBranches(dialect),
+    "0012_workspace_credentials": workspaceCredentials(),
   };
 }

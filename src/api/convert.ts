@@ -32,6 +32,7 @@ export function workspaceToProto(w: core.Workspace): Workspace {
     description: w.description,
     createTime: timestampFromDate(w.createdAt),
     updateTime: timestampFromDate(w.updatedAt),
+    hasUpstreamCredentials: w.hasUpstreamCredentials,
   });
 }
 

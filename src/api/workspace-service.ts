@@ -22,6 +22,19 @@ export function workspaceService(core: Core): ServiceImpl<typeof WorkspaceServic
       const workspace = await workspaces.updateWorkspace(core, requireUser(ctx), req);
       return { workspace: workspaceToProto(workspace) };
     },
+    async setWorkspaceCredentials(req, ctx) {
+      const credentials =
+        req.upstreamCredentials?.kind.case === "token"
+          ? { token: req.upstreamCredentials.kind.value }
+          : req.upstreamCredentials?.kind.case === "usernamePassword"
+            ? { username: req.upstreamCredentials.kind.value.username, password: req.upstreamCredentials.kind.value.password }
+            : undefined;
+      const workspace = await workspaces.setWorkspaceCredentials(core, requireUser(ctx), { id: req.id, credentials });
+      return { workspace: workspaceToProto(workspace) };
+    },
+    async clearWorkspaceCredentials(req, ctx) {
+      return { workspace: workspaceToProto(await workspaces.clearWorkspaceCredentials(core, requireUser(ctx), req.id)) };
+    },
     async deleteWorkspace(req, ctx) {
       await workspaces.deleteWorkspace(core, requireUser(ctx), req);
       return {};

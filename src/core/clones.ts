@@ -9,14 +9,12 @@
 // fetch one repository at once, each into its own clone).
 import { removeClone, syncClone, type SyncResult } from "../git/clone.js";
 import type { Core } from "./context.js";
-import { failedPrecondition, notFound, remoteUnavailable } from "./errors.js";
+import { failedPrecondition, remoteUnavailable } from "./errors.js";
 import { cloneDir } from "./paths.js";
 import { syncLocalClone } from "../git/local.js";
 import { isLocalRemote, localRemotePath, parseRemoteUrl, type ProviderName } from "./remote-url.js";
-import { SecretBoxError } from "./secrets.js";
-import * as store from "../store/repositories.js";
 import type { Repository } from "../store/repositories.js";
-import { basicCredentials, fetchUrl, openCredentials, remoteFailure, remoteOptions } from "./upstream.js";
+import { basicCredentials, credentialsFor, fetchUrl, remoteFailure, remoteOptions } from "./upstream.js";
 
 export type { SyncResult };
 
@@ -120,18 +118,7 @@ export class RepositoryClones {
       if (typeof parsed === "string" || url === undefined) {
         throw failedPrecondition(`repository ${repository.id} cannot be fetched: the server reaches remotes over http(s) only`, { id: repository.id });
       }
-      const sealed = await store.upstreamCredentials(core.db, repository.ownerId, repository.id);
-      if (sealed === undefined) throw notFound("repository", repository.id);
-      let credentials;
-      try {
-        credentials = sealed === null ? undefined : openCredentials(core, repository.id, sealed);
-      } catch (error) {
-        // Its message names key ids only.
-        if (error instanceof SecretBoxError) {
-          throw failedPrecondition(`repository ${repository.id}'s upstream credentials do not open: ${error.message}; or set them again`, { id: repository.id });
-        }
-        throw error;
-      }
+      const credentials = await credentialsFor(core, repository);
       try {
         return await syncClone(this.dir(repository.id), url, {
           ...remoteOptions(core),

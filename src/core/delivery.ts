@@ -30,8 +30,7 @@ import type { Core } from "./context.js";
 import { syncTaskBranch } from "./task-branches.js";
 import { failedPrecondition, remoteAccessDenied, remoteUnavailable } from "./errors.js";
 import { isLocalRemote, localRemotePath, parseRemoteUrl, type ProviderName } from "./remote-url.js";
-import { SecretBoxError } from "./secrets.js";
-import { basicCredentials, fetchUrl, openCredentials, remoteOptions } from "./upstream.js";
+import { basicCredentials, credentialsFor, fetchUrl, remoteOptions } from "./upstream.js";
 
 /** Who the commits a merge mode makes are committed by (a rebase keeps each commit's author). */
 const COMMITTER = { name: "Foreman", email: "foreman@localhost" };
@@ -161,16 +160,7 @@ async function remoteOf(core: Core, repository: Repository): Promise<Remote> {
   if (typeof parsed === "string" || url === undefined) {
     throw failedPrecondition(`repository ${repository.id} cannot be pushed to: the server reaches remotes over http(s) only`, { repository_id: repository.id });
   }
-  const sealed = await store.upstreamCredentials(core.db, repository.ownerId, repository.id);
-  let credentials;
-  try {
-    credentials = sealed === null || sealed === undefined ? undefined : openCredentials(core, repository.id, sealed);
-  } catch (error) {
-    if (error instanceof SecretBoxError) {
-      throw failedPrecondition(`repository ${repository.id}'s upstream credentials do not open: ${error.message}; or set them again`, { repository_id: repository.id });
-    }
-    throw error;
-  }
+  const credentials = await credentialsFor(core, repository);
   return {
     kind: "http",
     url,

@@ -18,7 +18,7 @@ import { quote, textProblem } from "./text.js";
 import { Violations, normalizeId, readId } from "./validation.js";
 import { webhookSecretAad } from "./secrets.js";
 import { getWorkspace } from "./workspaces.js";
-import { checkRemote, openCredentials, readCredentials, sealCredentials, type UpstreamCredentials } from "./upstream.js";
+import { checkRemote, credentialsFor, openWorkspaceCredentials, readCredentials, sealCredentials, type UpstreamCredentials } from "./upstream.js";
 import type { Logger } from "../logger.js";
 
 export type { Repository, RepositoryGroup, ProviderName };
@@ -146,7 +146,9 @@ export async function addRepository(core: Core, ownerId: string, input: AddRepos
   // default branch when none is given. A branch it names is checked like one a client gives.
   let defaultBranch = givenBranch || "main";
   if (core.remotes.contact) {
-    defaultBranch = await checkRemote(core, parsed, provider, givenBranch || undefined, credentials);
+    // Given none, the repository is reached with its workspace's (SetWorkspaceCredentials).
+    const reachWith = credentials ?? (isLocalRemote(parsed) ? undefined : await openWorkspaceCredentials(core, ownerId, workspaceId));
+    defaultBranch = await checkRemote(core, parsed, provider, givenBranch || undefined, reachWith);
     const problem = branchNameProblem(defaultBranch);
     if (problem !== undefined) {
       throw invalidArgument([{ field: "default_branch", description: `the remote's default branch ${problem}; give default_branch` }]);
@@ -245,11 +247,9 @@ export async function setRepositoryDeliveryMode(core: Core, ownerId: string, inp
   return updated;
 }
 
-/** A repository's upstream credentials, opened: for the server's own git operations only. */
+/** A repository's upstream credentials, else its workspace's, opened: for the server's own git operations only. */
 export async function repositoryCredentials(core: Core, ownerId: string, id: string): Promise<UpstreamCredentials | undefined> {
-  const sealed = await store.upstreamCredentials(core.db, ownerId, id);
-  if (sealed === undefined) throw notFound("repository", id);
-  return sealed === null ? undefined : openCredentials(core, id, sealed);
+  return credentialsFor(core, { id, ownerId });
 }
 
 const KEY_BATCH = 200;

@@ -7,11 +7,12 @@
 // what went wrong, never a credential, and never the remote's own words (which could echo one).
 import { readRemoteHead, RemoteError, type BasicCredentials } from "../git/remote.js";
 import type { Core } from "./context.js";
-import { failedPrecondition, invalidArgument, remoteAccessDenied, remoteUnavailable } from "./errors.js";
+import { failedPrecondition, invalidArgument, notFound, remoteAccessDenied, remoteUnavailable } from "./errors.js";
 import { readLocalHead } from "../git/local.js";
 import { canonicalRemote, isLocalRemote, localRemotePath, privateHostProblem, type ParsedRemote, type ProviderName } from "./remote-url.js";
 import { openStoredSecret, SecretBoxError } from "./secrets.js";
-import { replaceUpstreamCredentials, upstreamCredentialsToReseal } from "../store/repositories.js";
+import { credentialsForFetch, replaceUpstreamCredentials, upstreamCredentialsToReseal, type CredentialTable } from "../store/repositories.js";
+import { workspaceCredentials } from "../store/workspaces.js";
 import type { Logger } from "../logger.js";
 import { textProblem } from "./text.js";
 import type { Violations } from "./validation.js";
@@ -25,6 +26,11 @@ const PASSWORD_MAX = 4096;
 /** What a repository's sealed credentials are bound to: a sealed value moved to another row does not open. */
 export function upstreamCredentialsAad(repositoryId: string): string {
   return `repositories.upstream_credentials:${repositoryId}`;
+}
+
+/** What a workspace's sealed credentials are bound to: not openable as a repository's, nor another workspace's. */
+export function workspaceCredentialsAad(workspaceId: string): string {
+  return `workspace-upstream-credentials:${workspaceId}`;
 }
 
 /**
@@ -63,13 +69,59 @@ function secretProblem(value: string): string | undefined {
 }
 
 export function sealCredentials(core: Core, repositoryId: string, credentials: UpstreamCredentials): string {
-  const plain = credentials.kind === "token" ? { token: credentials.token } : { username: credentials.username, password: credentials.password };
-  return core.secrets.seal(JSON.stringify(plain), upstreamCredentialsAad(repositoryId));
+  return sealWith(core, upstreamCredentialsAad(repositoryId), credentials);
 }
 
-export function openCredentials(core: Core, repositoryId: string, sealed: string): UpstreamCredentials {
-  const plain = JSON.parse(openStoredSecret(core, sealed, upstreamCredentialsAad(repositoryId))) as { token?: string; username?: string; password?: string };
+export function sealWorkspaceCredentials(core: Core, workspaceId: string, credentials: UpstreamCredentials): string {
+  return sealWith(core, workspaceCredentialsAad(workspaceId), credentials);
+}
+
+function sealWith(core: Core, aad: string, credentials: UpstreamCredentials): string {
+  const plain = credentials.kind === "token" ? { token: credentials.token } : { username: credentials.username, password: credentials.password };
+  return core.secrets.seal(JSON.stringify(plain), aad);
+}
+
+function openWith(core: Core, aad: string, sealed: string): UpstreamCredentials {
+  const plain = JSON.parse(openStoredSecret(core, sealed, aad)) as { token?: string; username?: string; password?: string };
   return plain.token !== undefined ? { kind: "token", token: plain.token } : { kind: "password", username: plain.username ?? "", password: plain.password ?? "" };
+}
+
+/**
+ * The workspace's upstream credentials, opened, for AddRepository's check of a repository given
+ * none; undefined for none. FailedPrecondition when they do not open.
+ */
+export async function openWorkspaceCredentials(core: Core, ownerId: string, workspaceId: string): Promise<UpstreamCredentials | undefined> {
+  const sealed = await workspaceCredentials(core.db, ownerId, workspaceId);
+  return sealed === null ? undefined : opened(core, workspaceCredentialsAad(workspaceId), sealed, `workspace ${workspaceId}`, "SetWorkspaceCredentials");
+}
+
+/**
+ * The credentials the server reaches a repository's remote with, opened, for its own git work
+ * only: the repository's own, else its workspace's (SetWorkspaceCredentials), else none. NotFound
+ * for no such repository; FailedPrecondition when the stored ones do not open (a key that is gone).
+ */
+export async function credentialsFor(core: Core, repository: { id: string; ownerId: string }): Promise<UpstreamCredentials | undefined> {
+  const row = await credentialsForFetch(core.db, repository.ownerId, repository.id);
+  if (row === undefined) throw notFound("repository", repository.id);
+  if (row.repository !== null) {
+    return opened(core, upstreamCredentialsAad(repository.id), row.repository, `repository ${repository.id}`, "SetRepositoryCredentials");
+  }
+  if (row.workspace !== null) {
+    return opened(core, workspaceCredentialsAad(row.workspaceId), row.workspace, `workspace ${row.workspaceId}`, "SetWorkspaceCredentials");
+  }
+  return undefined;
+}
+
+function opened(core: Core, aad: string, sealed: string, owner: string, setWith: string): UpstreamCredentials {
+  try {
+    return openWith(core, aad, sealed);
+  } catch (error) {
+    // Its message names key ids only.
+    if (error instanceof SecretBoxError) {
+      throw failedPrecondition(`${owner}'s upstream credentials do not open: ${error.message}; or set them again with ${setWith}`, { owner });
+    }
+    throw error;
+  }
 }
 
 /** The user name each provider expects beside a token in HTTP basic auth. */
@@ -113,12 +165,12 @@ export function remoteOptions(core: Core): { timeoutMs: number; addressProblem: 
 export function remoteFailure(error: unknown, host: string, hadCredentials: boolean, during: "check" | "fetch"): unknown {
   if (!(error instanceof RemoteError)) return error;
   const metadata = { host };
-  const hint = during === "check" ? "give upstream_credentials" : "set them with SetRepositoryCredentials";
+  const hint = during === "check" ? "give upstream_credentials" : "set them with SetRepositoryCredentials (or SetWorkspaceCredentials)";
   switch (error.problem) {
     case "auth":
       return remoteAccessDenied(
         hadCredentials
-          ? `the remote at ${host} refused the upstream credentials (${error.message}); ${during === "check" ? "give ones" : "set ones with SetRepositoryCredentials"} that can read the repository`
+          ? `the remote at ${host} refused the upstream credentials (${error.message}); ${during === "check" ? "give ones" : "set ones with SetRepositoryCredentials (or SetWorkspaceCredentials)"} that can read the repository`
           : `the remote at ${host} asks for credentials (${error.message}); ${hint} that can read the repository`,
         metadata,
       );
@@ -191,40 +243,51 @@ function chosenBranch(head: { defaultBranch: string | undefined; commit: string 
 
 const RESEAL_BATCH = 200;
 
+/** What each table's sealed credentials are bound to, and what a row that does not open stops. */
+const SEALED_IN: Record<CredentialTable, { aad: (id: string) => string; ids: string }> = {
+  repositories: { aad: upstreamCredentialsAad, ids: "repository_ids" },
+  workspaces: { aad: workspaceCredentialsAad, ids: "workspace_ids" },
+};
+
 /**
- * Seals every repository's upstream credentials that are sealed under an older key with the
- * current one, at start (core/secrets.ts does the same for webhook secrets), so that after a key
- * rotation and one start the previous key may go. Credentials no configured key opens stay as they
- * are and are reported by repository id; their fetches fail until the key is configured or they are set again.
+ * Seals every repository's and workspace's upstream credentials that are sealed under an older key
+ * with the current one, at start (core/secrets.ts does the same for webhook secrets), so that after
+ * a key rotation and one start the previous key may go. Credentials no configured key opens stay as
+ * they are and are reported by id; the fetches that need them fail until the key is configured or
+ * they are set again.
  */
 export async function resealUpstreamCredentials(core: Core, log: Logger): Promise<{ resealed: number; unreadable: number }> {
   const prefix = `v1:${core.secrets.currentKeyId}:`;
   let resealed = 0;
-  const unreadable: string[] = [];
-  let afterId: string | undefined;
-  for (;;) {
-    const rows = await upstreamCredentialsToReseal(core.db, prefix, afterId, RESEAL_BATCH);
-    for (const row of rows) {
-      const aad = upstreamCredentialsAad(row.id);
-      let plaintext: string;
-      try {
-        plaintext = openStoredSecret(core, row.sealed, aad);
-      } catch (error) {
-        if (!(error instanceof SecretBoxError)) throw error;
-        unreadable.push(row.id);
-        continue;
+  let unreadableCount = 0;
+  for (const table of Object.keys(SEALED_IN) as CredentialTable[]) {
+    const unreadable: string[] = [];
+    let afterId: string | undefined;
+    for (;;) {
+      const rows = await upstreamCredentialsToReseal(core.db, table, prefix, afterId, RESEAL_BATCH);
+      for (const row of rows) {
+        const aad = SEALED_IN[table].aad(row.id);
+        let plaintext: string;
+        try {
+          plaintext = openStoredSecret(core, row.sealed, aad);
+        } catch (error) {
+          if (!(error instanceof SecretBoxError)) throw error;
+          unreadable.push(row.id);
+          continue;
+        }
+        if (await replaceUpstreamCredentials(core.db, table, row.id, row.sealed, core.secrets.seal(plaintext, aad))) resealed += 1;
       }
-      if (await replaceUpstreamCredentials(core.db, row.id, row.sealed, core.secrets.seal(plaintext, aad))) resealed += 1;
+      if (rows.length < RESEAL_BATCH) break;
+      afterId = rows[rows.length - 1]!.id;
     }
-    if (rows.length < RESEAL_BATCH) break;
-    afterId = rows[rows.length - 1]!.id;
+    if (unreadable.length > 0) {
+      log.error(
+        { unreadable: unreadable.length, [SEALED_IN[table].ids]: unreadable.slice(0, 10), key_ids: core.secrets.keyIds },
+        `stored upstream credentials of ${table} that no configured key opens: their repositories cannot be fetched with them until FOREMAN_SECRET_KEY or FOREMAN_SECRET_KEYS_PREVIOUS holds their key, or they are set again`,
+      );
+    }
+    unreadableCount += unreadable.length;
   }
   if (resealed > 0) log.info({ resealed, key_id: core.secrets.currentKeyId }, "stored upstream credentials sealed with the current key");
-  if (unreadable.length > 0) {
-    log.error(
-      { unreadable: unreadable.length, repository_ids: unreadable.slice(0, 10), key_ids: core.secrets.keyIds },
-      "stored upstream credentials that no configured key opens: these repositories cannot be fetched until FOREMAN_SECRET_KEY or FOREMAN_SECRET_KEYS_PREVIOUS holds their key, or their credentials are set again",
-    );
-  }
-  return { resealed, unreadable: unreadable.length };
+  return { resealed, unreadable: unreadableCount };
 }

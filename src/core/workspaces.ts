@@ -7,6 +7,7 @@ import type { Core } from "./context.js";
 import { alreadyExists, failedPrecondition, notFound } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, readId } from "./validation.js";
+import { readCredentials, sealWorkspaceCredentials } from "./upstream.js";
 
 export type { Workspace };
 
@@ -98,4 +99,30 @@ export async function deleteWorkspace(core: Core, ownerId: string, input: { id: 
     }
     await store.deleteWorkspace(tx, ownerId, id);
   });
+}
+
+/**
+ * Sets the workspace's upstream credentials, for every repository of it without its own. No remote
+ * is asked now: each repository's next fetch checks them (core/clones.ts).
+ */
+export async function setWorkspaceCredentials(
+  core: Core,
+  ownerId: string,
+  input: { id: string; credentials: { token: string } | { username: string; password: string } | undefined },
+): Promise<Workspace> {
+  const v = new Violations();
+  const id = v.id("id", input.id);
+  const credentials = readCredentials(v, "upstream_credentials", input.credentials);
+  if (credentials === undefined) v.add("upstream_credentials", "is required (ClearWorkspaceCredentials removes them)");
+  v.throwIfAny();
+  const updated = await store.setWorkspaceCredentials(core.db, ownerId, id, sealWorkspaceCredentials(core, id, credentials!), core.now());
+  if (updated === undefined) throw notFound("workspace", id);
+  return updated;
+}
+
+export async function clearWorkspaceCredentials(core: Core, ownerId: string, rawId: string): Promise<Workspace> {
+  const id = readId(rawId);
+  const updated = await store.setWorkspaceCredentials(core.db, ownerId, id, null, core.now());
+  if (updated === undefined) throw notFound("workspace", id);
+  return updated;
 }

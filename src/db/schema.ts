@@ -26,6 +26,8 @@ export interface WorkspacesTable {
   description: string;
   created_at: Time;
   updated_at: Time;
+  /** Sealed (core/upstream.ts), bound to the workspace; for its repositories without their own. NULL: none. */
+  upstream_credentials: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface RepositoriesTable {

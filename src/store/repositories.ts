@@ -117,15 +117,23 @@ export async function findByRemoteKey(db: Kysely<Database>, workspaceId: string,
   return row && toRepository(row);
 }
 
-/** The sealed upstream credentials of the owner's repository; null for none, undefined when there is no such repository. */
-export async function upstreamCredentials(db: Kysely<Database>, ownerId: string, id: string): Promise<string | null | undefined> {
+/**
+ * The sealed upstream credentials a fetch of the owner's repository uses, in one statement: the
+ * repository's own, and its workspace's; null for none, undefined when there is no such repository.
+ */
+export async function credentialsForFetch(
+  db: Kysely<Database>,
+  ownerId: string,
+  id: string,
+): Promise<{ repository: string | null; workspaceId: string; workspace: string | null } | undefined> {
   const row = await db
     .selectFrom("repositories")
-    .select("upstream_credentials")
-    .where("owner_id", "=", ownerId)
-    .where("id", "=", id)
+    .innerJoin("workspaces", "workspaces.id", "repositories.workspace_id")
+    .select(["repositories.upstream_credentials as repository", "workspaces.id as workspace_id", "workspaces.upstream_credentials as workspace"])
+    .where("repositories.owner_id", "=", ownerId)
+    .where("repositories.id", "=", id)
     .executeTakeFirst();
-  return row === undefined ? undefined : row.upstream_credentials;
+  return row === undefined ? undefined : { repository: row.repository, workspaceId: row.workspace_id, workspace: row.workspace };
 }
 
 /** Replaces (sealed) or removes (null) the upstream credentials; undefined when there is no such repository. */
@@ -158,15 +166,19 @@ export async function setDeliveryMode(db: Kysely<Database>, ownerId: string, id:
   return row && toRepository(row);
 }
 
-/** Stored upstream credentials not sealed under the key whose prefix is given ("v1:<key id>:"), in id order after afterId. */
+/** The tables that hold sealed upstream credentials: a repository's own, and a workspace's for its repositories. */
+export type CredentialTable = "repositories" | "workspaces";
+
+/** Stored upstream credentials of `table` not sealed under the key whose prefix is given ("v1:<key id>:"), in id order after afterId. */
 export async function upstreamCredentialsToReseal(
   db: Kysely<Database>,
+  table: CredentialTable,
   currentPrefix: string,
   afterId: string | undefined,
   limit: number,
 ): Promise<{ id: string; sealed: string }[]> {
   let query = db
-    .selectFrom("repositories")
+    .selectFrom(table)
     .select(["id", "upstream_credentials"])
     .where("upstream_credentials", "is not", null)
     .where("upstream_credentials", "not like", `${currentPrefix}%`);
@@ -175,10 +187,16 @@ export async function upstreamCredentialsToReseal(
   return rows.map((r) => ({ id: r.id, sealed: r.upstream_credentials! }));
 }
 
-/** Replaces a repository's sealed upstream credentials if they still are `expected`; false when they changed meanwhile. */
-export async function replaceUpstreamCredentials(db: Kysely<Database>, id: string, expected: string, replacement: string): Promise<boolean> {
+/** Replaces a row's sealed upstream credentials if they still are `expected`; false when they changed meanwhile. */
+export async function replaceUpstreamCredentials(
+  db: Kysely<Database>,
+  table: CredentialTable,
+  id: string,
+  expected: string,
+  replacement: string,
+): Promise<boolean> {
   const result = await db
-    .updateTable("repositories")
+    .updateTable(table)
     .set({ upstream_credentials: replacement })
     .where("id", "=", id)
     .where("upstream_credentials", "=", expected)

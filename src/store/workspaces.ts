@@ -12,6 +12,8 @@ export interface Workspace {
   description: string;
   createdAt: Date;
   updatedAt: Date;
+  /** Whether upstream credentials are stored (they themselves are read only by store/repositories.ts credentialsForFetch). */
+  hasUpstreamCredentials: boolean;
 }
 
 function toWorkspace(row: Selectable<WorkspacesTable>): Workspace {
@@ -22,10 +24,11 @@ function toWorkspace(row: Selectable<WorkspacesTable>): Workspace {
     description: row.description,
     createdAt: fromDbTime(row.created_at),
     updatedAt: fromDbTime(row.updated_at),
+    hasUpstreamCredentials: row.upstream_credentials !== null,
   };
 }
 
-export async function insertWorkspace(db: Kysely<Database>, w: Omit<Workspace, "updatedAt">): Promise<Workspace> {
+export async function insertWorkspace(db: Kysely<Database>, w: Omit<Workspace, "updatedAt" | "hasUpstreamCredentials">): Promise<Workspace> {
   const row = await db
     .insertInto("workspaces")
     .values({
@@ -100,4 +103,28 @@ export async function countWorkspaceContents(
     count("composite_tasks"),
   ]);
   return { repositories, repositoryGroups, tasks: unitTasks + compositeTasks };
+}
+
+/** Replaces (sealed) or removes (null) the workspace's upstream credentials; undefined when there is no such workspace. */
+export async function setWorkspaceCredentials(
+  db: Kysely<Database>,
+  ownerId: string,
+  id: string,
+  sealed: string | null,
+  now: Date,
+): Promise<Workspace | undefined> {
+  const row = await db
+    .updateTable("workspaces")
+    .set({ upstream_credentials: sealed, updated_at: toDbTime(now) })
+    .where("owner_id", "=", ownerId)
+    .where("id", "=", id)
+    .returningAll()
+    .executeTakeFirst();
+  return row && toWorkspace(row);
+}
+
+/** The workspace's sealed upstream credentials; null for none or no such workspace. */
+export async function workspaceCredentials(db: Kysely<Database>, ownerId: string, id: string): Promise<string | null> {
+  const row = await db.selectFrom("workspaces").select("upstream_credentials").where("owner_id", "=", ownerId).where("id", "=", id).executeTakeFirst();
+  return row?.upstream_credentials ?? null;
 }

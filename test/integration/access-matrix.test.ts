@@ -162,6 +162,21 @@ rows(WorkspaceService, {
       request: { id: caller === "owner" ? (await fx.scratchWorkspace()).id : fx.workspace.id, force: true },
     }),
   },
+  setWorkspaceCredentials: {
+    expect: users(OK, NotFound),
+    call: async (fx, caller) => ({
+      request: {
+        id: caller === "owner" ? (await fx.scratchWorkspace()).id : fx.workspace.id,
+        upstreamCredentials: { kind: { case: "token" as const, value: `workspace-token-of-${caller}` } },
+      },
+    }),
+    check: (res) => expect(res.workspace?.hasUpstreamCredentials).toBe(true),
+  },
+  clearWorkspaceCredentials: {
+    expect: users(OK, NotFound),
+    call: async (fx, caller) => ({ request: { id: caller === "owner" ? (await fx.scratchWorkspace()).id : fx.workspace.id } }),
+    check: (res) => expect(res.workspace?.hasUpstreamCredentials).toBe(false),
+  },
 });
 
 rows(RepositoryService, {

@@ -70,6 +70,15 @@ async function startServer(health: HealthStatus): Promise<TestServer> {
 
 type ReflectionRequestInit = MessageInitShape<typeof ServerReflectionRequestSchema>;
 
+// workspace.proto and every file it imports, directly or not, as reflection answers them (the file first).
+const WORKSPACE_FILE_AND_DEPENDENCIES = [
+  "foreman/v1/workspace.proto",
+  "foreman/v1/repository.proto",
+  "foreman/v1/options.proto",
+  "google/protobuf/descriptor.proto",
+  "google/protobuf/timestamp.proto",
+];
+
 describe("reflection and health over HTTP/2", () => {
   const health = new HealthStatus();
   let server: TestServer;
@@ -146,7 +155,7 @@ describe("reflection and health over HTTP/2", () => {
     expect(names).toEqual(expect.arrayContaining(["foreman.v1.WorkspaceService", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]));
     expect(file?.messageResponse.case).toBe("fileDescriptorResponse");
     const files = file?.messageResponse.case === "fileDescriptorResponse" ? file.messageResponse.value.fileDescriptorProto : [];
-    expect(files.map((b) => fromBinary(FileDescriptorProtoSchema, b).name)).toEqual(["foreman/v1/workspace.proto", "google/protobuf/timestamp.proto"]);
+    expect(files.map((b) => fromBinary(FileDescriptorProtoSchema, b).name)).toEqual(WORKSPACE_FILE_AND_DEPENDENCIES);
     expect(missing?.messageResponse.case === "errorResponse" && missing.messageResponse.value.errorCode).toBe(5);
   });
 
@@ -160,7 +169,7 @@ describe("reflection and health over HTTP/2", () => {
     );
     expect(responses).toHaveLength(5);
     const [service, method, enumType, enumValue, timestamp] = responses;
-    expect(fileNames(service)).toEqual(["foreman/v1/workspace.proto", "google/protobuf/timestamp.proto"]);
+    expect(fileNames(service)).toEqual(WORKSPACE_FILE_AND_DEPENDENCIES);
     expect(fileNames(method)[0]).toBe("foreman/v1/workspace.proto");
     expect(fileNames(enumType)[0]).toBe("foreman/v1/common.proto");
     expect(fileNames(enumValue)[0]).toBe("foreman/v1/common.proto");

@@ -70,10 +70,16 @@ describe.each(DIALECTS)("task delivery on %s", (dialect) => {
   const gitDirOf = (repositoryId: string) => path.join(cloneDir(t.config.dataDir, repositoryId), ".git");
 
   /** A repository on `remote` (main: README.md and shared.txt) added to a new workspace, with a group of it. */
-  async function repository(remote: GitRemote, init: { deliveryMode?: DeliveryMode; credentials?: boolean } = {}) {
+  async function repository(remote: GitRemote, init: { deliveryMode?: DeliveryMode; credentials?: boolean; workspaceCredentials?: boolean } = {}) {
     const name = `d-${randomUUID().slice(0, 8)}`;
     const url = await remote.createRepository(name, { defaultBranch: "main", files: { "README.md": "# d\n", "shared.txt": "one\ntwo\nthree\n" } });
     const ws = (await c.workspace()).id;
+    if (init.workspaceCredentials) {
+      await c.workspaces.setWorkspaceCredentials({
+        id: ws,
+        upstreamCredentials: { kind: { case: "usernamePassword" as const, value: { username: remote.auth!.username, password: remote.auth!.password } } },
+      });
+    }
     const { repository: repo } = await repos.addRepository({
       workspaceId: ws,
       remoteUrl: url,
@@ -138,6 +144,16 @@ describe.each(DIALECTS)("task delivery on %s", (dialect) => {
       expect(text).not.toContain(basic);
     }
     expect(logLines.some((l) => l.includes("approved task delivered"))).toBe(true);
+  });
+
+  it("pushes a repository without credentials of its own with its workspace's", { timeout: 60_000 }, async () => {
+    const { name, repo, group } = await repository(priv, { workspaceCredentials: true });
+    expect(repo.hasUpstreamCredentials).toBe(false);
+    const { id, branch, heads } = await inReview(group.id, [repo.id]);
+    await tasks.approveTask({ id });
+    expect(await status(id)).toBe(TaskStatus.APPROVED);
+    expect((await priv.refs(name))[`refs/heads/${branch}`]).toBe(heads[0]);
+    expect(await readFile(path.join(gitDirOf(repo.id), "config"), "utf8")).not.toContain(priv.auth!.password);
   });
 
   it("merges, squashes or rebases onto the base branch as the remote has it now", { timeout: 90_000 }, async () => {

@@ -4,6 +4,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { UpstreamCredentials } from "./repository_pb.js";
+import { file_foreman_v1_repository } from "./repository_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file foreman/v1/workspace.proto.
  */
 export const file_foreman_v1_workspace: GenFile = /*@__PURE__*/
-  fileDesc("Chpmb3JlbWFuL3YxL3dvcmtzcGFjZS5wcm90bxIKZm9yZW1hbi52MSKcAQoJV29ya3NwYWNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI7ChZDcmVhdGVXb3Jrc3BhY2VSZXF1ZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkiQwoXQ3JlYXRlV29ya3NwYWNlUmVzcG9uc2USKAoJd29ya3NwYWNlGAEgASgLMhUuZm9yZW1hbi52MS5Xb3Jrc3BhY2UiPgoVTGlzdFdvcmtzcGFjZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlwKFkxpc3RXb3Jrc3BhY2VzUmVzcG9uc2USKQoKd29ya3NwYWNlcxgBIAMoCzIVLmZvcmVtYW4udjEuV29ya3NwYWNlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIhChNHZXRXb3Jrc3BhY2VSZXF1ZXN0EgoKAmlkGAEgASgJIkAKFEdldFdvcmtzcGFjZVJlc3BvbnNlEigKCXdvcmtzcGFjZRgBIAEoCzIVLmZvcmVtYW4udjEuV29ya3NwYWNlImoKFlVwZGF0ZVdvcmtzcGFjZVJlcXVlc3QSCgoCaWQYASABKAkSEQoEbmFtZRgCIAEoCUgAiAEBEhgKC2Rlc2NyaXB0aW9uGAMgASgJSAGIAQFCBwoFX25hbWVCDgoMX2Rlc2NyaXB0aW9uIkMKF1VwZGF0ZVdvcmtzcGFjZVJlc3BvbnNlEigKCXdvcmtzcGFjZRgBIAEoCzIVLmZvcmVtYW4udjEuV29ya3NwYWNlIjMKFkRlbGV0ZVdvcmtzcGFjZVJlcXVlc3QSCgoCaWQYASABKAkSDQoFZm9yY2UYAiABKAgiGQoXRGVsZXRlV29ya3NwYWNlUmVzcG9uc2Uy3AMKEFdvcmtzcGFjZVNlcnZpY2USWgoPQ3JlYXRlV29ya3NwYWNlEiIuZm9yZW1hbi52MS5DcmVhdGVXb3Jrc3BhY2VSZXF1ZXN0GiMuZm9yZW1hbi52MS5DcmVhdGVXb3Jrc3BhY2VSZXNwb25zZRJcCg5MaXN0V29ya3NwYWNlcxIhLmZvcmVtYW4udjEuTGlzdFdvcmtzcGFjZXNSZXF1ZXN0GiIuZm9yZW1hbi52MS5MaXN0V29ya3NwYWNlc1Jlc3BvbnNlIgOQAgESVgoMR2V0V29ya3NwYWNlEh8uZm9yZW1hbi52MS5HZXRXb3Jrc3BhY2VSZXF1ZXN0GiAuZm9yZW1hbi52MS5HZXRXb3Jrc3BhY2VSZXNwb25zZSIDkAIBEloKD1VwZGF0ZVdvcmtzcGFjZRIiLmZvcmVtYW4udjEuVXBkYXRlV29ya3NwYWNlUmVxdWVzdBojLmZvcmVtYW4udjEuVXBkYXRlV29ya3NwYWNlUmVzcG9uc2USWgoPRGVsZXRlV29ya3NwYWNlEiIuZm9yZW1hbi52MS5EZWxldGVXb3Jrc3BhY2VSZXF1ZXN0GiMuZm9yZW1hbi52MS5EZWxldGVXb3Jrc3BhY2VSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Chpmb3JlbWFuL3YxL3dvcmtzcGFjZS5wcm90bxIKZm9yZW1hbi52MSK+AQoJV29ya3NwYWNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIgChhoYXNfdXBzdHJlYW1fY3JlZGVudGlhbHMYBiABKAgiOwoWQ3JlYXRlV29ya3NwYWNlUmVxdWVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJIkMKF0NyZWF0ZVdvcmtzcGFjZVJlc3BvbnNlEigKCXdvcmtzcGFjZRgBIAEoCzIVLmZvcmVtYW4udjEuV29ya3NwYWNlIj4KFUxpc3RXb3Jrc3BhY2VzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJcChZMaXN0V29ya3NwYWNlc1Jlc3BvbnNlEikKCndvcmtzcGFjZXMYASADKAsyFS5mb3JlbWFuLnYxLldvcmtzcGFjZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIQoTR2V0V29ya3NwYWNlUmVxdWVzdBIKCgJpZBgBIAEoCSJAChRHZXRXb3Jrc3BhY2VSZXNwb25zZRIoCgl3b3Jrc3BhY2UYASABKAsyFS5mb3JlbWFuLnYxLldvcmtzcGFjZSJqChZVcGRhdGVXb3Jrc3BhY2VSZXF1ZXN0EgoKAmlkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIYCgtkZXNjcmlwdGlvbhgDIAEoCUgBiAEBQgcKBV9uYW1lQg4KDF9kZXNjcmlwdGlvbiJDChdVcGRhdGVXb3Jrc3BhY2VSZXNwb25zZRIoCgl3b3Jrc3BhY2UYASABKAsyFS5mb3JlbWFuLnYxLldvcmtzcGFjZSIzChZEZWxldGVXb3Jrc3BhY2VSZXF1ZXN0EgoKAmlkGAEgASgJEg0KBWZvcmNlGAIgASgIIhkKF0RlbGV0ZVdvcmtzcGFjZVJlc3BvbnNlImsKHlNldFdvcmtzcGFjZUNyZWRlbnRpYWxzUmVxdWVzdBIKCgJpZBgBIAEoCRI9ChR1cHN0cmVhbV9jcmVkZW50aWFscxgCIAEoCzIfLmZvcmVtYW4udjEuVXBzdHJlYW1DcmVkZW50aWFscyJLCh9TZXRXb3Jrc3BhY2VDcmVkZW50aWFsc1Jlc3BvbnNlEigKCXdvcmtzcGFjZRgBIAEoCzIVLmZvcmVtYW4udjEuV29ya3NwYWNlIi4KIENsZWFyV29ya3NwYWNlQ3JlZGVudGlhbHNSZXF1ZXN0EgoKAmlkGAEgASgJIk0KIUNsZWFyV29ya3NwYWNlQ3JlZGVudGlhbHNSZXNwb25zZRIoCgl3b3Jrc3BhY2UYASABKAsyFS5mb3JlbWFuLnYxLldvcmtzcGFjZTLKBQoQV29ya3NwYWNlU2VydmljZRJaCg9DcmVhdGVXb3Jrc3BhY2USIi5mb3JlbWFuLnYxLkNyZWF0ZVdvcmtzcGFjZVJlcXVlc3QaIy5mb3JlbWFuLnYxLkNyZWF0ZVdvcmtzcGFjZVJlc3BvbnNlElwKDkxpc3RXb3Jrc3BhY2VzEiEuZm9yZW1hbi52MS5MaXN0V29ya3NwYWNlc1JlcXVlc3QaIi5mb3JlbWFuLnYxLkxpc3RXb3Jrc3BhY2VzUmVzcG9uc2UiA5ACARJWCgxHZXRXb3Jrc3BhY2USHy5mb3JlbWFuLnYxLkdldFdvcmtzcGFjZVJlcXVlc3QaIC5mb3JlbWFuLnYxLkdldFdvcmtzcGFjZVJlc3BvbnNlIgOQAgESWgoPVXBkYXRlV29ya3NwYWNlEiIuZm9yZW1hbi52MS5VcGRhdGVXb3Jrc3BhY2VSZXF1ZXN0GiMuZm9yZW1hbi52MS5VcGRhdGVXb3Jrc3BhY2VSZXNwb25zZRJaCg9EZWxldGVXb3Jrc3BhY2USIi5mb3JlbWFuLnYxLkRlbGV0ZVdvcmtzcGFjZVJlcXVlc3QaIy5mb3JlbWFuLnYxLkRlbGV0ZVdvcmtzcGFjZVJlc3BvbnNlEnIKF1NldFdvcmtzcGFjZUNyZWRlbnRpYWxzEiouZm9yZW1hbi52MS5TZXRXb3Jrc3BhY2VDcmVkZW50aWFsc1JlcXVlc3QaKy5mb3JlbWFuLnYxLlNldFdvcmtzcGFjZUNyZWRlbnRpYWxzUmVzcG9uc2USeAoZQ2xlYXJXb3Jrc3BhY2VDcmVkZW50aWFscxIsLmZvcmVtYW4udjEuQ2xlYXJXb3Jrc3BhY2VDcmVkZW50aWFsc1JlcXVlc3QaLS5mb3JlbWFuLnYxLkNsZWFyV29ya3NwYWNlQ3JlZGVudGlhbHNSZXNwb25zZWIGcHJvdG8z", [file_foreman_v1_repository, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message foreman.v1.Workspace
@@ -46,6 +48,14 @@ export type Workspace = Message<"foreman.v1.Workspace"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 5;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Whether upstream credentials are stored for the workspace (SetWorkspaceCredentials); they
+   * themselves are never returned.
+   *
+   * @generated from field: bool has_upstream_credentials = 6;
+   */
+  hasUpstreamCredentials: boolean;
 };
 
 /**
@@ -265,6 +275,85 @@ export const DeleteWorkspaceResponseSchema: GenMessage<DeleteWorkspaceResponse> 
   messageDesc(file_foreman_v1_workspace, 10);
 
 /**
+ * @generated from message foreman.v1.SetWorkspaceCredentialsRequest
+ */
+export type SetWorkspaceCredentialsRequest = Message<"foreman.v1.SetWorkspaceCredentialsRequest"> & {
+  /**
+   * The workspace's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Used for every repository of the workspace that has none of its own.
+   *
+   * @generated from field: foreman.v1.UpstreamCredentials upstream_credentials = 2;
+   */
+  upstreamCredentials?: UpstreamCredentials | undefined;
+};
+
+/**
+ * Describes the message foreman.v1.SetWorkspaceCredentialsRequest.
+ * Use `create(SetWorkspaceCredentialsRequestSchema)` to create a new message.
+ */
+export const SetWorkspaceCredentialsRequestSchema: GenMessage<SetWorkspaceCredentialsRequest> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_workspace, 11);
+
+/**
+ * @generated from message foreman.v1.SetWorkspaceCredentialsResponse
+ */
+export type SetWorkspaceCredentialsResponse = Message<"foreman.v1.SetWorkspaceCredentialsResponse"> & {
+  /**
+   * @generated from field: foreman.v1.Workspace workspace = 1;
+   */
+  workspace?: Workspace | undefined;
+};
+
+/**
+ * Describes the message foreman.v1.SetWorkspaceCredentialsResponse.
+ * Use `create(SetWorkspaceCredentialsResponseSchema)` to create a new message.
+ */
+export const SetWorkspaceCredentialsResponseSchema: GenMessage<SetWorkspaceCredentialsResponse> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_workspace, 12);
+
+/**
+ * @generated from message foreman.v1.ClearWorkspaceCredentialsRequest
+ */
+export type ClearWorkspaceCredentialsRequest = Message<"foreman.v1.ClearWorkspaceCredentialsRequest"> & {
+  /**
+   * The workspace's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message foreman.v1.ClearWorkspaceCredentialsRequest.
+ * Use `create(ClearWorkspaceCredentialsRequestSchema)` to create a new message.
+ */
+export const ClearWorkspaceCredentialsRequestSchema: GenMessage<ClearWorkspaceCredentialsRequest> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_workspace, 13);
+
+/**
+ * @generated from message foreman.v1.ClearWorkspaceCredentialsResponse
+ */
+export type ClearWorkspaceCredentialsResponse = Message<"foreman.v1.ClearWorkspaceCredentialsResponse"> & {
+  /**
+   * @generated from field: foreman.v1.Workspace workspace = 1;
+   */
+  workspace?: Workspace | undefined;
+};
+
+/**
+ * Describes the message foreman.v1.ClearWorkspaceCredentialsResponse.
+ * Use `create(ClearWorkspaceCredentialsResponseSchema)` to create a new message.
+ */
+export const ClearWorkspaceCredentialsResponseSchema: GenMessage<ClearWorkspaceCredentialsResponse> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_workspace, 14);
+
+/**
  * A workspace groups repositories, repository groups and tasks of one owner.
  *
  * @generated from service foreman.v1.WorkspaceService
@@ -309,6 +398,32 @@ export const WorkspaceService: GenService<{
     methodKind: "unary";
     input: typeof DeleteWorkspaceRequestSchema;
     output: typeof DeleteWorkspaceResponseSchema;
+  },
+  /**
+   * Sets (or replaces) the workspace's upstream credentials: the server reaches the remote of
+   * every repository of the workspace that has none of its own with them (a repository's own,
+   * SetRepositoryCredentials, win; folders on the server's machine take none). They are stored
+   * sealed and never returned. No remote is asked when they are set: they are checked at each
+   * repository's next fetch, and a refusal then names SetWorkspaceCredentials as well as
+   * SetRepositoryCredentials.
+   *
+   * @generated from rpc foreman.v1.WorkspaceService.SetWorkspaceCredentials
+   */
+  setWorkspaceCredentials: {
+    methodKind: "unary";
+    input: typeof SetWorkspaceCredentialsRequestSchema;
+    output: typeof SetWorkspaceCredentialsResponseSchema;
+  },
+  /**
+   * Removes the workspace's credentials: its repositories without credentials of their own are
+   * reached without any.
+   *
+   * @generated from rpc foreman.v1.WorkspaceService.ClearWorkspaceCredentials
+   */
+  clearWorkspaceCredentials: {
+    methodKind: "unary";
+    input: typeof ClearWorkspaceCredentialsRequestSchema;
+    output: typeof ClearWorkspaceCredentialsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_foreman_v1_workspace, 0);
