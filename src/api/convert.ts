@@ -9,6 +9,7 @@ import {
   VcsProviderType,
   type Repository,
   type RepositoryGroup,
+  type UpstreamCredentials,
 } from "../../gen/foreman/v1/repository_pb.js";
 import { TokenSetSchema, UserSchema, WorkerRegistrationTokenSchema, type TokenSet as TokenSetMessage, type User as UserMessage, type WorkerRegistrationToken } from "../../gen/foreman/v1/auth_pb.js";
 import type { TokenSet, User } from "../core/logins.js";
@@ -91,4 +92,12 @@ export function registrationTokenToProto(t: RegistrationToken): WorkerRegistrati
     ...(t.revokedAt ? { revokeTime: timestampFromDate(t.revokedAt) } : {}),
     ...(t.lastUsedAt ? { lastUseTime: timestampFromDate(t.lastUsedAt) } : {}),
   });
+}
+
+/** The oneof's case as core takes it; undefined for none (no message, or no case set). */
+export function credentialsOf(message: UpstreamCredentials | undefined): { token: string } | { username: string; password: string } | undefined {
+  const kind = message?.kind;
+  if (kind?.case === "token") return { token: kind.value };
+  if (kind?.case === "usernamePassword") return { username: kind.value.username, password: kind.value.password };
+  return undefined;
 }

@@ -1,18 +1,10 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { RepositoryService, UpstreamCredentials } from "../../gen/foreman/v1/repository_pb.js";
+import type { RepositoryService } from "../../gen/foreman/v1/repository_pb.js";
 import { requireUser } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as repositories from "../core/repositories.js";
-import { DELIVERY_MODES, repositoryGroupToProto, repositoryToProto } from "./convert.js";
+import { DELIVERY_MODES, credentialsOf, repositoryGroupToProto, repositoryToProto } from "./convert.js";
 import { VCS_PROVIDERS } from "./enums.js";
-
-/** The oneof's case as core takes it; undefined for none (no message, or no case set). */
-function credentialsOf(message: UpstreamCredentials | undefined): { token: string } | { username: string; password: string } | undefined {
-  const kind = message?.kind;
-  if (kind?.case === "token") return { token: kind.value };
-  if (kind?.case === "usernamePassword") return { username: kind.value.username, password: kind.value.password };
-  return undefined;
-}
 
 export function repositoryService(core: Core): ServiceImpl<typeof RepositoryService> {
   return {

@@ -3,7 +3,7 @@ import type { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
 import { requireUser } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as workspaces from "../core/workspaces.js";
-import { workspaceToProto } from "./convert.js";
+import { credentialsOf, workspaceToProto } from "./convert.js";
 
 export function workspaceService(core: Core): ServiceImpl<typeof WorkspaceService> {
   return {
@@ -23,13 +23,7 @@ export function workspaceService(core: Core): ServiceImpl<typeof WorkspaceServic
       return { workspace: workspaceToProto(workspace) };
     },
     async setWorkspaceCredentials(req, ctx) {
-      const credentials =
-        req.upstreamCredentials?.kind.case === "token"
-          ? { token: req.upstreamCredentials.kind.value }
-          : req.upstreamCredentials?.kind.case === "usernamePassword"
-            ? { username: req.upstreamCredentials.kind.value.username, password: req.upstreamCredentials.kind.value.password }
-            : undefined;
-      const workspace = await workspaces.setWorkspaceCredentials(core, requireUser(ctx), { id: req.id, credentials });
+      const workspace = await workspaces.setWorkspaceCredentials(core, requireUser(ctx), { id: req.id, credentials: credentialsOf(req.upstreamCredentials) });
       return { workspace: workspaceToProto(workspace) };
     },
     async clearWorkspaceCredentials(req, ctx) {
