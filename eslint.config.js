@@ -38,6 +38,13 @@ export default tseslint.config(
     "the CLI's client verbs import only gen/ and cli/ (cli/serve.ts is the server's verbs)",
     ["src/cli/serve.ts"],
   ),
+  // The worker daemon is a client like the CLI; from worker/agents/ the same folders are ../../,
+  // hence the RegExp for any depth.
+  ...layer(
+    "src/worker/**",
+    [/^(\.\.\/)+(server|db|store|core|model|api|auth|git|cli)(\/|$)/, /^(\.\.\/)+logger\.js$/, "kysely", "pg", "better-sqlite3"],
+    "the worker daemon is a client of the public API: it imports gen/ and client/ only",
+  ),
   {
     // Entry points and benchmarks print to the terminal on purpose.
     files: ["src/cli/**", "bench/**", "test/**"],
