@@ -18,7 +18,7 @@ import { quote, textProblem } from "./text.js";
 import { Violations, normalizeId, readId } from "./validation.js";
 import { webhookSecretAad } from "./secrets.js";
 import { getWorkspace } from "./workspaces.js";
-import { checkRemote, credentialsFor, openWorkspaceCredentials, readCredentials, sealCredentials, type UpstreamCredentials } from "./upstream.js";
+import { checkRemote, credentialsFor, openWorkspaceCredentials, readCredentials, readRequiredCredentials, sealCredentials, type UpstreamCredentials } from "./upstream.js";
 import type { Logger } from "../logger.js";
 
 export type { Repository, RepositoryGroup, ProviderName };
@@ -212,19 +212,17 @@ export async function setRepositoryCredentials(
 ): Promise<Repository> {
   const v = new Violations();
   const id = v.id("id", input.id);
-  const credentials = readCredentials(v, "upstream_credentials", input.credentials);
-  if (credentials === undefined) v.add("upstream_credentials", "is required (ClearRepositoryCredentials removes them)");
+  const credentials = readRequiredCredentials(v, input.credentials, "ClearRepositoryCredentials");
   v.throwIfAny();
   const repository = await getRepository(core, ownerId, id);
   const stored = parseRemoteUrl(repository.remoteUrl);
   if (typeof stored !== "string" && isLocalRemote(stored)) {
     throw invalidArgument([{ field: "upstream_credentials", description: "the repository is a folder on the server's machine, which takes none" }]);
   }
-  if (core.remotes.contact) {
-    const parsed = parseRemoteUrl(repository.remoteUrl);
-    if (typeof parsed !== "string") await checkRemote(core, parsed, repository.vcsProviderType as ProviderName, undefined, credentials);
+  if (core.remotes.contact && typeof stored !== "string") {
+    await checkRemote(core, stored, repository.vcsProviderType as ProviderName, undefined, credentials);
   }
-  const updated = await store.setUpstreamCredentials(core.db, ownerId, id, sealCredentials(core, id, credentials!), core.now());
+  const updated = await store.setUpstreamCredentials(core.db, ownerId, id, sealCredentials(core, id, credentials), core.now());
   if (updated === undefined) throw notFound("repository", id);
   return updated;
 }

@@ -64,6 +64,20 @@ export function readCredentials(
 }
 
 /** One line of text with no control characters; the value itself is never described. */
+/**
+ * The credentials a Set…Credentials call must give: checked like readCredentials, and their
+ * absence a violation that names the call that removes them instead. Call v.throwIfAny() next.
+ */
+export function readRequiredCredentials(
+  v: Violations,
+  given: { token: string } | { username: string; password: string } | undefined,
+  clearWith: string,
+): UpstreamCredentials {
+  const credentials = readCredentials(v, "upstream_credentials", given);
+  if (credentials === undefined) v.add("upstream_credentials", `is required (${clearWith} removes them)`);
+  return credentials!;
+}
+
 function secretProblem(value: string): string | undefined {
   return textProblem(value, { singleLine: true }) === undefined ? undefined : "must be one line of printable text";
 }

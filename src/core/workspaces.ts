@@ -7,7 +7,7 @@ import type { Core } from "./context.js";
 import { alreadyExists, failedPrecondition, notFound } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, readId } from "./validation.js";
-import { readCredentials, sealWorkspaceCredentials } from "./upstream.js";
+import { readRequiredCredentials, sealWorkspaceCredentials } from "./upstream.js";
 
 export type { Workspace };
 
@@ -112,10 +112,9 @@ export async function setWorkspaceCredentials(
 ): Promise<Workspace> {
   const v = new Violations();
   const id = v.id("id", input.id);
-  const credentials = readCredentials(v, "upstream_credentials", input.credentials);
-  if (credentials === undefined) v.add("upstream_credentials", "is required (ClearWorkspaceCredentials removes them)");
+  const credentials = readRequiredCredentials(v, input.credentials, "ClearWorkspaceCredentials");
   v.throwIfAny();
-  const updated = await store.setWorkspaceCredentials(core.db, ownerId, id, sealWorkspaceCredentials(core, id, credentials!), core.now());
+  const updated = await store.setWorkspaceCredentials(core.db, ownerId, id, sealWorkspaceCredentials(core, id, credentials), core.now());
   if (updated === undefined) throw notFound("workspace", id);
   return updated;
 }
