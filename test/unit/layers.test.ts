@@ -16,6 +16,9 @@ interface Case {
   specifier: string;
 }
 
+const WORKER_FOLDERS = "^(\\.\\.\\/)+(server|db|store|core|model|api|auth|git|cli)(\\/|$)";
+const WORKER_LOGGER = "^(\\.\\.\\/)+logger\\.js$";
+
 /** One wrong-way import per pattern of every folder's layer rule. */
 const WRONG: Case[] = [
   { file: "src/api/x.ts", pattern: "../store/**", specifier: "../store/tasks.js" },
@@ -79,7 +82,22 @@ const WRONG: Case[] = [
   { file: "src/cli/x.ts", pattern: "pg", specifier: "pg" },
   { file: "src/cli/x.ts", pattern: "better-sqlite3", specifier: "better-sqlite3" },
   { file: "src/cli/x.ts", pattern: "pino", specifier: "pino" },
+
+  // The worker daemon's rule is a RegExp, so that worker/agents/ is held to it at any depth.
+  { file: "src/worker/x.ts", pattern: WORKER_FOLDERS, specifier: "../core/tasks.js" },
+  { file: "src/worker/x.ts", pattern: WORKER_LOGGER, specifier: "../logger.js" },
+  { file: "src/worker/x.ts", pattern: "kysely", specifier: "kysely" },
+  { file: "src/worker/x.ts", pattern: "pg", specifier: "pg" },
+  { file: "src/worker/x.ts", pattern: "better-sqlite3", specifier: "better-sqlite3" },
+  { file: "src/worker/agents/x.ts", pattern: WORKER_FOLDERS, specifier: "../../core/tasks.js" },
+  { file: "src/worker/agents/x.ts", pattern: WORKER_LOGGER, specifier: "../../logger.js" },
+  { file: "src/worker/agents/x.ts", pattern: "kysely", specifier: "kysely" },
+  { file: "src/worker/agents/x.ts", pattern: "pg", specifier: "pg" },
+  { file: "src/worker/agents/x.ts", pattern: "better-sqlite3", specifier: "better-sqlite3" },
 ];
+
+/** Every folder the worker may not reach, at any depth of ../ (the same folders as one pattern). */
+const WORKER_REACHES = ["../server/server.js", "../db/database.js", "../store/tasks.js", "../model/tasks.js", "../api/routes.js", "../auth/oidc.js", "../git/remote.js", "../cli/main.js", "../../core/tasks.js", "../../cli/args.js", "../../logger.js"];
 
 /** What each folder's rule says, so an error is seen to come from that folder's rule. */
 const MESSAGES: Record<string, string> = {
@@ -92,6 +110,8 @@ const MESSAGES: Record<string, string> = {
   "src/db/": "db/ is the connection and the migrator",
   "migrations/": "migrations/ is the schema history",
   "src/cli/": "the CLI's client verbs import only gen/ and cli/",
+  "src/worker/": "the worker daemon is a client of the public API",
+  "src/worker/agents/": "the worker daemon is a client of the public API",
 };
 
 /** Arrows that point down, as the design has them: these must lint clean. */
@@ -116,6 +136,9 @@ const RIGHT: Omit<Case, "pattern">[] = [
   // The server's own verbs load the server.
   { file: "src/cli/serve.ts", specifier: "../server/server.js" },
   { file: "src/cli/serve.ts", specifier: "../db/database.js" },
+  { file: "src/worker/x.ts", specifier: "../../gen/foreman/v1/worker_pb.js" },
+  { file: "src/worker/agents/x.ts", specifier: "../agent-process.js" },
+  { file: "src/worker/agents/x.ts", specifier: "../../../gen/foreman/v1/worker_pb.js" },
 ];
 
 /** A small source that imports the specifier and uses what it imports, so no other rule fires. */
@@ -164,6 +187,12 @@ describe("the layers eslint.config.js enforces", () => {
     expect(messages.map((m) => [m.ruleId, m.severity])).toEqual([["no-restricted-imports", 2]]);
     expect(messages[0]!.message).toContain(c.specifier);
     expect(messages[0]!.message).toContain(MESSAGES[c.file.replace(/x\.ts$/, "")]);
+  });
+
+  it.each(WORKER_REACHES)("src/worker/agents/x.ts importing %s is refused at any depth", async (specifier) => {
+    const messages = await lint("src/worker/agents/x.ts", source(specifier));
+    expect(messages.map((m) => [m.ruleId, m.severity])).toEqual([["no-restricted-imports", 2]]);
+    expect(messages[0]!.message).toContain(MESSAGES["src/worker/"]);
   });
 
   it("catches a type-only import the same way", async () => {
