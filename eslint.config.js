@@ -30,13 +30,19 @@ export default tseslint.config(
   ...layer("src/git/**", ["../core/**", "../model/**", "../api/**", "../server/**", "../store/**", "../db/**", "../auth/**", "../cli/**"], "git/ is repository operations only and imports no domain code"),
   ...layer("src/db/**", ["../core/**", "../model/**", "../api/**", "../server/**", "../store/**", "../auth/**", "../cli/**"], "db/ is the connection and the migrator"),
   ...layer("migrations/**", ["../src/**"], "migrations/ is the schema history; src/db/ imports it, not the other way"),
-  // The client verbs talk to a server through gen/ and cli/client.ts; only cli/serve.ts (serve,
+  // The client verbs talk to a server through gen/ and client/; only cli/serve.ts (serve,
   // migrate) loads the server, so `foreman whoami` starts without kysely or a database driver.
   ...layer(
     "src/cli/**",
     ["../server/**", "../db/**", "../store/**", "../core/**", "../model/**", "../api/**", "../auth/**", "../logger.js", "kysely", "pg", "better-sqlite3", "pino"],
-    "the CLI's client verbs import only gen/ and cli/ (cli/serve.ts is the server's verbs)",
+    "the CLI's client verbs import only gen/, client/, worker/ and cli/ (cli/serve.ts is the server's verbs)",
     ["src/cli/serve.ts"],
+  ),
+  // The shared client (transport, stored login) of the CLI and the worker: gen/ only.
+  ...layer(
+    "src/client/**",
+    ["../server/**", "../db/**", "../store/**", "../core/**", "../model/**", "../api/**", "../auth/**", "../git/**", "../cli/**", "../worker/**", "../logger.js", "kysely", "pg", "better-sqlite3", "pino"],
+    "client/ is the shared client of the CLI and the worker: it imports gen/ only",
   ),
   // The worker daemon is a client like the CLI; from worker/agents/ the same folders are ../../,
   // hence the RegExp for any depth.

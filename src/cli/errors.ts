@@ -4,14 +4,12 @@
 /** A usage mistake: exit 2 with the message and the usage. */
 export class UsageError extends Error {}
 
-/** A command that failed for a reason the user can act on: exit 1 with the message. */
-export class CommandFailed extends Error {}
+import { ClientError } from "../client/errors.js";
 
-/** The server refused or could not be reached. */
-export class ServerRefused extends CommandFailed {}
+export { LoginEnded, ServerRefused } from "../client/errors.js";
 
-/** The stored login can no longer be refreshed: the user must log in again. */
-export class LoginEnded extends ServerRefused {}
+/** A command that failed for a reason the user can act on: exit 1 with the message (so is any ClientError). */
+export class CommandFailed extends ClientError {}
 
 /** serve or migrate found a bad setting: exit 2 with the message (serve.ts makes it from a ConfigError). */
 export class BadConfiguration extends Error {}

@@ -7,9 +7,9 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
-import { apiTransport, explain, serverUrl, toStoredLogin } from "./client.js";
+import { apiTransport, explain, serverUrl, toStoredLogin } from "../client/client.js";
 import { LoginEnded, ServerRefused, UsageError } from "./errors.js";
-import { credentialsPath, forgetLogin, loadLogin, saveLogin } from "./credentials.js";
+import { credentialsPath, forgetLogin, loadLogin, saveLogin } from "../client/credentials.js";
 
 export const DEFAULT_LOGIN_PORT = 54872;
 

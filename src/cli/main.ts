@@ -5,7 +5,8 @@
 // `--help` and a usage mistake load nothing else; each verb loads only its own module when it
 // runs: a client verb starts without the server, kysely or the database drivers.
 import { readArgs, type Grammar, type Parsed } from "./args.js";
-import { BadConfiguration, CommandFailed, UsageError } from "./errors.js";
+import { ClientError } from "../client/errors.js";
+import { BadConfiguration, UsageError } from "./errors.js";
 
 const USAGE = `Usage: foreman <command> [options]
 
@@ -234,7 +235,7 @@ async function runVerb(name: string, verb: Verb, args: string[]): Promise<number
       process.stderr.write(`${name}: ${error.message}\n\n${verb.usage.split("\n\n")[0]}\n\n${name} --help shows more.\n`);
       return 2;
     }
-    if (error instanceof CommandFailed) {
+    if (error instanceof ClientError) {
       process.stderr.write(`${name}: ${error.message}\n`);
       return 1;
     }

@@ -4,7 +4,7 @@
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { AuthService } from "../../gen/foreman/v1/auth_pb.js";
-import { apiTransport, explain } from "./client.js";
+import { apiTransport, explain } from "../client/client.js";
 import { UsageError } from "./errors.js";
 
 type Out = (line: string) => void;

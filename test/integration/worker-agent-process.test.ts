@@ -270,6 +270,8 @@ describe("command agent", () => {
     env: BASE_ENV,
     secrets: {},
     onEvent: (e) => events.push(e),
+    askUrl: "",
+    ask: () => Promise.reject(new Error("no question expected")),
     ...overrides,
   });
 
@@ -296,7 +298,7 @@ describe("command agent", () => {
     );
     expect(await running.done).toEqual({ state: "succeeded" });
     expect(events).toHaveLength(1);
-    expect(events[0]?.kind).toBe("stdout");
+    expect(events[0]?.stream).toBe("stdout");
     const prompt = "Fix the bug.\nThen add a test: ünïcode ok.";
     expect(JSON.parse(events[0]?.text ?? "")).toEqual({
       stdin: prompt,
@@ -333,7 +335,7 @@ describe("command agent", () => {
     expect(error).toContain("problem 16");
     expect(error).not.toContain("problem 15\n");
     expect(error).not.toContain("some output");
-    expect(events.filter((e) => e.kind === "stderr")).toHaveLength(20);
+    expect(events.filter((e) => e.stream === "stderr")).toHaveLength(20);
   });
 
   it("bounds the stderr tail in the error message", async () => {

@@ -83,6 +83,22 @@ const WRONG: Case[] = [
   { file: "src/cli/x.ts", pattern: "better-sqlite3", specifier: "better-sqlite3" },
   { file: "src/cli/x.ts", pattern: "pino", specifier: "pino" },
 
+  { file: "src/client/x.ts", pattern: "../server/**", specifier: "../server/server.js" },
+  { file: "src/client/x.ts", pattern: "../db/**", specifier: "../db/database.js" },
+  { file: "src/client/x.ts", pattern: "../store/**", specifier: "../store/tasks.js" },
+  { file: "src/client/x.ts", pattern: "../core/**", specifier: "../core/tasks.js" },
+  { file: "src/client/x.ts", pattern: "../model/**", specifier: "../model/tasks.js" },
+  { file: "src/client/x.ts", pattern: "../api/**", specifier: "../api/routes.js" },
+  { file: "src/client/x.ts", pattern: "../auth/**", specifier: "../auth/oidc.js" },
+  { file: "src/client/x.ts", pattern: "../git/**", specifier: "../git/remote.js" },
+  { file: "src/client/x.ts", pattern: "../cli/**", specifier: "../cli/main.js" },
+  { file: "src/client/x.ts", pattern: "../worker/**", specifier: "../worker/agent-process.js" },
+  { file: "src/client/x.ts", pattern: "../logger.js", specifier: "../logger.js" },
+  { file: "src/client/x.ts", pattern: "kysely", specifier: "kysely" },
+  { file: "src/client/x.ts", pattern: "pg", specifier: "pg" },
+  { file: "src/client/x.ts", pattern: "better-sqlite3", specifier: "better-sqlite3" },
+  { file: "src/client/x.ts", pattern: "pino", specifier: "pino" },
+
   // The worker daemon's rule is a RegExp, so that worker/agents/ is held to it at any depth.
   { file: "src/worker/x.ts", pattern: WORKER_FOLDERS, specifier: "../core/tasks.js" },
   { file: "src/worker/x.ts", pattern: WORKER_LOGGER, specifier: "../logger.js" },
@@ -109,7 +125,8 @@ const MESSAGES: Record<string, string> = {
   "src/git/": "git/ is repository operations only",
   "src/db/": "db/ is the connection and the migrator",
   "migrations/": "migrations/ is the schema history",
-  "src/cli/": "the CLI's client verbs import only gen/ and cli/",
+  "src/cli/": "the CLI's client verbs import only gen/, client/, worker/ and cli/",
+  "src/client/": "client/ is the shared client of the CLI and the worker",
   "src/worker/": "the worker daemon is a client of the public API",
   "src/worker/agents/": "the worker daemon is a client of the public API",
 };
@@ -137,6 +154,10 @@ const RIGHT: Omit<Case, "pattern">[] = [
   { file: "src/cli/serve.ts", specifier: "../server/server.js" },
   { file: "src/cli/serve.ts", specifier: "../db/database.js" },
   { file: "src/worker/x.ts", specifier: "../../gen/foreman/v1/worker_pb.js" },
+  { file: "src/worker/x.ts", specifier: "../client/client.js" },
+  { file: "src/cli/x.ts", specifier: "../client/client.js" },
+  { file: "src/cli/x.ts", specifier: "../worker/daemon.js" },
+  { file: "src/client/x.ts", specifier: "../../gen/foreman/v1/auth_pb.js" },
   { file: "src/worker/agents/x.ts", specifier: "../agent-process.js" },
   { file: "src/worker/agents/x.ts", specifier: "../../../gen/foreman/v1/worker_pb.js" },
 ];

@@ -3,6 +3,8 @@
 //   - the prompt on stdin (then stdin is closed), and the same prompt in FOREMAN_PROMPT;
 //   - the task context in FOREMAN_TASK_ID, FOREMAN_SESSION_ID, FOREMAN_WORKSPACE (the workspace
 //     folder, also its working directory) and FOREMAN_MODEL (empty when the task names none);
+//   - FOREMAN_ASK_URL, where it asks its user a question: POST the question, read the answer
+//     (`answer=$(curl -s --data 'Go on?' "$FOREMAN_ASK_URL")`; agent.ts says the format);
 //   - the task's secrets as environment variables, over the base environment. FOREMAN_ names
 //     are the worker's: a secret by such a name is left out, so none can change the context.
 // No arguments are added to the configured argv. Its stdout and stderr are logged line by line.
@@ -39,6 +41,7 @@ export function commandEnvironment(input: AgentStartInput): Record<string, strin
   env.FOREMAN_SESSION_ID = input.sessionId;
   env.FOREMAN_WORKSPACE = input.workspace;
   env.FOREMAN_MODEL = input.model;
+  if (input.askUrl !== "") env.FOREMAN_ASK_URL = input.askUrl;
   return env;
 }
 
@@ -57,7 +60,7 @@ function startCommand(config: CommandAgentConfig, input: AgentStartInput): Runni
         stderrTail.push(text);
         if (stderrTail.length > STDERR_TAIL_LINES) stderrTail.shift();
       }
-      input.onEvent({ kind: stream, text });
+      input.onEvent({ stream, text });
     },
   });
 

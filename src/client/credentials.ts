@@ -4,7 +4,7 @@
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { CommandFailed } from "./errors.js";
+import { ClientError } from "./errors.js";
 
 export interface StoredLogin {
   accessToken: string;
@@ -37,7 +37,7 @@ async function readAll(file: string): Promise<CredentialsFile> {
     const parsed: unknown = JSON.parse(text);
     return typeof parsed === "object" && parsed !== null ? (parsed as CredentialsFile) : {};
   } catch {
-    throw new CommandFailed(`${file} is not valid JSON; delete it and run foreman login again`);
+    throw new ClientError(`${file} is not valid JSON; delete it and run foreman login again`);
   }
 }
 
