@@ -10,13 +10,14 @@
 // Events the scripted model cannot make codex print (file changes, MCP calls, web searches)
 // and the argv are checked on the adapter's own functions first.
 import { existsSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { AgentEvent, AgentQuestion } from "../../src/worker/agents/agent.js";
+import type { AgentEvent } from "../../src/worker/agents/agent.js";
 import { boundPayload, codexAgent, codexArgv, mapEvent } from "../../src/worker/agents/codex.js";
-import { AskServer } from "../../src/worker/ask-server.js";
 import { startOpenAIModel, type ScriptStep, type ScriptedModel } from "../helpers/openai-model.js";
 
 const CODEX = path.resolve("node_modules/.bin/codex");
@@ -298,14 +299,20 @@ describe("codex agent (the real CLI, a scripted model)", () => {
   );
 
   it(
-    "gives the commands it runs the task's secrets and FOREMAN_*, and a question through FOREMAN_ASK_URL reaches the asker",
+    "gives the commands it runs the task's secrets and FOREMAN_*, and a question through FOREMAN_ASK_URL gets its answer",
     async () => {
-      const askServer = new AskServer();
-      const questions: AgentQuestion[] = [];
-      const { url, release } = await askServer.open(async (question) => {
-        questions.push(question);
-        return "yes, go ahead";
+      // Stands in for the worker's ask server: the question is the body, the answer the response.
+      const questions: string[] = [];
+      const askServer = http.createServer((req, res) => {
+        let body = "";
+        req.on("data", (c: Buffer) => (body += c.toString("utf8")));
+        req.on("end", () => {
+          questions.push(`${req.method} ${req.url} ${body}`);
+          res.end("yes, go ahead");
+        });
       });
+      await new Promise<void>((resolve) => askServer.listen(0, "127.0.0.1", resolve));
+      const url = `http://127.0.0.1:${(askServer.address() as AddressInfo).port}/ask/session-key`;
       try {
         const cmd = [
           `printf '%s\\n' "$MY_SECRET" "$FOREMAN_TASK_ID" "$FOREMAN_SESSION_ID" "$FOREMAN_WORKSPACE" "$FOREMAN_ASK_URL" "\${FOREMAN_PROMPT-unset}" > env.txt`,
@@ -319,13 +326,13 @@ describe("codex agent (the real CLI, a scripted model)", () => {
         expect(await running.done).toEqual({ state: "succeeded" });
         const lines = (await readFile(path.join(workspace, "env.txt"), "utf8")).split("\n");
         expect(lines.slice(0, 6)).toEqual(["s3cret value", `task-codex-${runCount}`, sessionId, workspace, url, "unset"]);
-        expect(questions).toEqual([{ prompt: "Deploy to staging?", type: "text" }]);
+        expect(questions).toEqual(["POST /ask/session-key Deploy to staging?"]);
         expect(model.toolOutputs(model.requests[1]!)[0]).toContain("answer=yes, go ahead");
         // The provider's key is the task's OPENAI_API_KEY.
         expect(model.requests[0]!.headers.authorization).toBe("Bearer sk-from-the-task");
       } finally {
-        release();
-        await askServer.close();
+        askServer.closeAllConnections();
+        await new Promise((resolve) => askServer.close(resolve));
       }
     },
     TIMEOUT,
