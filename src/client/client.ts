@@ -55,13 +55,18 @@ async function bearerToken(env: NodeJS.ProcessEnv, server: string): Promise<stri
   return tokens!.accessToken;
 }
 
-/** A transport to the server that carries the user's credential, if any. */
-export function apiTransport(env: NodeJS.ProcessEnv): Transport {
-  const server = serverUrl(env);
+/** A transport to the server whose every call carries the bearer token `token` gives at that moment, if any. */
+export function bearerTransport(server: string, token: () => Promise<string | undefined> | string | undefined): Transport {
   const bearer: Interceptor = (next) => async (req) => {
-    const token = await bearerToken(env, server);
-    if (token !== undefined) req.header.set("authorization", `Bearer ${token}`);
+    const value = await token();
+    if (value !== undefined) req.header.set("authorization", `Bearer ${value}`);
     return next(req);
   };
   return createConnectTransport({ baseUrl: server, httpVersion: "1.1", interceptors: [bearer] });
+}
+
+/** A transport to the server that carries the user's credential, if any. */
+export function apiTransport(env: NodeJS.ProcessEnv): Transport {
+  const server = serverUrl(env);
+  return bearerTransport(server, () => bearerToken(env, server));
 }
