@@ -5,6 +5,7 @@
 // `--help` and a usage mistake load nothing else; each verb loads only its own module when it
 // runs: a client verb starts without the server, kysely or the database drivers.
 import { readArgs, type Grammar, type Parsed } from "./args.js";
+import type { VerbArgs, VerbGrammar } from "./verb-args.js";
 import { ClientError } from "../client/errors.js";
 import { BadConfiguration, UsageError } from "./errors.js";
 
@@ -17,6 +18,18 @@ Commands:
   logout         End the stored login
   whoami         Show who the server takes you for
   worker-token   Create, list and revoke worker registration tokens
+  worker         Run a worker daemon: claim tasks, run their agents, report
+  workspace      Create and list workspaces
+  repository     Add and list a workspace's repositories
+  task           Create, list and show tasks
+  logs           Print or follow a task's or session's log
+  answer         Answer a question an agent asked
+  diff           Show a task's changes
+  approve        Approve a task in review (delivers its branch)
+  reject         Reject a task in review
+  request-changes  Send a task in review back to its agent with feedback
+  retry          Run a failed or cancelled task again
+  cancel         Cancel a task
   help           Show this help
 
 foreman <command> --help shows a command's help.
@@ -128,6 +141,275 @@ keep working.
 ${CLIENT_ENV}
 `;
 
+const WORKER_USAGE = `Usage: foreman worker [--server URL] [--token TOKEN | --token-file FILE] [options]
+
+Runs a worker daemon until SIGTERM or SIGINT: registers with the server, claims queued tasks
+(up to --concurrency at once), fetches each task's workspace from the server, runs its agent
+there with the task's secrets in its environment, streams the agent's output to the task's
+log, relays its questions, pushes its commits back and reports how it ended. The first
+SIGTERM or SIGINT drains (nothing more is claimed; running sessions finish); a second stops
+the agents now and unregisters, so the server hands their runs to another worker.
+
+Options:
+  --server URL            The server (default FOREMAN_URL, else http://127.0.0.1:54871)
+  --token TOKEN           A worker registration token (default FOREMAN_WORKER_TOKEN)
+  --token-file FILE       Read the token from FILE (default FOREMAN_WORKER_TOKEN_FILE)
+  --state-dir DIR         Its identity, log outbox and workspaces (default FOREMAN_WORKER_STATE_DIR,
+                          else $XDG_STATE_HOME/foreman/worker, else ~/.local/state/foreman/worker);
+                          a restart with the same folder gets its worker id back
+  --name NAME             How the worker is listed (default "<hostname> worker")
+  --concurrency N         Sessions at once (default 1, at most 64)
+  --agents LIST           The agents it offers, comma-separated: command, claude-code, codex
+                          (default: command, and each other one whose CLI is on PATH)
+  --command COMMAND       The command agent's command line, run with sh -c in the workspace,
+                          the prompt on stdin and in FOREMAN_PROMPT (default: sh -s, which runs
+                          the prompt itself as a shell script)
+  --labels K=V,...        Labels stored with the worker
+  --connect-timeout SECS  How long to keep trying to reach the server at startup (default 30)
+  -h, --help              Show this help
+
+An agent gets PATH, HOME, the locale, ANTHROPIC_*, CLAUDE_*, OPENAI_* and CODEX_* from the
+worker's environment (never FOREMAN_*), the task's secrets, and the task's context in
+FOREMAN_TASK_ID, FOREMAN_SESSION_ID, FOREMAN_WORKSPACE, FOREMAN_MODEL and FOREMAN_ASK_URL (POST a
+question there; the answer is the response: curl -sf --data 'Go on?' "$FOREMAN_ASK_URL").
+FOREMAN_LOG_LEVEL sets its logging (JSON lines on stderr).
+`;
+
+// The daily verbs' help (workspace, repository, task, logs, answer, diff and the review verbs):
+// each lists every option it takes, and verb-args.ts refuses any other.
+const SERVER_OPTION = `  --server URL   The server (default FOREMAN_URL, else http://127.0.0.1:54871)`;
+const JSON_OPTION = `  --json         Print JSON for scripts instead of text`;
+const HELP_OPTION = `  -h, --help     Show this help`;
+const WORKSPACE_OPTION = `  --workspace W  The workspace, by id or name (default: your only workspace, if you have one)`;
+
+const WORKSPACE_USAGE = `Usage: foreman workspace add NAME [--description TEXT]
+       foreman workspace list
+
+A workspace holds your repositories and their tasks.
+
+Commands:
+  add    Create a workspace
+  list   List your workspaces
+
+foreman workspace <command> --help shows a command's help.
+${CLIENT_ENV}
+`;
+
+const WORKSPACE_ADD_USAGE = `Usage: foreman workspace add NAME [--description TEXT] [--json]
+
+Creates a workspace named NAME (unique among yours) and prints its id.
+
+Options:
+  --description TEXT  What the workspace is for
+${JSON_OPTION}
+${SERVER_OPTION}
+${HELP_OPTION}
+
+${CLIENT_ENV}
+`;
+
+const WORKSPACE_LIST_USAGE = `Usage: foreman workspace list [--json]
+
+Lists your workspaces, oldest first: id, name, when each was created, description.
+
+Options:
+${JSON_OPTION}
+${SERVER_OPTION}
+${HELP_OPTION}
+
+${CLIENT_ENV}
+`;
+
+const REPOSITORY_USAGE = `Usage: foreman repository add [--workspace W] URL [--name N] [--default-branch B]
+       foreman repository list [--workspace W]
+
+A repository is a git remote a workspace's tasks work on.
+
+Commands:
+  add    Add a repository to a workspace
+  list   List a workspace's repositories
+
+foreman repository <command> --help shows a command's help.
+${CLIENT_ENV}
+`;
+
+const REPOSITORY_ADD_USAGE = `Usage: foreman repository add [--workspace W] URL [--name N] [--default-branch B] [--json]
+
+Adds the git remote at URL (https://..., or a folder on the server's machine in single-user
+mode) to the workspace. The server asks the remote first: it must answer and have a commit.
+
+Options:
+${WORKSPACE_OPTION}
+  --name N            Its name (default: the URL's last part without .git)
+  --default-branch B  The branch tasks start from (default: the remote's HEAD)
+${JSON_OPTION}
+${SERVER_OPTION}
+${HELP_OPTION}
+
+${CLIENT_ENV}
+`;
+
+const REPOSITORY_LIST_USAGE = `Usage: foreman repository list [--workspace W] [--json]
+
+Lists the workspace's repositories, oldest first: id, name, default branch, remote URL.
+
+Options:
+${WORKSPACE_OPTION}
+${JSON_OPTION}
+${SERVER_OPTION}
+${HELP_OPTION}
+
+${CLIENT_ENV}
+`;
+
+const TASK_USAGE = `Usage: foreman task create [PROMPT | --prompt-file FILE] [options]
+       foreman task list [--workspace W] [--status S]
+       foreman task show ID
+
+A task is a prompt an agent works on against a repository, on a branch of its own.
+
+Commands:
+  create   File a task (and, with --follow, follow it to its end)
+  list     List your tasks, newest first
+  show     Show a task, its runs and its questions
+
+foreman task <command> --help shows a command's help.
+${CLIENT_ENV}
+`;
+
+const TASK_CREATE_USAGE = `Usage: foreman task create [PROMPT | --prompt-file FILE] [options]
+
+Files a task: the prompt is PROMPT, the contents of FILE, or stdin (PROMPT or FILE '-', or
+stdin piped with neither given). It runs against --repository (its own group, made when first
+needed), or --group; with neither, against the workspace's only repository.
+
+Options:
+  --prompt-file FILE  Read the prompt from FILE ('-': stdin)
+  --title T           Its title (default: the prompt's first line, shortened)
+  --agent A           command, claude-code or codex (default: the server's, claude-code)
+  --model M           The agent's model (default: the agent's own)
+  --repository R      The repository, by id or name
+  --group G           A repository group, by id or name
+${WORKSPACE_OPTION}
+  --follow            Follow its logs until its run ends; exit 0 when the task is in review
+                      (or done), 1 when it failed or was cancelled, 130 when interrupted
+${JSON_OPTION} (with --follow, then the log as JSON lines)
+${SERVER_OPTION}
+${HELP_OPTION}
+
+${CLIENT_ENV}
+`;
+
+const TASK_LIST_USAGE = `Usage: foreman task list [--workspace W] [--status S] [--json]
+
+Lists your tasks, newest first: id, status, where its run is, agent, when created, title.
+
+Options:
+  --workspace W  Only this workspace's, by id or name (default: every workspace of yours)
+  --status S     Only tasks in these statuses, comma-separated: in_progress, in_review,
+                 approved, pr_open, done, rejected, failed, cancelled, planning, pending_approval
+${JSON_OPTION}
+${SERVER_OPTION}
+${HELP_OPTION}
+
+${CLIENT_ENV}
+`;
+
+const TASK_SHOW_USAGE = `Usage: foreman task show ID [--json]
+
+Shows the task: its status and why, where its run is (and what it waits for), its agent,
+branch and commits, each run's sessions, the questions waiting for an answer, and what to
+do next.
+
+Options:
+${JSON_OPTION}
+${SERVER_OPTION}
+${HELP_OPTION}
+
+${CLIENT_ENV}
+`;
+
+const LOGS_USAGE = `Usage: foreman logs [-f] TASK_OR_SESSION_ID [--json]
+
+Prints a session's log, or each session of a task in turn. The agent's messages show as they
+are, a tool call as '→ summary', its result as '← summary', the worker's own lines marked
+[system]; a question the agent asked shows with the command that answers it.
+
+With -f it follows the log live: a task's current session, then the next one (a new attempt,
+a retry, a request for changes), until the task's run ends; a session's until it ends. A
+dropped connection is resumed where it broke, with no line lost or repeated. The exit code is
+then 0 when the task is in review (or done) or the session succeeded, 1 when it failed or was
+cancelled, 130 when interrupted.
+
+Options:
+  -f, --follow   Follow live until the run ends
+  --json         Print JSON lines: {sessionId, sequence, line}, {sessionId, question},
+                 {sessionId, ended}
+${SERVER_OPTION}
+${HELP_OPTION}
+
+${CLIENT_ENV}
+`;
+
+const ANSWER_USAGE = `Usage: foreman answer REQUEST_ID [ANSWER]
+       foreman answer TASK_ID [ANSWER]
+
+Answers a question an agent asked: the question REQUEST_ID (foreman logs and foreman task
+show print them), or the one question of TASK_ID waiting for an answer. Without ANSWER it is
+read from the terminal, or from stdin when piped. A yes/no question takes yes or no; a choice,
+one of its options exactly.
+
+Options:
+${JSON_OPTION}
+${SERVER_OPTION}
+${HELP_OPTION}
+
+${CLIENT_ENV}
+`;
+
+const DIFF_USAGE = `Usage: foreman diff TASK_ID [--run RUN] [--stat]
+
+Prints the task's changes as a unified diff: the whole task (from its first run's base commit
+to its latest run's end), or one run's.
+
+Options:
+  --run RUN      One run: its agent task id, or its number (1 is the first, as task show lists)
+  --stat         The changed files with their added and deleted line counts instead
+${JSON_OPTION}
+${SERVER_OPTION}
+${HELP_OPTION}
+
+${CLIENT_ENV}
+`;
+
+/** The help of approve, reject, request-changes, retry and cancel. */
+const moveUsage = (synopsis: string, text: string, options = "") => `Usage: foreman ${synopsis}
+
+${text}
+
+Options:
+${options}${JSON_OPTION}
+${SERVER_OPTION}
+${HELP_OPTION}
+
+${CLIENT_ENV}
+`;
+
+const APPROVE_USAGE = moveUsage(
+  "approve TASK_ID",
+  `Approves a task in review: its branch is delivered to its repositories' remotes (and merged
+there when a repository's delivery mode says so), then the task is approved.`,
+);
+const REJECT_USAGE = moveUsage("reject TASK_ID [--message TEXT]", "Rejects a task in review; that is final.", "  --message TEXT  Why, kept as the task's status reason\n");
+const REQUEST_CHANGES_USAGE = moveUsage(
+  "request-changes TASK_ID --feedback TEXT",
+  `Sends a task in review back to its agent: a new run on the same branch, with the feedback
+added to the prompt.`,
+  "  --feedback TEXT  What to change (required; --message is the same)\n  --message TEXT\n",
+);
+const RETRY_USAGE = moveUsage("retry TASK_ID", "Runs a failed or cancelled task again: a new attempt of its latest run.");
+const CANCEL_USAGE = moveUsage("cancel TASK_ID", "Cancels a task, stopping its run if one is queued or running.");
+
 const print = (line: string) => process.stdout.write(`${line}\n`);
 
 /** A verb that runs, or one made of subcommands (worker-token). */
@@ -139,6 +421,14 @@ type Verb =
       run(args: Parsed): Promise<number>;
     })
   | { usage: string; commands: Record<string, Verb> };
+
+/** A daily verb (task, logs, ...): its arguments are read by verb-args.ts, which knows flags. */
+type DailyVerb = VerbGrammar & { usage: string; run(args: VerbArgs): Promise<number> };
+const isDaily = (verb: Verb): verb is DailyVerb => "flags" in verb;
+
+/** A daily verb that runs `module`'s function and exits with what it resolves to (0 for nothing). */
+const daily = (v: DailyVerb): DailyVerb => v;
+const done = (result: number | void) => (typeof result === "number" ? result : 0);
 
 const VERBS: Record<string, Verb> = {
   serve: {
@@ -177,6 +467,14 @@ const VERBS: Record<string, Verb> = {
       return whoami(process.env, print).then(() => 0);
     },
   },
+  worker: {
+    usage: WORKER_USAGE,
+    options: ["server", "token", "token-file", "state-dir", "name", "concurrency", "agents", "command", "labels", "connect-timeout"],
+    run: async ({ values }) => {
+      const { worker } = await import("./worker.js");
+      return worker(values, process.env);
+    },
+  },
   "worker-token": {
     usage: WORKER_TOKEN_USAGE,
     commands: {
@@ -205,6 +503,110 @@ const VERBS: Record<string, Verb> = {
       },
     },
   },
+  workspace: {
+    usage: WORKSPACE_USAGE,
+    commands: {
+      add: daily({
+        usage: WORKSPACE_ADD_USAGE,
+        positionals: ["NAME"],
+        options: ["description", "server"],
+        flags: ["json"],
+        run: async (args) => done(await (await import("./workspaces.js")).addWorkspace(args.positionals[0]!, args, print)),
+      }),
+      list: daily({
+        usage: WORKSPACE_LIST_USAGE,
+        options: ["server"],
+        flags: ["json"],
+        run: async (args) => done(await (await import("./workspaces.js")).workspaceList(args, print)),
+      }),
+    },
+  },
+  repository: {
+    usage: REPOSITORY_USAGE,
+    commands: {
+      add: daily({
+        usage: REPOSITORY_ADD_USAGE,
+        positionals: ["URL"],
+        options: ["workspace", "name", "default-branch", "server"],
+        flags: ["json"],
+        run: async (args) => done(await (await import("./workspaces.js")).addRepository(args.positionals[0]!, args, print)),
+      }),
+      list: daily({
+        usage: REPOSITORY_LIST_USAGE,
+        options: ["workspace", "server"],
+        flags: ["json"],
+        run: async (args) => done(await (await import("./workspaces.js")).repositoryList(args, print)),
+      }),
+    },
+  },
+  task: {
+    usage: TASK_USAGE,
+    commands: {
+      create: daily({
+        usage: TASK_CREATE_USAGE,
+        optional: ["PROMPT"],
+        options: ["prompt-file", "title", "agent", "model", "repository", "group", "workspace", "server"],
+        flags: ["follow", "json"],
+        run: async (args) => (await import("./tasks.js")).createTask(args, print),
+      }),
+      list: daily({
+        usage: TASK_LIST_USAGE,
+        options: ["workspace", "status", "server"],
+        flags: ["json"],
+        run: async (args) => done(await (await import("./tasks.js")).listTasks(args, print)),
+      }),
+      show: daily({
+        usage: TASK_SHOW_USAGE,
+        positionals: ["ID"],
+        options: ["server"],
+        flags: ["json"],
+        run: async (args) => done(await (await import("./tasks.js")).showTask(args.positionals[0]!, args, print)),
+      }),
+    },
+  },
+  logs: daily({
+    usage: LOGS_USAGE,
+    positionals: ["TASK_OR_SESSION_ID"],
+    options: ["server"],
+    flags: ["follow", "json"],
+    short: { f: "follow" },
+    run: async (args) => (await import("./logs.js")).logs(args.positionals[0]!, args, print),
+  }),
+  answer: daily({
+    usage: ANSWER_USAGE,
+    positionals: ["ID"],
+    optional: ["ANSWER"],
+    options: ["server"],
+    flags: ["json"],
+    run: async (args) => done(await (await import("./review.js")).answer(args, print)),
+  }),
+  diff: daily({
+    usage: DIFF_USAGE,
+    positionals: ["TASK_ID"],
+    options: ["run", "server"],
+    flags: ["stat", "json"],
+    run: async (args) => done(await (await import("./review.js")).diff(args.positionals[0]!, args, print)),
+  }),
+  ...Object.fromEntries(
+    (
+      [
+        ["approve", APPROVE_USAGE, []],
+        ["reject", REJECT_USAGE, ["message"]],
+        ["request-changes", REQUEST_CHANGES_USAGE, ["feedback", "message"]],
+        ["retry", RETRY_USAGE, []],
+        ["cancel", CANCEL_USAGE, []],
+      ] as const
+    ).map(([verb, usage, options]) => [
+      verb,
+      daily({
+        usage,
+        positionals: ["TASK_ID"],
+        options: [...options, "server"],
+        flags: ["json"],
+        run: async (args) => done(await (await import("./review.js")).move(verb, args.positionals[0]!, args, print)),
+      }),
+    ]),
+  ),
 };
 
 const HELP = ["help", "--help", "-h"];
@@ -222,6 +624,16 @@ async function runVerb(name: string, verb: Verb, args: string[]): Promise<number
       }
       if (command === undefined) throw new UsageError("a command is required");
       throw new UsageError(command.startsWith("-") ? `unknown option '${command}'` : `unknown command '${command}'`);
+    }
+    if (isDaily(verb)) {
+      // Loaded only for the daily verbs, so that the others load what they did before.
+      const { readVerbArgs } = await import("./verb-args.js");
+      const read = readVerbArgs(args, verb);
+      if (read === "help") {
+        process.stdout.write(verb.usage);
+        return 0;
+      }
+      return await verb.run(read);
     }
     const parsed = readArgs(args, verb);
     if (parsed === "help") {
