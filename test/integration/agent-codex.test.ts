@@ -3,7 +3,8 @@
 // loop, its real sandbox and its real shell in a temp workspace. Covered: a run whose model
 // writes a file through the shell (the file, the events in order, the model and the prompt
 // reaching the server, the private CODEX_HOME gone afterwards), the model server failing
-// (500, no retries), a stream that never ends until stop() (cancelled, every process gone),
+// (500, no retries), codex refusing its configuration (exit 1, stderr) and a missing
+// executable, a stream that never ends until stop() (cancelled, every process gone),
 // a command printing megabytes (every event within the log's bound), and what the commands it
 // runs are given (the task's secrets, FOREMAN_*, a question asked through FOREMAN_ASK_URL).
 // Each run has its own HOME and workspace. Nothing here asserts how fast something happened.
@@ -45,6 +46,8 @@ interface RunOptions {
   secrets?: Record<string, string>;
   askUrl?: string;
   graceMs?: number;
+  executable?: string;
+  extraArgs?: string[];
 }
 
 async function run(script: ScriptStep[], options: RunOptions = {}) {
@@ -58,11 +61,11 @@ async function run(script: ScriptStep[], options: RunOptions = {}) {
   const sessionId = `session-codex-${n}-${process.pid}`;
   const events: AgentEvent[] = [];
   const agent = codexAgent({
-    executable: CODEX,
+    executable: options.executable ?? CODEX,
     providerBaseUrl: model.url,
     graceMs: options.graceMs,
     // Fail at once on a model error rather than retry (codex retries 5xx by default).
-    extraArgs: ["-c", "model_providers.foreman.request_max_retries=0", "-c", "model_providers.foreman.stream_max_retries=0"],
+    extraArgs: ["-c", "model_providers.foreman.request_max_retries=0", "-c", "model_providers.foreman.stream_max_retries=0", ...(options.extraArgs ?? [])],
   });
   const running = agent.start({
     taskId: `task-codex-${n}`,
@@ -250,6 +253,21 @@ describe("codex agent (the real CLI, a scripted model)", () => {
       expect(outcome).toEqual({ state: "failed", error: errors.at(-1)!.text });
       expect(outcome.state === "failed" && outcome.error.length).toBeGreaterThan(0);
       expect(model.requests).toHaveLength(1);
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "fails with the exit code and stderr when codex refuses to start, and names a missing executable",
+    async () => {
+      const refused = await run([], { extraArgs: ["-c", 'approval_policy="sometimes"'] });
+      const outcome = await refused.running.done;
+      expect(outcome.state).toBe("failed");
+      expect(outcome.state === "failed" && outcome.error).toMatch(/^codex exited with code 1: [\s\S]*approval_policy/);
+      expect(refused.model.requests).toEqual([]);
+
+      const missing = await run([], { executable: path.join(dir, "no-such-codex") });
+      expect(await missing.running.done).toEqual({ state: "failed", error: expect.stringMatching(/no-such-codex: no such executable \(ENOENT\)/) });
     },
     TIMEOUT,
   );

@@ -15,7 +15,8 @@
 //   - network_access: workspace-write blocks the network of the commands it runs by default,
 //     and then `curl "$FOREMAN_ASK_URL"` (127.0.0.1) fails too.
 //   - shell_environment_policy: the commands it runs get its whole environment (the task's
-//     secrets, FOREMAN_*), whatever its defaults filter.
+//     secrets, FOREMAN_*), whatever its defaults filter (some versions drop names holding KEY,
+//     SECRET or TOKEN). Every key above passes codex's --strict-config check.
 //   - providerBaseUrl: a self-hosted or test model server speaking the Responses API
 //     (OPENAI_BASE_URL is ignored by codex); its key is OPENAI_API_KEY when the environment has one.
 //   - "-": the prompt comes on stdin. As an argument it would show in `ps`, hit the kernel's
@@ -24,7 +25,8 @@
 // the FOREMAN_* context), without FOREMAN_PROMPT (stdin has it), with CODEX_HOME set: a private
 // folder per session, removed when it ends, so sessions share no state (threads, sqlite
 // files, config), unless config.codexHome names one (say, with a `codex login`'s auth.json).
-// Its API key otherwise comes from CODEX_API_KEY or OPENAI_API_KEY in the environment.
+// Its API key otherwise comes from CODEX_API_KEY or OPENAI_API_KEY in the environment. (Under
+// the temp folder codex warns on stderr that it makes no PATH helper aliases; nothing needs them.)
 //
 // Questions: `codex exec` offers the model no way to ask its user (its request_user_input tool
 // works in Plan mode only). The agent asks through its shell, like the command agent:
@@ -160,8 +162,10 @@ function startCodex(config: CodexAgentConfig, input: AgentStartInput): RunningAg
       outcome.exitCode === 0 ? "codex exited without completing its turn"
       : outcome.exitCode !== null ? `codex exited with code ${outcome.exitCode}`
       : `codex was killed by ${outcome.signal ?? "a signal"}`;
-    const tail = stderrTail.join("\n");
-    return { state: "failed", error: cutChars(tail === "" ? how : `${how}: ${tail}`, ERROR_CHARS) };
+    let tail = stderrTail.join("\n");
+    // Keep the end: the last lines say most about why.
+    if (tail.length > ERROR_CHARS) tail = "…" + tail.slice(tail.length - ERROR_CHARS);
+    return { state: "failed", error: tail === "" ? how : `${how}: ${tail}` };
   });
 
   return {
