@@ -10,7 +10,24 @@ import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
  */
 export function isTransient(error: unknown): boolean {
   if (!(error instanceof ConnectError)) return false;
-  return [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.ResourceExhausted, Code.Aborted].includes(error.code);
+  return [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.ResourceExhausted, Code.Aborted].includes(error.code) || brokenConnection(error);
+}
+
+/** Node's codes for a connection that broke under a call or could not be made. */
+const BROKEN_CONNECTION = new Set(["EPIPE", "ECONNRESET", "ECONNREFUSED", "ECONNABORTED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ENETDOWN", "EAI_AGAIN"]);
+
+/**
+ * connect-node reports some of these as Internal (a write that hits a closed socket is EPIPE);
+ * the server's own Internal carries no such cause.
+ */
+function brokenConnection(error: ConnectError): boolean {
+  let cause: unknown = error.cause;
+  for (let depth = 0; cause instanceof Error && depth < 8; depth++) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code !== undefined && BROKEN_CONNECTION.has(code)) return true;
+    cause = cause.cause;
+  }
+  return false;
 }
 
 /** The ErrorInfo reason the server gave (LEASE_LOST, SEQUENCE_GAP, ...), or "". */
