@@ -261,6 +261,10 @@ const fieldsOf = (error: ConnectError): string[] => error.findDetails(BadRequest
 /** A failure about the call itself rather than one batch (the session id, the token). */
 const isCallLevel = (fields: string[]) => fields.length > 0 && fields.every((f) => !f.startsWith("batches"));
 
+/**
+ * One session's outbox: push() lines as the agent prints them; flush() or close() when it is
+ * done. One outbox per folder at a time.
+ */
 export class LogOutbox {
   private readonly sessionId: string;
   private readonly leaseToken: string;
@@ -300,6 +304,7 @@ export class LogOutbox {
   private disk: Promise<void> = Promise.resolve();
   private closed: Promise<void> | undefined;
   private readonly signal: AbortSignal | undefined;
+  private readonly onAbort = () => this.stop("aborted");
 
   private constructor(options: OutboxOptions, recovered: PendingBatch[], storedSequence: number) {
     this.sessionId = options.sessionId;
@@ -332,10 +337,8 @@ export class LogOutbox {
     this.queue.push(...recovered);
     this.pendingBytes = recovered.reduce((n, b) => n + b.bytes, 0);
     this.nextSequence = Math.max(storedSequence, recovered.at(-1)?.message.sequence ?? 0) + 1;
-    if (options.signal !== undefined) {
-      if (options.signal.aborted) this.stop("aborted");
-      else options.signal.addEventListener("abort", () => this.stop("aborted"), { once: true });
-    }
+    if (options.signal?.aborted) this.stop("aborted");
+    else options.signal?.addEventListener("abort", this.onAbort, { once: true });
     this.sender = this.sendLoop().catch((error: unknown) => {
       this.onError({ kind: "internal", sessionId: this.sessionId, message: `the outbox stopped sending: ${(error as Error).message}` });
       this.stop("refused");
@@ -497,6 +500,8 @@ export class LogOutbox {
   private stop(why: Stopped): void {
     if (this.stopped !== undefined) return;
     this.stopped = why;
+    // A daemon-wide signal outlives its outboxes.
+    this.signal?.removeEventListener("abort", this.onAbort);
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     this.stopController.abort();
