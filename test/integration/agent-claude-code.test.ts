@@ -4,10 +4,11 @@
 // runs a command (the file is really there, the events come in order), the model answering
 // 500/529, a stream that never ends until stop() (cancelled, nothing of its group left), output
 // of several MB staying within the server's per-line bound, the environment (secrets in, FOREMAN_*
-// overrides out), --model reaching the request, a question through FOREMAN_ASK_URL, and a CLI
-// that exits without a result. No assertion on how fast anything was; timeouts are generous.
+// overrides out), --model reaching the request, a question through FOREMAN_ASK_URL, a CLI that
+// exits without a result, and (with a stand-in script for the CLI) a result line the CLI cut
+// off and lines that are not JSON. No assertion on how fast anything was; timeouts are generous.
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -314,6 +315,41 @@ describe("claude-code agent", () => {
       expect(outcome.error).toMatch(/^claude exited with code \d+ without a result: /);
       expect(outcome.error).toContain("no-such-option-here");
       expect(run.events.some((e) => e.stream === "stderr")).toBe(true);
+    },
+    RUN_TIMEOUT,
+  );
+
+  it.each([
+    { isError: false, exitCode: 0, state: "succeeded" },
+    { isError: true, exitCode: 1, state: "failed" },
+  ])(
+    "a result line cut off by the CLI still decides the end (is_error $isError); lines that are not JSON stay plain",
+    async ({ isError, exitCode, state }) => {
+      // A stand-in for the CLI (its arguments ignored): what claude printed when it lost the end
+      // of a long last line.
+      const fake = path.join(root, `fake-claude-${isError}`);
+      await writeFile(
+        fake,
+        [
+          "#!/bin/sh",
+          "cat >/dev/null",
+          "echo 'not json from claude'",
+          `head -c 100000 /dev/zero | tr '\\0' z; echo`,
+          `printf '{"type":"result","subtype":"success","is_error":${isError},"result":"yyyyyyyy'`,
+          `exit ${exitCode}`,
+        ].join("\n") + "\n",
+      );
+      await chmod(fake, 0o755);
+      const run = await startRun([], { config: { executable: fake } });
+      const outcome = await run.done;
+      expect(outcome.state).toBe(state);
+      if (outcome.state === "failed") expect(outcome.error).toContain("cut off");
+      expect(run.events.every((e) => e.kind === undefined && e.stream === "stdout")).toBe(true);
+      expect(run.events[0]!.text).toBe("not json from claude");
+      // The 100 000 z's: pieces within the bound.
+      const zs = run.events.filter((e) => e.text.startsWith("z"));
+      expect(zs.map((e) => e.text).join("")).toBe("z".repeat(100_000));
+      for (const e of zs) expect(Buffer.byteLength(e.text)).toBeLessThanOrEqual(MAX_EVENT_BYTES);
     },
     RUN_TIMEOUT,
   );

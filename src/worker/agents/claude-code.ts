@@ -36,9 +36,10 @@
 //   ends. Such processes still carry the task's environment, so once claude has ended, every
 //   process whose /proc/<pid>/environ holds this FOREMAN_TASK_ID and FOREMAN_SESSION_ID is
 //   killed (Linux; elsewhere nothing is swept).
-// - Known CLI limit: when claude exits with more output pending than its stdout pipe holds and
-//   the reader is seconds behind, it drops the rest (seen with a result line of 300 KB on a
-//   loaded machine). The run then ends as "exited with code 0 without a result".
+// - Known CLI limit: when claude exits right after writing a line larger than its stdout pipe
+//   holds, it sometimes drops the end of it (a result line of 300 KB: 2 runs in 10 here). A
+//   result line cut off so still says how the run ended in its first fields (type, subtype,
+//   is_error), and those decide the outcome.
 // - Questions: this CLI (2.1.197) offers no AskUserQuestion tool in print mode (not even with
 //   --input-format stream-json), and answering one would need stdin kept open for its control
 //   protocol. So a session asks through its Bash tool, `curl -s --data-binary '<question>'
@@ -107,6 +108,7 @@ function startClaudeCode(config: ClaudeCodeAgentConfig, input: AgentStartInput):
   const stderrTail: string[] = [];
   let stopReason = "";
   let result: ResultSeen | undefined;
+  let cutResult: ResultSeen | undefined;
   const translator = streamJsonTranslator(input.workspace);
 
   // Plain lines go out in pieces the server takes.
@@ -136,6 +138,7 @@ function startClaudeCode(config: ClaudeCodeAgentConfig, input: AgentStartInput):
       }
       const translated = translator(text);
       if (translated === undefined) {
+        cutResult ??= cutOffResult(text);
         emitPlain(stream, text);
         return;
       }
@@ -148,6 +151,7 @@ function startClaudeCode(config: ClaudeCodeAgentConfig, input: AgentStartInput):
     await killLeftovers(input.taskId, input.sessionId).catch(() => {});
     if (outcome.error !== undefined) return { state: "failed", error: outcome.error };
     if (outcome.stopped) return { state: "cancelled", reason: stopReason };
+    result ??= cutResult;
     if (result?.failed) return { state: "failed", error: result.error };
     if (result && outcome.exitCode === 0) return { state: "succeeded" };
     const how = outcome.exitCode !== null ? `claude exited with code ${outcome.exitCode}` : `claude was killed by ${outcome.signal ?? "a signal"}`;
@@ -326,6 +330,14 @@ function resultSeen(msg: Json): ResultSeen {
   else error = `claude ended with ${String(msg.subtype ?? "an error")}`;
   if (error.length > ERROR_CHARS) error = error.slice(0, ERROR_CHARS) + "…";
   return { failed, error };
+}
+
+/** The ending a result line says in its first fields, when the rest of it was lost. */
+function cutOffResult(line: string): ResultSeen | undefined {
+  const head = /^\{"type":"result","subtype":"([a-z_]+)","is_error":(true|false)/.exec(line);
+  if (!head) return undefined;
+  const failed = head[2] === "true" || head[1] !== "success";
+  return { failed, error: `claude ended with ${head[1]}${head[2] === "true" ? " (is_error)" : ""}; the rest of its result line was cut off` };
 }
 
 function resultSummary(msg: Json, seen: ResultSeen): string {
