@@ -38,6 +38,13 @@ export default tseslint.config(
     "the CLI's client verbs import only gen/, client/, worker/ and cli/ (cli/serve.ts is the server's verbs)",
     ["src/cli/serve.ts"],
   ),
+  // Worker providers start `foreman worker` (local processes; later Docker containers): they
+  // know the command line, not the daemon's code or the domain.
+  ...layer(
+    "src/providers/**",
+    ["../worker/**", "../core/**", "../api/**", "../store/**", "../db/**", "../server/**", "../cli/**", "../auth/**", "../git/**", "../model/**"],
+    "providers/ start worker daemons by their command line; they import neither worker/ nor core/",
+  ),
   // The shared client (transport, stored login) of the CLI and the worker: gen/ only.
   ...layer(
     "src/client/**",

@@ -124,6 +124,9 @@ export async function startBenchServer(settings: Record<string, string> = {}, op
     FOREMAN_PORT: String(port),
     FOREMAN_DATA_DIR: dataDir,
     FOREMAN_SINGLE_USER_MODE: "true",
+    // The local pool would claim what a benchmark's own simulated workers are timed on; the
+    // benchmark of the pool (bench/pool.ts) turns it on.
+    FOREMAN_LOCAL_WORKERS: "0",
     ...settings,
   });
   // Spawn node itself (not npm or a shell) so child.pid is the server's process.

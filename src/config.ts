@@ -21,6 +21,8 @@ export interface Config {
    * remotes are made up: tests of other features, benchmarks.
    */
   contactRemotes: boolean;
+  /** How many worker daemons `foreman serve` starts as its children (the local pool). */
+  localWorkers: number;
   /** FOREMAN_REMOTE_TIMEOUT_SECONDS: the longest a remote check may take, and a clone or fetch may wait for the remote's next bytes. */
   remoteTimeoutMs: number;
   logLevel: LogLevel;
@@ -184,6 +186,7 @@ export function loadConfig(env: Env = process.env): Config {
     // to make the server reach what only it can reach.
     allowPrivateRemotes: readBool(env, "FOREMAN_ALLOW_PRIVATE_REMOTES", singleUserMode),
     contactRemotes: readBool(env, "FOREMAN_CONTACT_REMOTES", true),
+    localWorkers: readInt(env, "FOREMAN_LOCAL_WORKERS", singleUserMode ? 2 : 0, 0, 64),
     remoteTimeoutMs: readInt(env, "FOREMAN_REMOTE_TIMEOUT_SECONDS", 20, 1, 600) * 1000,
     logLevel,
     corsOrigins,

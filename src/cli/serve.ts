@@ -1,10 +1,14 @@
 // The server's own verbs: `serve` runs it, `migrate` brings its database up to date. Only these
 // load the server, the database drivers and the migrations; the client verbs never do.
-import { destination } from "pino";
+import { randomBytes } from "node:crypto";
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { destination, type Logger } from "pino";
 import { ConfigError, loadConfig, loadDatabaseConfig, type Config } from "../config.js";
 import { openDatabase } from "../db/database.js";
 import { migrateToLatest } from "../db/migrator.js";
 import { createLogger } from "../logger.js";
+import { startLocalPool, type LocalPool } from "../providers/local.js";
 import { sqlitePath, startServer } from "../server/server.js";
 import { BadConfiguration } from "./errors.js";
 
@@ -23,13 +27,17 @@ async function reportingConfigErrors(work: Promise<void>): Promise<void> {
 }
 
 async function runServer(): Promise<void> {
-  const config = loadConfig();
+  let config = loadConfig();
+  // The local pool registers with the configured worker token, or one made for this start.
+  const poolToken = config.localWorkers > 0 ? (config.auth.workerRegistrationToken ?? randomBytes(32).toString("base64url")) : undefined;
+  if (poolToken !== undefined) config = { ...config, auth: { ...config.auth, workerRegistrationToken: poolToken } };
   // A person at a terminal also gets a sentence, after the log lines: there pino writes
   // synchronously, so that the sentence comes last. Pipes get the JSON lines alone, as before.
   const tty = process.stdout.isTTY === true;
   const logger = createLogger(config.logLevel, tty ? destination({ dest: 1, sync: true }) : undefined);
   const server = await startServer(config, logger);
-  if (tty) process.stdout.write(`${servingSentence(server.url, config)}\n`);
+  // Started after the signal handlers below, so a signal meanwhile stops it too.
+  let pool: Promise<LocalPool | undefined> = Promise.resolve(undefined);
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
@@ -38,16 +46,49 @@ async function runServer(): Promise<void> {
     }
     stopping = true;
     logger.info({ signal }, "signal received");
-    server.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error({ err: error }, "shutdown failed");
-        process.exit(1);
-      },
-    );
+    // The workers first: stopping, they hand their runs back to a server that still answers.
+    pool
+      .then((started) => started?.stop())
+      .then(() => server.close())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error({ err: error }, "shutdown failed");
+          process.exit(1);
+        },
+      );
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
+  if (poolToken !== undefined) {
+    pool = startPool(config, server.url, poolToken, logger).catch((error: unknown) => {
+      logger.error({ err: error }, "the local workers could not start");
+      return undefined;
+    });
+    await pool;
+  }
+  if (tty) process.stdout.write(`${servingSentence(server.url, config)}\n`);
+}
+
+/** Starts config.localWorkers `foreman worker` children of this process, reaching the server on loopback. */
+async function startPool(config: Config, url: string, token: string, logger: Logger): Promise<LocalPool> {
+  const root = path.join(config.dataDir, "local-workers");
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  const tokenFile = path.join(root, "token");
+  await writeFile(tokenFile, token, { mode: 0o600 });
+  const server = new URL(url);
+  if (["0.0.0.0", "[::]"].includes(server.hostname)) server.hostname = "127.0.0.1";
+  const { FOREMAN_LOG_LEVEL: _level, ...env } = process.env;
+  return startLocalPool({
+    count: config.localWorkers,
+    server: server.origin,
+    tokenFile,
+    stateRoot: root,
+    // This same foreman, however it was started (node dist/…/main.js, or tsx src/cli/main.ts).
+    foreman: [process.execPath, ...process.execArgv, process.argv[1]!],
+    env: { ...env, FOREMAN_LOG_LEVEL: config.logLevel },
+    log: logger,
+  });
 }
 
 /** Where the server listens, in which mode, and what to try first (last, so that it copies whole). */

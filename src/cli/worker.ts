@@ -8,11 +8,12 @@ import os from "node:os";
 import path from "node:path";
 import { DEFAULT_SERVER } from "../client/client.js";
 import type { AgentAdapter } from "../worker/agents/agent.js";
+import { claudeCodeAgent } from "../worker/agents/claude-code.js";
+import { codexAgent } from "../worker/agents/codex.js";
 import { commandAgent } from "../worker/agents/command.js";
 import { WorkerDaemon } from "../worker/daemon.js";
 import { RegistrationFailed } from "../worker/identity.js";
 import { workerLogger } from "../worker/log.js";
-import { openOutbox } from "../worker/outbox.js";
 import { CommandFailed, UsageError } from "./errors.js";
 
 export const WORKER_VERSION = "0.1.0";
@@ -98,7 +99,8 @@ function makeAgent(name: string, values: Record<string, string | undefined>): Ag
     // Without --command the prompt itself is the script: `sh -s` reads it from stdin.
     return commandAgent({ argv: values.command === undefined ? ["sh", "-s"] : ["sh", "-c", values.command] });
   }
-  throw new CommandFailed(`the ${name} agent is not built into this worker yet`);
+  if (name === "claude-code") return claudeCodeAgent();
+  return codexAgent();
 }
 
 export async function worker(values: Record<string, string | undefined>, env: NodeJS.ProcessEnv): Promise<number> {
@@ -128,16 +130,14 @@ export async function worker(values: Record<string, string | undefined>, env: No
     connectTimeoutMs,
     log,
     baseEnv: agentEnvironment(env),
-    openLog: ({ worker, dir, assignment, onLeaseLost, log }) =>
-      openOutbox({
-        worker,
-        dir,
-        sessionId: assignment.lease!.sessionId,
-        leaseToken: assignment.lease!.leaseToken,
-        onLeaseLost,
-        onError: (e) => log.error({ session_id: assignment.lease!.sessionId, ...e }, "the server refused a log batch"),
-      }),
   });
+
+  // A child of the local pool: its parent gone (stdin ended) is a stop, so none outlives the server.
+  if (env.FOREMAN_WORKER_STOP_WITH_STDIN === "1") {
+    process.stdin.resume();
+    process.stdin.once("end", () => daemon.stopNow());
+    process.stdin.once("error", () => daemon.stopNow());
+  }
 
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {

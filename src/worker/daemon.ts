@@ -14,7 +14,10 @@ import { Commands } from "./commands.js";
 import { heartbeats } from "./heartbeat.js";
 import { forgetIdentity, register } from "./identity.js";
 import { pollSlot } from "./poll.js";
-import { AGENT_NAMES, Session, type SessionLog } from "./session.js";
+import { openOutbox, recoverOutboxes, type OutboxError, type RecoveredOutbox } from "./outbox.js";
+import { SessionState } from "../../gen/foreman/v1/common_pb.js";
+import { isLeaseLost } from "./retry.js";
+import { AGENT_NAMES, Session } from "./session.js";
 import { pruneWorkspaces, taskFolder } from "./workspace.js";
 
 export interface WorkerDaemonOptions {
@@ -35,7 +38,6 @@ export interface WorkerDaemonOptions {
   baseEnv: Readonly<Record<string, string>>;
   /** How many task workspaces to keep for later runs of the same task. */
   keepWorkspaces?: number;
-  openLog: (context: { worker: Client<typeof WorkerService>; dir: string; assignment: Assignment; onLeaseLost: () => void; log: Logger }) => Promise<SessionLog>;
 }
 
 const AGENT_TYPES = new Map(Object.entries(AGENT_NAMES).map(([type, name]) => [name, Number(type) as AgentType]));
@@ -88,6 +90,8 @@ export class WorkerDaemon {
     this.worker = registration.worker;
     this.workerId = registration.response.workerId;
     this.commands = new Commands(this.worker, { stopSession: (id, reason) => this.sessions.get(id)?.stop(reason), answer: (id, requestId, response) => this.sessions.get(id)?.answer(requestId, response) }, o.log);
+    // Listed before anything is claimed, so no session of this process is taken for a leftover.
+    void this.recover(await recoverOutboxes(this.outboxRoot).catch(() => []));
     const r = registration.response;
     return { workerId: r.workerId, again: registration.again, heartbeatIntervalSeconds: r.heartbeatIntervalSeconds, maxPollSeconds: r.maxPollSeconds };
   }
@@ -157,11 +161,35 @@ export class WorkerDaemon {
 
   private async unregister(): Promise<void> {
     try {
-      await this.worker.unregisterWorker({}, { timeoutMs: 10_000 });
+      await this.worker.unregisterWorker({}, { timeoutMs: 5_000 });
       await forgetIdentity(this.options.stateDir);
       this.options.log.info({ worker_id: this.workerId }, "unregistered: its runs are requeued; the next start registers a new worker");
     } catch (error) {
       this.options.log.warn({ err: error }, "could not unregister; the server requeues the runs when their leases expire");
+    }
+  }
+
+  private get outboxRoot(): string {
+    return path.join(this.options.stateDir, "outbox");
+  }
+
+  private readonly outboxError = (e: OutboxError) => this.options.log.error({ ...e, error: e.message }, "a log batch was refused");
+
+  /**
+   * The sessions an earlier process of this worker left mid-run (it was killed): their agents
+   * died with it, so what they printed is sent from the outbox and the run reported failed, while
+   * the lease lasts (else the server has requeued it already and refuses both: nothing to do).
+   */
+  private async recover(sessions: RecoveredOutbox[]): Promise<void> {
+    for (const left of sessions) {
+      const outbox = await openOutbox({ worker: this.worker, dir: left.dir, sessionId: left.sessionId, leaseToken: left.leaseToken, signal: this.stopping.signal, onError: this.outboxError });
+      await outbox.close();
+      try {
+        await this.worker.reportStatus({ sessionId: left.sessionId, leaseToken: left.leaseToken, state: SessionState.FAILED, errorMessage: "the worker restarted during the run" });
+        this.options.log.warn({ session_id: left.sessionId, batches: left.batches }, "a run the worker's previous process left was reported failed");
+      } catch (error) {
+        if (!isLeaseLost(error)) this.options.log.warn({ session_id: left.sessionId, err: error }, "could not report a run the previous process left");
+      }
     }
   }
 
@@ -174,7 +202,8 @@ export class WorkerDaemon {
       log: o.log,
       agents: this.agents,
       workspaceRoot: path.join(o.stateDir, "workspaces"),
-      openLog: (a, onLeaseLost) => o.openLog({ worker: this.worker, dir: path.join(o.stateDir, "outbox", a.lease!.sessionId), assignment: a, onLeaseLost, log: o.log }),
+      openLog: (a, onLeaseLost, signal) =>
+        openOutbox({ worker: this.worker, dir: path.join(this.outboxRoot, a.lease!.sessionId), sessionId: a.lease!.sessionId, leaseToken: a.lease!.leaseToken, onLeaseLost, signal, onError: this.outboxError }),
       askServer: this.askServer,
       baseEnv: o.baseEnv,
       signal: this.stopping.signal,

@@ -30,7 +30,8 @@ export interface SessionDeps {
   log: Logger;
   agents: ReadonlyMap<AgentType, AgentAdapter>;
   workspaceRoot: string;
-  openLog: (assignment: Assignment, onLeaseLost: () => void) => Promise<SessionLog>;
+  /** abandoned aborts when the daemon stops now: the outbox stops sending and keeps what is left on disk. */
+  openLog: (assignment: Assignment, onLeaseLost: () => void, abandoned: AbortSignal) => Promise<SessionLog>;
   askServer: AskServer;
   /** The environment every agent starts from (PATH, HOME, ...). */
   baseEnv: Readonly<Record<string, string>>;
@@ -77,6 +78,7 @@ export class Session {
   /** Set once the session must end: why, and whether to report it. */
   private ending: { reason: string; report: boolean } | undefined;
   private readonly ended = new AbortController();
+  private readonly abandoned = new AbortController();
   private readonly waiting = new Map<string, { resolve: (answer: string) => void; reject: (error: Error) => void }>();
   private readonly early = new Map<string, string>();
 
@@ -104,6 +106,7 @@ export class Session {
   /** The daemon stops now: end the agent and report nothing (the server requeues the run). */
   abandon(reason: string): void {
     this.end(reason, false);
+    this.abandoned.abort();
   }
 
   /** A TTY answer for one of this session's questions; false when it is not this session's. */
@@ -128,7 +131,7 @@ export class Session {
   async run(): Promise<void> {
     const { log } = this.deps;
     const a = this.assignment;
-    const sessionLog = await this.deps.openLog(a, () => this.leaseLost());
+    const sessionLog = await this.deps.openLog(a, () => this.leaseLost(), this.abandoned.signal);
     const system = (text: string) => sessionLog.push({ stream: LogStream.SYSTEM, text });
     let end: End | undefined;
     try {
@@ -144,8 +147,9 @@ export class Session {
         if (end.state === SessionState.FAILED) system(`failed: ${end.error}`);
         if (end.state === SessionState.CANCELLED) system(`stopped: ${end.reason}`);
       }
-      // The log is complete before the task moves on, so a reader that sees the end has every line.
-      await sessionLog.flush();
+      // The log is complete before the task moves on, so a reader that sees the end has every line
+      // (unless the daemon stops now: what is left stays in the outbox for its next start).
+      if (!this.abandoned.signal.aborted) await Promise.race([sessionLog.flush(), aborted(this.abandoned.signal)]);
       if (end !== undefined && this.ending?.report !== false) await this.report(end);
       await sessionLog.close();
       this.end("the session ended", false);
@@ -298,3 +302,5 @@ function toLine(event: AgentEvent): { stream: LogStream; kind?: LogLineKind; tex
     payloadJson: event.payloadJson,
   };
 }
+
+const aborted = (signal: AbortSignal) => new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener("abort", () => resolve(), { once: true })));

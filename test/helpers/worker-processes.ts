@@ -252,12 +252,13 @@ export interface ServerProcess {
 }
 
 /**
- * Starts `foreman serve` (the CLI, under tsx) with only `env` for settings (and remote checks off
- * unless env turns them on: its tests add made-up remotes); resolves once /healthz answers.
+ * Starts `foreman serve` (the CLI, under tsx) with only `env` for settings (remote checks off
+ * unless env turns them on: its tests add made-up remotes; no local workers unless env asks: its
+ * tests bring their own); resolves once /healthz answers.
  */
 export async function startServerProcess(env: Record<string, string> & { FOREMAN_PORT: string }): Promise<ServerProcess> {
   const url = `http://127.0.0.1:${env.FOREMAN_PORT}`;
-  const child = spawn(process.execPath, [...TSX, "src/cli/main.ts", "serve"], { cwd: ROOT, env: childEnv({ FOREMAN_HOST: "127.0.0.1", FOREMAN_CONTACT_REMOTES: "false", ...env }), stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [...TSX, "src/cli/main.ts", "serve"], { cwd: ROOT, env: childEnv({ FOREMAN_HOST: "127.0.0.1", FOREMAN_CONTACT_REMOTES: "false", FOREMAN_LOCAL_WORKERS: "0", ...env }), stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let output = "";
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (output += d));

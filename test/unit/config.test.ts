@@ -38,6 +38,7 @@ describe("loadConfig defaults", () => {
       singleUserAllowRemote: false,
       allowPrivateRemotes: true,
       contactRemotes: true,
+      localWorkers: 2,
       remoteTimeoutMs: 20_000,
       logLevel: "info",
       corsOrigins: [],
@@ -163,6 +164,15 @@ describe("loadConfig defaults", () => {
     expect(loadConfig({ DATABASE_URL: PG, ...LOGIN }).allowPrivateRemotes).toBe(false);
     expect(loadConfig({ DATABASE_URL: PG, ...LOGIN, FOREMAN_ALLOW_PRIVATE_REMOTES: "true" }).allowPrivateRemotes).toBe(true);
     expect(loadConfig({ FOREMAN_ALLOW_PRIVATE_REMOTES: "false" }).allowPrivateRemotes).toBe(false);
+  });
+
+  it("starts two local workers in single-user mode and none in multi-user mode, unless FOREMAN_LOCAL_WORKERS says otherwise", () => {
+    expect(loadConfig({}).localWorkers).toBe(2);
+    expect(loadConfig({ DATABASE_URL: PG, ...LOGIN }).localWorkers).toBe(0);
+    expect(loadConfig({ FOREMAN_LOCAL_WORKERS: "0" }).localWorkers).toBe(0);
+    expect(loadConfig({ DATABASE_URL: PG, ...LOGIN, FOREMAN_LOCAL_WORKERS: "4" }).localWorkers).toBe(4);
+    expect(() => loadConfig({ FOREMAN_LOCAL_WORKERS: "65" })).toThrow(/FOREMAN_LOCAL_WORKERS: must be between 0 and 64/);
+    expect(() => loadConfig({ FOREMAN_LOCAL_WORKERS: "two" })).toThrow(/FOREMAN_LOCAL_WORKERS: must be a whole number/);
   });
 
   it("accepts the spellings of true and false", () => {

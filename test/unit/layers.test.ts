@@ -99,6 +99,17 @@ const WRONG: Case[] = [
   { file: "src/client/x.ts", pattern: "better-sqlite3", specifier: "better-sqlite3" },
   { file: "src/client/x.ts", pattern: "pino", specifier: "pino" },
 
+  { file: "src/providers/x.ts", pattern: "../worker/**", specifier: "../worker/daemon.js" },
+  { file: "src/providers/x.ts", pattern: "../core/**", specifier: "../core/tasks.js" },
+  { file: "src/providers/x.ts", pattern: "../api/**", specifier: "../api/routes.js" },
+  { file: "src/providers/x.ts", pattern: "../store/**", specifier: "../store/tasks.js" },
+  { file: "src/providers/x.ts", pattern: "../db/**", specifier: "../db/database.js" },
+  { file: "src/providers/x.ts", pattern: "../server/**", specifier: "../server/server.js" },
+  { file: "src/providers/x.ts", pattern: "../cli/**", specifier: "../cli/main.js" },
+  { file: "src/providers/x.ts", pattern: "../auth/**", specifier: "../auth/oidc.js" },
+  { file: "src/providers/x.ts", pattern: "../git/**", specifier: "../git/remote.js" },
+  { file: "src/providers/x.ts", pattern: "../model/**", specifier: "../model/tasks.js" },
+
   // The worker daemon's rule is a RegExp, so that worker/agents/ is held to it at any depth.
   { file: "src/worker/x.ts", pattern: WORKER_FOLDERS, specifier: "../core/tasks.js" },
   { file: "src/worker/x.ts", pattern: WORKER_LOGGER, specifier: "../logger.js" },
@@ -127,6 +138,7 @@ const MESSAGES: Record<string, string> = {
   "migrations/": "migrations/ is the schema history",
   "src/cli/": "the CLI's client verbs import only gen/, client/, worker/ and cli/",
   "src/client/": "client/ is the shared client of the CLI and the worker",
+  "src/providers/": "providers/ start worker daemons by their command line",
   "src/worker/": "the worker daemon is a client of the public API",
   "src/worker/agents/": "the worker daemon is a client of the public API",
 };
@@ -158,6 +170,8 @@ const RIGHT: Omit<Case, "pattern">[] = [
   { file: "src/cli/x.ts", specifier: "../client/client.js" },
   { file: "src/cli/x.ts", specifier: "../worker/daemon.js" },
   { file: "src/client/x.ts", specifier: "../../gen/foreman/v1/auth_pb.js" },
+  { file: "src/providers/x.ts", specifier: "node:child_process" },
+  { file: "src/cli/serve.ts", specifier: "../providers/local.js" },
   { file: "src/worker/agents/x.ts", specifier: "../agent-process.js" },
   { file: "src/worker/agents/x.ts", specifier: "../../../gen/foreman/v1/worker_pb.js" },
 ];
