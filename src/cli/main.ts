@@ -172,7 +172,10 @@ An agent gets PATH, HOME, the locale, ANTHROPIC_*, CLAUDE_*, OPENAI_* and CODEX_
 worker's environment (never FOREMAN_*), the task's secrets, and the task's context in
 FOREMAN_TASK_ID, FOREMAN_SESSION_ID, FOREMAN_WORKSPACE, FOREMAN_MODEL and FOREMAN_ASK_URL (POST a
 question there; the answer is the response: curl -sf --data 'Go on?' "$FOREMAN_ASK_URL").
-FOREMAN_LOG_LEVEL sets its logging (JSON lines on stderr).
+Claude Code runs as claude -p --output-format stream-json (ANTHROPIC_API_KEY or
+ANTHROPIC_BASE_URL as it reads them); Codex as codex exec --json, and OPENAI_BASE_URL, which
+codex itself ignores, points it at another Responses API server. FOREMAN_LOG_LEVEL sets the
+worker's logging (JSON lines on stderr).
 `;
 
 // The daily verbs' help (workspace, repository, task, logs, answer, diff and the review verbs):

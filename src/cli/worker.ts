@@ -88,19 +88,22 @@ export function chooseAgents(values: Record<string, string | undefined>, env: No
     if (!Object.hasOwn(AGENT_EXECUTABLES, name)) throw new UsageError(`unknown agent '${name}' in --agents (known: ${Object.keys(AGENT_EXECUTABLES).join(", ")})`);
     const executable = AGENT_EXECUTABLES[name];
     if (executable !== undefined && !onPath(executable, env)) throw new CommandFailed(`no agent available: ${name} needs ${executable} on PATH, and it is not there`);
-    adapters.push(makeAgent(name, values));
+    adapters.push(makeAgent(name, values, env));
   }
   if (adapters.length === 0) throw new CommandFailed("no agent available: --agents names none");
   return adapters;
 }
 
-function makeAgent(name: string, values: Record<string, string | undefined>): AgentAdapter {
+function makeAgent(name: string, values: Record<string, string | undefined>, env: NodeJS.ProcessEnv): AgentAdapter {
   if (name === "command") {
     // Without --command the prompt itself is the script: `sh -s` reads it from stdin.
     return commandAgent({ argv: values.command === undefined ? ["sh", "-s"] : ["sh", "-c", values.command] });
   }
   if (name === "claude-code") return claudeCodeAgent();
-  return codexAgent();
+  // codex itself ignores OPENAI_BASE_URL (it speaks to OpenAI by its own configuration); the
+  // worker honours it, as a Responses API server such as a proxy or a self-hosted model.
+  const base = env.OPENAI_BASE_URL?.trim();
+  return codexAgent(base ? { providerBaseUrl: base } : {});
 }
 
 export async function worker(values: Record<string, string | undefined>, env: NodeJS.ProcessEnv): Promise<number> {
