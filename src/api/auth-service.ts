@@ -5,7 +5,7 @@ import { requireUser } from "./principal.js";
 import type { Core } from "../core/context.js";
 import * as logins from "../core/logins.js";
 import * as workers from "../core/workers.js";
-import { registrationTokenToProto, tokenSetToProto, userToProto } from "./convert.js";
+import { registrationTokenToProto, tokenSetToProto, userToProto, workerToProto } from "./convert.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 
 export function authService(core: Core): ServiceImpl<typeof AuthService> {
@@ -41,6 +41,10 @@ export function authService(core: Core): ServiceImpl<typeof AuthService> {
     async revokeWorkerRegistrationToken(req, ctx) {
       await workers.revokeRegistrationToken(core, requireUser(ctx), req.id);
       return {};
+    },
+    async listWorkers(req, ctx) {
+      const page = await workers.listWorkers(core, requireUser(ctx), req);
+      return { workers: page.items.map(workerToProto), nextPageToken: page.nextPageToken };
     },
   };
 }

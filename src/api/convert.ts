@@ -13,10 +13,11 @@ import {
 } from "../../gen/foreman/v1/repository_pb.js";
 import { TokenSetSchema, UserSchema, WorkerRegistrationTokenSchema, type TokenSet as TokenSetMessage, type User as UserMessage, type WorkerRegistrationToken } from "../../gen/foreman/v1/auth_pb.js";
 import type { TokenSet, User } from "../core/logins.js";
-import type { RegistrationToken } from "../core/workers.js";
+import { WorkerSchema, type Worker } from "../../gen/foreman/v1/worker_pb.js";
+import type { ListedWorker, RegistrationToken } from "../core/workers.js";
 import type * as core from "../core/workspaces.js";
 import type * as repos from "../core/repositories.js";
-import { EnumNames, VCS_PROVIDERS } from "./enums.js";
+import { AGENT_TYPES, EnumNames, LISTED_WORKER_STATUSES, VCS_PROVIDERS } from "./enums.js";
 
 /** Repositories' delivery modes (core/repositories.ts DELIVERY_MODES). */
 export const DELIVERY_MODES = new EnumNames<repos.DeliveryModeName, DeliveryMode>({
@@ -91,6 +92,28 @@ export function registrationTokenToProto(t: RegistrationToken): WorkerRegistrati
     ...(t.expiresAt ? { expireTime: timestampFromDate(t.expiresAt) } : {}),
     ...(t.revokedAt ? { revokeTime: timestampFromDate(t.revokedAt) } : {}),
     ...(t.lastUsedAt ? { lastUseTime: timestampFromDate(t.lastUsedAt) } : {}),
+  });
+}
+
+export function workerToProto(w: ListedWorker): Worker {
+  const status = w.status === "active" ? (w.heldSessionCount > 0 ? "busy" : "idle") : w.status;
+  return create(WorkerSchema, {
+    id: w.id,
+    name: w.name,
+    hostname: w.hostname,
+    version: w.version,
+    status: LISTED_WORKER_STATUSES.value(status),
+    agentTypes: w.agentTypes.map((a) => AGENT_TYPES.value(a)),
+    labels: w.labels,
+    maxConcurrentSessions: w.maxConcurrentSessions,
+    heldSessionCount: w.heldSessionCount,
+    heldSessionIds: w.heldSessionIds,
+    registerTime: timestampFromDate(w.registeredAt),
+    lastHeartbeatTime: timestampFromDate(w.lastHeartbeatAt),
+    ...(w.unregisteredAt ? { unregisterTime: timestampFromDate(w.unregisteredAt) } : {}),
+    servesEveryUser: w.ownerId === null,
+    ownerId: w.ownerId ?? "",
+    registrationTokenId: w.registrationTokenId ?? "",
   });
 }
 

@@ -133,9 +133,21 @@ export const TODO_ITEM_SOURCES = new EnumNames<todoItems.TodoItemSource, TodoIte
   manual: TodoItemSource.MANUAL,
 });
 
-/** What a worker says it is doing in a heartbeat. Read and checked; draining is a later phase's. */
+/**
+ * What a worker says it is doing in a heartbeat: UNHEALTHY and UNREGISTERED are the server's
+ * to say (LISTED_WORKER_STATUSES), so this table lacks them and a heartbeat sending them is refused.
+ */
 export const WORKER_STATUSES = new EnumNames<"idle" | "busy" | "draining", WorkerStatus>({
   idle: WorkerStatus.IDLE,
   busy: WorkerStatus.BUSY,
   draining: WorkerStatus.DRAINING,
+});
+
+/** A worker's status as ListWorkers shows it: the stored one, active split by whether it holds work. */
+export const LISTED_WORKER_STATUSES = new EnumNames<"idle" | "busy" | "draining" | "unhealthy" | "unregistered", WorkerStatus>({
+  idle: WorkerStatus.IDLE,
+  busy: WorkerStatus.BUSY,
+  draining: WorkerStatus.DRAINING,
+  unhealthy: WorkerStatus.UNHEALTHY,
+  unregistered: WorkerStatus.UNREGISTERED,
 });

@@ -70,6 +70,47 @@ export async function revokeRegistrationToken(core: Core, ownerId: string, rawId
   if (token === undefined) throw notFound("worker registration token", id);
 }
 
+/** A worker as its lister sees it: the sessions it holds, and which of them are the lister's. */
+export interface ListedWorker extends store.Worker {
+  heldSessionCount: number;
+  /** The held sessions that are the lister's (every one in single-user mode), oldest first. */
+  heldSessionIds: string[];
+}
+
+/**
+ * The workers a user may see: those of their own registration tokens and the pool's (the
+ * configured token's, serving every user); in single-user mode, every one. A pool worker's
+ * sessions of other users are counted, never named.
+ */
+export async function listWorkers(
+  core: Core,
+  userId: string,
+  input: { pageSize: number; pageToken: string; includeUnregistered: boolean },
+): Promise<{ items: ListedWorker[]; nextPageToken: string }> {
+  const v = new Violations();
+  // The filter is in the scope, so a page token works only with the filter it was made with.
+  const page = readPage(v, input.pageSize, input.pageToken, `workers:${input.includeUnregistered ? "all" : "registered"}`);
+  v.throwIfAny();
+  const singleUser = core.auth.login === undefined;
+  const filter = { ownerId: singleUser ? undefined : userId, includeUnregistered: input.includeUnregistered };
+  const { items, nextPageToken } = writePage(page, await store.listWorkers(core.db, filter, page));
+  const held = new Map<string, { id: string; ownerId: string }[]>();
+  for (const h of await sessions.heldByWorkers(core.db, items.map((w) => w.id))) {
+    const list = held.get(h.workerId);
+    if (list === undefined) held.set(h.workerId, [h]);
+    else list.push(h);
+  }
+  const listed = items.map((w): ListedWorker => {
+    const holds = held.get(w.id) ?? [];
+    return {
+      ...w,
+      heldSessionCount: holds.length,
+      heldSessionIds: holds.filter((h) => singleUser || h.ownerId === userId).map((h) => h.id),
+    };
+  });
+  return { items: listed, nextPageToken };
+}
+
 export interface RegisterWorkerInput {
   registrationToken: string;
   name: string;

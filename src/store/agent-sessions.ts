@@ -722,6 +722,19 @@ export async function heldBy(db: Kysely<Database>, workerId: string, only: { uns
   return rows.map((r) => r.id);
 }
 
+/** The sessions these workers hold, with whose each is, oldest first (ListWorkers' page). */
+export async function heldByWorkers(db: Kysely<Database>, workerIds: readonly string[]): Promise<{ id: string; workerId: string; ownerId: string }[]> {
+  if (workerIds.length === 0) return [];
+  const rows = await db
+    .selectFrom("agent_sessions")
+    .select(["id", "worker_id", "owner_id"])
+    .where("worker_id", "in", workerIds)
+    .where("state", "in", LEASED_SESSION_STATES)
+    .orderBy("id")
+    .execute();
+  return rows.map((r) => ({ id: r.id, workerId: r.worker_id!, ownerId: r.owner_id }));
+}
+
 /** Queued work by owner and agent, with how many sessions each has (for the poll backstop). */
 export async function queuedWork(db: Kysely<Database>, limit: number): Promise<{ ownerId: string; agentType: string; count: number }[]> {
   const rows = await db

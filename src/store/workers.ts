@@ -128,6 +128,7 @@ export interface Worker {
   maxConcurrentSessions: number;
   lastHeartbeatAt: Date;
   registeredAt: Date;
+  unregisteredAt: Date | null;
 }
 
 function toWorker(row: Selectable<WorkersTable>): Worker {
@@ -144,11 +145,12 @@ function toWorker(row: Selectable<WorkersTable>): Worker {
     maxConcurrentSessions: row.max_concurrent_sessions,
     lastHeartbeatAt: fromDbTime(row.last_heartbeat_at),
     registeredAt: fromDbTime(row.registered_at),
+    unregisteredAt: fromDbTimeOrNull(row.unregistered_at),
   };
 }
 
 /** What a registration (a first one, or a restarted worker's) writes: its capabilities, credential, and active as of now. */
-function registrationColumns(w: Omit<Worker, "id" | "ownerId" | "status" | "lastHeartbeatAt"> & { credentialHash: string }) {
+function registrationColumns(w: Omit<Worker, "id" | "ownerId" | "status" | "lastHeartbeatAt" | "unregisteredAt"> & { credentialHash: string }) {
   return {
     registration_token_id: w.registrationTokenId,
     name: w.name,
@@ -165,7 +167,7 @@ function registrationColumns(w: Omit<Worker, "id" | "ownerId" | "status" | "last
 
 export async function insertWorker(
   db: Kysely<Database>,
-  w: Omit<Worker, "status" | "lastHeartbeatAt"> & { credentialHash: string },
+  w: Omit<Worker, "status" | "lastHeartbeatAt" | "unregisteredAt"> & { credentialHash: string },
 ): Promise<Worker> {
   const row = await db
     .insertInto("workers")
@@ -178,6 +180,23 @@ export async function insertWorker(
     .returningAll()
     .executeTakeFirstOrThrow();
   return toWorker(row);
+}
+
+/**
+ * Workers in id (registration) order, after the page's id: those of this owner and the pool's
+ * (owner null), or every worker for `ownerId` undefined (single-user mode). Unregistered ones
+ * only when asked for.
+ */
+export async function listWorkers(
+  db: Kysely<Database>,
+  filter: { ownerId: string | undefined; includeUnregistered: boolean },
+  page: PageWindow,
+): Promise<Worker[]> {
+  let query = db.selectFrom("workers").selectAll();
+  const { ownerId } = filter;
+  if (ownerId !== undefined) query = query.where((eb) => eb.or([eb("owner_id", "is", null), eb("owner_id", "=", ownerId)]));
+  if (!filter.includeUnregistered) query = query.where("status", "!=", "unregistered");
+  return (await keysetPage(query, page)).map(toWorker);
 }
 
 // Every call a worker makes (heartbeats by the thousand a second) reads it: compiled once.
@@ -206,7 +225,7 @@ export async function findWorker(db: Kysely<Database>, id: string): Promise<Work
 export async function reregisterWorker(
   db: Kysely<Database>,
   previousCredentialHash: string,
-  w: Omit<Worker, "id" | "status" | "lastHeartbeatAt"> & { credentialHash: string },
+  w: Omit<Worker, "id" | "status" | "lastHeartbeatAt" | "unregisteredAt"> & { credentialHash: string },
 ): Promise<Worker | undefined> {
   const row = await db
     .updateTable("workers")

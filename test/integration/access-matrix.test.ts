@@ -50,6 +50,9 @@ interface Fixtures {
   bob: User;
   /** A worker registered with alice's registration token. */
   workerCredential: string;
+  workerId: string;
+  /** A worker registered with the server's configured token: every user sees it. */
+  poolWorkerId: string;
   workspace: Workspace;
   repository: Repository;
   group: RepositoryGroup;
@@ -295,6 +298,19 @@ rows(AuthService, {
     call: async (fx, caller) => ({
       request: { id: caller === "owner" ? (await fx.scratchRegistrationToken()).id : fx.registration.token.id },
     }),
+  },
+  listWorkers: {
+    // Alice sees her workers and the pool's; bob sees the pool's, and none of alice's.
+    expect: users(OK, OK),
+    call: () => ({ request: { pageSize: 1000, includeUnregistered: true } }),
+    check: (res, fx, caller) => {
+      const ids = res.workers.map((w) => w.id);
+      expect(ids).toContain(fx.poolWorkerId);
+      const self = caller === "owner" ? fx.alice.id : fx.bob.id;
+      expect(res.workers.filter((w) => !w.servesEveryUser && w.ownerId !== self)).toEqual([]);
+      if (caller === "owner") expect(ids).toContain(fx.workerId);
+      else expect(ids).not.toContain(fx.workerId);
+    },
   },
 });
 
@@ -546,7 +562,9 @@ describe.each(DIALECTS)("access matrix on %s", (dialect) => {
     const registration = await createRegistrationToken("alice's laptop");
     const freshWorker = async (): Promise<string> =>
       (await registerWorker(t, registration.secret, { name: `worker ${unique()}` })).workerToken;
-    const workerCredential = await freshWorker();
+    const shared = await registerWorker(t, registration.secret, { name: "alice's shared worker" });
+    const workerCredential = shared.workerToken;
+    const poolWorkerId = (await registerWorker(t, CONFIGURED_REGISTRATION_TOKEN, { name: "pool worker" })).workerId;
     const createTask = async (prompt: string): Promise<string> =>
       (await alice.client(TaskService).createUnitTask({ repositoryGroupId: group.id, prompt })).unitTask!.id;
     const taskId = await createTask("Alice's task");
@@ -560,6 +578,8 @@ describe.each(DIALECTS)("access matrix on %s", (dialect) => {
       alice,
       bob,
       workerCredential,
+      workerId: shared.workerId,
+      poolWorkerId,
       workspace,
       repository,
       group,

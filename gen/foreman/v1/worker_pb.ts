@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file foreman/v1/worker.proto.
  */
 export const file_foreman_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Chdmb3JlbWFuL3YxL3dvcmtlci5wcm90bxIKZm9yZW1hbi52MSKwAgoVUmVnaXN0ZXJXb3JrZXJSZXF1ZXN0Eh8KEnJlZ2lzdHJhdGlvbl90b2tlbhgBIAEoCUIDgAEBEgwKBG5hbWUYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIwCgthZ2VudF90eXBlcxgFIAMoDjIVLmZvcmVtYW4udjEuQWdlbnRUeXBlQgSItRggEkMKBmxhYmVscxgGIAMoCzItLmZvcmVtYW4udjEuUmVnaXN0ZXJXb3JrZXJSZXF1ZXN0LkxhYmVsc0VudHJ5QgSItRhAEh8KF21heF9jb25jdXJyZW50X3Nlc3Npb25zGAcgASgFGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihAEKFlJlZ2lzdGVyV29ya2VyUmVzcG9uc2USEQoJd29ya2VyX2lkGAEgASgJEhkKDHdvcmtlcl90b2tlbhgCIAEoCUIDgAEBEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAMgASgFEhgKEG1heF9wb2xsX3NlY29uZHMYBCABKAUidwoFTGVhc2USEgoKc2Vzc2lvbl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEhgKC2xlYXNlX3Rva2VuGAMgASgJQgOAAQESLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImUKEEhlYXJ0YmVhdFJlcXVlc3QSKAoGc3RhdHVzGAEgASgOMhguZm9yZW1hbi52MS5Xb3JrZXJTdGF0dXMSJwoGbGVhc2VzGAIgAygLMhEuZm9yZW1hbi52MS5MZWFzZUIEiLUYQCI4ChJTdG9wU2Vzc2lvbkNvbW1hbmQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiSgoOVHR5SW5wdXRBbnN3ZXISEgoKcmVxdWVzdF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhAKCHJlc3BvbnNlGAMgASgJIpYBCg1Xb3JrZXJDb21tYW5kEgoKAmlkGAEgASgJEjYKDHN0b3Bfc2Vzc2lvbhgCIAEoCzIeLmZvcmVtYW4udjEuU3RvcFNlc3Npb25Db21tYW5kSAASNgoQdHR5X2lucHV0X2Fuc3dlchgDIAEoCzIaLmZvcmVtYW4udjEuVHR5SW5wdXRBbnN3ZXJIAEIJCgdjb21tYW5kIqEBChFIZWFydGJlYXRSZXNwb25zZRIhCgZsZWFzZXMYASADKAsyES5mb3JlbWFuLnYxLkxlYXNlEhgKEGxvc3Rfc2Vzc2lvbl9pZHMYAiADKAkSKwoIY29tbWFuZHMYAyADKAsyGS5mb3JlbWFuLnYxLldvcmtlckNvbW1hbmQSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYBCABKAUiGQoXVW5yZWdpc3RlcldvcmtlclJlcXVlc3QiGgoYVW5yZWdpc3RlcldvcmtlclJlc3BvbnNlIkQKG1dvcmtlclNlcnZpY2VHZXRUYXNrUmVxdWVzdBIPCgdwb2xsX2lkGAEgASgJEhQKDHdhaXRfc2Vjb25kcxgCIAEoBSKLAQoSQXNzaWduZWRSZXBvc2l0b3J5EhUKDXJlcG9zaXRvcnlfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIRCgljbG9uZV91cmwYAyABKAkSEwoLYmFzZV9icmFuY2gYBCABKAkSEwoLYnJhbmNoX25hbWUYBSABKAkSEwoLYmFzZV9jb21taXQYBiABKAki8QEKCkFzc2lnbm1lbnQSIAoFbGVhc2UYASABKAsyES5mb3JlbWFuLnYxLkxlYXNlEg8KB3Rhc2tfaWQYAiABKAkSFQoNYWdlbnRfdGFza19pZBgDIAEoCRIOCgZwcm9tcHQYBCABKAkSKQoKYWdlbnRfdHlwZRgFIAEoDjIVLmZvcmVtYW4udjEuQWdlbnRUeXBlEhMKC2FnZW50X21vZGVsGAYgASgJEjQKDHJlcG9zaXRvcmllcxgHIAMoCzIeLmZvcmVtYW4udjEuQXNzaWduZWRSZXBvc2l0b3J5EhMKC2hhc19zZWNyZXRzGAggASgIIncKHFdvcmtlclNlcnZpY2VHZXRUYXNrUmVzcG9uc2USKgoKYXNzaWdubWVudBgBIAEoCzIWLmZvcmVtYW4udjEuQXNzaWdubWVudBIrCghjb21tYW5kcxgCIAMoCzIZLmZvcmVtYW4udjEuV29ya2VyQ29tbWFuZCK+AQoTUmVwb3J0U3RhdHVzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhgKC2xlYXNlX3Rva2VuGAIgASgJQgOAAQESJwoFc3RhdGUYAyABKA4yGC5mb3JlbWFuLnYxLlNlc3Npb25TdGF0ZRIWCglleGl0X2NvZGUYBCABKAVIAIgBARIVCg1lcnJvcl9tZXNzYWdlGAUgASgJEhMKC2hlYWRfY29tbWl0GAYgASgJQgwKCl9leGl0X2NvZGUiVwoUUmVwb3J0U3RhdHVzUmVzcG9uc2USJwoFc3RhdGUYASABKA4yGC5mb3JlbWFuLnYxLlNlc3Npb25TdGF0ZRIWCg5zdG9wX3JlcXVlc3RlZBgCIAEoCCJBChFHZXRTZWNyZXRzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhgKC2xlYXNlX3Rva2VuGAIgASgJQgOAAQEihwEKEkdldFNlY3JldHNSZXNwb25zZRJBCgdzZWNyZXRzGAEgAygLMisuZm9yZW1hbi52MS5HZXRTZWNyZXRzUmVzcG9uc2UuU2VjcmV0c0VudHJ5QgOAAQEaLgoMU2VjcmV0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEibgoRQXBwZW5kTG9nc1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIYCgtsZWFzZV90b2tlbhgCIAEoCUIDgAEBEisKB2JhdGNoZXMYAyADKAsyFC5mb3JlbWFuLnYxLkxvZ0JhdGNoQgSItRhkIi0KEkFwcGVuZExvZ3NSZXNwb25zZRIXCg9zdG9yZWRfc2VxdWVuY2UYASABKA0ivAEKHENyZWF0ZVR0eUlucHV0UmVxdWVzdFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIYCgtsZWFzZV90b2tlbhgCIAEoCUIDgAEBEg4KBnByb21wdBgDIAEoCRIsCgppbnB1dF90eXBlGAQgASgOMhguZm9yZW1hbi52MS5UdHlJbnB1dFR5cGUSFQoHb3B0aW9ucxgFIAMoCUIEiLUYQBIZChFjbGllbnRfcmVxdWVzdF9pZBgGIAEoCSJNCh1DcmVhdGVUdHlJbnB1dFJlcXVlc3RSZXNwb25zZRIsCgdyZXF1ZXN0GAEgASgLMhsuZm9yZW1hbi52MS5UdHlJbnB1dFJlcXVlc3QiGAoWUmVjZWl2ZUNvbW1hbmRzUmVxdWVzdCJ9ChdSZWNlaXZlQ29tbWFuZHNSZXNwb25zZRIsCgdjb21tYW5kGAEgASgLMhkuZm9yZW1hbi52MS5Xb3JrZXJDb21tYW5kSAASKwoKa2VlcF9hbGl2ZRgCIAEoCzIVLmZvcmVtYW4udjEuS2VlcEFsaXZlSABCBwoFZXZlbnQiOAoaQWNrbm93bGVkZ2VDb21tYW5kc1JlcXVlc3QSGgoLY29tbWFuZF9pZHMYASADKAlCBYi1GOgHIh0KG0Fja25vd2xlZGdlQ29tbWFuZHNSZXNwb25zZSp5CgxXb3JrZXJTdGF0dXMSHQoZV09SS0VSX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEldPUktFUl9TVEFUVVNfSURMRRABEhYKEldPUktFUl9TVEFUVVNfQlVTWRACEhoKFldPUktFUl9TVEFUVVNfRFJBSU5JTkcQAzKQBwoNV29ya2VyU2VydmljZRJXCg5SZWdpc3RlcldvcmtlchIhLmZvcmVtYW4udjEuUmVnaXN0ZXJXb3JrZXJSZXF1ZXN0GiIuZm9yZW1hbi52MS5SZWdpc3RlcldvcmtlclJlc3BvbnNlEkgKCUhlYXJ0YmVhdBIcLmZvcmVtYW4udjEuSGVhcnRiZWF0UmVxdWVzdBodLmZvcmVtYW4udjEuSGVhcnRiZWF0UmVzcG9uc2USXQoQVW5yZWdpc3RlcldvcmtlchIjLmZvcmVtYW4udjEuVW5yZWdpc3RlcldvcmtlclJlcXVlc3QaJC5mb3JlbWFuLnYxLlVucmVnaXN0ZXJXb3JrZXJSZXNwb25zZRJcCgdHZXRUYXNrEicuZm9yZW1hbi52MS5Xb3JrZXJTZXJ2aWNlR2V0VGFza1JlcXVlc3QaKC5mb3JlbWFuLnYxLldvcmtlclNlcnZpY2VHZXRUYXNrUmVzcG9uc2USUQoMUmVwb3J0U3RhdHVzEh8uZm9yZW1hbi52MS5SZXBvcnRTdGF0dXNSZXF1ZXN0GiAuZm9yZW1hbi52MS5SZXBvcnRTdGF0dXNSZXNwb25zZRJLCgpHZXRTZWNyZXRzEh0uZm9yZW1hbi52MS5HZXRTZWNyZXRzUmVxdWVzdBoeLmZvcmVtYW4udjEuR2V0U2VjcmV0c1Jlc3BvbnNlEksKCkFwcGVuZExvZ3MSHS5mb3JlbWFuLnYxLkFwcGVuZExvZ3NSZXF1ZXN0Gh4uZm9yZW1hbi52MS5BcHBlbmRMb2dzUmVzcG9uc2USbAoVQ3JlYXRlVHR5SW5wdXRSZXF1ZXN0EiguZm9yZW1hbi52MS5DcmVhdGVUdHlJbnB1dFJlcXVlc3RSZXF1ZXN0GikuZm9yZW1hbi52MS5DcmVhdGVUdHlJbnB1dFJlcXVlc3RSZXNwb25zZRJcCg9SZWNlaXZlQ29tbWFuZHMSIi5mb3JlbWFuLnYxLlJlY2VpdmVDb21tYW5kc1JlcXVlc3QaIy5mb3JlbWFuLnYxLlJlY2VpdmVDb21tYW5kc1Jlc3BvbnNlMAESZgoTQWNrbm93bGVkZ2VDb21tYW5kcxImLmZvcmVtYW4udjEuQWNrbm93bGVkZ2VDb21tYW5kc1JlcXVlc3QaJy5mb3JlbWFuLnYxLkFja25vd2xlZGdlQ29tbWFuZHNSZXNwb25zZWIGcHJvdG8z", [file_foreman_v1_common, file_foreman_v1_options, file_foreman_v1_session, file_google_protobuf_timestamp]);
+  fileDesc("Chdmb3JlbWFuL3YxL3dvcmtlci5wcm90bxIKZm9yZW1hbi52MSKwAgoVUmVnaXN0ZXJXb3JrZXJSZXF1ZXN0Eh8KEnJlZ2lzdHJhdGlvbl90b2tlbhgBIAEoCUIDgAEBEgwKBG5hbWUYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIwCgthZ2VudF90eXBlcxgFIAMoDjIVLmZvcmVtYW4udjEuQWdlbnRUeXBlQgSItRggEkMKBmxhYmVscxgGIAMoCzItLmZvcmVtYW4udjEuUmVnaXN0ZXJXb3JrZXJSZXF1ZXN0LkxhYmVsc0VudHJ5QgSItRhAEh8KF21heF9jb25jdXJyZW50X3Nlc3Npb25zGAcgASgFGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihAEKFlJlZ2lzdGVyV29ya2VyUmVzcG9uc2USEQoJd29ya2VyX2lkGAEgASgJEhkKDHdvcmtlcl90b2tlbhgCIAEoCUIDgAEBEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAMgASgFEhgKEG1heF9wb2xsX3NlY29uZHMYBCABKAUidwoFTGVhc2USEgoKc2Vzc2lvbl9pZBgBIAEoCRIPCgdhdHRlbXB0GAIgASgNEhgKC2xlYXNlX3Rva2VuGAMgASgJQgOAAQESLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIr4ECgZXb3JrZXISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIQCghob3N0bmFtZRgDIAEoCRIPCgd2ZXJzaW9uGAQgASgJEigKBnN0YXR1cxgFIAEoDjIYLmZvcmVtYW4udjEuV29ya2VyU3RhdHVzEioKC2FnZW50X3R5cGVzGAYgAygOMhUuZm9yZW1hbi52MS5BZ2VudFR5cGUSLgoGbGFiZWxzGAcgAygLMh4uZm9yZW1hbi52MS5Xb3JrZXIuTGFiZWxzRW50cnkSHwoXbWF4X2NvbmN1cnJlbnRfc2Vzc2lvbnMYCCABKAUSGgoSaGVsZF9zZXNzaW9uX2NvdW50GAkgASgFEhgKEGhlbGRfc2Vzc2lvbl9pZHMYCiADKAkSMQoNcmVnaXN0ZXJfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNwoTbGFzdF9oZWFydGJlYXRfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPdW5yZWdpc3Rlcl90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFzZXJ2ZXNfZXZlcnlfdXNlchgOIAEoCBIQCghvd25lcl9pZBgPIAEoCRIdChVyZWdpc3RyYXRpb25fdG9rZW5faWQYECABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJlChBIZWFydGJlYXRSZXF1ZXN0EigKBnN0YXR1cxgBIAEoDjIYLmZvcmVtYW4udjEuV29ya2VyU3RhdHVzEicKBmxlYXNlcxgCIAMoCzIRLmZvcmVtYW4udjEuTGVhc2VCBIi1GEAiOAoSU3RvcFNlc3Npb25Db21tYW5kEhIKCnNlc3Npb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJIkoKDlR0eUlucHV0QW5zd2VyEhIKCnJlcXVlc3RfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghyZXNwb25zZRgDIAEoCSKWAQoNV29ya2VyQ29tbWFuZBIKCgJpZBgBIAEoCRI2CgxzdG9wX3Nlc3Npb24YAiABKAsyHi5mb3JlbWFuLnYxLlN0b3BTZXNzaW9uQ29tbWFuZEgAEjYKEHR0eV9pbnB1dF9hbnN3ZXIYAyABKAsyGi5mb3JlbWFuLnYxLlR0eUlucHV0QW5zd2VySABCCQoHY29tbWFuZCKhAQoRSGVhcnRiZWF0UmVzcG9uc2USIQoGbGVhc2VzGAEgAygLMhEuZm9yZW1hbi52MS5MZWFzZRIYChBsb3N0X3Nlc3Npb25faWRzGAIgAygJEisKCGNvbW1hbmRzGAMgAygLMhkuZm9yZW1hbi52MS5Xb3JrZXJDb21tYW5kEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAQgASgFIhkKF1VucmVnaXN0ZXJXb3JrZXJSZXF1ZXN0IhoKGFVucmVnaXN0ZXJXb3JrZXJSZXNwb25zZSJEChtXb3JrZXJTZXJ2aWNlR2V0VGFza1JlcXVlc3QSDwoHcG9sbF9pZBgBIAEoCRIUCgx3YWl0X3NlY29uZHMYAiABKAUiiwEKEkFzc2lnbmVkUmVwb3NpdG9yeRIVCg1yZXBvc2l0b3J5X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJY2xvbmVfdXJsGAMgASgJEhMKC2Jhc2VfYnJhbmNoGAQgASgJEhMKC2JyYW5jaF9uYW1lGAUgASgJEhMKC2Jhc2VfY29tbWl0GAYgASgJIvEBCgpBc3NpZ25tZW50EiAKBWxlYXNlGAEgASgLMhEuZm9yZW1hbi52MS5MZWFzZRIPCgd0YXNrX2lkGAIgASgJEhUKDWFnZW50X3Rhc2tfaWQYAyABKAkSDgoGcHJvbXB0GAQgASgJEikKCmFnZW50X3R5cGUYBSABKA4yFS5mb3JlbWFuLnYxLkFnZW50VHlwZRITCgthZ2VudF9tb2RlbBgGIAEoCRI0CgxyZXBvc2l0b3JpZXMYByADKAsyHi5mb3JlbWFuLnYxLkFzc2lnbmVkUmVwb3NpdG9yeRITCgtoYXNfc2VjcmV0cxgIIAEoCCJ3ChxXb3JrZXJTZXJ2aWNlR2V0VGFza1Jlc3BvbnNlEioKCmFzc2lnbm1lbnQYASABKAsyFi5mb3JlbWFuLnYxLkFzc2lnbm1lbnQSKwoIY29tbWFuZHMYAiADKAsyGS5mb3JlbWFuLnYxLldvcmtlckNvbW1hbmQivgEKE1JlcG9ydFN0YXR1c1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIYCgtsZWFzZV90b2tlbhgCIAEoCUIDgAEBEicKBXN0YXRlGAMgASgOMhguZm9yZW1hbi52MS5TZXNzaW9uU3RhdGUSFgoJZXhpdF9jb2RlGAQgASgFSACIAQESFQoNZXJyb3JfbWVzc2FnZRgFIAEoCRITCgtoZWFkX2NvbW1pdBgGIAEoCUIMCgpfZXhpdF9jb2RlIlcKFFJlcG9ydFN0YXR1c1Jlc3BvbnNlEicKBXN0YXRlGAEgASgOMhguZm9yZW1hbi52MS5TZXNzaW9uU3RhdGUSFgoOc3RvcF9yZXF1ZXN0ZWQYAiABKAgiQQoRR2V0U2VjcmV0c1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIYCgtsZWFzZV90b2tlbhgCIAEoCUIDgAEBIocBChJHZXRTZWNyZXRzUmVzcG9uc2USQQoHc2VjcmV0cxgBIAMoCzIrLmZvcmVtYW4udjEuR2V0U2VjcmV0c1Jlc3BvbnNlLlNlY3JldHNFbnRyeUIDgAEBGi4KDFNlY3JldHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIm4KEUFwcGVuZExvZ3NSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSGAoLbGVhc2VfdG9rZW4YAiABKAlCA4ABARIrCgdiYXRjaGVzGAMgAygLMhQuZm9yZW1hbi52MS5Mb2dCYXRjaEIEiLUYZCItChJBcHBlbmRMb2dzUmVzcG9uc2USFwoPc3RvcmVkX3NlcXVlbmNlGAEgASgNIrwBChxDcmVhdGVUdHlJbnB1dFJlcXVlc3RSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSGAoLbGVhc2VfdG9rZW4YAiABKAlCA4ABARIOCgZwcm9tcHQYAyABKAkSLAoKaW5wdXRfdHlwZRgEIAEoDjIYLmZvcmVtYW4udjEuVHR5SW5wdXRUeXBlEhUKB29wdGlvbnMYBSADKAlCBIi1GEASGQoRY2xpZW50X3JlcXVlc3RfaWQYBiABKAkiTQodQ3JlYXRlVHR5SW5wdXRSZXF1ZXN0UmVzcG9uc2USLAoHcmVxdWVzdBgBIAEoCzIbLmZvcmVtYW4udjEuVHR5SW5wdXRSZXF1ZXN0IhgKFlJlY2VpdmVDb21tYW5kc1JlcXVlc3QifQoXUmVjZWl2ZUNvbW1hbmRzUmVzcG9uc2USLAoHY29tbWFuZBgBIAEoCzIZLmZvcmVtYW4udjEuV29ya2VyQ29tbWFuZEgAEisKCmtlZXBfYWxpdmUYAiABKAsyFS5mb3JlbWFuLnYxLktlZXBBbGl2ZUgAQgcKBWV2ZW50IjgKGkFja25vd2xlZGdlQ29tbWFuZHNSZXF1ZXN0EhoKC2NvbW1hbmRfaWRzGAEgAygJQgWItRjoByIdChtBY2tub3dsZWRnZUNvbW1hbmRzUmVzcG9uc2UqtgEKDFdvcmtlclN0YXR1cxIdChlXT1JLRVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSV09SS0VSX1NUQVRVU19JRExFEAESFgoSV09SS0VSX1NUQVRVU19CVVNZEAISGgoWV09SS0VSX1NUQVRVU19EUkFJTklORxADEhsKF1dPUktFUl9TVEFUVVNfVU5IRUFMVEhZEAQSHgoaV09SS0VSX1NUQVRVU19VTlJFR0lTVEVSRUQQBTKQBwoNV29ya2VyU2VydmljZRJXCg5SZWdpc3RlcldvcmtlchIhLmZvcmVtYW4udjEuUmVnaXN0ZXJXb3JrZXJSZXF1ZXN0GiIuZm9yZW1hbi52MS5SZWdpc3RlcldvcmtlclJlc3BvbnNlEkgKCUhlYXJ0YmVhdBIcLmZvcmVtYW4udjEuSGVhcnRiZWF0UmVxdWVzdBodLmZvcmVtYW4udjEuSGVhcnRiZWF0UmVzcG9uc2USXQoQVW5yZWdpc3RlcldvcmtlchIjLmZvcmVtYW4udjEuVW5yZWdpc3RlcldvcmtlclJlcXVlc3QaJC5mb3JlbWFuLnYxLlVucmVnaXN0ZXJXb3JrZXJSZXNwb25zZRJcCgdHZXRUYXNrEicuZm9yZW1hbi52MS5Xb3JrZXJTZXJ2aWNlR2V0VGFza1JlcXVlc3QaKC5mb3JlbWFuLnYxLldvcmtlclNlcnZpY2VHZXRUYXNrUmVzcG9uc2USUQoMUmVwb3J0U3RhdHVzEh8uZm9yZW1hbi52MS5SZXBvcnRTdGF0dXNSZXF1ZXN0GiAuZm9yZW1hbi52MS5SZXBvcnRTdGF0dXNSZXNwb25zZRJLCgpHZXRTZWNyZXRzEh0uZm9yZW1hbi52MS5HZXRTZWNyZXRzUmVxdWVzdBoeLmZvcmVtYW4udjEuR2V0U2VjcmV0c1Jlc3BvbnNlEksKCkFwcGVuZExvZ3MSHS5mb3JlbWFuLnYxLkFwcGVuZExvZ3NSZXF1ZXN0Gh4uZm9yZW1hbi52MS5BcHBlbmRMb2dzUmVzcG9uc2USbAoVQ3JlYXRlVHR5SW5wdXRSZXF1ZXN0EiguZm9yZW1hbi52MS5DcmVhdGVUdHlJbnB1dFJlcXVlc3RSZXF1ZXN0GikuZm9yZW1hbi52MS5DcmVhdGVUdHlJbnB1dFJlcXVlc3RSZXNwb25zZRJcCg9SZWNlaXZlQ29tbWFuZHMSIi5mb3JlbWFuLnYxLlJlY2VpdmVDb21tYW5kc1JlcXVlc3QaIy5mb3JlbWFuLnYxLlJlY2VpdmVDb21tYW5kc1Jlc3BvbnNlMAESZgoTQWNrbm93bGVkZ2VDb21tYW5kcxImLmZvcmVtYW4udjEuQWNrbm93bGVkZ2VDb21tYW5kc1JlcXVlc3QaJy5mb3JlbWFuLnYxLkFja25vd2xlZGdlQ29tbWFuZHNSZXNwb25zZWIGcHJvdG8z", [file_foreman_v1_common, file_foreman_v1_options, file_foreman_v1_session, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message foreman.v1.RegisterWorkerRequest
@@ -143,6 +143,121 @@ export const LeaseSchema: GenMessage<Lease> = /*@__PURE__*/
   messageDesc(file_foreman_v1_worker, 2);
 
 /**
+ * A registered worker as a user sees it (AuthService.ListWorkers). Never its credential.
+ *
+ * @generated from message foreman.v1.Worker
+ */
+export type Worker = Message<"foreman.v1.Worker"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string hostname = 3;
+   */
+  hostname: string;
+
+  /**
+   * @generated from field: string version = 4;
+   */
+  version: string;
+
+  /**
+   * IDLE or BUSY (it holds a session) while active; DRAINING, UNHEALTHY or UNREGISTERED.
+   *
+   * @generated from field: foreman.v1.WorkerStatus status = 5;
+   */
+  status: WorkerStatus;
+
+  /**
+   * The agents it runs; empty means every agent.
+   *
+   * @generated from field: repeated foreman.v1.AgentType agent_types = 6;
+   */
+  agentTypes: AgentType[];
+
+  /**
+   * @generated from field: map<string, string> labels = 7;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * @generated from field: int32 max_concurrent_sessions = 8;
+   */
+  maxConcurrentSessions: number;
+
+  /**
+   * How many sessions it holds now (assigned or running), whoever's they are.
+   *
+   * @generated from field: int32 held_session_count = 9;
+   */
+  heldSessionCount: number;
+
+  /**
+   * The held sessions that are the caller's, oldest first. A pool worker's sessions of other
+   * users are counted in held_session_count but not named.
+   *
+   * @generated from field: repeated string held_session_ids = 10;
+   */
+  heldSessionIds: string[];
+
+  /**
+   * When it first registered (a restarted daemon that registers again keeps its id and this).
+   *
+   * @generated from field: google.protobuf.Timestamp register_time = 11;
+   */
+  registerTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_heartbeat_time = 12;
+   */
+  lastHeartbeatTime?: Timestamp | undefined;
+
+  /**
+   * Set once it is unregistered.
+   *
+   * @generated from field: google.protobuf.Timestamp unregister_time = 13;
+   */
+  unregisterTime?: Timestamp | undefined;
+
+  /**
+   * Registered with the server's configured token (FOREMAN_WORKER_REGISTRATION_TOKEN): it
+   * serves every user. Otherwise it serves only owner_id.
+   *
+   * @generated from field: bool serves_every_user = 14;
+   */
+  servesEveryUser: boolean;
+
+  /**
+   * The user whose registration token registered it; empty for a pool worker.
+   *
+   * @generated from field: string owner_id = 15;
+   */
+  ownerId: string;
+
+  /**
+   * The registration token that registered it (see ListWorkerRegistrationTokens); empty for a
+   * pool worker, or when that token is gone.
+   *
+   * @generated from field: string registration_token_id = 16;
+   */
+  registrationTokenId: string;
+};
+
+/**
+ * Describes the message foreman.v1.Worker.
+ * Use `create(WorkerSchema)` to create a new message.
+ */
+export const WorkerSchema: GenMessage<Worker> = /*@__PURE__*/
+  messageDesc(file_foreman_v1_worker, 3);
+
+/**
  * @generated from message foreman.v1.HeartbeatRequest
  */
 export type HeartbeatRequest = Message<"foreman.v1.HeartbeatRequest"> & {
@@ -164,7 +279,7 @@ export type HeartbeatRequest = Message<"foreman.v1.HeartbeatRequest"> & {
  * Use `create(HeartbeatRequestSchema)` to create a new message.
  */
 export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 3);
+  messageDesc(file_foreman_v1_worker, 4);
 
 /**
  * @generated from message foreman.v1.StopSessionCommand
@@ -186,7 +301,7 @@ export type StopSessionCommand = Message<"foreman.v1.StopSessionCommand"> & {
  * Use `create(StopSessionCommandSchema)` to create a new message.
  */
 export const StopSessionCommandSchema: GenMessage<StopSessionCommand> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 4);
+  messageDesc(file_foreman_v1_worker, 5);
 
 /**
  * @generated from message foreman.v1.TtyInputAnswer
@@ -213,7 +328,7 @@ export type TtyInputAnswer = Message<"foreman.v1.TtyInputAnswer"> & {
  * Use `create(TtyInputAnswerSchema)` to create a new message.
  */
 export const TtyInputAnswerSchema: GenMessage<TtyInputAnswer> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 5);
+  messageDesc(file_foreman_v1_worker, 6);
 
 /**
  * @generated from message foreman.v1.WorkerCommand
@@ -249,7 +364,7 @@ export type WorkerCommand = Message<"foreman.v1.WorkerCommand"> & {
  * Use `create(WorkerCommandSchema)` to create a new message.
  */
 export const WorkerCommandSchema: GenMessage<WorkerCommand> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 6);
+  messageDesc(file_foreman_v1_worker, 7);
 
 /**
  * @generated from message foreman.v1.HeartbeatResponse
@@ -285,7 +400,7 @@ export type HeartbeatResponse = Message<"foreman.v1.HeartbeatResponse"> & {
  * Use `create(HeartbeatResponseSchema)` to create a new message.
  */
 export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 7);
+  messageDesc(file_foreman_v1_worker, 8);
 
 /**
  * @generated from message foreman.v1.UnregisterWorkerRequest
@@ -298,7 +413,7 @@ export type UnregisterWorkerRequest = Message<"foreman.v1.UnregisterWorkerReques
  * Use `create(UnregisterWorkerRequestSchema)` to create a new message.
  */
 export const UnregisterWorkerRequestSchema: GenMessage<UnregisterWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 8);
+  messageDesc(file_foreman_v1_worker, 9);
 
 /**
  * @generated from message foreman.v1.UnregisterWorkerResponse
@@ -311,7 +426,7 @@ export type UnregisterWorkerResponse = Message<"foreman.v1.UnregisterWorkerRespo
  * Use `create(UnregisterWorkerResponseSchema)` to create a new message.
  */
 export const UnregisterWorkerResponseSchema: GenMessage<UnregisterWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 9);
+  messageDesc(file_foreman_v1_worker, 10);
 
 /**
  * @generated from message foreman.v1.WorkerServiceGetTaskRequest
@@ -337,7 +452,7 @@ export type WorkerServiceGetTaskRequest = Message<"foreman.v1.WorkerServiceGetTa
  * Use `create(WorkerServiceGetTaskRequestSchema)` to create a new message.
  */
 export const WorkerServiceGetTaskRequestSchema: GenMessage<WorkerServiceGetTaskRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 10);
+  messageDesc(file_foreman_v1_worker, 11);
 
 /**
  * @generated from message foreman.v1.AssignedRepository
@@ -390,7 +505,7 @@ export type AssignedRepository = Message<"foreman.v1.AssignedRepository"> & {
  * Use `create(AssignedRepositorySchema)` to create a new message.
  */
 export const AssignedRepositorySchema: GenMessage<AssignedRepository> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 11);
+  messageDesc(file_foreman_v1_worker, 12);
 
 /**
  * @generated from message foreman.v1.Assignment
@@ -445,7 +560,7 @@ export type Assignment = Message<"foreman.v1.Assignment"> & {
  * Use `create(AssignmentSchema)` to create a new message.
  */
 export const AssignmentSchema: GenMessage<Assignment> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 12);
+  messageDesc(file_foreman_v1_worker, 13);
 
 /**
  * @generated from message foreman.v1.WorkerServiceGetTaskResponse
@@ -472,7 +587,7 @@ export type WorkerServiceGetTaskResponse = Message<"foreman.v1.WorkerServiceGetT
  * Use `create(WorkerServiceGetTaskResponseSchema)` to create a new message.
  */
 export const WorkerServiceGetTaskResponseSchema: GenMessage<WorkerServiceGetTaskResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 13);
+  messageDesc(file_foreman_v1_worker, 14);
 
 /**
  * @generated from message foreman.v1.ReportStatusRequest
@@ -522,7 +637,7 @@ export type ReportStatusRequest = Message<"foreman.v1.ReportStatusRequest"> & {
  * Use `create(ReportStatusRequestSchema)` to create a new message.
  */
 export const ReportStatusRequestSchema: GenMessage<ReportStatusRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 14);
+  messageDesc(file_foreman_v1_worker, 15);
 
 /**
  * @generated from message foreman.v1.ReportStatusResponse
@@ -546,7 +661,7 @@ export type ReportStatusResponse = Message<"foreman.v1.ReportStatusResponse"> & 
  * Use `create(ReportStatusResponseSchema)` to create a new message.
  */
 export const ReportStatusResponseSchema: GenMessage<ReportStatusResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 15);
+  messageDesc(file_foreman_v1_worker, 16);
 
 /**
  * @generated from message foreman.v1.GetSecretsRequest
@@ -568,7 +683,7 @@ export type GetSecretsRequest = Message<"foreman.v1.GetSecretsRequest"> & {
  * Use `create(GetSecretsRequestSchema)` to create a new message.
  */
 export const GetSecretsRequestSchema: GenMessage<GetSecretsRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 16);
+  messageDesc(file_foreman_v1_worker, 17);
 
 /**
  * @generated from message foreman.v1.GetSecretsResponse
@@ -585,7 +700,7 @@ export type GetSecretsResponse = Message<"foreman.v1.GetSecretsResponse"> & {
  * Use `create(GetSecretsResponseSchema)` to create a new message.
  */
 export const GetSecretsResponseSchema: GenMessage<GetSecretsResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 17);
+  messageDesc(file_foreman_v1_worker, 18);
 
 /**
  * @generated from message foreman.v1.AppendLogsRequest
@@ -614,7 +729,7 @@ export type AppendLogsRequest = Message<"foreman.v1.AppendLogsRequest"> & {
  * Use `create(AppendLogsRequestSchema)` to create a new message.
  */
 export const AppendLogsRequestSchema: GenMessage<AppendLogsRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 18);
+  messageDesc(file_foreman_v1_worker, 19);
 
 /**
  * @generated from message foreman.v1.AppendLogsResponse
@@ -637,7 +752,7 @@ export type AppendLogsResponse = Message<"foreman.v1.AppendLogsResponse"> & {
  * Use `create(AppendLogsResponseSchema)` to create a new message.
  */
 export const AppendLogsResponseSchema: GenMessage<AppendLogsResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 19);
+  messageDesc(file_foreman_v1_worker, 20);
 
 /**
  * @generated from message foreman.v1.CreateTtyInputRequestRequest
@@ -681,7 +796,7 @@ export type CreateTtyInputRequestRequest = Message<"foreman.v1.CreateTtyInputReq
  * Use `create(CreateTtyInputRequestRequestSchema)` to create a new message.
  */
 export const CreateTtyInputRequestRequestSchema: GenMessage<CreateTtyInputRequestRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 20);
+  messageDesc(file_foreman_v1_worker, 21);
 
 /**
  * @generated from message foreman.v1.CreateTtyInputRequestResponse
@@ -698,7 +813,7 @@ export type CreateTtyInputRequestResponse = Message<"foreman.v1.CreateTtyInputRe
  * Use `create(CreateTtyInputRequestResponseSchema)` to create a new message.
  */
 export const CreateTtyInputRequestResponseSchema: GenMessage<CreateTtyInputRequestResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 21);
+  messageDesc(file_foreman_v1_worker, 22);
 
 /**
  * @generated from message foreman.v1.ReceiveCommandsRequest
@@ -711,7 +826,7 @@ export type ReceiveCommandsRequest = Message<"foreman.v1.ReceiveCommandsRequest"
  * Use `create(ReceiveCommandsRequestSchema)` to create a new message.
  */
 export const ReceiveCommandsRequestSchema: GenMessage<ReceiveCommandsRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 22);
+  messageDesc(file_foreman_v1_worker, 23);
 
 /**
  * @generated from message foreman.v1.ReceiveCommandsResponse
@@ -740,7 +855,7 @@ export type ReceiveCommandsResponse = Message<"foreman.v1.ReceiveCommandsRespons
  * Use `create(ReceiveCommandsResponseSchema)` to create a new message.
  */
 export const ReceiveCommandsResponseSchema: GenMessage<ReceiveCommandsResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 23);
+  messageDesc(file_foreman_v1_worker, 24);
 
 /**
  * @generated from message foreman.v1.AcknowledgeCommandsRequest
@@ -757,7 +872,7 @@ export type AcknowledgeCommandsRequest = Message<"foreman.v1.AcknowledgeCommands
  * Use `create(AcknowledgeCommandsRequestSchema)` to create a new message.
  */
 export const AcknowledgeCommandsRequestSchema: GenMessage<AcknowledgeCommandsRequest> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 24);
+  messageDesc(file_foreman_v1_worker, 25);
 
 /**
  * @generated from message foreman.v1.AcknowledgeCommandsResponse
@@ -770,9 +885,12 @@ export type AcknowledgeCommandsResponse = Message<"foreman.v1.AcknowledgeCommand
  * Use `create(AcknowledgeCommandsResponseSchema)` to create a new message.
  */
 export const AcknowledgeCommandsResponseSchema: GenMessage<AcknowledgeCommandsResponse> = /*@__PURE__*/
-  messageDesc(file_foreman_v1_worker, 25);
+  messageDesc(file_foreman_v1_worker, 26);
 
 /**
+ * What a worker is doing. A Heartbeat sends IDLE, BUSY or DRAINING; the server also reports
+ * UNHEALTHY and UNREGISTERED (AuthService.ListWorkers), which a heartbeat may not send.
+ *
  * @generated from enum foreman.v1.WorkerStatus
  */
 export enum WorkerStatus {
@@ -797,6 +915,21 @@ export enum WorkerStatus {
    * @generated from enum value: WORKER_STATUS_DRAINING = 3;
    */
   DRAINING = 3,
+
+  /**
+   * Silent for three heartbeat intervals, as the health monitor found; its sessions were
+   * requeued. A heartbeat makes it active again.
+   *
+   * @generated from enum value: WORKER_STATUS_UNHEALTHY = 4;
+   */
+  UNHEALTHY = 4,
+
+  /**
+   * Its credential ended (UnregisterWorker); it holds nothing and never comes back.
+   *
+   * @generated from enum value: WORKER_STATUS_UNREGISTERED = 5;
+   */
+  UNREGISTERED = 5,
 }
 
 /**
