@@ -132,10 +132,24 @@ export async function prepareWorkspace(repositories: readonly AssignedRepository
       await rm(dir, { recursive: true, force: true });
       await run(["clone", "-q", "--no-tags", "--single-branch", "--branch", branch, url, dir]);
     }
+    await ensureIdentity(dir);
     const startCommit = (await run(["rev-parse", "HEAD"], dir)).trim();
     prepared.push({ repositoryId: repository.repositoryId, name: repository.name, branch, dir, startCommit, url });
   }
   return { dir: prepared.length === 1 ? prepared[0]!.dir : taskDir, repositories: prepared };
+}
+
+/**
+ * The agent commits as the worker's user, when that user has a git identity; else as the
+ * worker (set in the repository's own configuration), so that its `git commit` does not fail.
+ */
+async function ensureIdentity(dir: string): Promise<void> {
+  const userEnv = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/", LC_ALL: "C" };
+  const has = await new Promise<boolean>((resolve) => execFile("git", ["config", "--get", "user.email"], { cwd: dir, env: userEnv }, (error) => resolve(error === null)));
+  if (has) return;
+  const local = (args: string[]) => new Promise<void>((resolve, reject) => execFile("git", ["config", ...args], { cwd: dir, env: userEnv }, (error) => (error === null ? resolve() : reject(new WorkspaceError(`git config failed: ${error.message}`)))));
+  await local(["user.name", WORKER_GIT_IDENTITY.name]);
+  await local(["user.email", WORKER_GIT_IDENTITY.email]);
 }
 
 /** A commit message for what the agent left uncommitted: the prompt's first line, and where it came from. */

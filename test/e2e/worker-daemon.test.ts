@@ -21,10 +21,13 @@ import { freePort, killAllChildren, tempFolder } from "../helpers/worker-process
 const TOKEN = `e2e-${randomBytes(24).toString("hex")}`;
 const LINES = 10_000;
 
-/** The command agent's script: edits, prints LINES lines, asks which colour, writes the answer. */
+/** The command agent's script: edits and commits, prints LINES lines, asks which colour, writes the answer (left uncommitted). */
 const AGENT = `
+import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 writeFileSync("hello.txt", "hello from the agent\\n");
+execFileSync("git", ["add", "hello.txt"]);
+execFileSync("git", ["commit", "-q", "-m", "Agent says hello"]);
 for (let i = 1; i <= ${LINES}; i++) console.log("line " + i);
 const res = await fetch(process.env.FOREMAN_ASK_URL, { method: "POST", body: JSON.stringify({ prompt: "Which colour?", type: "choice", choices: ["red", "blue"] }) });
 const answer = await res.text();
@@ -114,8 +117,8 @@ describe.each(DIALECTS)("the worker daemon end to end on %s", (dialect) => {
   const tasks = () => c.client(TaskService);
   const sessions = () => c.client(SessionService);
 
-  async function daemon(command: string, name: string): Promise<DaemonProcess> {
-    const d = await startDaemon({ server: t.url, token: TOKEN, agents: "command", command, name, concurrency: 1 });
+  async function daemon(command: string, name: string, env: Record<string, string> = {}): Promise<DaemonProcess> {
+    const d = await startDaemon({ server: t.url, token: TOKEN, agents: "command", command, name, concurrency: 1, env });
     daemons.push(d);
     return d;
   }
@@ -152,7 +155,9 @@ describe.each(DIALECTS)("the worker daemon end to end on %s", (dialect) => {
 
   it("runs a task: edits, 10,000 lines, a question answered, in review with its diff, approved and pushed", { timeout: 240_000 }, async () => {
     const p = await project();
-    const workers = [await daemon(await script("agent.mjs", AGENT), "e2e one"), await daemon(await script("agent2.mjs", AGENT), "e2e two")];
+    // A HOME with no git identity: the agent's own commit is the worker's too.
+    const home = { HOME: tempFolder("foreman-e2e-home-") };
+    const workers = [await daemon(await script("agent.mjs", AGENT), "e2e one", home), await daemon(await script("agent2.mjs", AGENT), "e2e two", home)];
     const { unitTask } = await tasks().createUnitTask({ repositoryGroupId: p.group.id, prompt: "Say hello and pick a colour", agentType: AgentType.COMMAND });
     const id = unitTask!.id;
 
@@ -188,6 +193,9 @@ describe.each(DIALECTS)("the worker daemon end to end on %s", (dialect) => {
     const branch = unit(await getTask(id)).branchName;
     const pushed = await git(["--git-dir", remote.gitDir(p.name), "show", `refs/heads/${branch}:hello.txt`]);
     expect(pushed).toBe("hello from the agent");
+    // The agent's own commit, then the worker's of what it left, named after the prompt.
+    const log = await git(["--git-dir", remote.gitDir(p.name), "log", "--format=%s|%an", `main..refs/heads/${branch}`]);
+    expect(log.split("\n")).toEqual(["Say hello and pick a colour|Foreman worker", "Agent says hello|Foreman worker"]);
     for (const w of workers) expect(w.output()).not.toContain(TOKEN);
   });
 
