@@ -40,7 +40,9 @@ export interface DaemonSettings {
 /** Starts `foreman worker`; resolves once it has registered (or rejects with its output if it exits first). */
 export async function startDaemon(settings: DaemonSettings, options: { waitForRegistration?: boolean } = {}): Promise<DaemonProcess> {
   const stateDir = settings.stateDir ?? tempFolder("foreman-daemon-");
-  const args = ["--import", "tsx", "src/cli/main.ts", "worker", "--server", settings.server, "--token", settings.token, "--state-dir", stateDir];
+  const args = ["--import", "tsx", "src/cli/main.ts", "worker", "--server", settings.server, "--state-dir", stateDir];
+  // An empty token passes none, for the tests of a missing one.
+  if (settings.token !== "") args.push("--token", settings.token);
   if (settings.name !== undefined) args.push("--name", settings.name);
   if (settings.concurrency !== undefined) args.push("--concurrency", String(settings.concurrency));
   if (settings.agents !== undefined) args.push("--agents", settings.agents);
@@ -61,6 +63,7 @@ export async function startDaemon(settings: DaemonSettings, options: { waitForRe
     for (const w of waiters) w();
   });
   child.stdout!.setEncoding("utf8").on("data", (d: string) => (output += d));
+  // PATH may be given to hide agent CLIs, so node is named by its path, not looked up.
   child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
     output += chunk;
     const lines = (rest + chunk).split("\n");
