@@ -7,6 +7,7 @@ import { VcsProviderType } from "../../gen/foreman/v1/repository_pb.js";
 import { AgentTaskKind, TaskChangeType } from "../../gen/foreman/v1/task_pb.js";
 import { TodoItemSource, TodoItemStatus, TodoItemType } from "../../gen/foreman/v1/todo_pb.js";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { WorkerStatus } from "../../gen/foreman/v1/worker_pb.js";
 import * as enums from "../../src/api/enums.js";
 
 describe("EnumNames", () => {
@@ -41,6 +42,11 @@ describe("EnumNames", () => {
     expect(enums.VCS_PROVIDERS.value("sourcehut", VcsProviderType.GENERIC)).toBe(VcsProviderType.GENERIC);
   });
 
+  it("names in a heartbeat only the statuses a worker may report of itself", () => {
+    expect(enums.WORKER_STATUSES.read(WorkerStatus.DRAINING)).toBe("draining");
+    expect(enums.WORKER_STATUSES.value("unhealthy" as never)).toBe(WorkerStatus.UNSPECIFIED);
+  });
+
   it.each([
     ["AGENT_TYPES", enums.AGENT_TYPES, AgentType],
     ["TASK_STATUSES", enums.TASK_STATUSES, TaskStatus],
@@ -53,6 +59,7 @@ describe("EnumNames", () => {
     ["TODO_ITEM_STATUSES", enums.TODO_ITEM_STATUSES, TodoItemStatus],
     ["TODO_ITEM_TYPES", enums.TODO_ITEM_TYPES, TodoItemType],
     ["TODO_ITEM_SOURCES", enums.TODO_ITEM_SOURCES, TodoItemSource],
+    ["LISTED_WORKER_STATUSES", enums.LISTED_WORKER_STATUSES, WorkerStatus],
   ] as const)("%s names every value of its enum as the enum spells it", (_name, table, protoEnum) => {
     const values = Object.values(protoEnum).filter((v): v is number => typeof v === "number" && v !== 0);
     for (const value of values) {
