@@ -92,13 +92,14 @@ async function startPool(config: Config, url: string, token: string, logger: Log
 }
 
 /** Where the server listens, in which mode, and what to try first (last, so that it copies whole). */
-export function servingSentence(url: string, config: Pick<Config, "host" | "singleUserMode" | "databaseUrl" | "dataDir">): string {
+export function servingSentence(url: string, config: Pick<Config, "host" | "singleUserMode" | "databaseUrl" | "dataDir" | "localWorkers">): string {
   const where = ["0.0.0.0", "::"].includes(config.host) ? `${url} (listening on every address)` : url;
   const mode = config.singleUserMode ? "single-user mode (no login)" : "multi-user mode (OpenID Connect login)";
   // Not DATABASE_URL itself: it may hold a password.
   const database = config.databaseUrl === undefined ? `its SQLite database in ${config.dataDir}` : "PostgreSQL (DATABASE_URL)";
+  const workers = config.localWorkers === 0 ? "" : ` and ${config.localWorkers} local worker${config.localWorkers === 1 ? "" : "s"}`;
   const next = config.singleUserMode ? "Try:" : "Most calls need a login (foreman login); this one does not:";
-  return `Foreman is serving ${where} in ${mode}, with ${database}; Ctrl-C stops it. ${next} npx buf curl --http2-prior-knowledge --list-services ${url}`;
+  return `Foreman is serving ${where} in ${mode}, with ${database}${workers}; Ctrl-C stops it. ${next} npx buf curl --http2-prior-knowledge --list-services ${url}`;
 }
 
 async function runMigrations(): Promise<void> {

@@ -187,7 +187,7 @@ describe("foreman serve", () => {
     });
     const url = /^Foreman is serving (http:\/\/127\.0\.0\.1:\d+) /.exec(sentence)![1]!;
     expect(sentence).toBe(
-      `Foreman is serving ${url} in single-user mode (no login), with its SQLite database in ${dir}; Ctrl-C stops it. ` +
+      `Foreman is serving ${url} in single-user mode (no login), with its SQLite database in ${dir} and 2 local workers; Ctrl-C stops it. ` +
         `Try: npx buf curl --http2-prior-knowledge --list-services ${url}`,
     );
     // The JSON lines stay, before it.
@@ -201,12 +201,14 @@ describe("foreman serve", () => {
   });
 
   it("words the sentence for each mode, without DATABASE_URL's password", () => {
-    const single = { host: "127.0.0.1", singleUserMode: true, databaseUrl: undefined, dataDir: "/srv/foreman" };
+    const single = { host: "127.0.0.1", singleUserMode: true, databaseUrl: undefined, dataDir: "/srv/foreman", localWorkers: 2 };
     expect(servingSentence("http://127.0.0.1:54871", single)).toBe(
-      "Foreman is serving http://127.0.0.1:54871 in single-user mode (no login), with its SQLite database in /srv/foreman; " +
+      "Foreman is serving http://127.0.0.1:54871 in single-user mode (no login), with its SQLite database in /srv/foreman and 2 local workers; " +
         "Ctrl-C stops it. Try: npx buf curl --http2-prior-knowledge --list-services http://127.0.0.1:54871",
     );
-    const multi = { host: "0.0.0.0", singleUserMode: false, databaseUrl: "postgres://foreman:hunter2@db/foreman", dataDir: "/data" };
+    expect(servingSentence("http://127.0.0.1:54871", { ...single, localWorkers: 1 })).toContain("and 1 local worker;");
+    expect(servingSentence("http://127.0.0.1:54871", { ...single, localWorkers: 0 })).toContain("in /srv/foreman; Ctrl-C");
+    const multi = { host: "0.0.0.0", singleUserMode: false, databaseUrl: "postgres://foreman:hunter2@db/foreman", dataDir: "/data", localWorkers: 0 };
     expect(servingSentence("http://127.0.0.1:8080", multi)).toBe(
       "Foreman is serving http://127.0.0.1:8080 (listening on every address) in multi-user mode (OpenID Connect login), " +
         "with PostgreSQL (DATABASE_URL); Ctrl-C stops it. Most calls need a login (foreman login); this one does not: " +
