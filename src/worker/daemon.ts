@@ -7,7 +7,7 @@ import path from "node:path";
 import type { Client } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { AgentType } from "../../gen/foreman/v1/common_pb.js";
-import type { Assignment, Lease, WorkerService } from "../../gen/foreman/v1/worker_pb.js";
+import { WorkerStatus, type Assignment, type Lease, type WorkerService } from "../../gen/foreman/v1/worker_pb.js";
 import type { AgentAdapter } from "./agents/agent.js";
 import { AskServer } from "./ask-server.js";
 import { Commands } from "./commands.js";
@@ -127,6 +127,7 @@ export class WorkerDaemon {
     await Promise.all(slots);
     // Drained or stopped: every slot has finished its session.
     if (this.abandoned && this.refusedWith === undefined) await this.unregister();
+    else if (this.refusedWith === undefined) await this.lastHeartbeat();
     this.stopping.abort();
     await loops;
     await this.askServer.close();
@@ -157,6 +158,18 @@ export class WorkerDaemon {
     this.refusedWith = message;
     this.options.log.error({ error: message }, "the server no longer accepts this worker's credential; stopping");
     this.stopNow();
+  }
+
+  /**
+   * Says it is draining and holds nothing, so a claim whose answer the drain cut off goes back
+   * to the queue now instead of when its lease expires. Its next registration makes it active.
+   */
+  private async lastHeartbeat(): Promise<void> {
+    try {
+      await this.worker.heartbeat({ status: WorkerStatus.DRAINING, leases: [] }, { timeoutMs: 5_000 });
+    } catch (error) {
+      this.options.log.debug({ err: error }, "the last heartbeat was not answered");
+    }
   }
 
   private async unregister(): Promise<void> {
