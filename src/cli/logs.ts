@@ -205,9 +205,13 @@ async function nextChange(a: Api, seen: Task, signal: AbortSignal): Promise<Task
   const reconnects = new Reconnects(a, signal);
   let cursor = "";
   while (!signal.aborted) {
+    // Leaving the loop early must end the call, or its open response keeps the process alive.
+    const call = new AbortController();
+    const ended = () => call.abort();
+    signal.addEventListener("abort", ended, { once: true });
     try {
       let live = false;
-      for await (const res of a.tasks.watchTasks({ workspaceId: workspaceOf(seen), cursor }, { signal })) {
+      for await (const res of a.tasks.watchTasks({ workspaceId: workspaceOf(seen), cursor }, { signal: call.signal })) {
         reconnects.progressed();
         if (!live) {
           live = true;
@@ -226,6 +230,9 @@ async function nextChange(a: Api, seen: Task, signal: AbortSignal): Promise<Task
       if (signal.aborted) return undefined;
       if (error instanceof ServerRefused) throw error;
       await reconnects.after(error, "watching the task");
+    } finally {
+      signal.removeEventListener("abort", ended);
+      call.abort();
     }
   }
   return undefined;

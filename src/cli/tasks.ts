@@ -1,6 +1,7 @@
 // `foreman task create|list|show`. main.ts reads the arguments; create --follow follows the
 // task's logs (logs.ts) and exits with its outcome.
 import { readFile } from "node:fs/promises";
+import { create } from "@bufbuild/protobuf";
 import { AgentType, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { TaskSchema, UnitTaskSchema, type Task } from "../../gen/foreman/v1/task_pb.js";
 import { TtyInputStatus } from "../../gen/foreman/v1/session_pb.js";
@@ -116,7 +117,7 @@ export async function createTask(args: Args, out: Out): Promise<number> {
   if (!flags.follow) return 0;
   const stop = interruptible();
   try {
-    return await followTask(a, { task: { case: "unitTask", value: u } } as Task, new Sink(out, flags.json === true), stop.signal);
+    return await followTask(a, create(TaskSchema, { task: { case: "unitTask", value: u } }), new Sink(out, flags.json === true), stop.signal);
   } finally {
     stop.dispose();
   }

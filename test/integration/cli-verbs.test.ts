@@ -314,6 +314,23 @@ describe.each(DIALECTS)("foreman's daily verbs on %s", (dialect) => {
     ]);
   });
 
+  it("keeps following a task whose run was cancelled by its worker until the task moves on", LONG, async () => {
+    const { ws } = await project();
+    const id = await commandTask(ws);
+    const follow = startCli(["logs", "-f", id], env());
+    const run = await worker.claim();
+    await run.append(["partial"]);
+    await follow.waitFor("partial\n");
+    // The worker's CANCELLED leaves the task in progress with nothing running: not the end.
+    await run.report(SessionState.CANCELLED);
+    expect((await task(id)).status).toBe(TaskStatus.IN_PROGRESS);
+    expect(await ok(["cancel", id])).toBe(`Task ${id} is cancelled.\n`);
+    const exited = await follow.exited;
+    expect(exited.code, exited.stderr).toBe(1);
+    expect(lines(exited.stdout)).toEqual(["partial"]);
+    expect(exited.stderr).toContain(`task ${id} is cancelled`);
+  });
+
   it("task create --follow exits 0 when the run succeeds, 1 when it fails, 130 when interrupted", LONG, async () => {
     const { ws } = await project();
     const succeeding = startCli(["task", "create", "--workspace", ws, "--agent", "command", "--follow", "Say hello"], env());
