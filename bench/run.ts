@@ -21,11 +21,12 @@ import {
 import { formatH2load, h2loadAvailable, runH2load } from "./h2load.js";
 import { formatHostile, runHostile } from "./hostile.js";
 import { FANOUT_IN_FLIGHT, fanoutGoals, formatCommandLatency, formatLogFanout, formatLogIngest, loadNote, runCommandLatency, runLogFanout, runLogIngest } from "./logs.js";
+import { formatPool, POOL_WORKERS, runPool } from "./pool.js";
 import { formatWatch, runWatch } from "./watch.js";
 import { formatUnary, runUnary, type UnaryResult } from "./unary.js";
 import { formatWorkspaces, runWorkspaces } from "./workspaces.js";
 
-const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle", "log-ingest", "log-fanout", "command-latency", "workspaces"] as const;
+const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle", "log-ingest", "log-fanout", "command-latency", "workspaces", "pool"] as const;
 
 const HELP = `npm run bench [-- --help]
 
@@ -83,6 +84,14 @@ is 1 only if a call failed or a hostile request took the server down.
            the second run's fetch (RequestChanges) of what is new and of nothing new: ms, bytes on
            the wire, the server's and its git processes' CPU (BENCH_WORKSPACE_REPEATS repeats,
            no discarded round; some 2 minutes a repeat on a busy 2-core machine)
+  pool     the local worker pool foreman serve starts (2 workers, the command agent) on tasks
+           whose prompt is \`echo hi\`, against a local git repository, one at a time (issue 19):
+           CreateUnitTask answered → the first log line at a StreamLog reader p50/p99/min/max,
+           and per session the wall time beyond the agent's own (start → end as the server
+           records it, less sh's run) and the worker daemons' CPU (and their git's and sh's, and
+           the server's), on SQLite and, when it answers, PostgreSQL, beside sh + plain git doing
+           the same clone and checks by hand (BENCH_POOL_TASKS tasks a repeat, after 4
+           discarded; some 30 s a repeat and target on a busy 2-core machine)
 
 Quick mode, to see that everything runs (figures too short to compare):
   BENCH_DURATION_MS=500 BENCH_WARMUP_MS=0 BENCH_REPEATS=1 npm run bench
@@ -116,6 +125,8 @@ Environment:
   BENCH_COMMAND_STOPS     stops per target in command-latency (default 50)
   BENCH_WORKSPACE_REPEATS  cycles per target and client in workspaces (default 3; BENCH_REPEATS
                           does not apply: one isomorphic-git clone of the repository takes ~30 s)
+  BENCH_POOL_TASKS        tasks per repeat and target in pool (default 50; 10 when
+                          BENCH_DURATION_MS is under 1000, as in quick mode)
   BENCH_SERVER_NODE_ARGS  flags for the servers' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
   BENCH_H2LOAD_BASELINE   another checkout (built) whose server h2load measures as one more row
   FOREMAN_BENCH_DATABASE_URL  the PostgreSQL auth and dispatch-* create their databases on
@@ -199,6 +210,7 @@ async function main(): Promise<number> {
   const logFanoutCompiled = envInt("BENCH_LOG_FANOUT_COMPILED", 0, 0, 1) === 1;
   const logFanoutInFlight = envInt("BENCH_LOG_FANOUT_IN_FLIGHT", FANOUT_IN_FLIGHT, 1, 1000);
   const commandStops = envInt("BENCH_COMMAND_STOPS", 50, 1, 10_000);
+  const poolTasks = envInt("BENCH_POOL_TASKS", options.durationMs < 1000 ? 10 : 50, 1, 10_000);
   const only = readOnly();
   cleanUpOnSignals();
   let errors = 0;
@@ -546,6 +558,45 @@ async function main(): Promise<number> {
       }),
     );
     errors += result.errors;
+  }
+  if (only === undefined || only === "pool") {
+    process.stderr.write(`pool: ${POOL_WORKERS} local workers running \`echo hi\` tasks, ${options.repeats} × ${poolTasks} per target (progress on stderr)\n`);
+    const poolOptions = { tasks: poolTasks, repeats: options.repeats };
+    const pressure = cpuPressure();
+    const results = await runPool(poolOptions);
+    const cpuPressureShare = pressure.stop();
+    console.log(formatPool(results, poolOptions));
+    console.log(loadNote());
+    console.log(pressureNote(cpuPressureShare));
+    const optional = (s: Spread | undefined, digits: number) => (s === undefined ? null : spread(s, digits));
+    console.log(
+      JSON.stringify({
+        benchmark: "pool",
+        method: "foreman.v1.TaskService/CreateUnitTask → foreman.v1.SessionService/StreamLog (local pool, command agent)",
+        ...poolOptions,
+        workers: POOL_WORKERS,
+        cpu_pressure: cpuPressureShare === undefined ? null : round(cpuPressureShare, 2),
+        results: results.map((r) => ({
+          target: r.target,
+          first_line_p50_ms: spread(r.firstLine.p50, 1),
+          first_line_p99_ms: spread(r.firstLine.p99, 1),
+          first_line_min_ms: spread(r.firstLine.min, 1),
+          first_line_max_ms: spread(r.firstLine.max, 1),
+          agent_line_p50_ms: spread(r.agentLineP50, 1),
+          create_p50_ms: optional(r.createP50, 2),
+          session_ms: spread(r.sessionMs, 1),
+          agent_ms: spread(r.agentMs, 1),
+          overhead_ms: spread(r.overheadMs, 1),
+          worker_cpu_ms_per_session: optional(r.workerCpuMs, 1),
+          worker_children_cpu_ms_per_session: spread(r.childrenCpuMs, 1),
+          server_cpu_ms_per_session: optional(r.serverCpuMs, 1),
+          tasks: r.tasks,
+          errors: r.errors,
+        })),
+      }),
+    );
+    if (results.some((r) => r.errors > 0)) console.error(`pool: ${results.reduce((sum, r) => sum + r.errors, 0)} tasks failed`);
+    errors += results.reduce((sum, r) => sum + r.errors, 0);
   }
   if (errors > 0) return 1;
   return 0;

@@ -83,6 +83,9 @@ function healthy(url: string): Promise<boolean> {
 /** pino's levels: 40 warn, 50 error, 60 fatal. */
 const WARNING_OR_WORSE = /"level":[456]0[,}]/;
 
+/** A pino line below warn (the local pool's workers log JSON lines on the server's stderr). */
+const BELOW_WARNING = /^\{"level":[123]0[,}]/;
+
 function forwardWarnings(child: ChildProcess): void {
   let rest = "";
   child.stdout?.setEncoding("utf8");
@@ -90,6 +93,17 @@ function forwardWarnings(child: ChildProcess): void {
     const lines = (rest + chunk).split("\n");
     rest = lines.pop()!;
     for (const line of lines) if (WARNING_OR_WORSE.test(line)) process.stderr.write(`${line}\n`);
+  });
+  // stderr passes on whole but for the info lines of the pool's workers (bench/pool.ts turns the pool on).
+  let restErr = "";
+  child.stderr?.setEncoding("utf8");
+  child.stderr?.on("data", (chunk: string) => {
+    const lines = (restErr + chunk).split("\n");
+    restErr = lines.pop()!;
+    for (const line of lines) if (!BELOW_WARNING.test(line)) process.stderr.write(`${line}\n`);
+  });
+  child.stderr?.on("end", () => {
+    if (restErr !== "" && !BELOW_WARNING.test(restErr)) process.stderr.write(`${restErr}\n`);
   });
 }
 
@@ -141,9 +155,9 @@ export async function startBenchServer(settings: Record<string, string> = {}, op
   // Ctrl-C stops it and removes its data folder (bench/cleanup.ts).
   trackChild(child);
   // The server's warnings and errors go to stderr, away from the printed figures; its info
-  // lines (one per call) are read and dropped, as a terminal or log collector would take them.
+  // lines (one per call), and its local workers', are read and dropped, as a terminal or log
+  // collector would take them.
   forwardWarnings(child);
-  child.stderr?.pipe(process.stderr);
   // A crashed benchmark must not leave a server behind.
   const killOnExit = () => child.kill("SIGKILL");
   process.once("exit", killOnExit);

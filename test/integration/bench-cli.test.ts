@@ -16,7 +16,7 @@ import { adminUrl, runsOn } from "../helpers/databases.js";
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const run = promisify(execFile);
 
-const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle", "log-ingest", "log-fanout", "command-latency", "workspaces"];
+const BENCHMARKS = ["unary", "h2load", "auth", "watch", "hostile", "dispatch-latency", "dispatch-throughput", "dispatch-idle", "log-ingest", "log-fanout", "command-latency", "workspaces", "pool"];
 
 const SETTINGS = [
   "BENCH_ONLY",
@@ -33,6 +33,7 @@ const SETTINGS = [
   "BENCH_LOG_WRITERS",
   "BENCH_LOG_READERS",
   "BENCH_COMMAND_STOPS",
+  "BENCH_POOL_TASKS",
   "BENCH_SERVER_NODE_ARGS",
   "BENCH_H2LOAD_BASELINE",
   "FOREMAN_BENCH_DATABASE_URL",
