@@ -288,12 +288,10 @@ export function interruptible(): { signal: AbortSignal; dispose(): void } {
   const controller = new AbortController();
   const stop = () => controller.abort();
   process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
   return {
     signal: controller.signal,
     dispose() {
       process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
     },
   };
 }

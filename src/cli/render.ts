@@ -80,7 +80,7 @@ export function json<D extends DescMessage>(schema: D, message: MessageShape<D>)
 
 export const jsonLine = (value: unknown) => JSON.stringify(value);
 
-/** A log line as a person reads it, or undefined for none (never: every line shows). */
+/** A log line as a person reads it: marked by its kind, and the system's lines as such. */
 export function renderLine(line: LogLine, p: Paint): string {
   const text = line.text;
   if (line.stream === LogStream.SYSTEM) return p.yellow(`[system] ${text}`);

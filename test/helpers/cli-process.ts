@@ -95,3 +95,22 @@ export function startCli(args: string[], env: Record<string, string>, options: S
 export function runCli(args: string[], env: Record<string, string>, options: StartOptions = {}): Promise<Exited> {
   return startCli(args, env, options).exited;
 }
+
+/** Runs the CLI on a pseudo-terminal (script(1)), as from a person's shell: its output, stdout and stderr together. */
+export function runOnTerminal(args: string[], env: Record<string, string>): Promise<Exited> {
+  const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const command = ["exec", process.execPath, ...CLI, ...args].map(quote).join(" ");
+  const child = spawn("script", ["-qec", command, "/dev/null"], { cwd: ROOT, env: cliEnv(env), stdio: ["ignore", "pipe", "pipe"], timeout: PROCESS_TIMEOUT_MS });
+  children.add(child);
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+  child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", (code, signal) => {
+      children.delete(child);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}

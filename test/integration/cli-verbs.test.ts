@@ -5,6 +5,7 @@
 // ended session and followed live, across a dropped connection and onto a task's next session;
 // answering a question; diffs; the review verbs; task create --follow's exit codes; errors and
 // usage mistakes; every verb's help, which loads no server code.
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -12,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { LogLineKind, LogStream, TtyInputType } from "../../gen/foreman/v1/session_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
-import { killCliProcesses, runCli, startCli, type Exited } from "../helpers/cli-process.js";
+import { killCliProcesses, runCli, runOnTerminal, startCli, type Exited } from "../helpers/cli-process.js";
 import { startCuttableProxy, type CuttableProxy } from "../helpers/cli-proxy.js";
 import { scriptedWorker, type ScriptedWorker } from "../helpers/cli-worker.js";
 import { DIALECTS } from "../helpers/databases.js";
@@ -190,6 +191,10 @@ describe.each(DIALECTS)("foreman's daily verbs on %s", (dialect) => {
     // The task's one pending question, answered by the task's id.
     expect(await ok(["answer", id, "yes"])).toBe(`Answered ${question.id}: yes\n`);
     expect(await run.answerTo(question.id)).toBe("yes");
+    // A question by its own id, the answer piped in.
+    const which = await run.ask("Which test runner?");
+    expect(await ok(["answer", which.id], "vitest, as the rest\n")).toBe(`Answered ${which.id}: vitest, as the rest\n`);
+    expect(await run.answerTo(which.id)).toBe("vitest, as the rest");
     await run.commit({ "src/health.ts": "export const ok = true;\n" }, "Add a health check");
     await run.append(["done"]);
     await run.report(SessionState.SUCCEEDED);
@@ -361,6 +366,14 @@ describe.each(DIALECTS)("foreman's daily verbs on %s", (dialect) => {
     interrupted.child.kill("SIGINT");
     expect((await interrupted.exited).code).toBe(130);
     await held.report(SessionState.SUCCEEDED);
+  });
+
+  it.runIf(existsSync("/usr/bin/script") && dialect === DIALECTS[0])("colours its tables on a terminal only, and never with NO_COLOR", LONG, async () => {
+    await ok(["workspace", "add", `colour-${dialect}`]);
+    const onTerminal = async (more: Record<string, string>) => (await runOnTerminal(["workspace", "list"], { ...env(), ...more })).stdout;
+    expect(await onTerminal({})).toContain("\x1b[1mID ");
+    expect(await onTerminal({ NO_COLOR: "1" })).not.toContain("\x1b[");
+    expect(await ok(["workspace", "list"])).not.toContain("\x1b[");
   });
 
   it("says what to do about an unknown task or question, and exits 1", LONG, async () => {
