@@ -58,7 +58,7 @@ import { RepositoryService } from "../gen/foreman/v1/repository_pb.js";
 import { TaskService, type UnitTask } from "../gen/foreman/v1/task_pb.js";
 import { WorkspaceService } from "../gen/foreman/v1/workspace_pb.js";
 import { git } from "../test/helpers/git-remote.js";
-import { makeTempDir } from "./cleanup.js";
+import { interrupted, makeTempDir } from "./cleanup.js";
 import { createBenchDatabase } from "./databases.js";
 import { startBenchServer, type BenchServer } from "./server.js";
 
@@ -315,12 +315,13 @@ async function foremanTarget(name: string, repository: string, settings: Record<
       const before = poolCpu(server, pids);
       const samples: TaskSample[] = [];
       let errors = 0;
-      for (let i = 0; i < count; i++) {
+      // After Ctrl-C the server is being stopped under the tasks: no more of them, and no noise.
+      for (let i = 0; i < count && interrupted() === undefined; i++) {
         try {
           samples.push(await one());
         } catch (error) {
           errors++;
-          process.stderr.write(`  ${name}: ${error instanceof Error ? error.message : String(error)}\n`);
+          if (interrupted() === undefined) process.stderr.write(`  ${name}: ${error instanceof Error ? error.message : String(error)}\n`);
         }
       }
       const after = poolCpu(server, pids);
@@ -369,12 +370,12 @@ function peerTarget(repository: string, root: string): Target & { agentMs: numbe
       const before = cpu("self").children;
       const samples: TaskSample[] = [];
       let errors = 0;
-      for (let i = 0; i < count; i++) {
+      for (let i = 0; i < count && interrupted() === undefined; i++) {
         try {
           samples.push(await one());
         } catch (error) {
           errors++;
-          process.stderr.write(`  peer: ${error instanceof Error ? error.message : String(error)}\n`);
+          if (interrupted() === undefined) process.stderr.write(`  peer: ${error instanceof Error ? error.message : String(error)}\n`);
         }
       }
       return { samples, cpu: { worker: 0, children: cpu("self").children - before, server: 0 }, errors };
