@@ -1,61 +1,56 @@
-# Foreman server image.
+# Foreman's image: `foreman serve` by default, `foreman worker …` (or any foreman verb) as the
+# command. Node.js 24 LTS. Build it with the script, not `docker build .` in the checkout:
 #
-#   docker build -t foreman .
+#   bash scripts/docker-base-image.sh && bash scripts/docker-build.sh      # no registry needed
+#   FOREMAN_BASE_IMAGE=node:24-bookworm-slim bash scripts/docker-build.sh  # base from a registry
 #
-# Running it: single-user mode (the default without DATABASE_URL) checks no login, so the server
-# binds only loopback unless told otherwise, which inside a container is unreachable from outside.
-# Choose one:
-#   - multi-user: set DATABASE_URL=postgres://... and the login settings (README); the server
-#     then listens on 0.0.0.0, so it needs FOREMAN_REPLICA_URL too: where other replicas reach it.
-#       docker run -e DATABASE_URL=postgres://user:pass@db:5432/foreman \
-#         -e FOREMAN_OIDC_ISSUER=https://login.example.com -e FOREMAN_OIDC_CLIENT_ID=foreman \
-#         -e FOREMAN_OIDC_REDIRECT_URIS=https://foreman.example.com/auth/callback \
-#         -e FOREMAN_JWT_SECRET=<32+ random characters> -e FOREMAN_SECRET_KEY=<openssl rand -base64 32> \
-#         -e FOREMAN_REPLICA_URL=http://<this container's address>:54871 \
-#         -p 54871:54871 foreman
-#   - single-user: set FOREMAN_SINGLE_USER_ALLOW_REMOTE=true and FOREMAN_HOST=0.0.0.0, and publish
-#     the port on the host's loopback only, so no one else can reach the unauthenticated server:
-#       docker run -e FOREMAN_SINGLE_USER_ALLOW_REMOTE=true -e FOREMAN_HOST=0.0.0.0 \
-#         -p 127.0.0.1:54871:54871 -v foreman-data:/data foreman
-# The SQLite database (single-user) lives in /data, with the key that encrypts stored secrets
-# (secret.key, made on the first start); mount a volume there to keep both.
+# scripts/docker-build.sh prepares the build context outside Docker (no build image, hence no
+# registry, is needed): dist/ compiled from the checkout, the production node_modules with
+# better-sqlite3 built for Node 24's ABI, package.json. This file only lays them on a base image:
+#   - foreman-node24-base (default): made locally by scripts/docker-base-image.sh with
+#     `docker import` (Node 24, git with git-http-backend, sh, coreutils; about 185 MB);
+#   - node:24-bookworm-slim, or any Debian-like Node 24 image: git is installed with apt-get
+#     when the base has none (the server runs git http-backend, the worker runs git).
+#
+#   docker run -p 127.0.0.1:54871:54871 -v foreman-data:/data foreman
+#
+# The server listens on every address of the container (FOREMAN_HOST=0.0.0.0) so that a
+# published port reaches it. Single-user mode checks no login, so it refuses that unless
+# FOREMAN_SINGLE_USER_ALLOW_REMOTE=true, which this image sets: publishing the port on the host's
+# 127.0.0.1 (as above) is what keeps it private. `-p 54871:54871` would open it to the network:
+# use multi-user mode (DATABASE_URL and the login settings, README) for that.
+ARG BASE_IMAGE=foreman-node24-base
+FROM ${BASE_IMAGE}
 
-# --- build: compile TypeScript, then drop dev dependencies -----------------------------------
-FROM node:20-bookworm-slim AS build
-# better-sqlite3 compiles its native addon when no prebuilt binary can be fetched.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ \
- && rm -rf /var/lib/apt/lists/*
-WORKDIR /app
-# Dependencies first, so a source change does not reinstall them.
-COPY package.json package-lock.json ./
-RUN npm ci
-COPY tsconfig.json tsconfig.build.json ./
-COPY src ./src
-COPY gen ./gen
-COPY migrations ./migrations
-RUN npm run build && npm prune --omit=dev
+# git where the base has none (node:24-bookworm-slim); /data writable by the user, nothing else.
+RUN if ! command -v git >/dev/null 2>&1; then \
+      apt-get update && apt-get install -y --no-install-recommends git ca-certificates && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && mkdir -p /data \
+ && chown 1000:1000 /data
 
-# --- runtime: compiled code and production dependencies only ---------------------------------
-FROM node:20-bookworm-slim
 ENV NODE_ENV=production \
     FOREMAN_DATA_DIR=/data \
-    FOREMAN_PORT=54871
+    FOREMAN_PORT=54871 \
+    FOREMAN_HOST=0.0.0.0 \
+    FOREMAN_SINGLE_USER_ALLOW_REMOTE=true \
+    FOREMAN_WORKER_STATE_DIR=/data/worker
 WORKDIR /app
-# Code stays root-owned (read-only to the server); only /data is writable by it. The native
-# addon in node_modules was built on this same base image, so it matches this glibc and Node.
-COPY --from=build /app/package.json ./
-COPY --from=build /app/node_modules ./node_modules
-COPY --from=build /app/dist ./dist
-RUN mkdir -p /data && chown node:node /data
+# The code stays root-owned, read-only to the server.
+COPY package.json ./
+COPY node_modules ./node_modules
+COPY dist ./dist
+# uid 1000: foreman in foreman-node24-base, node in the node images.
+USER 1000:1000
 VOLUME /data
-USER node
 EXPOSE 54871
-# The slim image has no curl; node does the check. It runs inside the container, so loopback
-# works whichever of the setups above is used.
+# No curl in the image: node asks /healthz from inside the container (loopback works whatever is
+# published). A worker container (`foreman worker …`) serves nothing: it counts as healthy while
+# it runs.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["node", "-e", "require('node:http').get({ host: '127.0.0.1', port: process.env.FOREMAN_PORT || 54871, path: '/healthz', timeout: 4000 }, (res) => process.exit(res.statusCode === 200 ? 0 : 1)).on('timeout', () => process.exit(1)).on('error', () => process.exit(1))"]
-# node is PID 1: the server handles SIGTERM itself (graceful shutdown, up to
-# FOREMAN_SHUTDOWN_TIMEOUT_SECONDS, default 10 s: give `docker stop` a longer -t than that).
-ENTRYPOINT ["node", "dist/src/cli/main.js"]
+  CMD ["node", "-e", "if (require('node:fs').readFileSync('/proc/1/cmdline', 'utf8').split('\\0').includes('worker')) process.exit(0); const h = process.env.FOREMAN_HOST; require('node:http').get({ host: !h || h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h, port: process.env.FOREMAN_PORT || 54871, path: '/healthz', timeout: 4000 }, (res) => process.exit(res.statusCode === 200 ? 0 : 1)).on('timeout', () => process.exit(1)).on('error', () => process.exit(1))"]
+# node is PID 1 and handles SIGTERM itself: the server drains for up to
+# FOREMAN_SHUTDOWN_TIMEOUT_SECONDS (10 s) after stopping its local workers, so give `docker stop`
+# more than that (-t 30).
+ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]
 CMD ["serve"]
