@@ -160,5 +160,9 @@ export async function worker(values: Record<string, string | undefined>, env: No
     throw error;
   }
   log.info({ worker_id: started.workerId, again: started.again, server, agents: agents.map((a) => a.name), concurrency, state_dir: stateDir }, "worker registered");
-  return daemon.run(started);
+  const code = await daemon.run(started);
+  // Done: nothing is left to wait for (stdin, when watched, and the HTTP agent's idle sockets
+  // would keep the process a while longer).
+  log.flush();
+  process.exit(code);
 }
