@@ -30,6 +30,7 @@ Commands:
   request-changes  Send a task in review back to its agent with feedback
   retry          Run a failed or cancelled task again
   cancel         Cancel a task
+  workers        List the workers that serve you
   help           Show this help
 
 foreman <command> --help shows a command's help.
@@ -204,6 +205,32 @@ Creates a workspace named NAME (unique among yours) and prints its id.
 
 Options:
   --description TEXT  What the workspace is for
+${JSON_OPTION}
+${SERVER_OPTION}
+${HELP_OPTION}
+
+${CLIENT_ENV}
+`;
+
+const WORKERS_USAGE = `Usage: foreman workers list [--all] [--json]
+
+Commands:
+  list   List the workers that serve you
+
+foreman workers list --help shows more.
+${CLIENT_ENV}
+`;
+
+const WORKERS_LIST_USAGE = `Usage: foreman workers list [--all] [--json]
+
+Lists the workers that serve you: those registered with your worker registration tokens, and
+the server's own (the local pool, or workers of FOREMAN_WORKER_REGISTRATION_TOKEN), which serve
+everyone; in single-user mode, every worker. For each: id, name, status (idle, busy, draining,
+unhealthy), the agents it runs, sessions held of its most, whom it serves, when it was last
+heard from, and its host.
+
+Options:
+  --all          Include unregistered workers
 ${JSON_OPTION}
 ${SERVER_OPTION}
 ${HELP_OPTION}
@@ -504,6 +531,17 @@ const VERBS: Record<string, Verb> = {
           return revokeToken(positionals[0]!, process.env, print).then(() => 0);
         },
       },
+    },
+  },
+  workers: {
+    usage: WORKERS_USAGE,
+    commands: {
+      list: daily({
+        usage: WORKERS_LIST_USAGE,
+        options: ["server"],
+        flags: ["json", "all"],
+        run: async (args) => done(await (await import("./workers.js")).workersList(args, print)),
+      }),
     },
   },
   workspace: {

@@ -11,6 +11,7 @@ import { AgentType, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { RepositoryService } from "../../gen/foreman/v1/repository_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { WorkspaceService } from "../../gen/foreman/v1/workspace_pb.js";
+import { runCli } from "../helpers/cli-process.js";
 import { unit } from "../helpers/dispatch.js";
 import { startGitRemote, type GitRemote } from "../helpers/git-remote.js";
 import { freePort, killAllChildren, startServerProcess, tempFolder, type ServerProcess } from "../helpers/worker-processes.js";
@@ -70,6 +71,15 @@ describe("the local pool of foreman serve", () => {
     const workerIds = new Set(registered().map((l) => l.worker_id));
     expect(workerIds.size).toBe(2);
     const pids = await until("two worker processes", () => (childrenOf(server.child.pid!).length === 2 ? childrenOf(server.child.pid!) : undefined));
+    // foreman workers list shows them: the pool serves everyone.
+    const listed = await runCli(["workers", "list", "--json"], { FOREMAN_URL: server.url });
+    expect(listed.code, listed.stderr).toBe(0);
+    const { workers } = JSON.parse(listed.stdout) as { workers: { id: string; name: string; status: string; servesEveryUser?: boolean }[] };
+    expect(workers.map((w) => w.id).sort()).toEqual([...workerIds].sort());
+    expect(workers.map((w) => w.name).sort()).toEqual(["local worker 1", "local worker 2"]);
+    expect(workers.every((w) => w.servesEveryUser === true && ["WORKER_STATUS_IDLE", "WORKER_STATUS_BUSY"].includes(w.status))).toBe(true);
+    const human = await runCli(["workers", "list"], { FOREMAN_URL: server.url });
+    expect(human.stdout.split("\n")[0]).toMatch(/^ID +NAME +STATUS +AGENTS +SESSIONS +SERVES +LAST SEEN +HOST$/);
 
     const transport = createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" });
     const tasks = createClient(TaskService, transport);

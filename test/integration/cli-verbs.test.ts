@@ -458,6 +458,8 @@ describe("foreman's daily verbs without a server", () => {
     ["request-changes"],
     ["retry"],
     ["cancel"],
+    ["workers"],
+    ["workers", "list"],
   ];
 
   /** The modules `foreman <args>` resolved, as paths under the repository or node_modules. */
