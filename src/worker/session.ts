@@ -9,8 +9,9 @@ import type { Logger } from "pino";
 import { AgentType, SessionState } from "../../gen/foreman/v1/common_pb.js";
 import { LogLineKind, LogStream, TtyInputStatus, TtyInputType } from "../../gen/foreman/v1/session_pb.js";
 import type { Assignment, WorkerService } from "../../gen/foreman/v1/worker_pb.js";
-import type { AgentAdapter, AgentEvent, AgentEventKind, AgentOutcome, AgentQuestion, RunningAgent } from "./agents/agent.js";
+import type { AgentAdapter, AgentOutcome, AgentQuestion, RunningAgent } from "./agents/agent.js";
 import type { AskServer } from "./ask-server.js";
+import { lineOfAgentEvent } from "./outbox.js";
 import { isLeaseLost, untilAnswered } from "./retry.js";
 import { deliverResult, prepareWorkspace, resultMessage, WorkspaceError, type Workspace } from "./workspace.js";
 
@@ -50,16 +51,6 @@ export const AGENT_NAMES: Record<AgentType, string> = {
   [AgentType.COMMAND]: "command",
 };
 
-const KINDS: Record<AgentEventKind, LogLineKind> = {
-  assistant_message: LogLineKind.ASSISTANT_MESSAGE,
-  thinking: LogLineKind.THINKING,
-  tool_call: LogLineKind.TOOL_CALL,
-  tool_result: LogLineKind.TOOL_RESULT,
-  usage: LogLineKind.USAGE,
-  result: LogLineKind.RESULT,
-  error: LogLineKind.ERROR,
-  session_event: LogLineKind.SESSION_EVENT,
-};
 
 const TTY_TYPES: Record<AgentQuestion["type"], TtyInputType> = {
   text: TtyInputType.TEXT,
@@ -196,7 +187,7 @@ export class Session {
         model: a.agentModel,
         env: this.deps.baseEnv,
         secrets,
-        onEvent: (event) => sessionLog.push(toLine(event)),
+        onEvent: (event) => sessionLog.push(lineOfAgentEvent(event)),
         askUrl: asking.url,
         ask: (q) => this.ask(q),
       });
@@ -294,13 +285,5 @@ export class Session {
   }
 }
 
-function toLine(event: AgentEvent): { stream: LogStream; kind?: LogLineKind; text: string; payloadJson?: string } {
-  return {
-    stream: event.stream === "stderr" ? LogStream.STDERR : LogStream.STDOUT,
-    kind: event.kind === undefined ? undefined : KINDS[event.kind],
-    text: event.text,
-    payloadJson: event.payloadJson,
-  };
-}
 
 const aborted = (signal: AbortSignal) => new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener("abort", () => resolve(), { once: true })));
