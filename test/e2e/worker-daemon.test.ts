@@ -278,9 +278,12 @@ describe.each(DIALECTS)("the worker daemon end to end on %s", (dialect) => {
       return s === TaskStatus.IN_REVIEW || s === TaskStatus.FAILED ? s : undefined;
     });
     expect(status, unit(await getTask(id)).statusReason).toBe(TaskStatus.IN_REVIEW);
-    const session = (await sessionsOf(id));
-    expect(session.map((s) => s.state)).toEqual([SessionState.SUCCEEDED]);
-    const numbered = (await logOf(session[0]!.id)).filter((l) => l.stream === LogStream.STDOUT).map((l) => l.text);
+    // With 1 s heartbeats a lease lasts 3 s: on a loaded machine the outage can outlast it, and
+    // then the new server rightly requeues the run (LOST) and a later attempt finishes it.
+    const session = await sessionsOf(id);
+    expect(session.at(-1)!.state).toBe(SessionState.SUCCEEDED);
+    expect(session.slice(0, -1).every((s) => s.state === SessionState.LOST)).toBe(true);
+    const numbered = (await logOf(session.at(-1)!.id)).filter((l) => l.stream === LogStream.STDOUT).map((l) => l.text);
     expect(numbered).toEqual(Array.from({ length: count }, (_, i) => `n ${i + 1}`));
   });
 });
