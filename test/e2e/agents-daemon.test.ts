@@ -26,6 +26,7 @@ import { git, startGitRemote, type GitRemote } from "../helpers/git-remote.js";
 import { startOpenAIModel, type ScriptStep } from "../helpers/openai-model.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { killAllChildren, tempFolder } from "../helpers/worker-processes.js";
+import { until as untilWithin } from "../helpers/until.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const TOKEN = `e2e-${randomBytes(24).toString("hex")}`;
@@ -35,17 +36,8 @@ const ANSWER = "blue";
 /** The shell command both agents ask with, then write the answer with. */
 const ASK = `answer=$(curl -s --data '${QUESTION}' "$FOREMAN_ASK_URL") && printf '%s\\n' "$answer" > colour.txt && echo "answer: $answer"`;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, look: () => Promise<T | undefined>, timeoutMs = 150_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await look();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
+/** The CLIs start slowly on a busy machine: a longer wait than the helper's default. */
+const until = <T>(what: string, look: () => Promise<T | undefined>) => untilWithin(what, look, 150_000);
 
 /** The folder Claude Code works in, as its system prompt says ("Primary working directory: …"). */
 function workingDirectory(model: AnthropicModel): string | undefined {

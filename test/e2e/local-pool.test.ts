@@ -15,18 +15,8 @@ import { runCli } from "../helpers/cli-process.js";
 import { unit } from "../helpers/dispatch.js";
 import { startGitRemote, type GitRemote } from "../helpers/git-remote.js";
 import { freePort, killAllChildren, startServerProcess, tempFolder, type ServerProcess } from "../helpers/worker-processes.js";
+import { until } from "../helpers/until.js";
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, look: () => T | undefined | Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await look();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 /** The process ids of a process's children (Linux). */
 function childrenOf(pid: number): number[] {

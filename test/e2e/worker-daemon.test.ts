@@ -16,6 +16,7 @@ import { unit } from "../helpers/dispatch.js";
 import { caller, type Caller } from "../helpers/fixtures.js";
 import { git, startGitRemote, type GitRemote } from "../helpers/git-remote.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
+import { until } from "../helpers/until.js";
 import { freePort, killAllChildren, tempFolder } from "../helpers/worker-processes.js";
 
 const TOKEN = `e2e-${randomBytes(24).toString("hex")}`;
@@ -63,15 +64,6 @@ for (let i = 1; i <= ${count}; i++) {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function until<T>(what: string, look: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await look();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 describe.each(DIALECTS)("the worker daemon end to end on %s", (dialect) => {
   let database: TestDatabase;

@@ -15,19 +15,9 @@ import { caller, type Caller } from "../helpers/fixtures.js";
 import { startGitRemote, type GitRemote } from "../helpers/git-remote.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { freePort, killAllChildren, tempFolder } from "../helpers/worker-processes.js";
+import { until } from "../helpers/until.js";
 
 const TOKEN = `life-${randomBytes(24).toString("hex")}`;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, look: () => Promise<T | undefined> | T | undefined, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await look();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 describe("foreman worker's startup errors", () => {
   it.each([
