@@ -25,17 +25,37 @@ function blockAfterMarker(readme: string): string {
   return match[1]!;
 }
 
-/** A copy of the checkout's files (tracked and new, as git lists them), with node_modules linked. */
+/** What .gitignore keeps out of a copy when the checkout is not a git repository. */
+const IGNORED_TOP = new Set([".git", "node_modules", "dist", "data", ".foreman", "coverage"]);
+
+/**
+ * A copy of the checkout's files, with node_modules linked: the files git lists (tracked and new)
+ * in a git checkout; in a copy without .git (scripts/with-node24.sh makes one) the tree less what
+ * .gitignore names.
+ */
 async function copyOfCheckout(): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), "foreman-readme-"));
-  const { stdout } = await run("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
-  for (const file of stdout.split("\0").filter((f) => f !== "" && !f.startsWith("node_modules/"))) {
-    const to = path.join(dir, file);
-    await mkdir(path.dirname(to), { recursive: true });
-    await cp(path.join(ROOT, file), to).catch((error: NodeJS.ErrnoException) => {
-      // A file git lists but the work tree deleted.
-      if (error.code !== "ENOENT") throw error;
+  const listed = await run("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 }).then(
+    ({ stdout }) => stdout,
+    () => undefined,
+  );
+  if (listed === undefined) {
+    await cp(ROOT, dir, {
+      recursive: true,
+      filter: (from) => {
+        const relative = path.relative(ROOT, from);
+        return relative === "" || (!IGNORED_TOP.has(relative.split(path.sep)[0]!) && !relative.endsWith(".log"));
+      },
     });
+  } else {
+    for (const file of listed.split("\0").filter((f) => f !== "" && !f.startsWith("node_modules/"))) {
+      const to = path.join(dir, file);
+      await mkdir(path.dirname(to), { recursive: true });
+      await cp(path.join(ROOT, file), to).catch((error: NodeJS.ErrnoException) => {
+        // A file git lists but the work tree deleted.
+        if (error.code !== "ENOENT") throw error;
+      });
+    }
   }
   await symlink(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
   return dir;
