@@ -6,11 +6,12 @@
 // slows nobody, and every cancelled stream is released (foreman_log_readers back to zero). The
 // feed's own poll is an hour here, so a batch that arrives was pushed, not found by a poll.
 import http2 from "node:http2";
-import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, type Client } from "@connectrpc/connect";
+import { create, toBinary, toJson } from "@bufbuild/protobuf";
+import { Code, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
-import { GetLogRequestSchema, LogStream, SessionService, StreamLogRequestSchema, TtyInputStatus, TtyInputType, type StreamLogResponse } from "../../gen/foreman/v1/session_pb.js";
+import { GetLogRequestSchema, LogBatchSchema, LogLineKind, LogStream, SessionService, StreamLogRequestSchema, TtyInputStatus, TtyInputType, type StreamLogResponse } from "../../gen/foreman/v1/session_pb.js";
 import { SecretsService } from "../../gen/foreman/v1/secrets_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import type { Assignment } from "../../gen/foreman/v1/worker_pb.js";
@@ -414,7 +415,7 @@ describe.runIf(runsOn("postgres"))("StreamLog across two replicas", () => {
   );
 });
 
-describe("StreamLog's compression", () => {
+describe("StreamLog's wire", () => {
   let provider: TestProvider;
   let t: TestServer;
 
@@ -471,5 +472,50 @@ describe("StreamLog's compression", () => {
     const request = { sessionId: a.lease!.sessionId };
     expect(await firstCompressed(`/${SessionService.typeName}/StreamLog`, toBinary(StreamLogRequestSchema, create(StreamLogRequestSchema, request)), user.accessToken)).toBe(false);
     expect(await firstCompressed(`/${SessionService.typeName}/GetLog`, toBinary(GetLogRequestSchema, create(GetLogRequestSchema, request)), user.accessToken)).toBe(true);
+  });
+  it("sends the same batches in every protocol and codec: Connect, gRPC and gRPC-Web, binary and JSON, replayed and live", async () => {
+    const fx = dispatchFixtures({ server: () => t, provider: () => provider, userPrefix: "stream-log-wire", workerName: "w" });
+    const user = await fx.newUser();
+    await fx.createTask(user);
+    const w = await fx.newWorker(user);
+    const a = await fx.claim(w);
+    await fx.report(w, a, SessionState.RUNNING);
+    const sessionId = a.lease!.sessionId;
+    const lines = (n: number) => [
+      { stream: LogStream.STDOUT, text: `plain line ${n}, ünïcødé ✓ 🚀` },
+      { stream: LogStream.STDOUT, kind: LogLineKind.TOOL_CALL, text: "Bash: ls", payloadJson: '{"name":"Bash","input":{"command":"ls"}}', time: { seconds: 1_700_000_000n + BigInt(n), nanos: 5 } },
+      { stream: LogStream.STDERR, text: "" },
+    ];
+    const appendBatch = (sequence: number) => w.client.appendLogs({ sessionId, leaseToken: a.lease!.leaseToken, batches: [{ sequence, lines: lines(sequence) }] });
+    await appendBatch(1);
+    const bearer: Interceptor = (next) => (req) => {
+      req.header.set("authorization", `Bearer ${user.accessToken}`);
+      return next(req);
+    };
+    const options = { baseUrl: t.url, interceptors: [bearer] };
+    const transports: [string, Transport][] = [
+      ["connect, binary", createConnectTransport({ ...options, httpVersion: "2", useBinaryFormat: true })],
+      ["connect, JSON", createConnectTransport({ ...options, httpVersion: "1.1", useBinaryFormat: false })],
+      ["gRPC, binary", createGrpcTransport({ ...options, useBinaryFormat: true })],
+      ["gRPC, JSON", createGrpcTransport({ ...options, useBinaryFormat: false })],
+      ["gRPC-Web, binary", createGrpcWebTransport({ ...options, httpVersion: "2", useBinaryFormat: true })],
+      ["gRPC-Web, JSON", createGrpcWebTransport({ ...options, httpVersion: "1.1", useBinaryFormat: false })],
+    ];
+    const readers = transports.map(([name, transport]) => ({ name, reader: read(createClient(SessionService, transport), sessionId) }));
+    try {
+      await Promise.all(readers.map(({ reader }) => reader.batches(1)));
+      // The second batch comes live, through the feed, to every reader at once.
+      await appendBatch(2);
+      await Promise.all(readers.map(({ reader }) => reader.batches(2)));
+      const stored = (await user.client(SessionService).getLog({ sessionId })).batches.map((b) => toJson(LogBatchSchema, b));
+      expect(stored).toHaveLength(2);
+      expect(stored[1]).toMatchObject({ sequence: 2, lines: [{ text: "plain line 2, ünïcødé ✓ 🚀" }, { kind: "LOG_LINE_KIND_TOOL_CALL", payloadJson: '{"name":"Bash","input":{"command":"ls"}}' }, { stream: "LOG_STREAM_STDERR" }] });
+      for (const { name, reader } of readers) {
+        const got = reader.events.flatMap((e) => (e.case === "batch" ? [toJson(LogBatchSchema, e.value)] : []));
+        expect({ name, got }).toEqual({ name, got: stored });
+      }
+    } finally {
+      await Promise.all(readers.map(({ reader }) => reader.cancel()));
+    }
   });
 });
