@@ -320,6 +320,9 @@ Options:
   --model M           The agent's model (default: the agent's own)
   --repository R      The repository, by id or name
   --group G           A repository group, by id or name
+  --secrets NAMES     Environment variables, comma-separated, whose values the task's runs get
+                      as secrets (in the agent's environment, masked in its log, never stored;
+                      held for an hour, or until the task ends or a run of it is lost or stopped)
 ${WORKSPACE_OPTION}
   --follow            Follow its logs until its run ends; exit 0 when the task is in review
                       (or done), 1 when it failed or was cancelled, 130 when interrupted
@@ -586,7 +589,7 @@ const VERBS: Record<string, Verb> = {
       create: daily({
         usage: TASK_CREATE_USAGE,
         optional: ["PROMPT"],
-        options: ["prompt-file", "title", "agent", "model", "repository", "group", "workspace", "server"],
+        options: ["prompt-file", "title", "agent", "model", "repository", "group", "secrets", "workspace", "server"],
         flags: ["follow", "json"],
         run: async (args) => (await import("./tasks.js")).createTask(args, print),
       }),

@@ -98,20 +98,37 @@ async function groupFor(a: Api, values: Record<string, string | undefined>): Pro
   return made.repositoryGroup!.id;
 }
 
+/** --secrets NAME,NAME: each from this process's environment (a value on the command line would show in ps). */
+function readSecrets(names: string | undefined): Record<string, string> {
+  const secrets: Record<string, string> = {};
+  if (names === undefined) return secrets;
+  const list = names.split(",").map((n) => n.trim());
+  if (list.includes("")) throw new UsageError("--secrets takes names of environment variables, comma-separated: one is empty");
+  for (const name of list) {
+    const value = process.env[name];
+    if (value === undefined) throw new UsageError(`--secrets names ${name}, which is not set in this environment: export it first`);
+    secrets[name] = value;
+  }
+  return secrets;
+}
+
 export async function createTask(args: Args, out: Out): Promise<number> {
   const { values, flags } = args;
   const agentType = readAgent(values.agent);
+  const secrets = readSecrets(values.secrets);
   const prompt = await readPrompt(args.positionals[0], values["prompt-file"]);
   const a = api(values);
   const repositoryGroupId = await groupFor(a, values);
   const { unitTask } = await call(a, () =>
-    a.tasks.createUnitTask({ repositoryGroupId, prompt, title: values.title ?? "", agentType, agentModel: values.model ?? "" }),
+    a.tasks.createUnitTask({ repositoryGroupId, prompt, title: values.title ?? "", agentType, agentModel: values.model ?? "", secrets }),
   );
   const u = unitTask!;
   if (flags.json) out(jsonLine(json(UnitTaskSchema, u)));
   else {
     out(`Created task ${u.id}: ${u.title}`);
     out(`  agent ${agentName(u.agentType)}${u.agentModel ? ` (${u.agentModel})` : ""}, branch ${u.branchName || "-"}`);
+    const names = Object.keys(secrets).sort();
+    if (names.length > 0) out(`  secrets ${names.join(", ")}, held for its runs`);
     if (!flags.follow) out(`Follow it: foreman logs -f ${u.id}`);
   }
   if (!flags.follow) return 0;

@@ -12,6 +12,8 @@
 // database, so a lease lost or a task ended through another replica counts at once; a sweep now
 // and then (and a timer at the TTL) frees the memory.
 import { randomUUID } from "node:crypto";
+import type { Kysely } from "kysely";
+import type { Database } from "../db/schema.js";
 import type { Logger } from "../logger.js";
 import type { TaskStatus } from "../model/tasks.js";
 import * as sessions from "../store/agent-sessions.js";
@@ -157,11 +159,11 @@ function utf8Bytes(text: string): number {
 }
 
 /** The request's names and values checked; violations name the name and the size, never a value. */
-function readSecrets(v: Violations, raw: Record<string, string>): Map<string, string> {
+function readSecrets(v: Violations, raw: Record<string, string>, field0 = "secrets"): Map<string, string> {
   const values = new Map<string, string>();
   let total = 0;
   for (const [name, value] of Object.entries(raw)) {
-    const field = `secrets[${quote(name, 40)}]`;
+    const field = `${field0}[${quote(name, 40)}]`;
     if (name.length > NAME_MAX) v.add(field, `the name must be at most ${NAME_MAX} characters, got ${name.length}`);
     else if (!NAME.test(name)) v.add(field, "the name must be A-Z, 0-9 and _ only, not starting with a digit (an environment variable's name)");
     const bytes = utf8Bytes(value);
@@ -169,13 +171,13 @@ function readSecrets(v: Violations, raw: Record<string, string>): Map<string, st
     total += bytes + utf8Bytes(name);
     values.set(name, value);
   }
-  if (total > TOTAL_MAX_BYTES) v.add("secrets", `names and values together must be at most ${TOTAL_MAX_BYTES} bytes (UTF-8), got ${total}`);
+  if (total > TOTAL_MAX_BYTES) v.add(field0, `names and values together must be at most ${TOTAL_MAX_BYTES} bytes (UTF-8), got ${total}`);
   return values;
 }
 
-function readTtl(v: Violations, ttlSeconds: number): number {
+function readTtl(v: Violations, ttlSeconds: number, field = "ttl_seconds"): number {
   if (ttlSeconds < 0 || ttlSeconds > MAX_TTL_SECONDS) {
-    v.add("ttl_seconds", `must be 0 (the default, ${DEFAULT_TTL_SECONDS}) or 1 to ${MAX_TTL_SECONDS} seconds, got ${ttlSeconds}`);
+    v.add(field, `must be 0 (the default, ${DEFAULT_TTL_SECONDS}) or 1 to ${MAX_TTL_SECONDS} seconds, got ${ttlSeconds}`);
   }
   return ttlSeconds === 0 ? DEFAULT_TTL_SECONDS : ttlSeconds;
 }
@@ -217,6 +219,32 @@ export async function sendSecrets(
   }
   log.info({ task_id: taskId, secret_count: values.size, ttl_seconds: ttlSeconds }, "task secrets held");
   return { names: [...values.keys()].sort(), expiresAt };
+}
+
+/** Secrets given with a new task (CreateUnitTask's `secrets`), checked as SendSecrets checks its own. */
+export interface NewTaskSecrets {
+  values: ReadonlyMap<string, string>;
+  ttlSeconds: number;
+}
+
+export function readNewTaskSecrets(v: Violations, secrets: Record<string, string>, ttlSeconds: number): NewTaskSecrets {
+  return { values: readSecrets(v, secrets), ttlSeconds: readTtl(v, ttlSeconds, "secrets_ttl_seconds") };
+}
+
+/**
+ * Holds a new task's secrets here, and records this replica as their holder in the transaction
+ * that makes the task, so that the claim of its first run (which cannot see the task before that
+ * transaction commits) finds them. Nothing when none were given. When the transaction fails,
+ * the caller drops them (vault.drop of the task id, which nothing else can hold).
+ */
+export async function holdNewTaskSecrets(core: Core, trx: Kysely<Database>, log: Logger, task: { id: string; ownerId: string }, secrets: NewTaskSecrets, now: Date): Promise<void> {
+  if (secrets.values.size === 0) return;
+  const vault = core.taskSecrets;
+  const generation = randomUUID();
+  const expiresAt = new Date(now.getTime() + secrets.ttlSeconds * 1000);
+  vault.hold(task.id, generation, secrets.values, secrets.ttlSeconds * 1000);
+  await holders.insertNewTaskHolder(trx, { taskId: task.id, ownerId: task.ownerId, replicaId: vault.replicaId, replicaUrl: vault.url, generation, sentAt: now, expiresAt });
+  log.info({ task_id: task.id, secret_count: secrets.values.size, ttl_seconds: secrets.ttlSeconds }, "task secrets held");
 }
 
 /** ClearSecrets: nobody gets the owner's task's secrets any more; clearing none is no error. */

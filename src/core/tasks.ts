@@ -30,6 +30,7 @@ import { branchNameProblem } from "./git-names.js";
 import { fetchRepositories } from "./repositories.js";
 import * as branchHeads from "../store/task-branches.js";
 import { deliverTask } from "./delivery.js";
+import { holdNewTaskSecrets, readNewTaskSecrets } from "./secret-vault.js";
 import { defaultBranchName, dropTaskBranches, startTaskBranches } from "./task-branches.js";
 import { readPage, writePage } from "./pagination.js";
 import { Violations, readId } from "./validation.js";
@@ -122,6 +123,9 @@ export interface CreateUnitTaskInput {
   agentModel: string;
   baseBranch: string;
   branchName: string;
+  /** Held from before the task is queued (secret-vault.ts holdNewTaskSecrets); empty: none. */
+  secrets: Record<string, string>;
+  secretsTtlSeconds: number;
 }
 
 export async function createUnitTask(core: Core, log: Logger, ownerId: string, input: CreateUnitTaskInput): Promise<UnitTask> {
@@ -131,6 +135,7 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
   const agent = readAgent(v, "agent_type", "agent_model", input.agentType, input.agentModel);
   const baseBranch = readBranch(v, "base_branch", input.baseBranch);
   const branchName = readBranch(v, "branch_name", input.branchName);
+  const secrets = readNewTaskSecrets(v, input.secrets, input.secretsTtlSeconds);
   const { group, repositories } = await taskGroup(core, ownerId, input.repositoryGroupId, v);
   // A task starts from what the remotes have now: the server's clones are fetched first.
   await fetchRepositories(core, repositories);
@@ -186,10 +191,12 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
       [...bases].map(([repositoryId, baseCommit]) => ({ unitTaskId: id, repositoryId, branchName: branch, baseCommit, headCommit: baseCommit })),
       now,
     );
+    await holdNewTaskSecrets(core, trx, log, { id, ownerId }, secrets, now);
     await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
   });
-  // A task not made leaves no branch behind, so its name can be given again.
+  // A task not made leaves no branch behind, so its name can be given again, and no secrets.
   await made.catch(async (error: unknown) => {
+    core.taskSecrets.drop(id);
     await dropTaskBranches(core, [...bases.keys()], branch);
     throw error;
   });

@@ -70,6 +70,23 @@ export async function putHolder(db: Kysely<Database>, h: Omit<SecretHolder, "end
   });
 }
 
+/** The holder of a task made in this transaction: no run of it has ended yet. */
+export async function insertNewTaskHolder(db: Kysely<Database>, h: Omit<SecretHolder, "endedRuns">): Promise<void> {
+  await db
+    .insertInto("secret_holders")
+    .values({
+      task_id: h.taskId,
+      owner_id: h.ownerId,
+      replica_id: h.replicaId,
+      replica_url: h.replicaUrl,
+      generation: h.generation,
+      ended_runs: 0,
+      sent_at: toDbTime(h.sentAt),
+      expires_at: toDbTime(h.expiresAt),
+    })
+    .execute();
+}
+
 export async function getHolder(db: Kysely<Database>, taskId: string): Promise<SecretHolder | undefined> {
   const row = await db.selectFrom("secret_holders").selectAll().where("task_id", "=", taskId).executeTakeFirst();
   return (

@@ -11,6 +11,7 @@ import { AgentType, SessionState, TaskStatus } from "../../gen/foreman/v1/common
 import { LogStream, SessionService, TtyInputStatus, type LogLine } from "../../gen/foreman/v1/session_pb.js";
 import { TaskService, type AgentSession, type Task } from "../../gen/foreman/v1/task_pb.js";
 import { createTestDatabase, DIALECTS, type TestDatabase } from "../helpers/databases.js";
+import { runCli } from "../helpers/cli-process.js";
 import { startDaemon, type DaemonProcess } from "../helpers/daemon-process.js";
 import { unit } from "../helpers/dispatch.js";
 import { caller, type Caller } from "../helpers/fixtures.js";
@@ -189,6 +190,27 @@ describe.each(DIALECTS)("the worker daemon end to end on %s", (dialect) => {
     const log = await git(["--git-dir", remote.gitDir(p.name), "log", "--format=%s|%an", `main..refs/heads/${branch}`]);
     expect(log.split("\n")).toEqual(["Say hello and pick a colour|Foreman worker", "Agent says hello|Foreman worker"]);
     for (const w of workers) expect(w.output()).not.toContain(TOKEN);
+  });
+
+  it("a task made by foreman task create --secrets: its agent has them in its environment, and its log shows them masked", { timeout: 120_000 }, async () => {
+    const p = await project();
+    const secret = `sk-${randomBytes(16).toString("hex")}`;
+    // The worker waits before the task exists: it claims the run the moment it is queued.
+    const worker = await daemon(await script("secret.mjs", 'console.log("key " + process.env.API_KEY);\nconsole.log("length " + (process.env.API_KEY ?? "").length);\n'), "e2e secrets");
+    const created = await runCli(["task", "create", "--group", p.group.id, "--agent", "command", "--secrets", "API_KEY", "--json", "Use the key"], { FOREMAN_URL: t.url, API_KEY: secret });
+    expect(created.code, created.stderr).toBe(0);
+    const id = (JSON.parse(created.stdout) as { id: string }).id;
+    const status = await until("in review", async () => {
+      const s = await statusOf(id);
+      return s === TaskStatus.IN_REVIEW || s === TaskStatus.FAILED ? s : undefined;
+    });
+    expect(status, unit(await getTask(id)).statusReason).toBe(TaskStatus.IN_REVIEW);
+    const lines = await logOf((await sessionsOf(id))[0]!.id);
+    const stdout = lines.filter((l) => l.stream === LogStream.STDOUT).map((l) => l.text);
+    expect(stdout).toEqual(["key ***", `length ${secret.length}`]);
+    expect(lines.map((l) => l.text + l.payloadJson).join("\n")).not.toContain(secret);
+    expect(worker.output()).not.toContain(secret);
+    expect(created.stdout + created.stderr).not.toContain(secret);
   });
 
   it("a worker SIGKILLed mid-task: the other finishes the next attempt, and the log shows both", { timeout: 240_000 }, async () => {

@@ -104,6 +104,9 @@ export interface TaskInit {
   agentType?: AgentType;
   agentModel?: string;
   prompt?: string;
+  /** Held from before the run is queued (CreateUnitTask's secrets). */
+  secrets?: Record<string, string>;
+  secretsTtlSeconds?: number;
 }
 
 export interface ReportMore {

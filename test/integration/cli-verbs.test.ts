@@ -426,6 +426,8 @@ describe("foreman's daily verbs without a server", () => {
     [["answer", "a", "b", "c"], "foreman answer: unexpected argument 'c'"],
     [["request-changes", "id"], "foreman request-changes: --feedback TEXT is required: what the agent should change"],
     [["reject", "id", "--reason", "x"], "foreman reject: unknown option '--reason'"],
+    [["task", "create", "x", "--secrets", "FOREMAN_TEST_NOT_SET"], "foreman task create: --secrets names FOREMAN_TEST_NOT_SET, which is not set in this environment: export it first"],
+    [["task", "create", "x", "--secrets", "A,,B"], "foreman task create: --secrets takes names of environment variables, comma-separated: one is empty"],
     [["workspace", "add"], "foreman workspace add: missing NAME"],
     [["repository", "add", "--workspace"], "foreman repository add: option '--workspace' needs a value"],
     [["cancel", "id", "--server", "ftp://x"], "foreman cancel: --server must be an http:// or https:// URL, got 'ftp://x'"],

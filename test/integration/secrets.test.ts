@@ -55,7 +55,7 @@ describe.each(DIALECTS)("task secrets on %s", (dialect) => {
   let t: TestServer;
   const clock = movableClock();
   const logLines: string[] = [];
-  const { newUser, newWorker, createTask, getUnit, claim, report } = dispatchFixtures({
+  const { groups, newUser, newWorker, createTask, getUnit, claim, report } = dispatchFixtures({
     server: () => t,
     provider: () => provider,
     userPrefix: "secrets",
@@ -266,6 +266,54 @@ describe.each(DIALECTS)("task secrets on %s", (dialect) => {
     },
     TEST_TIMEOUT,
   );
+
+  it(
+    "holds secrets given with CreateUnitTask from before its run is queued: the worker already waiting in GetTask gets them",
+    async () => {
+      const alice = await newUser();
+      const w = await newWorker(alice);
+      // Waiting before the task exists: its claim follows the creation's commit at once.
+      const waiting = w.client.getTask({ pollId: randomUUID(), waitSeconds: 20 });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const values = { API_KEY: secretValue("create"), OTHER: secretValue("create") };
+      const task = await createTask(alice, { secrets: values, secretsTtlSeconds: 600 });
+      const a = (await waiting).assignment!;
+      expect(a.taskId).toBe(task.id);
+      expect(a.hasSecrets).toBe(true);
+      expect((await fetchSecrets(w, a)).secrets).toEqual(values);
+      const row = await holderRow(task.id);
+      expect(row).toBeDefined();
+      expect(valuesIn(JSON.stringify(row))).toEqual([]);
+      // Held as SendSecrets holds them: the TTL given, and a SendSecrets replaces the set.
+      expect(new Date(row!.expires_at as string | Date).getTime()).toBeLessThanOrEqual(clock.now().getTime() + 600_000);
+      const replacement = { API_KEY: secretValue("replaced") };
+      await secretsOf(alice).sendSecrets({ taskId: task.id, secrets: replacement, ttlSeconds: 0 });
+      expect((await fetchSecrets(w, a)).secrets).toEqual(replacement);
+
+      // None given: none held.
+      const plain = await createTask(alice, { secrets: {} });
+      const b = await claim(await newWorker(alice));
+      expect(b.taskId).toBe(plain.id);
+      expect(b.hasSecrets).toBe(false);
+      expect(await holderRow(plain.id)).toBeUndefined();
+    },
+    TEST_TIMEOUT,
+  );
+
+  it("refuses CreateUnitTask's bad secrets as SendSecrets does, naming the field and never the value, and makes no task", async () => {
+    const alice = await newUser();
+    const tasks = alice.client(TaskService);
+    const count = async () => (await tasks.listTasks({ workspaceId: groups.get(alice.id)!.workspaceId, pageSize: 100 })).tasks.length;
+    const before = await count();
+    const value = secretValue("create-bad");
+    const badName = keepError(await expectCode(createTask(alice, { secrets: { lower: value } }), Code.InvalidArgument));
+    expect(violatedFields(badName)).toEqual(['secrets["lower"]']);
+    keepError(await expectInvalid(createTask(alice, { secrets: { BIG: value + "x".repeat(64 * 1024) } }), 'secrets["BIG"]'));
+    const ttl = keepError(await expectInvalid(createTask(alice, { secrets: { OK: value }, secretsTtlSeconds: -1 }), "secrets_ttl_seconds"));
+    expect(ttl.rawMessage).toMatch(/1 to 86400/);
+    for (const e of [badName, ttl]) expect(valuesIn(JSON.stringify(e.details) + e.rawMessage)).toEqual([]);
+    expect(await count()).toBe(before);
+  });
 
   describe("bad input", () => {
     let alice: User;
