@@ -10,6 +10,7 @@ import type { DialectAdapter } from "../db/dialect-adapter.js";
 import type { Logger } from "../logger.js";
 import type { RepositoryClones } from "./clones.js";
 import type { Dispatcher } from "./dispatch.js";
+import type { HeartbeatWriter } from "./heartbeat-writer.js";
 import type { LiveLogins } from "./live-logins.js";
 import type { LogFeeds } from "./log-stream.js";
 import type { NotifierChannel } from "./notifier.js";
@@ -30,6 +31,8 @@ export interface Core {
   taskFeeds: TaskFeeds;
   /** The long polls' wake-ups (the claims channel, here and across replicas) and settings. */
   dispatch: Dispatcher;
+  /** Writes workers' heartbeats together (core/heartbeat-writer.ts). */
+  heartbeats: HeartbeatWriter;
   /** Told (key: worker id) when a worker has a new command, here or on another replica (core/commands.ts). */
   commands: NotifierChannel;
   /**

@@ -549,7 +549,7 @@ export async function heartbeat(
     // stop commands, so they are read whatever the touch found.
     await returnUnstarted(core, log, caller.workerId, "its worker is draining", (trx) => workersStore.touchWorker(trx, caller.workerId, now, "draining"));
   } else {
-    ({ hasCommands } = await workersStore.touchWorker(core.db, caller.workerId, now));
+    ({ hasCommands } = await core.heartbeats.touch(caller.workerId, now));
   }
   const held = await sessions.renewLeases(core.db, caller.workerId, listed.filter((l) => l.tokenHash !== ""), expiresAt, now);
   // Each session once: renewed if any entry for it held its lease, else lost.

@@ -15,6 +15,7 @@ import type { Config } from "../config.js";
 import type { Core } from "../core/context.js";
 import { RepositoryClones } from "../core/clones.js";
 import { Dispatcher } from "../core/dispatch.js";
+import { HeartbeatWriter } from "../core/heartbeat-writer.js";
 import { LiveLogins } from "../core/live-logins.js";
 import { Notifier } from "../core/notifier.js";
 import { SecretVault } from "../core/secret-vault.js";
@@ -101,6 +102,7 @@ function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, 
       { maxPollSeconds: config.maxPollSeconds, backstopMs: config.streamPollMs, heartbeatSeconds: config.heartbeatSeconds, maxAttempts: config.maxAttempts },
       logger,
     ),
+    heartbeats: new HeartbeatWriter(db.kysely),
     commands: notifier.channel(COMMANDS_CHANNEL),
     logs,
     logLimits: { maxBytesPerSession: config.maxLogBytesPerSession },

@@ -255,6 +255,29 @@ export async function touchWorker(db: Kysely<Database>, id: string, now: Date, s
   return { hasCommands: Boolean(row?.has_commands) };
 }
 
+/** Ids a statement names at most: SQLite allows 32,766 parameters, PostgreSQL 65,535. */
+const TOUCH_CHUNK = 1000;
+
+/**
+ * Heartbeats of many workers in one statement per chunk (core/heartbeat-writer.ts gathers
+ * them): each was seen at `now` and is active again, unless unregistered. Returns the ids of
+ * those with commands waiting, found in the same statement.
+ */
+export async function touchWorkers(db: Kysely<Database>, ids: string[], now: Date): Promise<Set<string>> {
+  const withCommands = new Set<string>();
+  for (let i = 0; i < ids.length; i += TOUCH_CHUNK) {
+    const rows = await db
+      .updateTable("workers")
+      .set({ last_heartbeat_at: toDbTime(now), status: "active" })
+      .where("id", "in", ids.slice(i, i + TOUCH_CHUNK))
+      .where("status", "!=", "unregistered")
+      .returning(["id", (eb) => eb.exists(eb.selectFrom("worker_commands as c").select("c.id").whereRef("c.worker_id", "=", "workers.id")).as("has_commands")])
+      .execute();
+    for (const r of rows) if (r.has_commands) withCommands.add(r.id);
+  }
+  return withCommands;
+}
+
 /** Workers that may hold work (active or draining) and were last seen before `before`. */
 export async function silentWorkers(db: Kysely<Database>, before: Date, limit: number): Promise<string[]> {
   const rows = await db
