@@ -1,11 +1,10 @@
 // Composes what the server serves from its configuration, database, logger and clock: core
 // (the domain's context, with the notifier and the shared feeds) and the Connect services
 // behind their interceptors. It opens no port and no connection; server.ts does.
-import { setMaxListeners } from "node:events";
 import type http from "node:http";
 import type http2 from "node:http2";
 import { createContextValues } from "@connectrpc/connect";
-import { shutdownSignalKey } from "../api/context-keys.js";
+import { Shutdown, shutdownKey } from "../api/context-keys.js";
 import { HealthStatus } from "../api/health-service.js";
 import { registerRoutes } from "../api/routes.js";
 import { AccessTokens } from "../auth/access-token.js";
@@ -40,8 +39,8 @@ export interface Services {
   notifier: Notifier;
   health: HealthStatus;
   metrics: Metrics;
-  /** Aborted at shutdown, which ends every open stream. */
-  shutdown: AbortController;
+  /** Begun at shutdown, which ends every open stream and long poll. */
+  shutdown: Shutdown;
   /** Answers a Connect, gRPC or gRPC-Web call, or returns false for a path that is none. */
   connect: (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => boolean;
 }
@@ -52,10 +51,7 @@ export function composeServices(config: Config, db: Db, logger: Logger, clock: (
   const core = composeCore(config, db, logger, clock, notifier, secrets);
   const health = new HealthStatus();
   const metrics = new Metrics();
-  const shutdown = new AbortController();
-  // Every open stream listens on it until it ends (untilClosed), so any number of listeners is
-  // expected: without this, the eleventh stream prints a MaxListenersExceededWarning.
-  setMaxListeners(0, shutdown.signal);
+  const shutdown = new Shutdown();
   installConnectErrorGuard();
   const connect = connectAdapter({
     routes: (router) => registerRoutes(router, core, health),
@@ -63,7 +59,7 @@ export function composeServices(config: Config, db: Db, logger: Logger, clock: (
     interceptors: [loggingInterceptor(logger, metrics), authInterceptor(core), requestBoundsInterceptor()],
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
-    contextValues: () => createContextValues().set(shutdownSignalKey, shutdown.signal),
+    contextValues: () => createContextValues().set(shutdownKey, shutdown),
     logger,
     // Counts what connect-es refuses before the logging interceptor sees it.
     metrics,

@@ -83,7 +83,7 @@ export async function startServer(config: Config, logger: Logger, clock: () => D
       closed ??= (async () => {
         logger.info("shutting down: no new connections, ending streams, finishing calls");
         services.health.shutdown();
-        services.shutdown.abort();
+        services.shutdown.begin();
         await listener.close(config.shutdownTimeoutMs);
         await workerHealth.stop();
         // Clones and fetches in progress end (a clone cut short leaves nothing in the data folder).

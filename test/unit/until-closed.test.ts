@@ -1,12 +1,12 @@
-// untilClosed: a long-lived stream listens on its call's signal and the shared shutdown signal
+// untilClosed: a long-lived stream listens on its call's signal and the server's shutdown
 // while it runs, and removes both listeners when it ends, however it ends.
-import { getEventListeners, setMaxListeners } from "node:events";
+import { getEventListeners } from "node:events";
 import { createContextValues, createHandlerContext } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
-import { shutdownSignalKey, untilClosed } from "../../src/api/context-keys.js";
+import { Shutdown, shutdownKey, untilClosed } from "../../src/api/context-keys.js";
 
-function context(shutdown: AbortSignal, request = new AbortController().signal) {
+function context(shutdown: Shutdown, request = new AbortController().signal) {
   return createHandlerContext({
     service: TaskService,
     method: TaskService.method.watchTasks,
@@ -14,7 +14,7 @@ function context(shutdown: AbortSignal, request = new AbortController().signal) 
     requestMethod: "POST",
     url: "http://localhost/foreman.v1.TaskService/WatchTasks",
     requestSignal: request,
-    contextValues: createContextValues().set(shutdownSignalKey, shutdown),
+    contextValues: createContextValues().set(shutdownKey, shutdown),
   });
 }
 
@@ -25,33 +25,38 @@ async function* waiting(signal: AbortSignal): AsyncGenerator<number> {
 }
 
 describe("untilClosed", () => {
-  it("removes its shutdown listener when the stream ends, is abandoned, or is shut down", async () => {
-    const shutdown = new AbortController();
-    setMaxListeners(0, shutdown.signal); // as server/compose.ts does
-    const listeners = () => getEventListeners(shutdown.signal, "abort").length;
+  it("removes its listeners when the stream ends, is abandoned, or is shut down", async () => {
+    const shutdown = new Shutdown();
 
     // Ends because its client went away.
     const client = new AbortController();
-    const first = untilClosed(context(shutdown.signal, client.signal), waiting);
+    const first = untilClosed(context(shutdown, client.signal), waiting);
     await first.next();
-    expect(listeners()).toBe(1);
+    expect(shutdown.size).toBe(1);
+    expect(getEventListeners(client.signal, "abort").length).toBe(1);
     client.abort();
     expect(await first.next()).toEqual({ done: true, value: undefined });
-    expect(listeners()).toBe(0);
+    expect(shutdown.size).toBe(0);
+    expect(getEventListeners(client.signal, "abort").length).toBe(0);
 
     // Abandoned by its reader (connect-es returns the generator when a write fails).
-    const second = untilClosed(context(shutdown.signal), waiting);
+    const second = untilClosed(context(shutdown), waiting);
     await second.next();
-    expect(listeners()).toBe(1);
+    expect(shutdown.size).toBe(1);
     await second.return(undefined);
-    expect(listeners()).toBe(0);
+    expect(shutdown.size).toBe(0);
 
     // Many at once, all ended by the shutdown.
-    const many = Array.from({ length: 20 }, () => untilClosed(context(shutdown.signal), waiting));
+    const many = Array.from({ length: 20 }, () => untilClosed(context(shutdown), waiting));
     await Promise.all(many.map((s) => s.next()));
-    expect(listeners()).toBe(20);
-    shutdown.abort();
+    expect(shutdown.size).toBe(20);
+    shutdown.begin();
     expect((await Promise.all(many.map((s) => s.next()))).every((r) => r.done)).toBe(true);
-    expect(listeners()).toBe(0);
+    expect(shutdown.size).toBe(0);
+
+    // Opened after the shutdown began: over at once, and nothing left listening.
+    const late = untilClosed(context(shutdown), waiting);
+    expect(await late.next()).toEqual({ done: true, value: undefined });
+    expect(shutdown.size).toBe(0);
   });
 });
