@@ -159,11 +159,11 @@ function utf8Bytes(text: string): number {
 }
 
 /** The request's names and values checked; violations name the name and the size, never a value. */
-function readSecrets(v: Violations, raw: Record<string, string>, field0 = "secrets"): Map<string, string> {
+function readSecrets(v: Violations, raw: Record<string, string>, mapField = "secrets"): Map<string, string> {
   const values = new Map<string, string>();
   let total = 0;
   for (const [name, value] of Object.entries(raw)) {
-    const field = `${field0}[${quote(name, 40)}]`;
+    const field = `${mapField}[${quote(name, 40)}]`;
     if (name.length > NAME_MAX) v.add(field, `the name must be at most ${NAME_MAX} characters, got ${name.length}`);
     else if (!NAME.test(name)) v.add(field, "the name must be A-Z, 0-9 and _ only, not starting with a digit (an environment variable's name)");
     const bytes = utf8Bytes(value);
@@ -171,7 +171,7 @@ function readSecrets(v: Violations, raw: Record<string, string>, field0 = "secre
     total += bytes + utf8Bytes(name);
     values.set(name, value);
   }
-  if (total > TOTAL_MAX_BYTES) v.add(field0, `names and values together must be at most ${TOTAL_MAX_BYTES} bytes (UTF-8), got ${total}`);
+  if (total > TOTAL_MAX_BYTES) v.add(mapField, `names and values together must be at most ${TOTAL_MAX_BYTES} bytes (UTF-8), got ${total}`);
   return values;
 }
 
