@@ -274,7 +274,9 @@ async function claimWithin(
     } finally {
       wake.close();
     }
-    if (signal.aborted || wake.command) return { assignment: undefined, noCommands: false };
+    // The wait ran out unwoken: no claim again, since work queued meanwhile would have woken it
+    // (its NOTIFY, or the backstop's read). That saves an idle poll a worker read and a claim.
+    if (signal.aborted || wake.command || !wake.woken) return { assignment: undefined, noCommands: false };
     // Woken: a worker that started draining (or was unregistered) meanwhile waits no more.
     const now = await workersStore.findWorker(core.db, worker.id);
     if (now === undefined || now.status === "draining" || now.status === "unregistered") return { assignment: undefined, noCommands: false };
