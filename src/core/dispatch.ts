@@ -549,7 +549,7 @@ export async function heartbeat(
     // Draining: no new claims, and what it has not started goes back to the queue at once (its
     // leases are then lost below); what runs it may finish and report. Returning work queues
     // stop commands, so they are read whatever the touch found.
-    await returnUnstarted(core, log, caller.workerId, "its worker is draining", (trx) => workersStore.touchWorker(trx, caller.workerId, now, "draining"));
+    await returnUnstarted(core, log, caller.workerId, "its worker is draining", (trx) => workersStore.touchDrainingWorker(trx, caller.workerId, now));
   } else {
     ({ hasCommands } = await core.heartbeats.touch(caller.workerId, now));
   }

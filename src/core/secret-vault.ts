@@ -205,20 +205,27 @@ export async function sendSecrets(
       status: task.status,
     });
   }
-  const vault = core.taskSecrets;
-  const now = core.now();
-  const expiresAt = new Date(now.getTime() + ttlSeconds * 1000);
-  const generation = randomUUID();
-  // In memory before the row that points here, so that a reader who finds the row finds them.
-  vault.hold(taskId, generation, values, ttlSeconds * 1000);
+  const holder = holdHere(core, { id: taskId, ownerId }, { values, ttlSeconds }, core.now());
   try {
-    await holders.putHolder(core.db, { taskId, ownerId, replicaId: vault.replicaId, replicaUrl: vault.url, generation, sentAt: now, expiresAt });
+    await holders.putHolder(core.db, holder);
   } catch (error) {
-    vault.drop(taskId, generation);
+    core.taskSecrets.drop(taskId, holder.generation);
     throw error;
   }
   log.info({ task_id: taskId, secret_count: values.size, ttl_seconds: ttlSeconds }, "task secrets held");
-  return { names: [...values.keys()].sort(), expiresAt };
+  return { names: [...values.keys()].sort(), expiresAt: holder.expiresAt };
+}
+
+/**
+ * Holds a task's secrets in this replica's memory under a new generation; returns the holder row
+ * to record. In memory before the row that points here, so that a reader who finds the row finds them.
+ */
+function holdHere(core: Core, task: { id: string; ownerId: string }, secrets: NewTaskSecrets, now: Date): Omit<holders.SecretHolder, "endedRuns"> {
+  const vault = core.taskSecrets;
+  const generation = randomUUID();
+  vault.hold(task.id, generation, secrets.values, secrets.ttlSeconds * 1000);
+  const expiresAt = new Date(now.getTime() + secrets.ttlSeconds * 1000);
+  return { taskId: task.id, ownerId: task.ownerId, replicaId: vault.replicaId, replicaUrl: vault.url, generation, sentAt: now, expiresAt };
 }
 
 /** Secrets given with a new task (CreateUnitTask's `secrets`), checked as SendSecrets checks its own. */
@@ -239,11 +246,7 @@ export function readNewTaskSecrets(v: Violations, secrets: Record<string, string
  */
 export async function holdNewTaskSecrets(core: Core, trx: Kysely<Database>, log: Logger, task: { id: string; ownerId: string }, secrets: NewTaskSecrets, now: Date): Promise<void> {
   if (secrets.values.size === 0) return;
-  const vault = core.taskSecrets;
-  const generation = randomUUID();
-  const expiresAt = new Date(now.getTime() + secrets.ttlSeconds * 1000);
-  vault.hold(task.id, generation, secrets.values, secrets.ttlSeconds * 1000);
-  await holders.insertNewTaskHolder(trx, { taskId: task.id, ownerId: task.ownerId, replicaId: vault.replicaId, replicaUrl: vault.url, generation, sentAt: now, expiresAt });
+  await holders.insertNewTaskHolder(trx, holdHere(core, task, secrets, now));
   log.info({ task_id: task.id, secret_count: secrets.values.size, ttl_seconds: secrets.ttlSeconds }, "task secrets held");
 }
 

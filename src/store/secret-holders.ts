@@ -49,19 +49,23 @@ export async function endedRuns(db: Kysely<Database>, taskId: string): Promise<n
   return Number(row.n);
 }
 
+/** A holder's columns but its task id. */
+function holderColumns(h: Omit<SecretHolder, "endedRuns">, endedRuns: number) {
+  return {
+    owner_id: h.ownerId,
+    replica_id: h.replicaId,
+    replica_url: h.replicaUrl,
+    generation: h.generation,
+    ended_runs: endedRuns,
+    sent_at: toDbTime(h.sentAt),
+    expires_at: toDbTime(h.expiresAt),
+  };
+}
+
 /** Records (or replaces) the holder of a task's secrets; ended_runs is counted in the same statement. */
 export async function putHolder(db: Kysely<Database>, h: Omit<SecretHolder, "endedRuns">): Promise<void> {
   await db.transaction().execute(async (trx) => {
-    const ended = await endedRuns(trx, h.taskId);
-    const values = {
-      owner_id: h.ownerId,
-      replica_id: h.replicaId,
-      replica_url: h.replicaUrl,
-      generation: h.generation,
-      ended_runs: ended,
-      sent_at: toDbTime(h.sentAt),
-      expires_at: toDbTime(h.expiresAt),
-    };
+    const values = holderColumns(h, await endedRuns(trx, h.taskId));
     await trx
       .insertInto("secret_holders")
       .values({ task_id: h.taskId, ...values })
@@ -74,16 +78,7 @@ export async function putHolder(db: Kysely<Database>, h: Omit<SecretHolder, "end
 export async function insertNewTaskHolder(db: Kysely<Database>, h: Omit<SecretHolder, "endedRuns">): Promise<void> {
   await db
     .insertInto("secret_holders")
-    .values({
-      task_id: h.taskId,
-      owner_id: h.ownerId,
-      replica_id: h.replicaId,
-      replica_url: h.replicaUrl,
-      generation: h.generation,
-      ended_runs: 0,
-      sent_at: toDbTime(h.sentAt),
-      expires_at: toDbTime(h.expiresAt),
-    })
+    .values({ task_id: h.taskId, ...holderColumns(h, 0) })
     .execute();
 }
 

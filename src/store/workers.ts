@@ -238,19 +238,23 @@ export async function reregisterWorker(
   return row && toWorker(row);
 }
 
+/** Whether the updated worker has commands waiting, read in the heartbeat's own statement. */
+const hasCommandsWaiting = (eb: ExpressionBuilder<Database, "workers">) =>
+  eb.exists(eb.selectFrom("worker_commands as c").select("c.id").whereRef("c.worker_id", "=", "workers.id")).as("has_commands");
+
 /**
- * A heartbeat: the worker was seen now, with the status it says (draining, or else active, as
- * an unhealthy worker that heartbeats again is).
+ * A draining worker's heartbeat: it was seen now, and is draining. (Other heartbeats are written
+ * together, by touchWorkers.)
  */
-export async function touchWorker(db: Kysely<Database>, id: string, now: Date, status: "active" | "draining" = "active"): Promise<{ hasCommands: boolean }> {
+export async function touchDrainingWorker(db: Kysely<Database>, id: string, now: Date): Promise<{ hasCommands: boolean }> {
   const row = await db
     .updateTable("workers")
-    .set({ last_heartbeat_at: toDbTime(now), status })
+    .set({ last_heartbeat_at: toDbTime(now), status: "draining" })
     .where("id", "=", id)
     .where("status", "!=", "unregistered")
     // Whether the worker has commands waiting, in the same statement: most heartbeats find
     // none, and then the commands are not read.
-    .returning((eb) => eb.exists(eb.selectFrom("worker_commands as c").select("c.id").whereRef("c.worker_id", "=", "workers.id")).as("has_commands"))
+    .returning(hasCommandsWaiting)
     .executeTakeFirst();
   return { hasCommands: Boolean(row?.has_commands) };
 }
@@ -271,7 +275,7 @@ export async function touchWorkers(db: Kysely<Database>, ids: string[], now: Dat
       .set({ last_heartbeat_at: toDbTime(now), status: "active" })
       .where("id", "in", ids.slice(i, i + TOUCH_CHUNK))
       .where("status", "!=", "unregistered")
-      .returning(["id", (eb) => eb.exists(eb.selectFrom("worker_commands as c").select("c.id").whereRef("c.worker_id", "=", "workers.id")).as("has_commands")])
+      .returning(["id", hasCommandsWaiting])
       .execute();
     for (const r of rows) if (r.has_commands) withCommands.add(r.id);
   }
