@@ -418,6 +418,15 @@ describe.runIf(runsOn("postgres"))("StreamLog across two replicas", () => {
 describe("StreamLog's wire", () => {
   let provider: TestProvider;
   let t: TestServer;
+  const fx = dispatchFixtures({ server: () => t, provider: () => provider, userPrefix: "stream-log-wire", workerName: "w" });
+
+  /** A user, and their task's run claimed by a worker of theirs. */
+  async function claimed() {
+    const user = await fx.newUser();
+    await fx.createTask(user);
+    const w = await fx.newWorker(user);
+    return { user, w, a: await fx.claim(w) };
+  }
 
   beforeAll(async () => {
     provider = await startOidcProvider();
@@ -457,11 +466,7 @@ describe("StreamLog's wire", () => {
   }
 
   it("sends StreamLog's batches uncompressed (each encoded once for every reader), while GetLog's answer is gzipped", async () => {
-    const fx = dispatchFixtures({ server: () => t, provider: () => provider, userPrefix: "stream-log-gzip", workerName: "w" });
-    const user = await fx.newUser();
-    await fx.createTask(user);
-    const w = await fx.newWorker(user);
-    const a = await fx.claim(w);
+    const { user, w, a } = await claimed();
     // 8 KiB of log: past connect-node's 1 KiB threshold for compressing a message.
     const text = "compressible output ".repeat(50);
     await w.client.appendLogs({
@@ -473,12 +478,9 @@ describe("StreamLog's wire", () => {
     expect(await firstCompressed(`/${SessionService.typeName}/StreamLog`, toBinary(StreamLogRequestSchema, create(StreamLogRequestSchema, request)), user.accessToken)).toBe(false);
     expect(await firstCompressed(`/${SessionService.typeName}/GetLog`, toBinary(GetLogRequestSchema, create(GetLogRequestSchema, request)), user.accessToken)).toBe(true);
   });
+
   it("sends the same batches in every protocol and codec: Connect, gRPC and gRPC-Web, binary and JSON, replayed and live", async () => {
-    const fx = dispatchFixtures({ server: () => t, provider: () => provider, userPrefix: "stream-log-wire", workerName: "w" });
-    const user = await fx.newUser();
-    await fx.createTask(user);
-    const w = await fx.newWorker(user);
-    const a = await fx.claim(w);
+    const { user, w, a } = await claimed();
     await fx.report(w, a, SessionState.RUNNING);
     const sessionId = a.lease!.sessionId;
     const lines = (n: number) => [
