@@ -2,6 +2,7 @@
 // handlers read it from there and never parse headers themselves.
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { unauthenticated } from "../core/errors.js";
+import type { CredentialOwner } from "../core/worker-credentials.js";
 
 export type Principal =
   | { kind: "user"; userId: string }
@@ -9,16 +10,10 @@ export type Principal =
   | ({ kind: "worker" } & CallingWorker);
 
 /**
- * The calling worker as its credential's lookup read it: what it serves, and its status then
- * (GetTask starts from this rather than reading the worker again).
+ * The calling worker as its credential says: what it serves, which only a new registration
+ * (with a new credential) changes. Its status is read by the calls that depend on it.
  */
-export interface CallingWorker {
-  workerId: string;
-  ownerId: string | null;
-  status: string;
-  agentTypes: string[];
-  maxConcurrentSessions: number;
-}
+export type CallingWorker = CredentialOwner;
 
 export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "the caller" });
 

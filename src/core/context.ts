@@ -15,6 +15,7 @@ import type { LiveLogins } from "./live-logins.js";
 import type { LogFeeds } from "./log-stream.js";
 import type { NotifierChannel } from "./notifier.js";
 import type { SecretVault } from "./secret-vault.js";
+import type { WorkerCredentials } from "./worker-credentials.js";
 import type { LogLimits } from "./session-logs.js";
 import type { TaskFeeds } from "./task-feed.js";
 
@@ -33,6 +34,8 @@ export interface Core {
   dispatch: Dispatcher;
   /** Writes workers' heartbeats together (core/heartbeat-writer.ts). */
   heartbeats: HeartbeatWriter;
+  /** Worker credentials recently found valid (core/worker-credentials.ts). */
+  workerCredentials: WorkerCredentials;
   /** Told (key: worker id) when a worker has a new command, here or on another replica (core/commands.ts). */
   commands: NotifierChannel;
   /**

@@ -187,13 +187,12 @@ export interface Assignment {
 
 /**
  * The calling worker: its id, its owner (null: every user) and the credential it sent, with its
- * status, agents and most sessions as the call's authentication read them.
+ * agents and most sessions, which only a new registration (and so a new credential) changes.
  */
 export interface WorkerCaller {
   workerId: string;
   ownerId: string | null;
   credential: string;
-  status: string;
   agentTypes: string[];
   maxConcurrentSessions: number;
 }
@@ -223,7 +222,7 @@ export async function getTask(
   return { assignment, commands: noCommands ? [] : await pendingCommands(core, caller.workerId) };
 }
 
-/** The claim, if any, and whether the claim's own statement found the worker without commands (no read needed). */
+/** The claim, if any, and whether the worker is known to have no commands waiting (no read needed). */
 async function claimWithin(
   core: Core,
   log: Logger,
@@ -236,13 +235,8 @@ async function claimWithin(
   const maxPoll = core.dispatch.settings.maxPollSeconds;
   if (input.waitSeconds < 0) v.add("wait_seconds", `must be 0 (answer at once) or more (at most ${maxPoll} are waited), got ${input.waitSeconds}`);
   v.throwIfAny();
-  // As the call's authentication read it; the claim checks the status again in its statement.
-  if (caller.status === "unregistered") throw unauthenticated("this worker was unregistered; register it again");
-  // A draining worker claims nothing: it answers at once, empty.
-  if (caller.status === "draining") return { assignment: undefined, noCommands: false };
 
   const token = leaseToken(caller.credential, pollId);
-  const worker = { id: caller.workerId, ownerId: caller.ownerId, agentTypes: caller.agentTypes };
   const claimant: sessions.Claimant = {
     workerId: caller.workerId,
     ownerId: caller.ownerId,
@@ -250,36 +244,44 @@ async function claimWithin(
     maxSessions: caller.maxConcurrentSessions,
   };
   const deadline = performance.now() + Math.min(input.waitSeconds, maxPoll) * 1000;
-  const agents = worker.agentTypes.length > 0 ? worker.agentTypes : [...AGENT_TYPES];
-  const workKeys = agents.map((agent) => sessions.claimKey(worker.ownerId, agent));
+  const agents = caller.agentTypes.length > 0 ? caller.agentTypes : [...AGENT_TYPES];
+  const workKeys = agents.map((agent) => sessions.claimKey(caller.ownerId, agent));
   for (;;) {
-    // Subscribed before the claim is tried, so work queued meanwhile still wakes this poll.
-    const wake = new PollWake(core.dispatch.claims, workKeys, sessions.workerKey(worker.id), core.commands, worker.id);
+    // Subscribed before the claim is tried, so work (or a command) queued meanwhile still wakes this poll.
+    const wake = new PollWake(core.dispatch.claims, workKeys, sessions.workerKey(caller.workerId), core.commands, caller.workerId);
+    let outcome: Awaited<ReturnType<typeof attemptClaim>>;
+    let waited = false;
     try {
-      const outcome = await attemptClaim(core, log, claimant, pollId, token);
-      if (outcome !== "none" && outcome !== "full") return outcome;
+      outcome = await attemptClaim(core, log, claimant, pollId, token);
+      if ("assignment" in outcome) return outcome;
+      // A draining worker claims nothing: it answers at once, empty.
+      if (outcome.kind === "draining") return { assignment: undefined, noCommands: !outcome.hasCommands };
       const left = deadline - performance.now();
-      if (signal.aborted || left <= 0) return { assignment: undefined, noCommands: false };
-      // A worker that holds its most sessions waits for one of them to end, not for new work
-      // (which it would take from a worker that can run it).
-      if (outcome === "full") wake.dropWork();
-      if (!wake.woken) {
-        const leave = core.dispatch.enterWait();
-        try {
-          await waitForWake(signal, left, (done) => wake.onWake(done));
-        } finally {
-          leave();
+      if (!signal.aborted && left > 0) {
+        waited = true;
+        // A worker that holds its most sessions waits for one of them to end, not for new work
+        // (which it would take from a worker that can run it).
+        if (outcome.kind === "full") wake.dropWork();
+        if (!wake.woken) {
+          const leave = core.dispatch.enterWait();
+          try {
+            await waitForWake(signal, left, (done) => wake.onWake(done));
+          } finally {
+            leave();
+          }
         }
       }
     } finally {
       wake.close();
     }
     // The wait ran out unwoken: no claim again, since work queued meanwhile would have woken it
-    // (its NOTIFY, or the backstop's read). That saves an idle poll a worker read and a claim.
-    if (signal.aborted || wake.command || !wake.woken) return { assignment: undefined, noCommands: false };
-    // Woken: a worker that started draining (or was unregistered) meanwhile waits no more.
-    const now = await workersStore.findWorker(core.db, worker.id);
-    if (now === undefined || now.status === "draining" || now.status === "unregistered") return { assignment: undefined, noCommands: false };
+    // (its NOTIFY, or the backstop's read); nor a read of commands, since a command queued since
+    // the claim's outlook would have woken it too. An idle poll is then that one read.
+    if (!waited || signal.aborted || wake.command || !wake.woken) {
+      return { assignment: undefined, noCommands: !outcome.hasCommands && !wake.command };
+    }
+    // Woken: try again (the outlook reads the worker's status again: one that started draining
+    // or was unregistered meanwhile waits no more).
   }
 }
 
@@ -324,14 +326,33 @@ class PollWake {
   }
 }
 
-/** One try: the poll's earlier claim, a new claim, or why there is none. */
+/** Why a try claimed nothing, and whether the worker has commands waiting. */
+type NoClaim = { kind: "none" | "full" | "draining"; hasCommands: boolean };
+
+/**
+ * One try: the poll's earlier claim, a new claim, or why there is none. The outlook comes first
+ * and is one read; the claim's transaction runs only when there may be something to claim.
+ */
 async function attemptClaim(
   core: Core,
   log: Logger,
   w: sessions.Claimant,
   pollId: string,
   token: string,
-): Promise<{ assignment: Assignment; noCommands: boolean } | "none" | "full"> {
+  retried = false,
+): Promise<{ assignment: Assignment; noCommands: boolean } | NoClaim> {
+  const outlook = await sessions.pollOutlook(core.db, w, pollId);
+  if (outlook === undefined || outlook.status === "unregistered") {
+    // Another replica unregistered it and this one's credential cache had not heard yet.
+    core.workerCredentials.forgetWorker(w.workerId);
+    throw unauthenticated("this worker was unregistered; register it again");
+  }
+  const { hasCommands } = outlook;
+  if (outlook.status === "draining") return { kind: "draining", hasCommands };
+  if (!outlook.earlierClaim) {
+    if (outlook.leased >= w.maxSessions) return { kind: "full", hasCommands };
+    if (!outlook.workQueued) return { kind: "none", hasCommands };
+  }
   const tokenHash = hashToken(token);
   const now = core.now();
   const expiresAt = new Date(now.getTime() + core.dispatch.leaseMs);
@@ -341,7 +362,9 @@ async function attemptClaim(
     claimed = await core.adapter.transaction(core.db, async (trx): Promise<Claimed | undefined> => {
       // One claim of a worker at a time, so that its count of sessions is exact (see claimSession).
       await core.adapter.lockForOrder(trx, `claims:${w.workerId}`);
-      const earlier = await sessions.findByPollId(trx, pollId);
+      // A poll id the outlook found unused needs no look: should a copy of this poll claim with
+      // it meanwhile, this claim breaks the unique index and is tried again below.
+      const earlier = outlook.earlierClaim ? await sessions.findByPollId(trx, pollId) : undefined;
       if (earlier !== undefined) {
         if (earlier.workerId !== w.workerId) throw pollIdTaken();
         const session = await sessions.reclaim(trx, w.workerId, pollId, tokenHash, now);
@@ -360,12 +383,15 @@ async function attemptClaim(
       return { session: claim.session, work, place, hasSecretHolder: claim.hasSecretHolder, hasCommands: claim.hasCommands };
     });
   } catch (error) {
-    // Another worker's claim took this poll id at the same moment (the worker lock keeps one
-    // worker's claims apart, not two workers').
-    if (isUniqueViolation(error)) throw pollIdTaken();
+    // The poll id was taken at the same moment: by a copy of this poll (the try again finds its
+    // claim and answers with it) or by another worker's claim (the try again says so).
+    if (isUniqueViolation(error)) {
+      if (!retried) return attemptClaim(core, log, w, pollId, token, true);
+      throw pollIdTaken();
+    }
     throw error;
   }
-  if (claimed === undefined) return (await sessions.leasedCount(core.db, w.workerId)) >= w.maxSessions ? "full" : "none";
+  if (claimed === undefined) return { kind: (await sessions.leasedCount(core.db, w.workerId)) >= w.maxSessions ? "full" : "none", hasCommands };
   const { session, work, place } = claimed;
   if (place !== undefined) {
     core.taskChanges.notify(place.workspaceId);
@@ -544,15 +570,23 @@ export async function heartbeat(
   v.throwIfAny();
   const now = core.now();
   const expiresAt = new Date(now.getTime() + core.dispatch.leaseMs);
-  let hasCommands = true;
+  let touched: { registered: boolean; hasCommands: boolean } = { registered: false, hasCommands: true };
   if (status === "draining") {
     // Draining: no new claims, and what it has not started goes back to the queue at once (its
     // leases are then lost below); what runs it may finish and report. Returning work queues
     // stop commands, so they are read whatever the touch found.
-    await returnUnstarted(core, log, caller.workerId, "its worker is draining", (trx) => workersStore.touchDrainingWorker(trx, caller.workerId, now));
+    await returnUnstarted(core, log, caller.workerId, "its worker is draining", async (trx) => {
+      touched = { ...(await workersStore.touchDrainingWorker(trx, caller.workerId, now)), hasCommands: true };
+    });
   } else {
-    ({ hasCommands } = await core.heartbeats.touch(caller.workerId, now));
+    touched = await core.heartbeats.touch(caller.workerId, now);
   }
+  if (!touched.registered) {
+    // Unregistered through another replica, whose word this one's credential cache had not had yet.
+    core.workerCredentials.forgetWorker(caller.workerId);
+    throw unauthenticated("this worker was unregistered; register it again");
+  }
+  const { hasCommands } = touched;
   const held = await sessions.renewLeases(core.db, caller.workerId, listed.filter((l) => l.tokenHash !== ""), expiresAt, now);
   // Each session once: renewed if any entry for it held its lease, else lost.
   const attempts = new Map(held.map((h) => [`${h.id} ${h.tokenHash}`, h.attempt]));

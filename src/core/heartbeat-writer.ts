@@ -13,10 +13,16 @@ import * as workers from "../store/workers.js";
 /** The least time between the starts of two writes. */
 const GAP_MS = 20;
 
+/** What a heartbeat's write found: whether the worker is registered (else nothing was written) and has commands waiting. */
+export interface Touched {
+  registered: boolean;
+  hasCommands: boolean;
+}
+
 interface Pending {
   /** When it was seen: the latest of its heartbeats since the last write. */
   seenAt: Date;
-  waiters: { resolve: (r: { hasCommands: boolean }) => void; reject: (error: unknown) => void }[];
+  waiters: { resolve: (r: Touched) => void; reject: (error: unknown) => void }[];
 }
 
 export class HeartbeatWriter {
@@ -30,8 +36,8 @@ export class HeartbeatWriter {
     private readonly gapMs = GAP_MS,
   ) {}
 
-  /** The worker was seen at `seenAt` and is active again (unless unregistered); whether it has commands waiting. */
-  touch(workerId: string, seenAt: Date): Promise<{ hasCommands: boolean }> {
+  /** The worker was seen at `seenAt` and is active again, unless it is unregistered. */
+  touch(workerId: string, seenAt: Date): Promise<Touched> {
     return new Promise((resolve, reject) => {
       let entry = this.pending.get(workerId);
       if (entry === undefined) this.pending.set(workerId, (entry = { seenAt, waiters: [] }));
@@ -60,8 +66,11 @@ export class HeartbeatWriter {
       // it was (at most the gap and a write's time earlier, against intervals of seconds).
       let seenAt = [...batch.values()][0]!.seenAt;
       for (const p of batch.values()) if (p.seenAt < seenAt) seenAt = p.seenAt;
-      const withCommands = await workers.touchWorkers(this.db, [...batch.keys()], seenAt);
-      for (const [id, p] of batch) for (const w of p.waiters) w.resolve({ hasCommands: withCommands.has(id) });
+      const touched = await workers.touchWorkers(this.db, [...batch.keys()], seenAt);
+      for (const [id, p] of batch) {
+        const hasCommands = touched.get(id);
+        for (const w of p.waiters) w.resolve({ registered: hasCommands !== undefined, hasCommands: hasCommands === true });
+      }
     } catch (error) {
       for (const p of batch.values()) for (const w of p.waiters) w.reject(error);
     } finally {

@@ -36,6 +36,8 @@ export interface NotifierChannel {
 export class Notifier {
   /** channel → key → listeners, in the order they subscribed (a Set keeps it). */
   private readonly listeners = new Map<string, Map<string, Set<Listener>>>();
+  /** channel → who hears every key's notifications (observe). */
+  private readonly observers = new Map<string, Set<(key: string | undefined) => void>>();
 
   private readonly wakeOne: ReadonlySet<string>;
 
@@ -73,8 +75,24 @@ export class Notifier {
     };
   }
 
+  /**
+   * Calls `observer` with the key of each notify on the channel (a NOTIFY from another replica
+   * included, on a channel that is not wakeOne), and with undefined when some may have been lost
+   * (notifyAll). For a cache that forgets what a notification names. Returns the unsubscribe.
+   */
+  observe(channel: string, observer: (key: string | undefined) => void): () => void {
+    this.keysOf(channel);
+    let set = this.observers.get(channel);
+    if (set === undefined) this.observers.set(channel, (set = new Set()));
+    set.add(observer);
+    const joined = set;
+    return () => void joined.delete(observer);
+  }
+
   /** Wakes every listener of (channel, key); a channel this notifier lacks has none. */
   notify(channel: string, key: string): void {
+    const observers = this.observers.get(channel);
+    if (observers !== undefined) for (const observer of [...observers]) observer(key);
     const set = this.listeners.get(channel)?.get(key);
     // A copy: a listener may subscribe or unsubscribe while it is called.
     if (set !== undefined) for (const listener of [...set]) listener();
@@ -105,6 +123,7 @@ export class Notifier {
 
   /** Wakes every listener of every channel, e.g. after wake-ups from other replicas may have been lost. */
   notifyAll(): void {
+    for (const observers of this.observers.values()) for (const observer of [...observers]) observer(undefined);
     const all = [...this.listeners.values()].flatMap((keys) => [...keys.values()].flatMap((set) => [...set]));
     for (const listener of all) listener();
   }

@@ -73,11 +73,9 @@ function readAgent(v: Violations, typeField: string, modelField: string, agentTy
 async function taskGroup(core: Core, ownerId: string, rawId: string, v: Violations): Promise<{ group: repos.RepositoryGroup; repositories: repos.Repository[] }> {
   const id = v.id("repository_group_id", rawId);
   v.throwIfAny();
-  const group = await repos.getGroup(core.db, ownerId, id);
-  if (group === undefined) throw notFound("repository group", id);
-  const found = await repos.findRepositories(core.db, ownerId, group.repositoryIds);
-  const byId = new Map(found.map((r) => [r.id, r]));
-  const repositories = group.repositoryIds.map((rid) => byId.get(rid)).filter((r) => r !== undefined);
+  const found = await repos.getGroupWithRepositories(core.db, ownerId, id);
+  if (found === undefined) throw notFound("repository group", id);
+  const { group, repositories } = found;
   if (repositories.length === 0) throw failedPrecondition(`repository group ${id} has no repositories`, { repository_group_id: id });
   return { group, repositories };
 }
@@ -147,7 +145,7 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
   const first = [...repositories].sort((a, b) => (a.id < b.id ? -1 : 1))[0]!;
   const now = core.now();
   const made = core.adapter.transaction(core.db, async (trx) => {
-    await store.insertUnitTask(
+    const task = await store.insertUnitTask(
       trx,
       {
         id,
@@ -165,7 +163,7 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
       },
       now,
     );
-    await sessions.insertAgentTask(
+    const run = await sessions.insertAgentTask(
       trx,
       core.adapter,
       {
@@ -193,9 +191,11 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
     );
     await holdNewTaskSecrets(core, trx, log, { id, ownerId }, secrets, now);
     await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
+    // As stored: what a read after the commit would find, without the read.
+    return { ...task, agentTasks: [run] };
   });
   // A task not made leaves no branch behind, so its name can be given again, and no secrets.
-  await made.catch(async (error: unknown) => {
+  const task = await made.catch(async (error: unknown) => {
     core.taskSecrets.drop(id);
     await dropTaskBranches(core, [...bases.keys()], branch);
     throw error;
@@ -203,7 +203,7 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
   core.taskChanges.notify(group.workspaceId);
   core.dispatch.queued(ownerId, agent.agentType);
   log.info({ task_id: id, kind: "unit", workspace_id: group.workspaceId, agent_type: agent.agentType }, "task created");
-  return (await loadTask(core, ownerId, id)) as UnitTask;
+  return task;
 }
 
 export interface CreateCompositeTaskInput {
@@ -236,8 +236,8 @@ export async function createCompositeTask(core: Core, log: Logger, ownerId: stri
 
   const id = newId(core.now().getTime());
   const now = core.now();
-  await core.adapter.transaction(core.db, async (trx) => {
-    await store.insertCompositeTask(
+  const task = await core.adapter.transaction(core.db, async (trx) => {
+    const task = await store.insertCompositeTask(
       trx,
       {
         id,
@@ -252,7 +252,7 @@ export async function createCompositeTask(core: Core, log: Logger, ownerId: stri
       },
       now,
     );
-    await sessions.insertAgentTask(
+    const run = await sessions.insertAgentTask(
       trx,
       core.adapter,
       { id: newId(core.now().getTime()), ownerId, unitTaskId: null, compositeTaskId: id, kind: "planning", prompt, ...planner, baseRemotes: [] },
@@ -260,11 +260,12 @@ export async function createCompositeTask(core: Core, log: Logger, ownerId: stri
       now,
     );
     await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
+    return { ...task, agentTasks: [run] };
   });
   core.taskChanges.notify(group.workspaceId);
   core.dispatch.queued(ownerId, planner.agentType);
   log.info({ task_id: id, kind: "composite", workspace_id: group.workspaceId, agent_type: planner.agentType }, "task created");
-  return (await loadTask(core, ownerId, id)) as CompositeTask;
+  return task;
 }
 
 async function loadTask(core: Core, ownerId: string, id: string): Promise<Task> {

@@ -13,6 +13,7 @@ import { notFound, unauthenticated } from "./errors.js";
 import { readPage, writePage } from "./pagination.js";
 import { quote } from "./text.js";
 import { loseSessions, returnUnstarted } from "./worker-health.js";
+import type { CredentialOwner } from "./worker-credentials.js";
 import { Violations, readId } from "./validation.js";
 
 export type { RegistrationToken, Worker } from "../store/workers.js";
@@ -174,8 +175,10 @@ export async function registerWorker(core: Core, log: Logger, input: RegisterWor
   const previous = input.previousCredential;
   const again =
     previous !== undefined && previous.startsWith(WORKER_CREDENTIAL_PREFIX) && previous.length <= MAX_TOKEN_LENGTH
-      ? await store.reregisterWorker(core.db, hashToken(previous), fields)
+      ? await store.reregisterWorker(core.db, core.adapter, hashToken(previous), fields)
       : undefined;
+  // Its old credential ended: this replica forgets it now, the others when they hear.
+  if (again !== undefined) core.workerCredentials.forgetWorker(again.id);
   const worker = again ?? (await store.insertWorker(core.db, { id: newId(now.getTime()), ...fields }));
   log.info({ worker_id: worker.id, owner_id: worker.ownerId, name, hostname, again: again !== undefined }, "worker registered");
   return { worker, credential };
@@ -198,12 +201,18 @@ async function checkRegistrationToken(
   return { ownerId: found.ownerId, registrationTokenId: found.id };
 }
 
-/** The worker a credential belongs to, while it is registered. */
-export async function authenticateWorker(core: Core, credential: string): Promise<store.Worker> {
-  const worker = await store.findWorkerByCredential(core.db, hashToken(credential));
+/** The worker a credential belongs to, while it is registered (core/worker-credentials.ts keeps what it found). */
+export async function authenticateWorker(core: Core, credential: string): Promise<CredentialOwner> {
+  const hash = hashToken(credential);
+  const kept = core.workerCredentials.find(hash, core.now().getTime());
+  if (kept !== undefined) return kept;
+  const epoch = core.workerCredentials.epoch;
+  const worker = await store.findWorkerByCredential(core.db, hash);
   if (worker === undefined) throw unauthenticated("unknown worker credential; register the worker again");
   if (worker.status === "unregistered") throw unauthenticated("this worker was unregistered; register it again");
-  return worker;
+  const owner = { workerId: worker.id, ownerId: worker.ownerId, agentTypes: worker.agentTypes, maxConcurrentSessions: worker.maxConcurrentSessions };
+  core.workerCredentials.remember(hash, owner, core.now().getTime(), epoch);
+  return owner;
 }
 
 /**
@@ -213,7 +222,8 @@ export async function authenticateWorker(core: Core, credential: string): Promis
  */
 export async function unregisterWorker(core: Core, log: Logger, workerId: string): Promise<void> {
   const why = "its worker unregistered";
-  const returned = await returnUnstarted(core, log, workerId, why, (trx) => store.unregisterWorker(trx, workerId, core.now()));
+  const returned = await returnUnstarted(core, log, workerId, why, (trx) => store.unregisterWorker(trx, core.adapter, workerId, core.now()));
+  core.workerCredentials.forgetWorker(workerId);
   const running = await sessions.heldBy(core.db, workerId);
   const { lost } = await loseSessions(core, running, why, { workerId }, core.dispatch.maxAttempts, log);
   log.info({ worker_id: workerId, returned_sessions: returned.length, requeued_sessions: lost.length }, "worker unregistered");

@@ -57,14 +57,7 @@ export function authInterceptor(core: Core): Interceptor {
     if (bearer?.startsWith(WORKER_CREDENTIAL_PREFIX)) {
       const worker = await authenticateWorker(core, bearer);
       if (!forWorkers) throw permissionDenied(`a worker credential can call only ${WorkerService.typeName}, not ${service}`);
-      req.contextValues.set(principalKey, {
-        kind: "worker",
-        workerId: worker.id,
-        ownerId: worker.ownerId,
-        status: worker.status,
-        agentTypes: worker.agentTypes,
-        maxConcurrentSessions: worker.maxConcurrentSessions,
-      });
+      req.contextValues.set(principalKey, { kind: "worker", ...worker });
       return next(req);
     }
 

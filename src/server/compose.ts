@@ -20,12 +20,14 @@ import { Notifier } from "../core/notifier.js";
 import { SecretVault } from "../core/secret-vault.js";
 import { LogFeeds } from "../core/log-stream.js";
 import { TaskFeeds } from "../core/task-feed.js";
+import { WorkerCredentials } from "../core/worker-credentials.js";
 import type { Db } from "../db/database.js";
 import type { Logger } from "../logger.js";
 import { CLAIMS_CHANNEL } from "../store/agent-sessions.js";
 import { TASK_CHANGES_CHANNEL } from "../store/task-events.js";
 import { LOGS_CHANNEL } from "../store/log-batches.js";
 import { COMMANDS_CHANNEL } from "../store/worker-commands.js";
+import { WORKER_CREDENTIALS_CHANNEL } from "../store/workers.js";
 import { authInterceptor } from "./auth-interceptor.js";
 import { connectAdapter } from "./connect-adapter.js";
 import { installConnectErrorGuard } from "./connect-errors.js";
@@ -47,7 +49,7 @@ export interface Services {
 
 export function composeServices(config: Config, db: Db, logger: Logger, clock: () => Date, secrets: SecretBox): Services {
   // A NOTIFY about queued work wakes one waiting poll per replica, not all of them.
-  const notifier = new Notifier([TASK_CHANGES_CHANNEL, CLAIMS_CHANNEL, COMMANDS_CHANNEL, LOGS_CHANNEL], { wakeOne: [CLAIMS_CHANNEL] });
+  const notifier = new Notifier([TASK_CHANGES_CHANNEL, CLAIMS_CHANNEL, COMMANDS_CHANNEL, LOGS_CHANNEL, WORKER_CREDENTIALS_CHANNEL], { wakeOne: [CLAIMS_CHANNEL] });
   const core = composeCore(config, db, logger, clock, notifier, secrets);
   const health = new HealthStatus();
   const metrics = new Metrics();
@@ -71,6 +73,10 @@ function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, 
   const auth = config.auth;
   const taskChanges = notifier.channel(TASK_CHANGES_CHANNEL);
   const logs = notifier.channel(LOGS_CHANNEL);
+  // A credential another replica revoked is forgotten here when its NOTIFY arrives; all are
+  // when notifications may have been lost.
+  const workerCredentials = new WorkerCredentials();
+  notifier.observe(WORKER_CREDENTIALS_CHANNEL, (workerId) => (workerId === undefined ? workerCredentials.forgetAll() : workerCredentials.forgetWorker(workerId)));
   return {
     db: db.kysely,
     adapter: db.adapter,
@@ -99,6 +105,7 @@ function composeCore(config: Config, db: Db, logger: Logger, clock: () => Date, 
       logger,
     ),
     heartbeats: new HeartbeatWriter(db.kysely),
+    workerCredentials,
     commands: notifier.channel(COMMANDS_CHANNEL),
     logs,
     logLimits: { maxBytesPerSession: config.maxLogBytesPerSession },

@@ -81,18 +81,20 @@ export async function agentTasksOf(db: Kysely<Database>, kind: TaskKind, taskIds
       .execute();
     for (const s of sessionRows) sessions.get(s.agent_task_id)?.push(toSession(s));
   }
-  for (const row of rows) {
-    byTask.get((kind === "unit" ? row.unit_task_id : row.composite_task_id)!)?.push({
-      id: row.id,
-      kind: row.kind as AgentTaskKind,
-      prompt: row.prompt,
-      agentType: row.agent_type,
-      agentModel: row.agent_model,
-      createdAt: fromDbTime(row.created_at),
-      sessions: sessions.get(row.id) ?? [],
-    });
-  }
+  for (const row of rows) byTask.get((kind === "unit" ? row.unit_task_id : row.composite_task_id)!)?.push(toAgentTask(row, sessions.get(row.id) ?? []));
   return byTask;
+}
+
+function toAgentTask(row: Selectable<AgentTasksTable>, sessions: AgentSession[]): AgentTask {
+  return {
+    id: row.id,
+    kind: row.kind as AgentTaskKind,
+    prompt: row.prompt,
+    agentType: row.agent_type,
+    agentModel: row.agent_model,
+    createdAt: fromDbTime(row.created_at),
+    sessions,
+  };
 }
 
 export interface NewAgentTask {
@@ -111,10 +113,10 @@ export interface NewAgentTask {
   baseRemotes: { repositoryId: string; baseBranch: string; branchName: string; baseCommit: string | null }[];
 }
 
-/** Inserts an agent task and its first queued session; run it in a transaction. */
-export async function insertAgentTask(db: Kysely<Database>, adapter: DialectAdapter, a: NewAgentTask, sessionId: string, now: Date): Promise<void> {
+/** Inserts an agent task and its first queued session; run it in a transaction. Returns it as stored. */
+export async function insertAgentTask(db: Kysely<Database>, adapter: DialectAdapter, a: NewAgentTask, sessionId: string, now: Date): Promise<AgentTask> {
   const at = toDbTime(now);
-  await db
+  const row = await db
     .insertInto("agent_tasks")
     .values({
       id: a.id,
@@ -127,7 +129,8 @@ export async function insertAgentTask(db: Kysely<Database>, adapter: DialectAdap
       agent_model: a.agentModel,
       created_at: at,
     })
-    .execute();
+    .returningAll()
+    .executeTakeFirstOrThrow();
   if (a.baseRemotes.length > 0) {
     await db
       .insertInto("agent_task_base_remotes")
@@ -142,7 +145,8 @@ export async function insertAgentTask(db: Kysely<Database>, adapter: DialectAdap
       )
       .execute();
   }
-  await insertSession(db, adapter, { id: sessionId, ownerId: a.ownerId, agentTaskId: a.id, attempt: 1, agentType: a.agentType, agentModel: a.agentModel }, now);
+  const session = await insertSession(db, adapter, { id: sessionId, ownerId: a.ownerId, agentTaskId: a.id, attempt: 1, agentType: a.agentType, agentModel: a.agentModel }, now);
+  return toAgentTask(row, [session]);
 }
 
 /**
@@ -155,8 +159,8 @@ export async function insertSession(
   adapter: DialectAdapter,
   s: { id: string; ownerId: string; agentTaskId: string; attempt: number; agentType: string; agentModel: string },
   now: Date,
-): Promise<void> {
-  await db
+): Promise<AgentSession> {
+  const row = await db
     .insertInto("agent_sessions")
     .values({
       id: s.id,
@@ -169,9 +173,11 @@ export async function insertSession(
       created_at: toDbTime(now),
       updated_at: toDbTime(now),
     })
-    .execute();
+    .returningAll()
+    .executeTakeFirstOrThrow();
   await adapter.notifyOnCommit(db, CLAIMS_CHANNEL, `${claimKey(s.ownerId, s.agentType)} ${s.id}`);
   await adapter.notifyOnCommit(db, CLAIMS_CHANNEL, `${claimKey(null, s.agentType)} ${s.id}`);
+  return toSession(row);
 }
 
 /**
@@ -424,6 +430,58 @@ function runTask(row: { owner_id: string; run_unit_task_id: string | null; run_c
   if (row.run_unit_task_id !== null) return { kind: "unit", id: row.run_unit_task_id, ownerId: row.owner_id };
   if (row.run_composite_task_id !== null) return { kind: "composite", id: row.run_composite_task_id, ownerId: row.owner_id };
   throw new Error("an agent task belongs to no task");
+}
+
+/** What one poll needs to know before it tries a claim (pollOutlook). */
+export interface PollOutlook {
+  /** The worker's status now. */
+  status: string;
+  /** This poll id already names a claim (a retried poll). */
+  earlierClaim: boolean;
+  /** Sessions the worker holds. */
+  leased: number;
+  /** A queued session the worker may serve exists. */
+  workQueued: boolean;
+  /** The worker has commands waiting. */
+  hasCommands: boolean;
+}
+
+/**
+ * Whether a poll has anything to claim, in one read: the worker's status, whether the poll id
+ * already names a claim, how many sessions the worker holds, whether work it may serve is
+ * queued and whether it has commands waiting. Undefined when there is no such worker. Most polls
+ * of an idle worker find nothing here and so skip the claim's transaction (five round trips on
+ * PostgreSQL: begin, the worker's lock, the poll id, the claim, commit).
+ */
+export async function pollOutlook(db: Kysely<Database>, w: Claimant, pollId: string): Promise<PollOutlook | undefined> {
+  const row = await db
+    .selectFrom("workers as w")
+    .select((eb) => [
+      "w.status",
+      eb.exists(eb.selectFrom("agent_sessions as p").select("p.id").where("p.claim_poll_id", "=", pollId)).as("earlier_claim"),
+      eb.selectFrom("agent_sessions as h").select(eb.fn.countAll<number>().as("n")).where("h.worker_id", "=", w.workerId).where("h.state", "in", LEASED_SESSION_STATES).as("leased"),
+      eb
+        .exists(
+          eb
+            .selectFrom("agent_sessions as q")
+            .select("q.id")
+            .where("q.state", "=", SESSION_CLAIM.from)
+            .$if(w.ownerId !== null, (qb) => qb.where("q.owner_id", "=", w.ownerId!))
+            .$if(w.agentTypes.length > 0, (qb) => qb.where("q.agent_type", "in", w.agentTypes)),
+        )
+        .as("work_queued"),
+      eb.exists(eb.selectFrom("worker_commands as c").select("c.id").whereRef("c.worker_id", "=", "w.id")).as("has_commands"),
+    ])
+    .where("w.id", "=", w.workerId)
+    .executeTakeFirst();
+  if (row === undefined) return undefined;
+  return {
+    status: row.status,
+    earlierClaim: Boolean(row.earlier_claim),
+    leased: Number(row.leased),
+    workQueued: Boolean(row.work_queued),
+    hasCommands: Boolean(row.has_commands),
+  };
 }
 
 /** The session a poll claimed, if any (claim_poll_id is unique). */

@@ -79,8 +79,9 @@ export interface NewUnitTask {
   baseCommit: string | null;
 }
 
-export async function insertUnitTask(db: Kysely<Database>, t: NewUnitTask, now: Date): Promise<void> {
-  await db
+/** Inserts the task; returns it as stored, without runs yet (they are inserted after it, for they refer to it). */
+export async function insertUnitTask(db: Kysely<Database>, t: NewUnitTask, now: Date): Promise<UnitTask> {
+  const row = await db
     .insertInto("unit_tasks")
     .values({
       id: t.id,
@@ -101,7 +102,9 @@ export async function insertUnitTask(db: Kysely<Database>, t: NewUnitTask, now: 
       created_at: toDbTime(now),
       updated_at: toDbTime(now),
     })
-    .execute();
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return toUnit(row, []);
 }
 
 export interface NewCompositeTask {
@@ -116,8 +119,9 @@ export interface NewCompositeTask {
   baseBranch: string;
 }
 
-export async function insertCompositeTask(db: Kysely<Database>, t: NewCompositeTask, now: Date): Promise<void> {
-  await db
+/** Inserts the task; returns it as stored, without runs yet (as insertUnitTask). */
+export async function insertCompositeTask(db: Kysely<Database>, t: NewCompositeTask, now: Date): Promise<CompositeTask> {
+  const row = await db
     .insertInto("composite_tasks")
     .values({
       id: t.id,
@@ -135,7 +139,9 @@ export async function insertCompositeTask(db: Kysely<Database>, t: NewCompositeT
       created_at: toDbTime(now),
       updated_at: toDbTime(now),
     })
-    .execute();
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return toComposite(row, []);
 }
 
 /** Lower-cased here rather than by the database, so SQLite folds non-ASCII letters as PostgreSQL does. */

@@ -1,10 +1,14 @@
 // Worker registration tokens and registered workers. A token or worker with no owner was made
 // from the server's configured registration token and serves every user.
 import type { ExpressionBuilder, Kysely, Selectable } from "kysely";
+import type { DialectAdapter } from "../db/dialect-adapter.js";
 import type { Database, WorkerRegistrationTokensTable, WorkersTable } from "../db/schema.js";
 import { fromDbJson, fromDbTime, fromDbTimeOrNull, toDbTime } from "./codec.js";
 import { prepared } from "./prepared.js";
 import { keysetPage, type PageWindow } from "./pages.js";
+
+/** NOTIFY channel: a worker's credential stopped working (key: the worker id); core/worker-credentials.ts. */
+export const WORKER_CREDENTIALS_CHANNEL = "foreman_worker_credentials";
 
 export interface RegistrationToken {
   id: string;
@@ -224,6 +228,7 @@ export async function findWorker(db: Kysely<Database>, id: string): Promise<Work
  */
 export async function reregisterWorker(
   db: Kysely<Database>,
+  adapter: DialectAdapter,
   previousCredentialHash: string,
   w: Omit<Worker, "id" | "status" | "lastHeartbeatAt" | "unregisteredAt"> & { credentialHash: string },
 ): Promise<Worker | undefined> {
@@ -235,7 +240,9 @@ export async function reregisterWorker(
     .where((eb) => (w.ownerId === null ? eb("owner_id", "is", null) : eb("owner_id", "=", w.ownerId)))
     .returningAll()
     .executeTakeFirst();
-  return row && toWorker(row);
+  if (row === undefined) return undefined;
+  await adapter.notifyOnCommit(db, WORKER_CREDENTIALS_CHANNEL, row.id);
+  return toWorker(row);
 }
 
 /** Whether the updated worker has commands waiting, read in the heartbeat's own statement. */
@@ -246,7 +253,7 @@ const hasCommandsWaiting = (eb: ExpressionBuilder<Database, "workers">) =>
  * A draining worker's heartbeat: it was seen now, and is draining. (Other heartbeats are written
  * together, by touchWorkers.)
  */
-export async function touchDrainingWorker(db: Kysely<Database>, id: string, now: Date): Promise<{ hasCommands: boolean }> {
+export async function touchDrainingWorker(db: Kysely<Database>, id: string, now: Date): Promise<{ registered: boolean; hasCommands: boolean }> {
   const row = await db
     .updateTable("workers")
     .set({ last_heartbeat_at: toDbTime(now), status: "draining" })
@@ -256,7 +263,7 @@ export async function touchDrainingWorker(db: Kysely<Database>, id: string, now:
     // none, and then the commands are not read.
     .returning(hasCommandsWaiting)
     .executeTakeFirst();
-  return { hasCommands: Boolean(row?.has_commands) };
+  return { registered: row !== undefined, hasCommands: Boolean(row?.has_commands) };
 }
 
 /** Ids a statement names at most: SQLite allows 32,766 parameters, PostgreSQL 65,535. */
@@ -264,11 +271,11 @@ const TOUCH_CHUNK = 1000;
 
 /**
  * Heartbeats of many workers in one statement per chunk (core/heartbeat-writer.ts gathers
- * them): each was seen at `now` and is active again, unless unregistered. Returns the ids of
- * those with commands waiting, found in the same statement.
+ * them): each was seen at `now` and is active again, unless unregistered. Returns whether each
+ * one written has commands waiting, found in the same statement; an unregistered one is absent.
  */
-export async function touchWorkers(db: Kysely<Database>, ids: string[], now: Date): Promise<Set<string>> {
-  const withCommands = new Set<string>();
+export async function touchWorkers(db: Kysely<Database>, ids: string[], now: Date): Promise<Map<string, boolean>> {
+  const touched = new Map<string, boolean>();
   for (let i = 0; i < ids.length; i += TOUCH_CHUNK) {
     const rows = await db
       .updateTable("workers")
@@ -277,9 +284,9 @@ export async function touchWorkers(db: Kysely<Database>, ids: string[], now: Dat
       .where("status", "!=", "unregistered")
       .returning(["id", hasCommandsWaiting])
       .execute();
-    for (const r of rows) if (r.has_commands) withCommands.add(r.id);
+    for (const r of rows) touched.set(r.id, Boolean(r.has_commands));
   }
-  return withCommands;
+  return touched;
 }
 
 /** Workers that may hold work (active or draining) and were last seen before `before`. */
@@ -310,14 +317,18 @@ export async function markUnhealthy(db: Kysely<Database>, id: string, before: Da
   return result.numUpdatedRows > 0n;
 }
 
-/** Unregisters the worker; its credential stops working at once. Idempotent. */
-export async function unregisterWorker(db: Kysely<Database>, id: string, now: Date): Promise<void> {
+/**
+ * Unregisters the worker; its credential stops working at once, and every replica hears of it
+ * when the change commits (core/worker-credentials.ts). Idempotent.
+ */
+export async function unregisterWorker(db: Kysely<Database>, adapter: DialectAdapter, id: string, now: Date): Promise<void> {
   await db
     .updateTable("workers")
     .set({ status: "unregistered", unregistered_at: toDbTime(now) })
     .where("id", "=", id)
     .where("status", "!=", "unregistered")
     .execute();
+  await adapter.notifyOnCommit(db, WORKER_CREDENTIALS_CHANNEL, id);
 }
 
 /** Workers alike for what they may take: whom they serve (null: every owner), their status, their agents. */

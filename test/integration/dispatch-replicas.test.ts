@@ -3,14 +3,16 @@
 // both race for each session and exactly one claims it; the health monitors of both requeue an
 // expired lease once; a stop through one replica reaches a worker on the other in its next
 // heartbeat.
+import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentType, SessionState, TaskStatus } from "../../gen/foreman/v1/common_pb.js";
 import { SessionService } from "../../gen/foreman/v1/session_pb.js";
+import { WorkerService } from "../../gen/foreman/v1/worker_pb.js";
 import { TaskService } from "../../gen/foreman/v1/task_pb.js";
 import { runsOn } from "../helpers/databases.js";
 import { dispatchFixtures, expectLeaseLost, sleep, tracked, type TestWorker } from "../helpers/dispatch.js";
 import { caller } from "../helpers/fixtures.js";
-import { movableClock, multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
+import { clientWith, movableClock, multiUserEnv, startOidcProvider, type TestProvider } from "../helpers/oidc.js";
 import { startReplicas, type Replicas } from "../helpers/replicas.js";
 import type { TestServer } from "../helpers/server.js";
 
@@ -92,6 +94,40 @@ describe.runIf(runsOn("postgres"))("dispatch across two replicas on one PostgreS
     // 5,000 polls and 100 reports: 54 to 87 s here with the machine loaded; five minutes allows worse.
     TEST_TIMEOUT * 5,
   );
+
+  it("refuses on one replica a credential ended through the other: its worker unregistered, or registered again with a new one", async () => {
+    // AcknowledgeCommands checks nothing but the credential, so its answer is the credential check's alone.
+    const refusedOn = async (server: TestServer, token: string) => {
+      const started = performance.now();
+      for (;;) {
+        try {
+          await clientWith(server, WorkerService, token).acknowledgeCommands({ commandIds: [] });
+        } catch (error) {
+          expect(ConnectError.from(error).code).toBe(Code.Unauthenticated);
+          return performance.now() - started;
+        }
+        // Each replica keeps a credential it found valid for a minute: only the NOTIFY makes this end sooner.
+        if (performance.now() - started > WAKE_BOUND_MS) throw new Error(`still accepted ${WAKE_BOUND_MS} ms later`);
+        await sleep(20);
+      }
+    };
+    const alice = await d.newUser();
+    const gone = await d.newWorker(alice, {}, b);
+    // Both replicas have found it valid, and keep it.
+    for (const server of [a, b]) await clientWith(server, WorkerService, gone.token).heartbeat({});
+    await clientWith(a, WorkerService, gone.token).unregisterWorker({});
+    const unregisteredMs = await refusedOn(b, gone.token);
+
+    const again = await d.newWorker(alice, {}, b);
+    for (const server of [a, b]) await clientWith(server, WorkerService, again.token).heartbeat({});
+    // A restarted daemon presents its previous credential (as its bearer) and gets its id back.
+    const restarted = await clientWith(a, WorkerService, again.token).registerWorker({ registrationToken: (await alice.registrationToken()).secret, name: "replica worker" });
+    expect(restarted.workerId).toBe(again.id);
+    const replacedMs = await refusedOn(b, again.token);
+    // The new credential works on both.
+    for (const server of [a, b]) await clientWith(server, WorkerService, restarted.workerToken).heartbeat({});
+    console.log(`credential ended through A, refused by B ${unregisteredMs.toFixed(0)} ms (unregistered) and ${replacedMs.toFixed(0)} ms (registered again) later`);
+  });
 
   it("delivers a stop made through one replica to a worker on the other in its next heartbeat: lost, with a stop_session command", async () => {
     const alice = await d.newUser();

@@ -76,7 +76,7 @@ describe.each(DIALECTS)("the heartbeat writer on %s", (dialect) => {
     const ids = await workers(200);
     const at = new Date("2026-12-01T10:00:30Z");
     const answers = await Promise.all(ids.map((id) => writer.touch(id, at)));
-    expect(answers).toEqual(ids.map(() => ({ hasCommands: false })));
+    expect(answers).toEqual(ids.map(() => ({ registered: true, hasCommands: false })));
     expect(counter.updates).toBe(1);
     for (const id of ids) expect((await seen(id)).lastHeartbeatAt).toEqual(at);
   });
@@ -99,9 +99,11 @@ describe.each(DIALECTS)("the heartbeat writer on %s", (dialect) => {
     const writer = new HeartbeatWriter(db.kysely);
     const [sick, gone, well] = await workers(3);
     expect(await markUnhealthy(db.kysely, sick!, new Date("2026-12-01T11:00:00Z"))).toBe(true);
-    await unregisterWorker(db.kysely, gone!, new Date("2026-12-01T10:30:00Z"));
+    await unregisterWorker(db.kysely, db.adapter, gone!, new Date("2026-12-01T10:30:00Z"));
     const at = new Date("2026-12-01T11:00:05Z");
-    await Promise.all([sick, gone, well].map((id) => writer.touch(id!, at)));
+    const touched = await Promise.all([sick, gone, well].map((id) => writer.touch(id!, at)));
+    // The unregistered one's heartbeat is told so (its call is then refused).
+    expect(touched.map((t) => t.registered)).toEqual([true, false, true]);
     expect(await seen(sick!)).toMatchObject({ status: "active", lastHeartbeatAt: at });
     expect(await seen(gone!)).toMatchObject({ status: "unregistered", lastHeartbeatAt: registered });
     expect(await seen(well!)).toMatchObject({ status: "active", lastHeartbeatAt: at });

@@ -126,6 +126,21 @@ describe("Notifier", () => {
     expect(calls).toEqual(["t1", "t2", "c1", "c2", "t1", "t2", "c3"]);
   });
 
+  it("tells an observer every key notified on its channel, here or by another replica, and undefined on notifyAll", () => {
+    const n = new Notifier(["credentials", "tasks"]);
+    const seen: (string | undefined)[] = [];
+    const stop = n.observe("credentials", (key) => seen.push(key));
+    n.notify("credentials", "worker-1");
+    n.deliver("credentials", "worker-2");
+    n.notify("tasks", "w1");
+    n.notifyAll();
+    expect(seen).toEqual(["worker-1", "worker-2", undefined]);
+    stop();
+    n.notify("credentials", "worker-3");
+    expect(seen).toHaveLength(3);
+    expect(() => n.observe("claims", () => undefined)).toThrow(/claims/);
+  });
+
   it("refuses a wakeOne channel it does not have", () => {
     expect(() => new Notifier(["tasks"], { wakeOne: ["claims"] })).toThrow(/claims/);
   });
