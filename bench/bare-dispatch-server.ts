@@ -3,6 +3,10 @@
 // nothing else (no database, no auth, no log). Its jobs/s is what the three calls of a job alone
 // allow on this machine, so the project's cost on top of them, and how far any dispatch that
 // crosses RPC can go, can be read off beside graphile-worker's two SQL calls.
+// With BARE_DISPATCH_LONG_POLL=1 it is the peer for dispatch-latency instead: GetTask waits until
+// a TaskService.CreateUnitTask arrives, which hands its new task to the poll that has waited
+// longest (or keeps it for the next poll) and answers with its id: the two RPC legs from a task
+// created to a waiting worker having it, with nothing behind them.
 // Started by bench/dispatch.ts (startBenchChild) with BARE_DISPATCH_PORT; prints {"listening":true}.
 import http2 from "node:http2";
 import { create } from "@bufbuild/protobuf";
@@ -10,7 +14,8 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AgentType, SessionState } from "../gen/foreman/v1/common_pb.js";
-import { AssignmentSchema, WorkerService } from "../gen/foreman/v1/worker_pb.js";
+import { TaskService } from "../gen/foreman/v1/task_pb.js";
+import { AssignmentSchema, WorkerService, type Assignment } from "../gen/foreman/v1/worker_pb.js";
 
 const port = Number(process.env.BARE_DISPATCH_PORT);
 if (!Number.isInteger(port) || port <= 0) {
@@ -28,12 +33,42 @@ const assignment = create(AssignmentSchema, {
   repositories: [{ repositoryId: "019a0000-0000-7000-8000-000000000004", name: "app", baseBranch: "main", branchName: "foreman/job-1-0001" }],
 });
 
+const longPoll = process.env.BARE_DISPATCH_LONG_POLL === "1";
+/** Long-poll mode: polls waiting for a task, oldest first, and tasks created with no poll waiting. */
+const polls: ((a: Assignment) => void)[] = [];
+const created: Assignment[] = [];
+let tasks = 0;
+
 const handler = connectNodeAdapter({
-  routes: (router: ConnectRouter) =>
+  routes: (router: ConnectRouter) => {
     router.service(WorkerService, {
-      getTask: () => ({ assignment }),
+      getTask: async (_req, ctx) => {
+        if (!longPoll) return { assignment };
+        const ready = created.shift();
+        if (ready !== undefined) return { assignment: ready };
+        return await new Promise((resolve) => {
+          const take = (a: Assignment) => resolve({ assignment: a });
+          polls.push(take);
+          ctx.signal.addEventListener("abort", () => {
+            const at = polls.indexOf(take);
+            if (at !== -1) polls.splice(at, 1);
+            resolve({});
+          });
+        });
+      },
       reportStatus: (req) => ({ state: req.state === SessionState.RUNNING ? SessionState.RUNNING : SessionState.SUCCEEDED }),
-    }),
+    });
+    router.service(TaskService, {
+      createUnitTask: (req) => {
+        const id = `019a0000-0000-7000-8000-${String(++tasks).padStart(12, "0")}`;
+        const a = create(AssignmentSchema, { ...assignment, taskId: id, prompt: req.prompt });
+        const poll = polls.shift();
+        if (poll === undefined) created.push(a);
+        else poll(a);
+        return { unitTask: { id, prompt: req.prompt } };
+      },
+    });
+  },
 });
 const server = http2.createServer(handler);
 server.listen(port, "127.0.0.1", () => process.stdout.write(`${JSON.stringify({ listening: true })}\n`));

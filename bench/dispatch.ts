@@ -229,10 +229,48 @@ export interface LatencyResult {
 /** The goal in issue 16. */
 export const LATENCY_GOAL_P99_MS = 5;
 
+/** What dispatch-latency times: a server that files tasks and the workers long-polling it. */
+interface LatencyServer {
+  name: string;
+  workers(count: number): Promise<Client<typeof WorkerService>[]>;
+  createTask(prompt: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+/**
+ * The peer: bench/bare-dispatch-server.ts in its long-poll mode, which hands each created task to
+ * a waiting GetTask from memory: the two RPC legs alone, on this machine, in this run.
+ */
+async function bareLatencyServer(): Promise<LatencyServer> {
+  const port = await freePort();
+  const bare = startBenchChild<{ listening?: boolean }>("bare-dispatch-server.ts", { BARE_DISPATCH_PORT: String(port), BARE_DISPATCH_LONG_POLL: "1" });
+  await bare.next((m): m is { listening: true } => m.listening === true);
+  const url = `http://127.0.0.1:${port}`;
+  const sessions = [new Http2SessionManager(url)];
+  const tasks = createClient(TaskService, createConnectTransport({ baseUrl: url, httpVersion: "2", sessionManager: sessions[0]! }));
+  return {
+    name: "bare connect-node (no database)",
+    async workers(count) {
+      return Array.from({ length: count }, (_, i) => {
+        if (i % WORKERS_PER_CONNECTION === 0) sessions.push(new Http2SessionManager(url));
+        return createClient(WorkerService, createConnectTransport({ baseUrl: url, httpVersion: "2", sessionManager: sessions.at(-1)! }));
+      });
+    },
+    async createTask(prompt) {
+      return (await tasks.createUnitTask({ prompt })).unitTask!.id;
+    },
+    async close() {
+      for (const s of sessions) s.abort();
+      bare.child.kill("SIGTERM");
+      await bare.exited;
+    },
+  };
+}
+
 export async function runDispatchLatency(options: LatencyOptions): Promise<LatencyResult[]> {
   const dbs = await databases("dispatch-latency");
   const targets: {
-    foreman: Foreman;
+    foreman: LatencyServer;
     controller: AbortController;
     /** Resolves a task's wait: called with the time its assignment arrived, once its run is reported finished. */
     waiting: Map<string, (receivedAt: number) => void>;
@@ -242,9 +280,16 @@ export async function runDispatchLatency(options: LatencyOptions): Promise<Laten
     errors: number;
   }[] = [];
   try {
-    for (const db of dbs) {
-      process.stderr.write(`  ${db.dialect}: starting the server and ${options.workers} long-polling workers\n`);
-      const foreman = await startForeman(db.dialect, db.settings);
+    const servers: (() => Promise<LatencyServer>)[] = [
+      ...dbs.map((db) => async () => {
+        const foreman = await startForeman(db.dialect, db.settings);
+        return { name: db.dialect, workers: (n: number) => foreman.workers(n), createTask: (p: string) => foreman.createTask(p), close: () => foreman.close() };
+      }),
+      bareLatencyServer,
+    ];
+    for (const start of servers) {
+      const foreman = await start();
+      process.stderr.write(`  ${foreman.name}: started, with ${options.workers} long-polling workers\n`);
       const controller = new AbortController();
       setMaxListeners(options.workers + 10, controller.signal);
       const target = { foreman, controller, waiting: new Map(), early: new Map(), windows: [], tasks: 0, errors: 0 } as (typeof targets)[number];
@@ -304,7 +349,7 @@ export async function runDispatchLatency(options: LatencyOptions): Promise<Laten
         latencies.sort((a, b) => a - b);
         const w = { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1)!, create: creates, afterAnswer };
         process.stderr.write(
-          `  ${round === 0 ? "warm-up" : `repeat ${round}/${options.repeats}`} ${target.foreman.dialect}: ${latencies.length} tasks, ` +
+          `  ${round === 0 ? "warm-up" : `repeat ${round}/${options.repeats}`} ${target.foreman.name}: ${latencies.length} tasks, ` +
             `p50 ${w.p50.toFixed(2)} ms, p99 ${w.p99.toFixed(2)} ms, max ${w.max.toFixed(2)} ms\n`,
         );
         if (round > 0) {
@@ -314,7 +359,7 @@ export async function runDispatchLatency(options: LatencyOptions): Promise<Laten
       }
     }
     return targets.map((t) => ({
-      target: t.foreman.dialect,
+      target: t.foreman.name,
       p50Ms: spread(t.windows.map((w) => w.p50)),
       p99Ms: spread(t.windows.map((w) => w.p99)),
       maxMs: Math.max(...t.windows.map((w) => w.max)),
@@ -347,8 +392,9 @@ export function formatDispatchLatency(results: LatencyResult[], options: Latency
   ]);
   return [
     `dispatch latency: CreateUnitTask sent → a worker long-polling in GetTask has the assignment; ${options.workers} idle workers, ` +
-      `tasks one at a time, ${options.repeats} windows of ${options.durationMs} ms per database; median [range] over windows`,
-    ...table(["database", "p50 ms", "p99 ms", "max ms", "goal", "create p50 ms", "after answer p50 / p99 ms", "tasks", "errors"], rows),
+      `tasks one at a time, ${options.repeats} windows of ${options.durationMs} ms per target; median [range] over windows; ` +
+      `bare connect-node: the same two calls, the task handed to a waiting poll from memory`,
+    ...table(["target", "p50 ms", "p99 ms", "max ms", "goal", "create p50 ms", "after answer p50 / p99 ms", "tasks", "errors"], rows),
   ].join("\n");
 }
 

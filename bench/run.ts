@@ -49,7 +49,8 @@ is 1 only if a call failed or a hostile request took the server down.
            fresh server: answer size, time, memory growth, event-loop stall, survival
   dispatch-latency
            task created → a worker long-polling in GetTask has the assignment: p50/p99/max with
-           idle workers waiting, tasks one at a time, on SQLite and, when it answers, PostgreSQL
+           idle workers waiting, tasks one at a time, on SQLite and, when it answers, PostgreSQL,
+           beside a bare connect-node server that hands each task to a waiting poll from memory
            (goal: p99 ≤ 5 ms)
   dispatch-throughput
            claim + completion (GetTask, ReportStatus RUNNING and SUCCEEDED, no agent) by 1, 10
