@@ -244,10 +244,10 @@ export function readNewTaskSecrets(v: Violations, secrets: Record<string, string
  * transaction commits) finds them. Nothing when none were given. When the transaction fails,
  * the caller drops them (vault.drop of the task id, which nothing else can hold).
  */
-export async function holdNewTaskSecrets(core: Core, trx: Kysely<Database>, log: Logger, task: { id: string; ownerId: string }, secrets: NewTaskSecrets, now: Date): Promise<void> {
+export async function holdNewTaskSecrets(core: Core, trx: Kysely<Database>, task: { id: string; ownerId: string }, secrets: NewTaskSecrets, now: Date): Promise<void> {
   if (secrets.values.size === 0) return;
+  // Logged with the task's creation, once the transaction has committed (core/tasks.ts).
   await holders.insertNewTaskHolder(trx, holdHere(core, task, secrets, now));
-  log.info({ task_id: task.id, secret_count: secrets.values.size, ttl_seconds: secrets.ttlSeconds }, "task secrets held");
 }
 
 /** ClearSecrets: nobody gets the owner's task's secrets any more; clearing none is no error. */

@@ -189,7 +189,7 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
       [...bases].map(([repositoryId, baseCommit]) => ({ unitTaskId: id, repositoryId, branchName: branch, baseCommit, headCommit: baseCommit })),
       now,
     );
-    await holdNewTaskSecrets(core, trx, log, { id, ownerId }, secrets, now);
+    await holdNewTaskSecrets(core, trx, { id, ownerId }, secrets, now);
     await recordChange(core, trx, { ownerId, workspaceId: group.workspaceId, id }, "created", now);
     // As stored: what a read after the commit would find, without the read.
     return { ...task, agentTasks: [run] };
@@ -202,7 +202,10 @@ export async function createUnitTask(core: Core, log: Logger, ownerId: string, i
   });
   core.taskChanges.notify(group.workspaceId);
   core.dispatch.queued(ownerId, agent.agentType);
-  log.info({ task_id: id, kind: "unit", workspace_id: group.workspaceId, agent_type: agent.agentType }, "task created");
+  log.info(
+    { task_id: id, kind: "unit", workspace_id: group.workspaceId, agent_type: agent.agentType, ...(secrets.values.size > 0 ? { secret_count: secrets.values.size, secrets_ttl_seconds: secrets.ttlSeconds } : {}) },
+    "task created",
+  );
   return task;
 }
 
