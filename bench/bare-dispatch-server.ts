@@ -3,11 +3,15 @@
 // nothing else (no database, no auth, no log). Its jobs/s is what the three calls of a job alone
 // allow on this machine, so the project's cost on top of them, and how far any dispatch that
 // crosses RPC can go, can be read off beside graphile-worker's two SQL calls.
-// With BARE_DISPATCH_LONG_POLL=1 it is the peer for dispatch-latency instead: GetTask waits until
-// a TaskService.CreateUnitTask arrives, which hands its new task to the poll that has waited
+// With BARE_DISPATCH_LONG_POLL=1 it is the peer for dispatch-latency and dispatch-idle instead:
+// GetTask waits, up to its wait_seconds (at most 30, the server's default), until a
+// TaskService.CreateUnitTask arrives, which hands its new task to the poll that has waited
 // longest (or keeps it for the next poll) and answers with its id: the two RPC legs from a task
-// created to a waiting worker having it, with nothing behind them.
+// created to a waiting worker having it, with nothing behind them. RegisterWorker and Heartbeat
+// answer with the server's default intervals and keep nothing: what thousands of idle workers'
+// open polls and heartbeats cost the framework alone.
 // Started by bench/dispatch.ts (startBenchChild) with BARE_DISPATCH_PORT; prints {"listening":true}.
+import { randomUUID } from "node:crypto";
 import http2 from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -34,6 +38,9 @@ const assignment = create(AssignmentSchema, {
 });
 
 const longPoll = process.env.BARE_DISPATCH_LONG_POLL === "1";
+/** The server's defaults (FOREMAN_HEARTBEAT_SECONDS, FOREMAN_MAX_POLL_SECONDS). */
+const HEARTBEAT_SECONDS = 10;
+const MAX_POLL_SECONDS = 30;
 /** Long-poll mode: polls waiting for a task, oldest first, and tasks created with no poll waiting. */
 const polls: ((a: Assignment) => void)[] = [];
 const created: Assignment[] = [];
@@ -42,18 +49,26 @@ let tasks = 0;
 const handler = connectNodeAdapter({
   routes: (router: ConnectRouter) => {
     router.service(WorkerService, {
-      getTask: async (_req, ctx) => {
+      registerWorker: () => ({ workerId: randomUUID(), workerToken: `fwk_${randomUUID()}`, heartbeatIntervalSeconds: HEARTBEAT_SECONDS, maxPollSeconds: MAX_POLL_SECONDS }),
+      heartbeat: () => ({ heartbeatIntervalSeconds: HEARTBEAT_SECONDS }),
+      getTask: async (req, ctx) => {
         if (!longPoll) return { assignment };
         const ready = created.shift();
         if (ready !== undefined) return { assignment: ready };
         return await new Promise((resolve) => {
-          const take = (a: Assignment) => resolve({ assignment: a });
-          polls.push(take);
-          ctx.signal.addEventListener("abort", () => {
+          const leave = () => {
+            clearTimeout(timer);
             const at = polls.indexOf(take);
             if (at !== -1) polls.splice(at, 1);
             resolve({});
-          });
+          };
+          const take = (a: Assignment) => {
+            clearTimeout(timer);
+            resolve({ assignment: a });
+          };
+          const timer = setTimeout(leave, Math.min(req.waitSeconds, MAX_POLL_SECONDS) * 1000);
+          polls.push(take);
+          ctx.signal.addEventListener("abort", leave, { once: true });
         });
       },
       reportStatus: (req) => ({ state: req.state === SessionState.RUNNING ? SessionState.RUNNING : SessionState.SUCCEEDED }),

@@ -752,14 +752,47 @@ function rssMb(pid: number): number {
   return match === null ? NaN : Number(match[1]) / 1024;
 }
 
+/** A server that dispatch-idle's workers register with, heartbeat and long-poll. */
+interface IdleServer {
+  name: string;
+  url: string;
+  pid: number;
+  cpuMicros(): number;
+  stop(): Promise<void>;
+}
+
+/** The peer: bench/bare-dispatch-server.ts in its long-poll mode, which keeps nothing and answers from memory. */
+async function bareIdleServer(): Promise<IdleServer> {
+  const port = await freePort();
+  const bare = startBenchChild<{ listening?: boolean }>("bare-dispatch-server.ts", { BARE_DISPATCH_PORT: String(port), BARE_DISPATCH_LONG_POLL: "1" });
+  await bare.next((m): m is { listening: true } => m.listening === true);
+  return {
+    name: "bare connect-node (no database)",
+    url: `http://127.0.0.1:${port}`,
+    pid: bare.pid,
+    cpuMicros: () => processCpuMicros(bare.pid),
+    async stop() {
+      bare.child.kill("SIGTERM");
+      await bare.exited;
+    },
+  };
+}
+
 export async function runDispatchIdle(options: IdleOptions): Promise<IdleResult[]> {
   const dbs = await databases("dispatch-idle");
   const results: IdleResult[] = [];
+  const starts: (() => Promise<IdleServer>)[] = [
+    ...dbs.map((db) => async (): Promise<IdleServer> => {
+      const s = await startBenchServer({ ...DISPATCH_SETTINGS, ...db.settings });
+      return { name: db.dialect, url: s.url, pid: s.pid, cpuMicros: () => s.cpuMicros(), stop: () => s.stop() };
+    }),
+    bareIdleServer,
+  ];
   try {
-    // One database at a time: the simulated workers of both would share the machine's cores.
-    for (const db of dbs) {
-      process.stderr.write(`  ${db.dialect}: starting the server and ${options.workers} simulated workers in ${options.processes} processes\n`);
-      const server = await startBenchServer({ ...DISPATCH_SETTINGS, ...db.settings });
+    // One server at a time: the simulated workers of two would share the machine's cores.
+    for (const start of starts) {
+      const server = await start();
+      process.stderr.write(`  ${server.name}: started; starting ${options.workers} simulated workers in ${options.processes} processes\n`);
       const perProcess = Math.ceil(options.workers / options.processes);
       const procs: ReturnType<typeof startWorkerProcess>[] = [];
       try {
@@ -818,7 +851,7 @@ export async function runDispatchIdle(options: IdleOptions): Promise<IdleResult[
           peak = Math.max(peak, w.peak);
           windows.push(w);
           process.stderr.write(
-            `  repeat ${round}/${options.repeats} ${db.dialect}: server ${cpu.toFixed(1)}% of a core, RSS ${w.rss.toFixed(0)} MB, ` +
+            `  repeat ${round}/${options.repeats} ${server.name}: server ${cpu.toFixed(1)}% of a core, RSS ${w.rss.toFixed(0)} MB, ` +
               `${w.heartbeats.toFixed(0)} heartbeats/s, ${w.polls.toFixed(0)} polls/s; workers' processes ${client.toFixed(0)}%\n`,
           );
         }
@@ -826,7 +859,7 @@ export async function runDispatchIdle(options: IdleOptions): Promise<IdleResult[
         const expectedCallsPerSecond = registered / given.heartbeatSeconds + registered / given.maxPollSeconds;
         const perCall = median(windows.map((w) => w.perCall));
         results.push({
-          target: db.dialect,
+          target: server.name,
           registered,
           expectedCallsPerSecond,
           serverCpuMicrosPerCall: perCall,
@@ -880,7 +913,8 @@ export function formatDispatchIdle(results: IdleResult[], options: IdleOptions):
     `dispatch idle: simulated workers in ${options.processes} processes of their own, over HTTP/2 (${WORKERS_PER_CONNECTION} workers a connection), ` +
       `each heartbeating at the interval RegisterWorker gives and long-polling GetTask for the longest wait it gives; ` +
       `${options.repeats} windows of ${(options.windowMs / 1000).toFixed(1)} s; median [range]. Full rate: the calls the workers' intervals make; ` +
-      `% at full rate: server µs per answered call × full rate (what a server that kept up would use)`,
+      `% at full rate: server µs per answered call × full rate (what a server that kept up would use); ` +
+      `bare connect-node: a server that answers the same calls from memory and keeps nothing`,
     ...table(
       ["database", "workers", "registration", "server % of a core", "goal", "RSS MB", "peak RSS MB", "heartbeats + polls/s of full rate", "server µs/call", "% at full rate", "workers' procs %", "errors"],
       rows,

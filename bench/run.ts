@@ -61,7 +61,8 @@ is 1 only if a call failed or a hostile request took the server down.
   dispatch-idle
            simulated workers in processes of their own, heartbeating at the default interval and
            long-polling GetTask for the default longest wait: registration time, server CPU (% of
-           one core) and RSS, on SQLite and, when it answers, PostgreSQL (goal: under one core)
+           one core) and RSS, on SQLite and, when it answers, PostgreSQL, beside a bare
+           connect-node server answering the same calls from memory (goal: under one core)
   log-ingest
            lines/s through AppendLogs in 50-line batches, one call in flight per writer, 1 and 4
            writers (each its own session), on SQLite and, when it answers, PostgreSQL
