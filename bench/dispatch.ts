@@ -916,7 +916,7 @@ export function formatDispatchIdle(results: IdleResult[], options: IdleOptions):
       `% at full rate: server µs per answered call × full rate (what a server that kept up would use); ` +
       `bare connect-node: a server that answers the same calls from memory and keeps nothing`,
     ...table(
-      ["database", "workers", "registration", "server % of a core", "goal", "RSS MB", "peak RSS MB", "heartbeats + polls/s of full rate", "server µs/call", "% at full rate", "workers' procs %", "errors"],
+      ["target", "workers", "registration", "server % of a core", "goal", "RSS MB", "peak RSS MB", "heartbeats + polls/s of full rate", "server µs/call", "% at full rate", "workers' procs %", "errors"],
       rows,
     ),
   ].join("\n");

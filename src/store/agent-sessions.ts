@@ -450,8 +450,9 @@ export interface PollOutlook {
  * Whether a poll has anything to claim, in one read: the worker's status, whether the poll id
  * already names a claim, how many sessions the worker holds, whether work it may serve is
  * queued and whether it has commands waiting. Undefined when there is no such worker. Most polls
- * of an idle worker find nothing here and so skip the claim's transaction (five round trips on
- * PostgreSQL: begin, the worker's lock, the poll id, the claim, commit).
+ * of an idle worker find nothing here and so skip the claim's transaction: on PostgreSQL an idle
+ * poll was eight round trips (the credential's read, begin, the worker's lock, the poll id, the
+ * claim, commit, the count of sessions held, the commands) and is this one.
  */
 export async function pollOutlook(db: Kysely<Database>, w: Claimant, pollId: string): Promise<PollOutlook | undefined> {
   const row = await db
