@@ -5,6 +5,7 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import type { Readable } from "node:stream";
+import { recordAgentGroup, type GroupRecord } from "./orphans.js";
 
 export type OutputStream = "stdout" | "stderr";
 
@@ -36,6 +37,8 @@ export interface AgentProcessOptions {
   /** Between SIGTERM and SIGKILL. */
   graceMs?: number;
   maxLineBytes?: number;
+  /** Where the process group is recorded while it runs, for a worker started after this one was killed (orphans.ts). */
+  groupRecord?: GroupRecord;
 }
 
 export interface AgentProcess {
@@ -68,6 +71,7 @@ export function startAgentProcess(options: AgentProcessOptions): AgentProcess {
     stdio: [options.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
   });
 
+  const forgetGroup = child.pid !== undefined && options.groupRecord !== undefined ? recordAgentGroup(options.groupRecord, child.pid) : () => {};
   let stopped = false;
   let exited = false;
   let killTimer: NodeJS.Timeout | undefined;
@@ -78,6 +82,7 @@ export function startAgentProcess(options: AgentProcessOptions): AgentProcess {
   const finish = (outcome: ProcessOutcome) => {
     if (finished) return;
     finished = true;
+    forgetGroup();
     clearTimeout(killTimer);
     clearTimeout(drainTimer);
     resolveDone(outcome);

@@ -14,6 +14,8 @@ import { Commands } from "./commands.js";
 import { heartbeats } from "./heartbeat.js";
 import { forgetIdentity, register } from "./identity.js";
 import { pollSlot } from "./poll.js";
+import { DEFAULT_GRACE_MS } from "./agent-process.js";
+import { endOrphanAgents } from "./orphans.js";
 import { openOutbox, recoverOutboxes, type OutboxError, type RecoveredOutbox } from "./outbox.js";
 import { SessionState } from "../../gen/foreman/v1/common_pb.js";
 import { isLeaseLost } from "./retry.js";
@@ -74,6 +76,9 @@ export class WorkerDaemon {
   /** Registers; throws RegistrationFailed (a bad token, a server that never answered). */
   async start(): Promise<{ workerId: string; again: boolean; heartbeatIntervalSeconds: number; maxPollSeconds: number }> {
     const o = this.options;
+    // Agents a killed predecessor left running would go on working on runs the server gives to others.
+    const orphans = await endOrphanAgents(this.agentGroupsDir, o.log, DEFAULT_GRACE_MS);
+    if (orphans > 0) o.log.warn({ agents: orphans }, "ended the agents the previous worker process left running");
     const registration = await register({
       server: o.server,
       registrationToken: o.registrationToken,
@@ -182,6 +187,10 @@ export class WorkerDaemon {
     }
   }
 
+  private get agentGroupsDir(): string {
+    return path.join(this.options.stateDir, "agents");
+  }
+
   private get outboxRoot(): string {
     return path.join(this.options.stateDir, "outbox");
   }
@@ -190,7 +199,7 @@ export class WorkerDaemon {
 
   /**
    * The sessions an earlier process of this worker left mid-run (it was killed): their agents
-   * died with it, so what they printed is sent from the outbox and the run reported failed, while
+   * were ended at the start (endOrphanAgents), so what they printed is sent from the outbox and the run reported failed, while
    * the lease lasts (else the server has requeued it already and refuses both: nothing to do).
    */
   private async recover(sessions: RecoveredOutbox[]): Promise<void> {
@@ -215,6 +224,7 @@ export class WorkerDaemon {
       log: o.log,
       agents: this.agents,
       workspaceRoot: path.join(o.stateDir, "workspaces"),
+      agentGroupsDir: this.agentGroupsDir,
       openLog: (a, onLeaseLost, signal) =>
         openOutbox({ worker: this.worker, dir: path.join(this.outboxRoot, a.lease!.sessionId), sessionId: a.lease!.sessionId, leaseToken: a.lease!.leaseToken, onLeaseLost, signal, onError: this.outboxError }),
       askServer: this.askServer,

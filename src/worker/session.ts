@@ -31,6 +31,8 @@ export interface SessionDeps {
   log: Logger;
   agents: ReadonlyMap<AgentType, AgentAdapter>;
   workspaceRoot: string;
+  /** Where each agent's process group is recorded while it runs (orphans.ts). */
+  agentGroupsDir: string;
   /** abandoned aborts when the daemon stops now: the outbox stops sending and keeps what is left on disk. */
   openLog: (assignment: Assignment, onLeaseLost: () => void, abandoned: AbortSignal) => Promise<SessionLog>;
   askServer: AskServer;
@@ -190,6 +192,7 @@ export class Session {
         onEvent: (event) => sessionLog.push(lineOfAgentEvent(event)),
         askUrl: asking.url,
         ask: (q) => this.ask(q),
+        groupRecord: { dir: this.deps.agentGroupsDir, sessionId: this.id },
       });
       // A stop that came while the agent was starting (TS narrowed ending above; it may have changed since).
       const ending = this.ending as { reason: string } | undefined;

@@ -65,6 +65,16 @@ for (let i = 1; i <= ${count}; i++) {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Whether the process runs: neither gone nor a zombie (dead, waiting for whoever inherited it to reap it). */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
 
 describe.each(DIALECTS)("the worker daemon end to end on %s", (dialect) => {
   let database: TestDatabase;
@@ -255,15 +265,7 @@ describe.each(DIALECTS)("the worker daemon end to end on %s", (dialect) => {
       return s !== undefined && (await logOf(s.id)).some((l) => l.text === "n 5") ? s : undefined;
     });
     const pid = Number(await readFile(pidFile, "utf8"));
-    // Gone, or a zombie (dead, waiting for whoever inherited it to reap it).
-    const alive = () => {
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-        return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-      } catch {
-        return false;
-      }
-    };
+    const alive = () => running(pid);
     expect(alive()).toBe(true);
     const stoppedAt = Date.now();
     await sessions().stopSession({ sessionId: session.id, reason: "enough" });
@@ -272,6 +274,38 @@ describe.each(DIALECTS)("the worker daemon end to end on %s", (dialect) => {
     const s = (await sessionsOf(id)).find((x) => x.id === session.id)!;
     expect(s.state).toBe(SessionState.CANCELLED);
     expect(unit(await getTask(id)).status).not.toBe(TaskStatus.IN_REVIEW);
+  });
+
+  it("a worker SIGKILLed with a silent agent: the agent outlives it, and the worker started again on its state folder ends it first", { timeout: 120_000 }, async () => {
+    const p = await project();
+    const pidFile = path.join(scripts, `pid-${randomBytes(4).toString("hex")}`);
+    // Prints nothing, so no broken pipe ends it when its worker dies; ignores SIGTERM, so the SIGKILL after the grace does.
+    const source = `import { writeFileSync } from "node:fs";\nprocess.on("SIGTERM", () => {});\nwriteFileSync(${JSON.stringify(pidFile)}, String(process.pid));\nsetInterval(() => {}, 1000);\n`;
+    const command = await script("silent.mjs", source);
+    const first = await daemon(command, "e2e silent");
+    const { unitTask } = await tasks().createUnitTask({ repositoryGroupId: p.group.id, prompt: "Say nothing", agentType: AgentType.COMMAND });
+    const pid = Number(await until("the agent's pid", async () => (await readFile(pidFile, "utf8").catch(() => "")) || undefined));
+    // The command runs under sh -c, whose process group it is in (field 5 of /proc/<pid>/stat).
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const group = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+    try {
+      await first.kill();
+      await sleep(500);
+      expect(running(pid), "the agent outlives its worker's SIGKILL").toBe(true);
+      const again = await startDaemon({ server: t.url, token: TOKEN, agents: "command", command, name: "e2e silent", concurrency: 1, stateDir: first.stateDir });
+      daemons.push(again);
+      const ending = await again.waitForLog((l) => l.msg === "ending an agent the previous worker process left running", "the orphan's end");
+      expect(ending.pid).toBe(group);
+      expect(ending.session_id).toBe((await sessionsOf(unitTask!.id))[0]!.id);
+      await until("the agent's end", async () => (running(pid) ? undefined : true));
+      await again.waitForLog((l) => l.msg === "ended the agents the previous worker process left running" && l.agents === 1, "the count");
+    } finally {
+      try {
+        process.kill(-group, "SIGKILL");
+      } catch {
+        // Ended, as it should be.
+      }
+    }
   });
 
   it("the server restarted mid-task: the worker carries on, and no line is lost", { timeout: 240_000 }, async () => {

@@ -1,5 +1,6 @@
 // What the worker's session loop needs of an agent, whichever it is (command, Claude Code,
 // Codex): start it on a prompt in a workspace, hear what it prints, stop it, learn how it ended.
+import type { GroupRecord } from "../orphans.js";
 
 /** The structured kinds of LogLine (session.proto's LogLineKind); a plain line has none. */
 export type AgentEventKind = "assistant_message" | "thinking" | "tool_call" | "tool_result" | "usage" | "result" | "error" | "session_event";
@@ -44,6 +45,8 @@ export interface AgentStartInput {
   askUrl: string;
   /** Asks the task's user a question (a TTY input request) for an adapter that sees one in the agent's events. */
   ask: (question: AgentQuestion) => Promise<string>;
+  /** Where adapters have startAgentProcess record the agent's process group (orphans.ts); absent: nowhere. */
+  groupRecord?: GroupRecord;
 }
 
 /** How the session ended, as the worker reports it. */

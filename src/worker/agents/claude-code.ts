@@ -125,6 +125,7 @@ function startClaudeCode(config: ClaudeCodeAgentConfig, input: AgentStartInput):
   const child = startAgentProcess({
     argv: claudeCodeArgv(config, input),
     cwd: input.workspace,
+    groupRecord: input.groupRecord,
     env,
     stdin: input.prompt,
     graceMs: config.graceMs,

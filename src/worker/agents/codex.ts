@@ -140,6 +140,7 @@ function startCodex(config: CodexAgentConfig, input: AgentStartInput): RunningAg
   const child = startAgentProcess({
     argv: codexArgv(config, input, env),
     cwd: input.workspace,
+    groupRecord: input.groupRecord,
     env,
     stdin: input.prompt,
     graceMs: config.graceMs,

@@ -51,6 +51,7 @@ function startCommand(config: CommandAgentConfig, input: AgentStartInput): Runni
   const child = startAgentProcess({
     argv: config.argv,
     cwd: input.workspace,
+    groupRecord: input.groupRecord,
     env: commandEnvironment(input),
     stdin: input.prompt,
     graceMs: config.graceMs,
