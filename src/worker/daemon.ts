@@ -199,8 +199,9 @@ export class WorkerDaemon {
 
   /**
    * The sessions an earlier process of this worker left mid-run (it was killed): their agents
-   * were ended at the start (endOrphanAgents), so what they printed is sent from the outbox and the run reported failed, while
-   * the lease lasts (else the server has requeued it already and refuses both: nothing to do).
+   * died with it or were ended at the start (endOrphanAgents), so what they printed is sent
+   * from the outbox and the run reported failed, while the lease lasts (else the server has
+   * requeued it already and refuses both: nothing to do).
    */
   private async recover(sessions: RecoveredOutbox[]): Promise<void> {
     for (const left of sessions) {
