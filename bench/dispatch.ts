@@ -270,7 +270,7 @@ async function bareLatencyServer(): Promise<LatencyServer> {
 export async function runDispatchLatency(options: LatencyOptions): Promise<LatencyResult[]> {
   const dbs = await databases("dispatch-latency");
   const targets: {
-    foreman: LatencyServer;
+    server: LatencyServer;
     controller: AbortController;
     /** Resolves a task's wait: called with the time its assignment arrived, once its run is reported finished. */
     waiting: Map<string, (receivedAt: number) => void>;
@@ -288,13 +288,13 @@ export async function runDispatchLatency(options: LatencyOptions): Promise<Laten
       bareLatencyServer,
     ];
     for (const start of servers) {
-      const foreman = await start();
-      process.stderr.write(`  ${foreman.name}: started, with ${options.workers} long-polling workers\n`);
+      const server = await start();
+      process.stderr.write(`  ${server.name}: started, with ${options.workers} long-polling workers\n`);
       const controller = new AbortController();
       setMaxListeners(options.workers + 10, controller.signal);
-      const target = { foreman, controller, waiting: new Map(), early: new Map(), windows: [], tasks: 0, errors: 0 } as (typeof targets)[number];
+      const target = { server, controller, waiting: new Map(), early: new Map(), windows: [], tasks: 0, errors: 0 } as (typeof targets)[number];
       targets.push(target);
-      for (const worker of await foreman.workers(options.workers)) {
+      for (const worker of await server.workers(options.workers)) {
         void (async () => {
           while (!aborted(target.controller.signal)) {
             let assignment: Assignment | undefined;
@@ -331,7 +331,7 @@ export async function runDispatchLatency(options: LatencyOptions): Promise<Laten
           const sent = performance.now();
           let resolveDone!: (receivedAt: number) => void;
           const done = new Promise<number>((resolve) => (resolveDone = resolve));
-          const id = await target.foreman.createTask(`latency ${round} ${latencies.length}`);
+          const id = await target.server.createTask(`latency ${round} ${latencies.length}`);
           const answered = performance.now();
           creates.push(answered - sent);
           const early = target.early.get(id);
@@ -349,7 +349,7 @@ export async function runDispatchLatency(options: LatencyOptions): Promise<Laten
         latencies.sort((a, b) => a - b);
         const w = { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1)!, create: creates, afterAnswer };
         process.stderr.write(
-          `  ${round === 0 ? "warm-up" : `repeat ${round}/${options.repeats}`} ${target.foreman.name}: ${latencies.length} tasks, ` +
+          `  ${round === 0 ? "warm-up" : `repeat ${round}/${options.repeats}`} ${target.server.name}: ${latencies.length} tasks, ` +
             `p50 ${w.p50.toFixed(2)} ms, p99 ${w.p99.toFixed(2)} ms, max ${w.max.toFixed(2)} ms\n`,
         );
         if (round > 0) {
@@ -359,7 +359,7 @@ export async function runDispatchLatency(options: LatencyOptions): Promise<Laten
       }
     }
     return targets.map((t) => ({
-      target: t.foreman.name,
+      target: t.server.name,
       p50Ms: spread(t.windows.map((w) => w.p50)),
       p99Ms: spread(t.windows.map((w) => w.p99)),
       maxMs: Math.max(...t.windows.map((w) => w.max)),
@@ -372,7 +372,7 @@ export async function runDispatchLatency(options: LatencyOptions): Promise<Laten
   } finally {
     for (const t of targets) {
       t.controller.abort();
-      await t.foreman.close();
+      await t.server.close();
     }
     for (const db of dbs) await db.drop();
   }
