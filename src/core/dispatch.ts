@@ -39,7 +39,7 @@ import { AGENT_TYPES } from "./agents.js";
 import { pendingCommands, type WorkerCommand } from "./commands.js";
 import type { Core } from "./context.js";
 import { leaseTokenHash } from "./leases.js";
-import { invalidArgument, leaseLost, notFound, unauthenticated } from "./errors.js";
+import { invalidArgument, leaseLost, notFound } from "./errors.js";
 import type { NotifierChannel } from "./notifier.js";
 import { hasSecrets } from "./secret-vault.js";
 import { readRunResult, type RunResult } from "./task-branches.js";
@@ -48,7 +48,7 @@ import { quote, truncate } from "./text.js";
 import { Violations } from "./validation.js";
 import { waitForWake } from "./wait.js";
 import { DEFAULT_MAX_ATTEMPTS, returnUnstarted } from "./worker-health.js";
-import { HEARTBEAT_INTERVAL_SECONDS } from "./workers.js";
+import { HEARTBEAT_INTERVAL_SECONDS, unregisteredMeanwhile } from "./workers.js";
 
 /**
  * A lease lasts three heartbeat intervals: a worker that misses three heartbeats loses it (the
@@ -342,11 +342,7 @@ async function attemptClaim(
   retried = false,
 ): Promise<{ assignment: Assignment; noCommands: boolean } | NoClaim> {
   const outlook = await sessions.pollOutlook(core.db, w, pollId);
-  if (outlook === undefined || outlook.status === "unregistered") {
-    // Another replica unregistered it and this one's credential cache had not heard yet.
-    core.workerCredentials.forgetWorker(w.workerId);
-    throw unauthenticated("this worker was unregistered; register it again");
-  }
+  if (outlook === undefined || outlook.status === "unregistered") throw unregisteredMeanwhile(core, w.workerId);
   const { hasCommands } = outlook;
   if (outlook.status === "draining") return { kind: "draining", hasCommands };
   if (!outlook.earlierClaim) {
@@ -570,23 +566,19 @@ export async function heartbeat(
   v.throwIfAny();
   const now = core.now();
   const expiresAt = new Date(now.getTime() + core.dispatch.leaseMs);
-  let touched: { registered: boolean; hasCommands: boolean } = { registered: false, hasCommands: true };
+  let registered = false;
+  let hasCommands = true;
   if (status === "draining") {
     // Draining: no new claims, and what it has not started goes back to the queue at once (its
     // leases are then lost below); what runs it may finish and report. Returning work queues
     // stop commands, so they are read whatever the touch found.
     await returnUnstarted(core, log, caller.workerId, "its worker is draining", async (trx) => {
-      touched = { ...(await workersStore.touchDrainingWorker(trx, caller.workerId, now)), hasCommands: true };
+      ({ registered } = await workersStore.touchDrainingWorker(trx, caller.workerId, now));
     });
   } else {
-    touched = await core.heartbeats.touch(caller.workerId, now);
+    ({ registered, hasCommands } = await core.heartbeats.touch(caller.workerId, now));
   }
-  if (!touched.registered) {
-    // Unregistered through another replica, whose word this one's credential cache had not had yet.
-    core.workerCredentials.forgetWorker(caller.workerId);
-    throw unauthenticated("this worker was unregistered; register it again");
-  }
-  const { hasCommands } = touched;
+  if (!registered) throw unregisteredMeanwhile(core, caller.workerId);
   const held = await sessions.renewLeases(core.db, caller.workerId, listed.filter((l) => l.tokenHash !== ""), expiresAt, now);
   // Each session once: renewed if any entry for it held its lease, else lost.
   const attempts = new Map(held.map((h) => [`${h.id} ${h.tokenHash}`, h.attempt]));

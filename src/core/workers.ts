@@ -201,6 +201,18 @@ async function checkRegistrationToken(
   return { ownerId: found.ownerId, registrationTokenId: found.id };
 }
 
+const UNREGISTERED = "this worker was unregistered; register it again";
+
+/**
+ * A call's own statement found its worker unregistered, though its credential was kept as valid:
+ * the unregistration came through another replica (or process) whose word had not arrived yet.
+ * Forgets the credential here; returns the error to throw.
+ */
+export function unregisteredMeanwhile(core: Core, workerId: string): Error {
+  core.workerCredentials.forgetWorker(workerId);
+  return unauthenticated(UNREGISTERED);
+}
+
 /** The worker a credential belongs to, while it is registered (core/worker-credentials.ts keeps what it found). */
 export async function authenticateWorker(core: Core, credential: string): Promise<CredentialOwner> {
   const hash = hashToken(credential);
@@ -209,7 +221,7 @@ export async function authenticateWorker(core: Core, credential: string): Promis
   const epoch = core.workerCredentials.epoch;
   const worker = await store.findWorkerByCredential(core.db, hash);
   if (worker === undefined) throw unauthenticated("unknown worker credential; register the worker again");
-  if (worker.status === "unregistered") throw unauthenticated("this worker was unregistered; register it again");
+  if (worker.status === "unregistered") throw unauthenticated(UNREGISTERED);
   const owner = { workerId: worker.id, ownerId: worker.ownerId, agentTypes: worker.agentTypes, maxConcurrentSessions: worker.maxConcurrentSessions };
   core.workerCredentials.remember(hash, owner, core.now().getTime(), epoch);
   return owner;
