@@ -229,6 +229,14 @@ export interface LatencyResult {
 /** The goal in issue 16. */
 export const LATENCY_GOAL_P99_MS = 5;
 
+/** bench/bare-dispatch-server.ts on a free port, once it listens: answering at once, or long-polling (see its header). */
+async function startBare(mode: { longPoll: boolean }) {
+  const port = await freePort();
+  const bare = startBenchChild<{ listening?: boolean }>("bare-dispatch-server.ts", { BARE_DISPATCH_PORT: String(port), ...(mode.longPoll ? { BARE_DISPATCH_LONG_POLL: "1" } : {}) });
+  await bare.next((m): m is { listening: true } => m.listening === true);
+  return { bare, url: `http://127.0.0.1:${port}` };
+}
+
 /** What dispatch-latency times: a server that files tasks and the workers long-polling it. */
 interface LatencyServer {
   name: string;
@@ -242,10 +250,7 @@ interface LatencyServer {
  * a waiting GetTask from memory: the two RPC legs alone, on this machine, in this run.
  */
 async function bareLatencyServer(): Promise<LatencyServer> {
-  const port = await freePort();
-  const bare = startBenchChild<{ listening?: boolean }>("bare-dispatch-server.ts", { BARE_DISPATCH_PORT: String(port), BARE_DISPATCH_LONG_POLL: "1" });
-  await bare.next((m): m is { listening: true } => m.listening === true);
-  const url = `http://127.0.0.1:${port}`;
+  const { bare, url } = await startBare({ longPoll: true });
   const sessions = [new Http2SessionManager(url)];
   const tasks = createClient(TaskService, createConnectTransport({ baseUrl: url, httpVersion: "2", sessionManager: sessions[0]! }));
   return {
@@ -447,10 +452,7 @@ async function foremanDrainer(foreman: Foreman, maxWorkers: number): Promise<Dra
  * an assignment and keeps nothing: what three calls per job cost with no server behind them.
  */
 async function bareDrainer(maxWorkers: number): Promise<Drainer> {
-  const port = await freePort();
-  const bare = startBenchChild<{ listening?: boolean }>("bare-dispatch-server.ts", { BARE_DISPATCH_PORT: String(port) });
-  await bare.next((m): m is { listening: true } => m.listening === true);
-  const url = `http://127.0.0.1:${port}`;
+  const { bare, url } = await startBare({ longPoll: false });
   const sessions: Http2SessionManager[] = [];
   const workers = Array.from({ length: maxWorkers }, (_, i) => {
     if (i % WORKERS_PER_CONNECTION === 0) sessions.push(new Http2SessionManager(url));
@@ -763,12 +765,10 @@ interface IdleServer {
 
 /** The peer: bench/bare-dispatch-server.ts in its long-poll mode, which keeps nothing and answers from memory. */
 async function bareIdleServer(): Promise<IdleServer> {
-  const port = await freePort();
-  const bare = startBenchChild<{ listening?: boolean }>("bare-dispatch-server.ts", { BARE_DISPATCH_PORT: String(port), BARE_DISPATCH_LONG_POLL: "1" });
-  await bare.next((m): m is { listening: true } => m.listening === true);
+  const { bare, url } = await startBare({ longPoll: true });
   return {
     name: "bare connect-node (no database)",
-    url: `http://127.0.0.1:${port}`,
+    url,
     pid: bare.pid,
     cpuMicros: () => processCpuMicros(bare.pid),
     async stop() {
