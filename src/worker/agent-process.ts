@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import type { Readable } from "node:stream";
-import { recordAgentGroup, type GroupRecord } from "./orphans.js";
+import { recordAgentGroup, signalGroup, type GroupRecord } from "./orphans.js";
 
 export type OutputStream = "stdout" | "stderr";
 
@@ -88,13 +88,8 @@ export function startAgentProcess(options: AgentProcessOptions): AgentProcess {
     resolveDone(outcome);
   };
 
-  const signalGroup = (signal: NodeJS.Signals) => {
-    if (child.pid === undefined) return;
-    try {
-      process.kill(-child.pid, signal);
-    } catch {
-      // ESRCH: the whole group is already gone.
-    }
+  const signalAgent = (signal: NodeJS.Signals) => {
+    if (child.pid !== undefined) signalGroup(child.pid, signal);
   };
 
   // Both are "pipe" above, so never null.
@@ -126,7 +121,7 @@ export function startAgentProcess(options: AgentProcessOptions): AgentProcess {
     exitSignal = signal;
     // The session is over: whatever the agent left running in its group (a `sleep &`, a dev
     // server) goes too, or it would outlive the lease and hold the output pipes open.
-    signalGroup("SIGKILL");
+    signalAgent("SIGKILL");
     drainTimer = setTimeout(() => {
       stdoutPipe.destroy();
       stderrPipe.destroy();
@@ -150,8 +145,8 @@ export function startAgentProcess(options: AgentProcessOptions): AgentProcess {
     stop(_reason: string) {
       if (stopped || exited || finished) return;
       stopped = true;
-      signalGroup("SIGTERM");
-      killTimer = setTimeout(() => signalGroup("SIGKILL"), graceMs);
+      signalAgent("SIGTERM");
+      killTimer = setTimeout(() => signalAgent("SIGKILL"), graceMs);
     },
   };
 }
